@@ -1,0 +1,318 @@
+//! The build graph: a DAG of nodes, each an [`Op`] on the outputs of its input nodes.
+//!
+//! The frontend lowers a Dockerfile to a [`BuildGraph`]; the solver computes cache keys over it and hands
+//! nodes to a worker. This crate does no I/O. Every node keeps the [`Span`] of the instruction it came
+//! from, so a failure can point at its Dockerfile line. Nodes are stored in topological order: a node's
+//! inputs always precede it.
+//!
+//! ```
+//! use graph::{BuildGraph, Op, Exec};
+//! let mut g = BuildGraph::default();
+//! let base = g.add(Op::Scratch, vec![], None, "FROM scratch".into());
+//! let run = g.add(Op::Exec(Exec::shell("true")), vec![base], None, "RUN true".into());
+//! assert_eq!(g.ancestors(run).len(), 2);
+//! ```
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+/// Index of a node in its [`BuildGraph`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NodeId(pub usize);
+
+/// A region of the Dockerfile: byte offsets (not chars) of the instruction, and its 1-based first line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Span {
+    /// Byte offset of the first byte.
+    pub start: usize,
+    /// Byte offset one past the last byte.
+    pub end: usize,
+    /// 1-based line of `start`.
+    pub line: usize,
+    /// 1-based column of `start`, in chars.
+    pub column: usize,
+}
+
+/// Network mode of a RUN.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// The host network (BuildKit's default on this kind of host).
+    #[default]
+    Default,
+    /// A fresh network namespace with only loopback.
+    None,
+    /// The host network, explicitly.
+    Host,
+}
+
+/// Where a mount's contents come from (`RUN --mount`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Mount {
+    /// Persistent cache directory (`type=cache`).
+    Cache {
+        /// Cache id (defaults to the target).
+        id: String,
+        /// Mount point in the container.
+        target: String,
+        /// Read-only.
+        readonly: bool,
+        /// `shared`, `private` or `locked`.
+        sharing: String,
+        /// Mode of a newly created cache dir.
+        mode: u32,
+        /// Owner of a newly created cache dir.
+        uid: u32,
+        /// Group of a newly created cache dir.
+        gid: u32,
+    },
+    /// Bind of a directory from an input node or the context (`type=bind`); input given by index into
+    /// the node's inputs, `None` for the build context.
+    Bind {
+        /// Index into the node's inputs; `None` means the build context.
+        input: Option<usize>,
+        /// Path inside the source.
+        source: String,
+        /// Mount point.
+        target: String,
+        /// Writes allowed (and discarded).
+        readwrite: bool,
+    },
+    /// A tmpfs (`type=tmpfs`).
+    Tmpfs {
+        /// Mount point.
+        target: String,
+        /// Size limit in bytes, 0 for the default.
+        size: u64,
+    },
+    /// A secret file (`type=secret`); the secret's value never enters the graph.
+    Secret {
+        /// Secret id.
+        id: String,
+        /// Mount point (empty when only `env` is used).
+        target: String,
+        /// Environment variable to set instead of or besides a file.
+        env: Option<String>,
+        /// Fail when the secret is not provided.
+        required: bool,
+        /// File mode.
+        mode: u32,
+        /// File owner.
+        uid: u32,
+        /// File group.
+        gid: u32,
+    },
+    /// An SSH agent socket (`type=ssh`).
+    Ssh {
+        /// SSH id (`default`).
+        id: String,
+        /// Socket path.
+        target: String,
+        /// Fail when not provided.
+        required: bool,
+    },
+}
+
+/// Execute a command on the input rootfs (input 0); its filesystem changes become a layer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Exec {
+    /// argv; shell form is already wrapped in the stage's SHELL.
+    pub args: Vec<String>,
+    /// `KEY=value` entries, in order (image ENV plus build ARGs in scope).
+    pub env: Vec<String>,
+    /// Absolute working directory; created if missing.
+    pub cwd: String,
+    /// `user[:group]`, names resolved by the worker from the rootfs; empty for root.
+    pub user: String,
+    /// Network mode.
+    pub network: Network,
+    /// Extra mounts.
+    pub mounts: Vec<Mount>,
+}
+
+impl Exec {
+    /// `/bin/sh -c script` as root in `/`, with no env.
+    pub fn shell(script: &str) -> Self {
+        Self {
+            args: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            env: Vec::new(),
+            cwd: "/".into(),
+            user: String::new(),
+            network: Network::Default,
+            mounts: Vec::new(),
+        }
+    }
+}
+
+/// Where COPY reads from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum CopySource {
+    /// The build context (after .dockerignore).
+    Context,
+    /// The rootfs of the node's input at this index (`COPY --from`).
+    Input {
+        /// Index into the node's inputs.
+        index: usize,
+    },
+    /// Inline content (`COPY <<EOF`): file name and bytes.
+    Inline {
+        /// File name the heredoc creates.
+        name: String,
+        /// Content.
+        content: String,
+    },
+}
+
+/// Copy files onto the input rootfs (input 0) as a new layer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Copy {
+    /// Source of the files.
+    pub source: CopySource,
+    /// Source paths or wildcard patterns, relative to the source root (leading `/` allowed).
+    pub srcs: Vec<String>,
+    /// Destination, absolute (already joined with WORKDIR); a trailing `/` means "into this directory".
+    pub dest: String,
+    /// `--chown` as written (`user[:group]`, names resolved from the destination rootfs).
+    pub chown: Option<String>,
+    /// `--chmod` as octal mode bits.
+    pub chmod: Option<u32>,
+    /// Patterns excluded (`--exclude`).
+    pub exclude: Vec<String>,
+    /// ADD semantics: unpack local tar archives.
+    pub unpack: bool,
+}
+
+/// Create a directory (WORKDIR) on the input rootfs, owned by `user`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Mkdir {
+    /// Absolute path.
+    pub path: String,
+    /// Owner as `user[:group]`; empty for root.
+    pub user: String,
+}
+
+/// What a node does.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Op {
+    /// An empty rootfs (`FROM scratch`).
+    Scratch,
+    /// A base image, by reference as written after ARG expansion; the worker resolves it to a digest.
+    Image {
+        /// Image reference.
+        reference: String,
+    },
+    /// RUN.
+    Exec(Exec),
+    /// COPY / ADD.
+    Copy(Copy),
+    /// WORKDIR creation.
+    Mkdir(Mkdir),
+}
+
+impl Op {
+    /// Canonical bytes of the op for cache keys: JSON with fields in declaration order (stable by
+    /// construction; changing a field's name or order is a cache-key format change).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("ops are plain data and always serialize")
+    }
+}
+
+/// A node of the graph.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// This node's id.
+    pub id: NodeId,
+    /// What it does.
+    pub op: Op,
+    /// Inputs; input 0 is the rootfs the op works on (for Exec, Copy, Mkdir).
+    pub inputs: Vec<NodeId>,
+    /// The instruction it came from.
+    pub span: Option<Span>,
+    /// Display name, as BuildKit prints it: `[build 2/4] RUN make`.
+    pub name: String,
+}
+
+/// A DAG of nodes in topological order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildGraph {
+    nodes: Vec<Node>,
+}
+
+impl BuildGraph {
+    /// Adds a node whose inputs are already in the graph, returning its id.
+    ///
+    /// # Panics
+    /// If an input is not already in the graph (which would break topological order).
+    pub fn add(&mut self, op: Op, inputs: Vec<NodeId>, span: Option<Span>, name: String) -> NodeId {
+        let id = NodeId(self.nodes.len());
+        assert!(inputs.iter().all(|i| i.0 < id.0), "node inputs must already be in the graph");
+        self.nodes.push(Node { id, op, inputs, span, name });
+        id
+    }
+
+    /// The node with this id.
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id.0]
+    }
+
+    /// Mutable access to a node (the frontend renames nodes once a stage's length is known).
+    pub fn node_mut(&mut self, id: NodeId) -> &mut Node {
+        &mut self.nodes[id.0]
+    }
+
+    /// All nodes, inputs first.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the graph is empty.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// `target` and every node it depends on, sorted (so in topological order).
+    pub fn ancestors(&self, target: NodeId) -> BTreeSet<NodeId> {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![target];
+        while let Some(id) = stack.pop() {
+            if seen.insert(id) {
+                stack.extend(self.node(id).inputs.iter().copied());
+            }
+        }
+        seen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ancestors_prune_unrelated_branches() {
+        let mut g = BuildGraph::default();
+        let a = g.add(Op::Scratch, vec![], None, "a".into());
+        let slow = g.add(Op::Exec(Exec::shell("sleep 6")), vec![a], None, "slow".into());
+        let fast = g.add(Op::Exec(Exec::shell("true")), vec![a], None, "fast".into());
+        let both = g.add(Op::Exec(Exec::shell("x")), vec![slow, fast], None, "both".into());
+        assert_eq!(g.ancestors(fast), BTreeSet::from([a, fast]));
+        assert_eq!(g.ancestors(both).len(), 4);
+    }
+
+    #[test]
+    fn canonical_bytes_distinguish_ops() {
+        let a = Op::Exec(Exec::shell("true")).canonical_bytes();
+        let b = Op::Exec(Exec::shell("false")).canonical_bytes();
+        assert_ne!(a, b);
+        assert_eq!(a, Op::Exec(Exec::shell("true")).canonical_bytes());
+    }
+}
