@@ -1,0 +1,102 @@
+//! Layer tars: writing an overlay-format directory as an OCI layer, and unpacking a layer blob back into an
+//! overlay-format directory.
+//!
+//! A snapshot directory is in *overlay format*: a deleted path is a character device 0/0 (an overlay
+//! whiteout) and an opaque directory carries the xattr `trusted.overlay.opaque=y`. A layer tar says the same
+//! with `.wh.<name>` and `.wh..wh..opq` entries. [`write_layer`] converts one way, [`unpack_layer`] the other.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::Digest;
+
+mod pax;
+mod unpack;
+mod write;
+
+pub use unpack::unpack_layer;
+pub use write::{is_empty_dir, write_layer};
+
+/// Prefix of a whiteout entry in a layer tar (`.wh.<name>` deletes `<name>`).
+pub const WHITEOUT_PREFIX: &str = ".wh.";
+/// Name of the entry that makes its directory opaque (hides all lower content).
+pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
+/// The overlayfs xattr that marks an opaque directory in a snapshot.
+pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// The compression applied to a written layer blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// gzip (RFC 1952) through flate2; media type `application/vnd.oci.image.layer.v1.tar+gzip`.
+    #[default]
+    Gzip,
+    /// A plain tar; media type `application/vnd.oci.image.layer.v1.tar`.
+    Uncompressed,
+}
+
+/// Options for [`write_layer`].
+#[derive(Debug, Clone, Default)]
+pub struct LayerOptions {
+    /// The compression of the written blob.
+    pub compression: Compression,
+    /// The compression level (gzip: 0–9); `None` means the default (6).
+    pub level: Option<u32>,
+    /// Clamps every mtime in the tar to at most this many seconds since the epoch (`SOURCE_DATE_EPOCH`).
+    pub source_date_epoch: Option<i64>,
+}
+
+/// What [`write_layer`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// The sha256 of the uncompressed tar (goes into the image config's `rootfs.diff_ids`).
+    pub diff_id: Digest,
+    /// The sha256 of the written (compressed) bytes (goes into the manifest).
+    pub digest: Digest,
+    /// The number of written bytes.
+    pub size: u64,
+    /// The OCI layer media type matching the compression.
+    pub media_type: &'static str,
+}
+
+/// Why writing or unpacking a layer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// A file of the directory being written could not be read.
+    #[error("failed to read {path}")]
+    Read {
+        /// The host path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The layer stream could not be written.
+    #[error("failed to write the layer stream")]
+    Write(#[source] io::Error),
+    /// The layer blob could not be read or decoded.
+    #[error("failed to read the layer blob")]
+    Blob(#[source] io::Error),
+    /// A tar entry could not be created in the destination.
+    #[error("failed to unpack layer entry {path:?}")]
+    Unpack {
+        /// The entry path as written in the tar.
+        path: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A tar entry would escape the destination or go through something that is not a directory.
+    #[error("refusing layer entry {path:?}: {reason}")]
+    UnsafePath {
+        /// The entry path (or hardlink target) as written in the tar.
+        path: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// The blob's media type or compression is not supported.
+    #[error("unsupported layer media type or compression {media_type:?}")]
+    Unsupported {
+        /// The media type, or a description of the detected compression.
+        media_type: String,
+    },
+}
