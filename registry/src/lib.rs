@@ -1,1 +1,30 @@
-//! registry
+//! A client for the OCI distribution API (registries): resolve and pull manifests, stream blobs out and in,
+//! push manifests; with anonymous, Bearer-token and Basic auth and retries of transient failures.
+//!
+//! It never writes the local store: fetched blobs go to a caller-provided writer (verified against their
+//! digest and size as they stream), pushed blobs are read from a caller-provided file path. It doesn't
+//! know about build graphs or caches. Main types: [`Client`], [`ClientOptions`], [`PulledManifest`],
+//! [`Error`].
+//!
+//! Transport: reqwest with rustls. Loopback registries (and those in
+//! [`ClientOptions::insecure_registries`]) use plain http; others https, verified against the system CA
+//! store (`rustls-platform-verifier`, which on Linux reads `SSL_CERT_FILE`/`SSL_CERT_DIR` via
+//! `rustls-native-certs`). `HTTP(S)_PROXY`/`NO_PROXY` are honoured except for loopback registries.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), registry::Error> {
+//! let client = registry::Client::new(registry::ClientOptions::default())?;
+//! let r: oci::Reference = "127.0.0.1:5000/app:1".parse().unwrap();
+//! let pulled = client.get_manifest(&r, &oci::Platform::host()).await?;
+//! let config = client.fetch_blob_bytes(&r, &pulled.manifest.config).await?;
+//! # let _ = config;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+mod auth;
+mod client;
+mod error;
+
+pub use client::{Client, ClientOptions, PulledManifest, PushOutcome};
+pub use error::Error;

@@ -1,0 +1,809 @@
+//! The distribution API client: manifests and blobs, pulled and pushed, with auth and retries.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use oci::{media_type, Descriptor, Digest, Hasher, Index, Manifest, Platform, Reference};
+use reqwest::{header, StatusCode};
+use tokio_util::io::ReaderStream;
+
+use crate::auth::{self, Auth, Credentials};
+use crate::Error;
+
+/// Settings for a [`Client`].
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// Registries (`host[:port]`) spoken to over plain http. Loopback registries always are.
+    pub insecure_registries: Vec<String>,
+    /// `User-Agent` header; `rbuild-registry/<version>` when `None`.
+    pub user_agent: Option<String>,
+    /// The Docker `config.json` to read credentials from; when `None`, `$DOCKER_CONFIG/config.json` or
+    /// `~/.docker/config.json`. A missing file means anonymous access.
+    pub docker_config: Option<PathBuf>,
+}
+
+/// A registry client; cheap to clone, and clones share connections and cached tokens.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Honours `HTTP(S)_PROXY`/`NO_PROXY`.
+    http: reqwest::Client,
+    /// The same without proxies, for loopback registries (a proxy can't reach our loopback).
+    http_direct: reqwest::Client,
+    insecure: Vec<String>,
+    auth: Auth,
+}
+
+/// A single-image manifest resolved from a reference.
+#[derive(Clone, Debug)]
+pub struct PulledManifest {
+    /// The parsed manifest.
+    pub manifest: Manifest,
+    /// The exact bytes of the manifest (not of the index it may have been selected from).
+    pub bytes: Vec<u8>,
+    /// sha256 of `bytes`, computed here.
+    pub digest: Digest,
+    /// The manifest's media type (OCI or Docker schema2 manifest).
+    pub media_type: String,
+}
+
+/// What [`Client::push_blob`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// The blob was sent.
+    Uploaded,
+    /// The registry already had it; nothing was sent.
+    Exists,
+}
+
+/// Which repository permissions a request needs (the token scope).
+#[derive(Clone, Copy)]
+enum Access {
+    Pull,
+    Push,
+}
+
+/// Whether `send` may repeat a request after a connection error, 5xx, 408 or 429.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    Idempotent,
+    Never,
+}
+
+/// Retries after the first attempt, with [`backoff`] between them.
+const MAX_RETRIES: u32 = 3;
+/// Manifests larger than this are refused (the distribution spec suggests registries accept at least 4 MiB).
+const MANIFEST_LIMIT: usize = 4 << 20;
+/// Read size when streaming a blob file into an upload.
+const UPLOAD_CHUNK: usize = 256 << 10;
+/// Everything we can resolve, in order of preference.
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.oci.image.index.v1+json, \
+    application/vnd.docker.distribution.manifest.v2+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// 200 ms, 400 ms, 800 ms.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(200 << attempt.min(5))
+}
+
+fn retryable_status(s: StatusCode) -> bool {
+    s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS || s == StatusCode::REQUEST_TIMEOUT
+}
+
+fn strip_scheme(s: &str) -> &str {
+    let s = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .unwrap_or(s);
+    s.trim_end_matches('/')
+}
+
+impl Client {
+    /// Builds a client: TLS (rustls, system roots), timeouts, and credentials from the Docker config.
+    pub fn new(opts: ClientOptions) -> Result<Self, Error> {
+        let agent = opts
+            .user_agent
+            .clone()
+            .unwrap_or_else(|| format!("rbuild-registry/{}", env!("CARGO_PKG_VERSION")));
+        let builder = || {
+            reqwest::Client::builder()
+                .user_agent(agent.clone())
+                .connect_timeout(Duration::from_secs(30))
+                // Per read, not per request: a big blob may take minutes, a silent peer may not.
+                .read_timeout(Duration::from_secs(120))
+        };
+        let http = builder()
+            .build()
+            .map_err(|source| Error::Setup { source })?;
+        let http_direct = builder()
+            .no_proxy()
+            .build()
+            .map_err(|source| Error::Setup { source })?;
+        let config_path = opts
+            .docker_config
+            .clone()
+            .or_else(auth::default_docker_config);
+        let creds = Credentials::load(config_path.as_deref())?;
+        let insecure = opts
+            .insecure_registries
+            .iter()
+            .map(|s| strip_scheme(s).to_owned())
+            .collect();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                http_direct,
+                insecure,
+                auth: Auth::new(creds),
+            }),
+        })
+    }
+
+    /// Resolves a reference to a single-image manifest for `platform`, following an OCI index / Docker
+    /// manifest list.
+    ///
+    /// When `r` pins a digest, the bytes fetched must hash to it; the returned digest is always computed
+    /// from the bytes of the (selected) manifest.
+    pub async fn get_manifest(
+        &self,
+        r: &Reference,
+        platform: &Platform,
+    ) -> Result<PulledManifest, Error> {
+        let top = self
+            .fetch_manifest(r, &r.to_string(), &r.manifest_selector(), r.digest.as_ref())
+            .await?;
+        let chosen = if media_type::is_index(&top.media_type) {
+            let index: Index =
+                serde_json::from_slice(&top.bytes).map_err(|source| Error::InvalidManifest {
+                    reference: r.to_string(),
+                    source,
+                })?;
+            let Some(desc) = index.select(platform) else {
+                return Err(Error::NoMatchingPlatform {
+                    reference: r.to_string(),
+                    platform: platform_string(platform),
+                    available: index
+                        .manifests
+                        .iter()
+                        .filter_map(|d| d.platform.as_ref().map(platform_string))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            };
+            tracing::debug!(reference = %r, digest = %desc.digest, "selected manifest from index");
+            let child_ref = format!("{}@{}", r.name(), desc.digest);
+            let child = self
+                .fetch_manifest(r, &child_ref, &desc.digest.to_string(), Some(&desc.digest))
+                .await?;
+            if child.bytes.len() as u64 != desc.size {
+                return Err(Error::SizeMismatch {
+                    what: "manifest",
+                    digest: desc.digest.clone(),
+                    expected: desc.size,
+                    actual: child.bytes.len() as u64,
+                });
+            }
+            child
+        } else {
+            top
+        };
+        if !media_type::is_manifest(&chosen.media_type) {
+            return Err(Error::UnsupportedMediaType {
+                reference: r.to_string(),
+                media_type: chosen.media_type,
+            });
+        }
+        let manifest: Manifest =
+            serde_json::from_slice(&chosen.bytes).map_err(|source| Error::InvalidManifest {
+                reference: r.to_string(),
+                source,
+            })?;
+        Ok(PulledManifest {
+            manifest,
+            bytes: chosen.bytes,
+            digest: chosen.digest,
+            media_type: chosen.media_type,
+        })
+    }
+
+    /// Streams a blob into `sink`, verifying its digest and size as it goes.
+    ///
+    /// On error, whatever was written to `sink` must be discarded by the caller. The sink is written from
+    /// the async task, so it should be fast (a buffered file is fine).
+    pub async fn fetch_blob(
+        &self,
+        r: &Reference,
+        desc: &Descriptor,
+        sink: &mut (dyn Write + Send),
+    ) -> Result<(), Error> {
+        let url = format!("{}/blobs/{}", self.base(r), desc.digest);
+        let mut resp = self
+            .send(r, Access::Pull, Retry::Idempotent, || {
+                Ok(self.http(r).get(&url))
+            })
+            .await?;
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => {
+                return Err(Error::BlobNotFound {
+                    repository: r.name(),
+                    digest: desc.digest.clone(),
+                })
+            }
+            _ => {
+                return Err(self
+                    .unexpected(r, "GET", &format!("blob {}", desc.digest), resp)
+                    .await)
+            }
+        }
+        let mut hasher = Hasher::new();
+        let mut received = 0u64;
+        while let Some(chunk) = resp.chunk().await.map_err(|source| Error::Transfer {
+            registry: r.registry.clone(),
+            source,
+        })? {
+            received += chunk.len() as u64;
+            if received > desc.size {
+                return Err(Error::SizeMismatch {
+                    what: "blob",
+                    digest: desc.digest.clone(),
+                    expected: desc.size,
+                    actual: received,
+                });
+            }
+            hasher.update(&chunk);
+            sink.write_all(&chunk).map_err(|source| Error::WriteSink {
+                digest: desc.digest.clone(),
+                source,
+            })?;
+        }
+        if received != desc.size {
+            return Err(Error::SizeMismatch {
+                what: "blob",
+                digest: desc.digest.clone(),
+                expected: desc.size,
+                actual: received,
+            });
+        }
+        let actual = hasher.finish();
+        if actual != desc.digest {
+            return Err(Error::DigestMismatch {
+                what: "blob",
+                expected: desc.digest.clone(),
+                actual,
+            });
+        }
+        sink.flush().map_err(|source| Error::WriteSink {
+            digest: desc.digest.clone(),
+            source,
+        })
+    }
+
+    /// Fetches a small blob (an image config) into memory, verified.
+    pub async fn fetch_blob_bytes(
+        &self,
+        r: &Reference,
+        desc: &Descriptor,
+    ) -> Result<Vec<u8>, Error> {
+        // Capacity from the descriptor, capped: a lying descriptor must not make us allocate gigabytes.
+        let mut buf = Vec::with_capacity(usize::try_from(desc.size.min(16 << 20)).unwrap_or(0));
+        self.fetch_blob(r, desc, &mut buf).await?;
+        Ok(buf)
+    }
+
+    /// Whether the repository of `r` has the blob.
+    pub async fn has_blob(&self, r: &Reference, digest: &Digest) -> Result<bool, Error> {
+        self.blob_exists(r, digest, Access::Pull).await
+    }
+
+    /// Pushes the blob stored at `path` unless the registry has it already.
+    ///
+    /// HEAD first; if missing, POST an upload session and PUT the file streamed from disk with its
+    /// Content-Length (a monolithic upload; the file is never held in memory). On a transient failure the
+    /// whole upload restarts from a new session, up to three times.
+    pub async fn push_blob(
+        &self,
+        r: &Reference,
+        desc: &Descriptor,
+        path: &Path,
+    ) -> Result<PushOutcome, Error> {
+        if self.blob_exists(r, &desc.digest, Access::Push).await? {
+            tracing::debug!(digest = %desc.digest, repository = %r.name(), "blob already present");
+            return Ok(PushOutcome::Exists);
+        }
+        let len = fs_err::metadata(path)
+            .map_err(|source| Error::ReadFile {
+                digest: desc.digest.clone(),
+                source,
+            })?
+            .len();
+        if len != desc.size {
+            return Err(Error::SizeMismatch {
+                what: "file",
+                digest: desc.digest.clone(),
+                expected: desc.size,
+                actual: len,
+            });
+        }
+        let mut attempt = 0;
+        loop {
+            match self.upload_once(r, desc, path).await {
+                Ok(()) => {
+                    tracing::debug!(digest = %desc.digest, size = desc.size, repository = %r.name(), "blob uploaded");
+                    return Ok(PushOutcome::Uploaded);
+                }
+                Err(e) if e.is_transient() && attempt < MAX_RETRIES => {
+                    tracing::warn!(digest = %desc.digest, error = %e, attempt, "blob upload failed, restarting");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Uploads `bytes` as the manifest of `r` (under its tag, or its digest when it has no tag) and returns
+    /// the digest of the bytes.
+    pub async fn put_manifest(
+        &self,
+        r: &Reference,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<Digest, Error> {
+        let digest = Digest::sha256_of(bytes);
+        if let Some(pinned) = &r.digest {
+            if *pinned != digest {
+                return Err(Error::DigestMismatch {
+                    what: "manifest",
+                    expected: pinned.clone(),
+                    actual: digest,
+                });
+            }
+        }
+        let selector = r.tag.clone().unwrap_or_else(|| digest.to_string());
+        let url = format!("{}/manifests/{selector}", self.base(r));
+        let body = Bytes::copy_from_slice(bytes);
+        let resp = self
+            .send(r, Access::Push, Retry::Idempotent, || {
+                Ok(self
+                    .http(r)
+                    .put(&url)
+                    .header(header::CONTENT_TYPE, media_type)
+                    .body(body.clone()))
+            })
+            .await?;
+        if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
+            return Err(self
+                .unexpected(r, "PUT", &format!("manifest {r}"), resp)
+                .await);
+        }
+        let echoed = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if let Some(echoed) = echoed {
+            if echoed != digest.to_string() {
+                tracing::warn!(reference = %r, ours = %digest, registry = echoed, "registry reports another manifest digest");
+            }
+        }
+        tracing::debug!(reference = %r, %digest, "manifest pushed");
+        Ok(digest)
+    }
+
+    // ---- internals ----
+
+    fn http(&self, r: &Reference) -> &reqwest::Client {
+        if r.is_loopback() {
+            &self.inner.http_direct
+        } else {
+            &self.inner.http
+        }
+    }
+
+    /// `scheme://host/v2/repository`.
+    fn base(&self, r: &Reference) -> String {
+        let host = r.api_host();
+        let insecure = r.is_loopback()
+            || self
+                .inner
+                .insecure
+                .iter()
+                .any(|i| i == host || *i == r.registry);
+        let scheme = if insecure { "http" } else { "https" };
+        format!("{scheme}://{host}/v2/{}", r.repository)
+    }
+
+    fn scope(r: &Reference, access: Access) -> String {
+        match access {
+            Access::Pull => format!("repository:{}:pull", r.repository),
+            Access::Push => format!("repository:{}:pull,push", r.repository),
+        }
+    }
+
+    /// Sends a request built by `build`, answering one auth challenge and retrying transient failures.
+    ///
+    /// `build` is called again for every attempt (a streamed body can't be replayed). Returns the response
+    /// for any status but 401 (and, when retries are exhausted, 5xx/408/429), for the caller to judge.
+    async fn send<F>(
+        &self,
+        r: &Reference,
+        access: Access,
+        retry: Retry,
+        build: F,
+    ) -> Result<reqwest::Response, Error>
+    where
+        F: Fn() -> Result<reqwest::RequestBuilder, Error>,
+    {
+        let scope = Self::scope(r, access);
+        let mut attempt = 0;
+        let mut challenged = false;
+        loop {
+            let mut req = build()?;
+            if let Some(h) = self.inner.auth.header(&r.registry, &scope) {
+                req = req.header(header::AUTHORIZATION, h);
+            }
+            let may_retry = retry == Retry::Idempotent && attempt < MAX_RETRIES;
+            let resp = match req.send().await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    if may_retry {
+                        tracing::debug!(registry = r.registry, error = %e, attempt, "request failed, retrying");
+                        tokio::time::sleep(backoff(attempt)).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(if e.is_connect() || e.is_timeout() {
+                        Error::Unreachable {
+                            registry: r.registry.clone(),
+                            source: e,
+                        }
+                    } else {
+                        Error::Transfer {
+                            registry: r.registry.clone(),
+                            source: e,
+                        }
+                    });
+                }
+            };
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED {
+                if challenged {
+                    let reason = if self.inner.auth.has_credentials(&r.registry) {
+                        "it rejected the configured credentials".to_owned()
+                    } else {
+                        self.inner.auth.no_credentials(&r.registry)
+                    };
+                    return Err(Error::Unauthorized {
+                        registry: r.registry.clone(),
+                        reason,
+                    });
+                }
+                challenged = true;
+                let challenge = resp
+                    .headers()
+                    .get(header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let http = self.http(r);
+                self.inner
+                    .auth
+                    .authenticate(http, &r.registry, &scope, challenge.as_deref())
+                    .await?;
+                continue;
+            }
+            if retryable_status(status) && may_retry {
+                tracing::debug!(registry = r.registry, %status, attempt, "registry busy or failing, retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+                continue;
+            }
+            return Ok(resp);
+        }
+    }
+
+    async fn blob_exists(
+        &self,
+        r: &Reference,
+        digest: &Digest,
+        access: Access,
+    ) -> Result<bool, Error> {
+        let url = format!("{}/blobs/{digest}", self.base(r));
+        let resp = self
+            .send(r, access, Retry::Idempotent, || Ok(self.http(r).head(&url)))
+            .await?;
+        match resp.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self
+                .unexpected(r, "HEAD", &format!("blob {digest}"), resp)
+                .await),
+        }
+    }
+
+    /// One POST + PUT monolithic upload.
+    async fn upload_once(
+        &self,
+        r: &Reference,
+        desc: &Descriptor,
+        path: &Path,
+    ) -> Result<(), Error> {
+        let start = format!("{}/blobs/uploads/", self.base(r));
+        let resp = self
+            .send(r, Access::Push, Retry::Never, || {
+                Ok(self.http(r).post(&start).header(header::CONTENT_LENGTH, 0))
+            })
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(self
+                .unexpected(r, "POST", &format!("upload of blob {}", desc.digest), resp)
+                .await);
+        }
+        let location = resp
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Error::Protocol {
+                registry: r.registry.clone(),
+                detail: "upload session answer has no Location header".to_owned(),
+            })?;
+        // Location may be relative or absolute, and usually carries its own query (`_state=…`).
+        let mut url = resp.url().join(location).map_err(|e| Error::Protocol {
+            registry: r.registry.clone(),
+            detail: format!("upload Location {location:?} is not a URL: {e}"),
+        })?;
+        url.query_pairs_mut()
+            .append_pair("digest", &desc.digest.to_string());
+        let resp = self
+            .send(r, Access::Push, Retry::Never, || {
+                let file = fs_err::File::open(path).map_err(|source| Error::ReadFile {
+                    digest: desc.digest.clone(),
+                    source,
+                })?;
+                let (file, _) = file.into_parts();
+                let stream =
+                    ReaderStream::with_capacity(tokio::fs::File::from_std(file), UPLOAD_CHUNK);
+                Ok(self
+                    .http(r)
+                    .put(url.clone())
+                    .header(header::CONTENT_TYPE, "application/octet-stream")
+                    // An explicit length makes hyper send a sized body instead of chunked encoding, which
+                    // some registries and proxies refuse for blob uploads.
+                    .header(header::CONTENT_LENGTH, desc.size)
+                    .body(reqwest::Body::wrap_stream(stream)))
+            })
+            .await?;
+        if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
+            return Err(self
+                .unexpected(r, "PUT", &format!("blob {}", desc.digest), resp)
+                .await);
+        }
+        Ok(())
+    }
+
+    /// GETs `manifests/<selector>`, checks it against `expect`, and works out its media type.
+    async fn fetch_manifest(
+        &self,
+        r: &Reference,
+        shown: &str,
+        selector: &str,
+        expect: Option<&Digest>,
+    ) -> Result<RawManifest, Error> {
+        let url = format!("{}/manifests/{selector}", self.base(r));
+        let mut resp = self
+            .send(r, Access::Pull, Retry::Idempotent, || {
+                Ok(self
+                    .http(r)
+                    .get(&url)
+                    .header(header::ACCEPT, MANIFEST_ACCEPT))
+            })
+            .await?;
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => {
+                return Err(Error::NotFound {
+                    reference: shown.to_owned(),
+                })
+            }
+            _ => {
+                return Err(self
+                    .unexpected(r, "GET", &format!("manifest {shown}"), resp)
+                    .await)
+            }
+        }
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned())
+            .unwrap_or_default();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|source| Error::Transfer {
+            registry: r.registry.clone(),
+            source,
+        })? {
+            if bytes.len() + chunk.len() > MANIFEST_LIMIT {
+                return Err(Error::Protocol {
+                    registry: r.registry.clone(),
+                    detail: format!("manifest {shown} is larger than {MANIFEST_LIMIT} bytes"),
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let digest = Digest::sha256_of(&bytes);
+        if let Some(expected) = expect {
+            if *expected != digest {
+                return Err(Error::DigestMismatch {
+                    what: "manifest",
+                    expected: expected.clone(),
+                    actual: digest,
+                });
+            }
+        }
+        let media_type =
+            if media_type::is_manifest(&content_type) || media_type::is_index(&content_type) {
+                content_type
+            } else {
+                sniff_media_type(&bytes).unwrap_or(content_type)
+            };
+        Ok(RawManifest {
+            bytes,
+            digest,
+            media_type,
+        })
+    }
+
+    /// Maps an unexpected response to the most specific error.
+    async fn unexpected(
+        &self,
+        r: &Reference,
+        method: &str,
+        what: &str,
+        resp: reqwest::Response,
+    ) -> Error {
+        match resp.status() {
+            StatusCode::FORBIDDEN => Error::Denied {
+                registry: r.registry.clone(),
+                repository: r.repository.clone(),
+            },
+            StatusCode::PAYLOAD_TOO_LARGE => Error::TooLarge {
+                registry: r.registry.clone(),
+                what: what.to_owned(),
+            },
+            _ => status_error(method, resp).await,
+        }
+    }
+}
+
+struct RawManifest {
+    bytes: Vec<u8>,
+    digest: Digest,
+    media_type: String,
+}
+
+/// The media type of a manifest served as `application/json` (or without a type): its own `mediaType`
+/// field, else index vs. manifest by shape (OCI makes `mediaType` optional).
+fn sniff_media_type(bytes: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+        config: Option<serde_json::Value>,
+    }
+    let p: Probe = serde_json::from_slice(bytes).ok()?;
+    match (p.media_type, p.manifests, p.config) {
+        (Some(mt), _, _) => Some(mt),
+        (None, Some(_), _) => Some(media_type::OCI_INDEX.to_owned()),
+        (None, None, Some(_)) => Some(media_type::OCI_MANIFEST.to_owned()),
+        _ => None,
+    }
+}
+
+fn platform_string(p: &Platform) -> String {
+    match &p.variant {
+        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+        None => format!("{}/{}", p.os, p.architecture),
+    }
+}
+
+/// An [`Error::Status`] with the start of the body; registry error JSON becomes `CODE: message` lines.
+pub(crate) async fn status_error(method: &str, resp: reqwest::Response) -> Error {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<RegistryError>,
+    }
+    #[derive(serde::Deserialize)]
+    struct RegistryError {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let status = resp.status().as_u16();
+    let url = resp.url().to_string();
+    // The body is only for the message; failing to read it must not hide the status.
+    let raw = resp.bytes().await.unwrap_or_default();
+    let body = match serde_json::from_slice::<Errors>(&raw) {
+        Ok(e) if !e.errors.is_empty() => e
+            .errors
+            .iter()
+            .map(|e| format!("{}: {}", e.code, e.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => {
+            let text = String::from_utf8_lossy(&raw);
+            let text = text.trim();
+            match text.char_indices().nth(300) {
+                Some((i, _)) => format!("{}…", &text[..i]),
+                None if text.is_empty() => "(empty body)".to_owned(),
+                None => text.to_owned(),
+            }
+        }
+    };
+    Error::Status {
+        status,
+        method: method.to_owned(),
+        url,
+        body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffs_media_types() {
+        assert_eq!(
+            sniff_media_type(br#"{"schemaVersion":2,"manifests":[]}"#).unwrap(),
+            media_type::OCI_INDEX
+        );
+        assert_eq!(
+            sniff_media_type(br#"{"schemaVersion":2,"config":{},"layers":[]}"#).unwrap(),
+            media_type::OCI_MANIFEST
+        );
+        assert_eq!(
+            sniff_media_type(
+                br#"{"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json"}"#
+            )
+            .unwrap(),
+            media_type::DOCKER_MANIFEST_LIST
+        );
+        assert!(sniff_media_type(b"nope").is_none());
+    }
+
+    #[test]
+    fn scheme_follows_loopback_and_insecure_list() {
+        let c = Client::new(ClientOptions {
+            insecure_registries: vec!["http://reg.internal:5000/".into()],
+            docker_config: Some(PathBuf::from("/nonexistent/config.json")),
+            ..ClientOptions::default()
+        })
+        .unwrap();
+        let base = |s: &str| c.base(&s.parse().unwrap());
+        assert_eq!(base("127.0.0.1:5000/a/b:1"), "http://127.0.0.1:5000/v2/a/b");
+        assert_eq!(base("localhost/a"), "http://localhost/v2/a");
+        assert_eq!(base("reg.internal:5000/a"), "http://reg.internal:5000/v2/a");
+        assert_eq!(base("ghcr.io/o/a"), "https://ghcr.io/v2/o/a");
+        assert_eq!(
+            base("alpine"),
+            "https://registry-1.docker.io/v2/library/alpine"
+        );
+    }
+
+    #[test]
+    fn backoff_doubles() {
+        assert_eq!(backoff(0), Duration::from_millis(200));
+        assert_eq!(backoff(1), Duration::from_millis(400));
+        assert_eq!(backoff(2), Duration::from_millis(800));
+    }
+}
