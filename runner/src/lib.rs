@@ -1,1 +1,184 @@
-//! runner
+//! runner: runs one command in a sandbox made of Linux namespaces and an overlayfs rootfs.
+//!
+//! A [`Spec`] names the overlay lower dirs (the image snapshot), an upper dir that receives the
+//! command's changes (after the run it *is* the layer diff), the command, its user, environment,
+//! working directory and extra mounts. [`spawn`] re-executes the host binary with [`INIT_ARG`];
+//! that process (the "outside" process) creates a pid namespace and forks the sandbox's PID 1,
+//! which builds the rootfs (new mount, ipc and uts namespaces, plus a network namespace with only
+//! `lo` for [`Network::None`]), pivots into it and runs the command with Docker's default
+//! capability set. When the command ends the outside process removes from the upper dir every
+//! mountpoint the runner had to create (`/etc/hosts`, `/proc`, …) so they do not pollute the
+//! layer, and exits with the command's status.
+//!
+//! Deliberately not here: seccomp (later), rootless mode, cgroups/resource limits, image
+//! formats. This crate depends on no other rbuild crate and is the only one with `unsafe`
+//! (all of it in `sys/linux.rs`).
+//!
+//! # Exit status of the spawned process
+//!
+//! * the command's exit code when it exits normally;
+//! * `128 + signal` when the command is killed by a signal;
+//! * `125` when the sandbox could not be set up (bad spec, mount failure, unknown user, …), with a
+//!   message on stderr starting with `rbuild-runner: `;
+//! * `127` (command not found) or `126` (not executable), also with an `rbuild-runner: ` message.
+//!
+//! A command that itself exits with 125 cannot be told apart from a setup failure (as in Docker).
+//!
+//! # Example
+//!
+//! ```no_run
+//! // First statement of the host binary's main(): in the re-executed sandbox process this
+//! // runs the init and never returns.
+//! runner::init_if_requested();
+//!
+//! let spec = runner::Spec {
+//!     lowers: vec!["/snapshots/base".into()],
+//!     upper: "/tmp/run/upper".into(),
+//!     work: "/tmp/run/work".into(),
+//!     args: vec!["sh".into(), "-c".into(), "echo hi".into()],
+//!     env: vec!["PATH=/usr/bin:/bin".into()],
+//!     cwd: "/".into(),
+//!     user: String::new(),
+//!     hostname: "rbuild".into(),
+//!     network: runner::Network::None,
+//!     mounts: vec![],
+//!     readonly_rootfs: false,
+//! };
+//! let exe = std::env::current_exe().unwrap();
+//! let io = std::process::Stdio::inherit;
+//! let status = runner::spawn(&spec, &exe, io(), io(), io()).unwrap().wait().unwrap();
+//! assert!(status.success());
+//! ```
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(target_os = "linux")]
+mod cleanup;
+#[cfg(target_os = "linux")]
+mod init;
+#[cfg(target_os = "linux")]
+mod rootfs;
+mod sys;
+mod user;
+
+/// Argument that makes [`init_if_requested`] run the sandbox init instead of returning.
+pub const INIT_ARG: &str = "__rbuild-runner-init";
+
+/// Exit status of the spawned process when the sandbox could not be set up.
+pub const EXIT_SETUP_FAILED: i32 = 125;
+
+/// Everything needed to run one command in a sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Spec {
+    /// Overlay lower dirs, base (bottom) layer first. May be empty (`FROM scratch`).
+    pub lowers: Vec<PathBuf>,
+    /// Overlay upper dir; exists. After the run it holds the command's changes.
+    pub upper: PathBuf,
+    /// Scratch dir on the same filesystem as `upper`; exists. The runner creates `ovl/` (the
+    /// overlay work dir), `rootfs/` (the mountpoint) and a few generated files in it; the caller
+    /// deletes it after the run.
+    pub work: PathBuf,
+    /// argv; `args[0]` is looked up in `PATH` (from `env`) when it contains no `/`.
+    pub args: Vec<String>,
+    /// Environment, `KEY=value`. `HOME` is added from `/etc/passwd` when missing.
+    pub env: Vec<String>,
+    /// Absolute working directory; created (root, 0755) if missing, and kept in the upper dir.
+    pub cwd: String,
+    /// `""` (root), `uid`, `uid:gid`, `name` or `name:group`, resolved in the container's
+    /// `/etc/passwd` and `/etc/group`.
+    pub user: String,
+    /// Hostname inside the sandbox (`"rbuild"` when empty).
+    pub hostname: String,
+    /// Network namespace choice.
+    pub network: Network,
+    /// Extra mounts, applied in order after `/proc`, `/dev`, `/sys` and `/etc/hosts`.
+    pub mounts: Vec<MountSpec>,
+    /// Mount the rootfs read-only (`false` for builds).
+    pub readonly_rootfs: bool,
+}
+
+/// Network namespace of the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Network {
+    /// Share the host's network namespace.
+    Host,
+    /// A new network namespace with only the loopback interface, up.
+    None,
+}
+
+/// An extra mount inside the sandbox; its target is created in the rootfs if missing (and
+/// removed from the upper dir afterwards).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountSpec {
+    /// Recursive bind mount of a host path (file or directory).
+    Bind {
+        source: PathBuf,
+        target: String,
+        readonly: bool,
+    },
+    /// A fresh tmpfs; `size` in bytes, 0 for the kernel default (half of RAM).
+    Tmpfs { target: String, size: u64 },
+}
+
+/// Error starting the sandbox process. Failures inside the sandbox are reported through the
+/// child's exit status instead (see the crate docs).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to encode the sandbox spec")]
+    Encode(#[source] serde_json::Error),
+    #[error("failed to create the pipe for the sandbox spec")]
+    Pipe(#[source] std::io::Error),
+    #[error("failed to start the sandbox process {exe}")]
+    Spawn {
+        exe: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to send the spec to the sandbox process")]
+    SendSpec(#[source] std::io::Error),
+    #[error("sandboxes are only supported on linux")]
+    Unsupported,
+}
+
+/// Runs the sandbox init if this process was started by [`spawn`]; otherwise returns at once.
+///
+/// Must be the first thing the host binary's `main()` does, before any thread is started: the
+/// init forks, which is only sound in a single-threaded process. When `argv[1]` is [`INIT_ARG`]
+/// this never returns.
+pub fn init_if_requested() {
+    if std::env::args_os().nth(1).is_some_and(|a| a == INIT_ARG) {
+        #[cfg(target_os = "linux")]
+        init::main();
+        #[cfg(not(target_os = "linux"))]
+        std::process::exit(EXIT_SETUP_FAILED);
+    }
+}
+
+/// Starts the sandbox by re-executing `exe` (normally `std::env::current_exe()`) with
+/// [`INIT_ARG`].
+///
+/// The spec travels over a pipe (never argv or env, so it may carry secrets). The given stdio
+/// is what the command gets. Wait on the returned child for the exit status described in the
+/// crate docs; killing it (even with SIGKILL) kills every process of the sandbox, but then the
+/// upper dir is not cleaned of mountpoints and should be discarded.
+pub fn spawn(
+    spec: &Spec,
+    exe: &Path,
+    stdin: Stdio,
+    stdout: Stdio,
+    stderr: Stdio,
+) -> Result<Child, Error> {
+    #[cfg(target_os = "linux")]
+    {
+        init::spawn(spec, exe, stdin, stdout, stderr)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (spec, exe, stdin, stdout, stderr); // unused off linux
+        Err(Error::Unsupported)
+    }
+}

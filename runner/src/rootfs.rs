@@ -1,0 +1,521 @@
+//! Building the sandbox's filesystem view in PID 1: overlay rootfs, pivot_root, `/proc`,
+//! `/dev`, `/sys`, `/etc/hosts`, extra mounts, masked and read-only paths.
+//!
+//! Mountpoints are created *after* `pivot_root`, so a symlink in the image (`/etc -> /host`)
+//! resolves inside the rootfs and can never make us create or mount over a host path. Host
+//! objects that must appear inside (device nodes, generated files, bind sources) are cloned as
+//! detached mounts with `open_tree` before the pivot and attached with `move_mount` after it.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{AtFlags, Mode, OFlags, CWD};
+use rustix::mount::{
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MountPropagationFlags, MoveMountFlags,
+    OpenTreeFlags, UnmountFlags,
+};
+use rustix::thread::UnshareFlags;
+use serde::{Deserialize, Serialize};
+
+use crate::init::{Context, SetupError};
+use crate::{MountSpec, Network, Spec};
+
+/// A path (relative to the rootfs, no leading `/`) that exists in the upper dir only because
+/// the runner needed a mountpoint there. The outside process removes these after the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Created {
+    /// A mountpoint file or directory the runner created.
+    Mountpoint(String),
+    /// A missing parent directory of a mountpoint the runner created.
+    Parent(String),
+    /// An existing lower directory copied up into the upper dir when a mountpoint was created
+    /// inside it.
+    CopiedUp(String),
+}
+
+/// Masked like runc's defaults: directories get an empty read-only tmpfs, files `/dev/null`.
+const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Made read-only like runc's defaults.
+const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Host device nodes bind-mounted into the sandbox's `/dev`.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// What kind of node a mountpoint is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Leaf {
+    Dir,
+    File,
+}
+
+/// Whether a created path is recorded for removal from the upper dir.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Record {
+    Yes,
+    No,
+}
+
+/// Creates mountpoints inside the (already pivoted) rootfs and records what lands in the upper dir.
+struct Mountpoints<'a> {
+    upper: OwnedFd,
+    root_dev: u64,
+    created: &'a mut Vec<Created>,
+}
+
+fn components(path: &Path) -> VecDeque<OsString> {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_owned()),
+            Component::ParentDir => Some("..".into()),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
+        })
+        .collect()
+}
+
+fn rel(path: &Path) -> String {
+    path.strip_prefix("/")
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned()
+}
+
+impl Mountpoints<'_> {
+    /// Makes sure `path` exists (like `mkdir -p`, plus a final empty file for [`Leaf::File`]),
+    /// following symlinks inside the rootfs; returns the resolved, symlink-free path.
+    fn ensure(&mut self, path: &str, leaf: Leaf, record: Record) -> io::Result<PathBuf> {
+        let mut pending = components(Path::new(path));
+        let mut cur = PathBuf::from("/");
+        let mut links = 0;
+        while let Some(name) = pending.pop_front() {
+            if name == ".." {
+                cur.pop();
+                continue;
+            }
+            let next = cur.join(&name);
+            match std::fs::symlink_metadata(&next) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    links += 1;
+                    if links > 40 {
+                        return Err(io::Error::from_raw_os_error(libc::ELOOP));
+                    }
+                    let target = std::fs::read_link(&next)?;
+                    if target.is_absolute() {
+                        cur = PathBuf::from("/");
+                    }
+                    for c in components(&target).into_iter().rev() {
+                        pending.push_front(c);
+                    }
+                }
+                Ok(meta) => {
+                    if !pending.is_empty() && !meta.is_dir() {
+                        return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+                    }
+                    cur = next;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let last = pending.is_empty();
+                    let on_overlay =
+                        record == Record::Yes && std::fs::metadata(&cur)?.dev() == self.root_dev;
+                    if on_overlay {
+                        self.note_copy_ups(&cur);
+                    }
+                    if last && leaf == Leaf::File {
+                        std::fs::OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .mode(0o644)
+                            .open(&next)?;
+                    } else {
+                        std::fs::DirBuilder::new().mode(0o755).create(&next)?;
+                    }
+                    if on_overlay {
+                        self.created.push(if last {
+                            Created::Mountpoint(rel(&next))
+                        } else {
+                            Created::Parent(rel(&next))
+                        });
+                    }
+                    cur = next;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(cur)
+    }
+
+    /// Records the ancestors of `dir` that are not in the upper dir yet: creating an entry in
+    /// `dir` copies them up.
+    fn note_copy_ups(&mut self, dir: &Path) {
+        for a in dir.ancestors() {
+            let r = rel(a);
+            if r.is_empty() {
+                break;
+            }
+            let in_upper =
+                rustix::fs::statat(&self.upper, r.as_str(), AtFlags::SYMLINK_NOFOLLOW).is_ok();
+            let known = self
+                .created
+                .iter()
+                .any(|c| matches!(c, Created::CopiedUp(p) if *p == r));
+            if !in_upper && !known {
+                self.created.push(Created::CopiedUp(r));
+            }
+        }
+    }
+}
+
+fn mount(
+    src: &str,
+    target: &Path,
+    fstype: &str,
+    flags: MountFlags,
+    data: &str,
+) -> Result<(), SetupError> {
+    let data = std::ffi::CString::new(data).expect("mount options have no NUL");
+    rustix::mount::mount(src, target, fstype, flags, data.as_c_str())
+        .ctx(|| format!("failed to mount {fstype} on {}", target.display()))
+}
+
+fn attach(tree: &OwnedFd, target: &Path) -> Result<(), SetupError> {
+    rustix::mount::move_mount(
+        tree.as_fd(),
+        "",
+        CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .ctx(|| format!("failed to attach a mount on {}", target.display()))
+}
+
+fn clone_tree(source: &Path, recursive: bool) -> Result<OwnedFd, SetupError> {
+    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
+    if recursive {
+        flags |= OpenTreeFlags::AT_RECURSIVE;
+    }
+    rustix::mount::open_tree(CWD, source, flags)
+        .ctx(|| format!("failed to clone a bind mount of {}", source.display()))
+}
+
+/// Reads the messages the kernel attached to a filesystem context, for a useful error.
+fn fs_log(fs: &OwnedFd) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 512];
+    while let Ok(n) = rustix::io::read(fs, &mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.push(String::from_utf8_lossy(&buf[..n]).trim().to_owned());
+    }
+    out.join("; ")
+}
+
+fn mount_overlay(spec: &Spec, target: &Path) -> Result<(), SetupError> {
+    let work = &spec.work;
+    let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
+        .ctx(|| "failed to open an overlay filesystem context".into())?;
+    let fail = |what: String, e: rustix::io::Errno| {
+        let log = fs_log(&fs);
+        let what = if log.is_empty() {
+            what
+        } else {
+            format!("{what} ({log})")
+        };
+        Err::<(), _>(e).ctx(|| what)
+    };
+    let empty;
+    let lowers: Vec<&Path> = if spec.lowers.is_empty() {
+        empty = work.join("empty");
+        fs_err::create_dir_all(&empty).ctx(|| "failed to create an empty lower dir".into())?;
+        vec![empty.as_path()]
+    } else {
+        spec.lowers.iter().map(PathBuf::as_path).collect()
+    };
+    // `lowerdir+` appends below the layers given so far: the top layer comes first.
+    for lower in lowers.iter().rev() {
+        if let Err(e) = rustix::mount::fsconfig_set_string(&fs, "lowerdir+", *lower) {
+            return fail(
+                format!("failed to add overlay lower dir {}", lower.display()),
+                e,
+            );
+        }
+    }
+    let ovl_work = work.join("ovl");
+    fs_err::create_dir_all(&ovl_work).ctx(|| "failed to create the overlay work dir".into())?;
+    let options: [(&str, &Path); 2] = [("upperdir", &spec.upper), ("workdir", &ovl_work)];
+    for (key, value) in options {
+        if let Err(e) = rustix::mount::fsconfig_set_string(&fs, key, value) {
+            return fail(
+                format!("failed to set overlay {key} {}", value.display()),
+                e,
+            );
+        }
+    }
+    // The upper dir becomes an OCI layer: no metadata-only copy-ups or redirects it could not
+    // express, and no index tying the upper dir to these exact lower dirs.
+    for (key, value) in [
+        ("redirect_dir", "off"),
+        ("metacopy", "off"),
+        ("index", "off"),
+    ] {
+        if let Err(e) = rustix::mount::fsconfig_set_string(&fs, key, value) {
+            return fail(format!("failed to set overlay option {key}={value}"), e);
+        }
+    }
+    if let Err(e) = rustix::mount::fsconfig_create(&fs) {
+        return fail("failed to create the overlay filesystem".into(), e);
+    }
+    let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
+        .ctx(|| "failed to mount the overlay filesystem".into())?;
+    attach(&mnt, target)
+}
+
+fn hosts_file(hostname: &str) -> String {
+    format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+}
+
+/// Builds the rootfs and enters it. Runs in PID 1; on return the process is inside the new
+/// mount namespace with `/` being the sandbox rootfs. Paths created in the upper dir are
+/// appended to `created` as they are made, so they can be cleaned even after a failure.
+pub(crate) fn prepare(spec: &Spec, created: &mut Vec<Created>) -> Result<(), SetupError> {
+    let mut flags = UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC;
+    if spec.network == Network::None {
+        flags |= UnshareFlags::NEWNET;
+    }
+    crate::sys::unshare(flags).ctx(|| "failed to create namespaces".into())?;
+    if spec.network == Network::None {
+        crate::sys::loopback_up().ctx(|| "failed to bring up the loopback interface".into())?;
+    }
+    rustix::process::umask(Mode::from_raw_mode(0o022));
+    rustix::mount::mount_change(
+        "/",
+        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+    )
+    .ctx(|| "failed to make mounts private".into())?;
+
+    let work = &spec.work;
+    let rootfs = work.join("rootfs");
+    fs_err::create_dir_all(&rootfs).ctx(|| "failed to create the rootfs mountpoint".into())?;
+    let hostname = if spec.hostname.is_empty() {
+        "rbuild"
+    } else {
+        spec.hostname.as_str()
+    };
+    let hosts = work.join("hosts");
+    fs_err::write(&hosts, hosts_file(hostname)).ctx(|| "failed to write the hosts file".into())?;
+    let resolv = work.join("resolv.conf");
+    let resolv_conf = match fs_err::read("/etc/resolv.conf") {
+        Ok(content) => content,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).ctx(|| "failed to read the host's resolv.conf".into()),
+    };
+    fs_err::write(&resolv, resolv_conf).ctx(|| "failed to write resolv.conf".into())?;
+
+    mount_overlay(spec, &rootfs)?;
+    let upper = rustix::fs::open(
+        &spec.upper,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| format!("failed to open the upper dir {}", spec.upper.display()))?;
+
+    // Everything that comes from the host is cloned now, while the host is still visible.
+    let devices = DEVICES
+        .iter()
+        .map(|d| Ok((*d, clone_tree(&Path::new("/dev").join(d), false)?)))
+        .collect::<Result<Vec<_>, SetupError>>()?;
+    let hosts_tree = clone_tree(&hosts, false)?;
+    let resolv_tree = clone_tree(&resolv, false)?;
+    let mut binds = Vec::new();
+    for m in &spec.mounts {
+        if let MountSpec::Bind {
+            source, readonly, ..
+        } = m
+        {
+            let tree = clone_tree(source, true)?;
+            if *readonly {
+                crate::sys::make_tree_readonly(&tree).ctx(|| {
+                    format!(
+                        "failed to make the bind mount of {} read-only",
+                        source.display()
+                    )
+                })?;
+            }
+            let leaf = if fs_err::metadata(source)
+                .ctx(|| "failed to stat a bind source".into())?
+                .is_dir()
+            {
+                Leaf::Dir
+            } else {
+                Leaf::File
+            };
+            binds.push(Some((tree, leaf)));
+        } else {
+            binds.push(None);
+        }
+    }
+
+    rustix::process::chdir(&rootfs).ctx(|| "failed to enter the rootfs".into())?;
+    // pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves
+    // only the new root, with no directory needed for the old one.
+    rustix::process::pivot_root(".", ".").ctx(|| "failed to pivot_root".into())?;
+    rustix::mount::unmount(".", UnmountFlags::DETACH)
+        .ctx(|| "failed to detach the old root".into())?;
+    rustix::process::chdir("/").ctx(|| "failed to enter the new root".into())?;
+
+    let root_dev = fs_err::metadata("/")
+        .ctx(|| "failed to stat the new root".into())?
+        .dev();
+    let mut mp = Mountpoints {
+        upper,
+        root_dev,
+        created,
+    };
+    let mut ensure = |path: &str, leaf: Leaf| {
+        mp.ensure(path, leaf, Record::Yes)
+            .ctx(|| format!("failed to create mountpoint {path}"))
+    };
+
+    let nosuid_nodev_noexec = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    let proc_dir = ensure("/proc", Leaf::Dir)?;
+    mount("proc", &proc_dir, "proc", nosuid_nodev_noexec, "")?;
+
+    let dev = ensure("/dev", Leaf::Dir)?;
+    mount(
+        "tmpfs",
+        &dev,
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::STRICTATIME,
+        "mode=755,size=65536k",
+    )?;
+    for (name, tree) in &devices {
+        let target = ensure(&format!("/dev/{name}"), Leaf::File)?;
+        attach(tree, &target)?;
+    }
+    let pts = ensure("/dev/pts", Leaf::Dir)?;
+    mount(
+        "devpts",
+        &pts,
+        "devpts",
+        MountFlags::NOSUID | MountFlags::NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620,gid=5",
+    )?;
+    let shm = ensure("/dev/shm", Leaf::Dir)?;
+    mount(
+        "shm",
+        &shm,
+        "tmpfs",
+        nosuid_nodev_noexec,
+        "mode=1777,size=65536k",
+    )?;
+    for (link, target) in [
+        ("/dev/ptmx", "pts/ptmx"),
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+        ("/dev/core", "/proc/kcore"),
+    ] {
+        std::os::unix::fs::symlink(target, link).ctx(|| format!("failed to create {link}"))?;
+    }
+
+    let sys = ensure("/sys", Leaf::Dir)?;
+    mount(
+        "sysfs",
+        &sys,
+        "sysfs",
+        nosuid_nodev_noexec | MountFlags::RDONLY,
+        "",
+    )?;
+
+    let target = ensure("/etc/hosts", Leaf::File)?;
+    attach(&hosts_tree, &target)?;
+    let target = ensure("/etc/resolv.conf", Leaf::File)?;
+    attach(&resolv_tree, &target)?;
+
+    for (m, bind) in spec.mounts.iter().zip(&binds) {
+        match (m, bind) {
+            (MountSpec::Bind { target, .. }, Some((tree, leaf))) => {
+                let target = ensure(target, *leaf)?;
+                attach(tree, &target)?;
+            }
+            (MountSpec::Tmpfs { target, size }, _) => {
+                let target = ensure(target, Leaf::Dir)?;
+                let data = if *size == 0 {
+                    "mode=1777".to_owned()
+                } else {
+                    format!("mode=1777,size={size}")
+                };
+                mount(
+                    "tmpfs",
+                    &target,
+                    "tmpfs",
+                    MountFlags::NOSUID | MountFlags::NODEV,
+                    &data,
+                )?;
+            }
+            (MountSpec::Bind { .. }, None) => unreachable!("every bind mount was cloned above"),
+        }
+    }
+
+    rustix::system::sethostname(hostname.as_bytes()).ctx(|| "failed to set the hostname".into())?;
+
+    for path in MASKED_PATHS {
+        match fs_err::metadata(path) {
+            Ok(meta) if meta.is_dir() => mount(
+                "tmpfs",
+                Path::new(path),
+                "tmpfs",
+                nosuid_nodev_noexec | MountFlags::RDONLY,
+                "size=0",
+            )?,
+            Ok(_) => rustix::mount::mount_bind("/dev/null", *path)
+                .ctx(|| format!("failed to mask {path}"))?,
+            Err(_) => {}
+        }
+    }
+    for path in READONLY_PATHS {
+        if fs_err::symlink_metadata(path).is_ok() {
+            rustix::mount::mount_bind(*path, *path).ctx(|| format!("failed to bind {path}"))?;
+            rustix::mount::mount_remount(
+                *path,
+                MountFlags::BIND | MountFlags::RDONLY | nosuid_nodev_noexec,
+                "",
+            )
+            .ctx(|| format!("failed to make {path} read-only"))?;
+        }
+    }
+
+    // The working directory is a real change of the layer (as in Docker), so it is not recorded.
+    mp.ensure(&spec.cwd, Leaf::Dir, Record::No)
+        .ctx(|| format!("failed to create the working directory {}", spec.cwd))?;
+
+    if spec.readonly_rootfs {
+        rustix::mount::mount_remount("/", MountFlags::BIND | MountFlags::RDONLY, "")
+            .ctx(|| "failed to make the rootfs read-only".into())?;
+    }
+    Ok(())
+}

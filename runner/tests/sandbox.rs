@@ -1,0 +1,449 @@
+//! Real sandbox tests (run as root): namespaces, overlay, mounts, users, capabilities, cleanup.
+//!
+//! `harness = false`: the binary re-executes itself as the sandbox init, so `main` must call
+//! `runner::init_if_requested()` before anything else (libtest would start threads first).
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a test runner reports on stdout
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use runner::{MountSpec, Network, Spec};
+
+const APPLETS: &[&str] = &[
+    "sh", "echo", "cat", "ls", "id", "sleep", "touch", "mkdir", "rm", "hostname", "grep", "wc",
+    "pwd", "test", "true", "head", "stat", "kill", "env", "readlink",
+];
+
+/// A busybox-only rootfs with no /etc, /proc, /dev or /sys (like a `FROM scratch` image).
+fn base() -> &'static Path {
+    static BASE: OnceLock<tempfile::TempDir> = OnceLock::new();
+    BASE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::copy("/bin/busybox", bin.join("busybox"))
+            .expect("/bin/busybox is missing: apt-get install busybox-static");
+        for applet in APPLETS {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+        }
+        dir
+    })
+    .path()
+}
+
+/// A layer holding `/etc/passwd` and `/etc/group`.
+fn etc_layer() -> &'static Path {
+    static ETC: OnceLock<tempfile::TempDir> = OnceLock::new();
+    ETC.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("etc");
+        std::fs::create_dir(&etc).unwrap();
+        std::fs::write(
+            etc.join("passwd"),
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1234:1235:App:/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(
+            etc.join("group"),
+            "root:x:0:\napp:x:1235:\nextra:x:555:app\n",
+        )
+        .unwrap();
+        dir
+    })
+    .path()
+}
+
+struct Sandbox {
+    _dir: tempfile::TempDir,
+    spec: Spec,
+}
+
+impl Sandbox {
+    fn new(args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("upper")).unwrap();
+        std::fs::create_dir(dir.path().join("work")).unwrap();
+        let spec = Spec {
+            lowers: vec![base().to_owned()],
+            upper: dir.path().join("upper"),
+            work: dir.path().join("work"),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            env: vec!["PATH=/bin".into()],
+            cwd: "/".into(),
+            user: String::new(),
+            hostname: "sandbox-test".into(),
+            network: Network::None,
+            mounts: vec![],
+            readonly_rootfs: false,
+        };
+        Self { _dir: dir, spec }
+    }
+
+    fn sh(script: &str) -> Self {
+        Self::new(&["sh", "-c", script])
+    }
+
+    fn upper(&self) -> &Path {
+        &self.spec.upper
+    }
+
+    fn run(&self) -> Output {
+        let exe = std::env::current_exe().unwrap();
+        let child = runner::spawn(
+            &self.spec,
+            &exe,
+            Stdio::null(),
+            Stdio::piped(),
+            Stdio::piped(),
+        )
+        .unwrap();
+        let out = child.wait_with_output().unwrap();
+        Output {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Output {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Output {
+    fn code(&self) -> i32 {
+        self.status.code().unwrap_or(-1)
+    }
+
+    #[track_caller]
+    fn ok(self) -> Self {
+        assert_eq!(self.code(), 0, "command failed: {self:?}");
+        self
+    }
+}
+
+fn upper_entries(upper: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in walk(upper) {
+        out.push(e.strip_prefix(upper).unwrap().display().to_string());
+    }
+    out.sort();
+    out
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        out.push(p.clone());
+        if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+            out.extend(walk(&p));
+        }
+    }
+    out
+}
+
+fn echo_output_is_captured() {
+    let out = Sandbox::new(&["echo", "hello", "world"]).run().ok();
+    assert_eq!(out.stdout, "hello world\n");
+}
+
+fn exit_code_passes_through() {
+    assert_eq!(Sandbox::sh("exit 3").run().code(), 3);
+}
+
+fn killed_command_gives_128_plus_signal() {
+    assert_eq!(Sandbox::sh("kill -9 $$").run().code(), 137);
+}
+
+fn missing_command_is_127() {
+    let out = Sandbox::new(&["no-such-command"]).run();
+    assert_eq!(out.code(), 127, "{out:?}");
+    assert!(
+        out.stderr.contains("rbuild-runner: no-such-command"),
+        "{out:?}"
+    );
+}
+
+fn setup_failure_is_125() {
+    let mut sb = Sandbox::new(&["true"]);
+    sb.spec.lowers = vec![PathBuf::from("/nonexistent/lower")];
+    let out = sb.run();
+    assert_eq!(out.code(), 125, "{out:?}");
+    assert!(out.stderr.starts_with("rbuild-runner: "), "{out:?}");
+}
+
+fn written_file_lands_in_upper() {
+    let sb = Sandbox::sh("mkdir -p /out && echo data > /out/file");
+    sb.run().ok();
+    assert_eq!(
+        std::fs::read_to_string(sb.upper().join("out/file")).unwrap(),
+        "data\n"
+    );
+    // Only the command's changes: no etc/hosts, proc, dev, sys mountpoints.
+    assert_eq!(upper_entries(sb.upper()), ["out", "out/file"]);
+}
+
+fn deleting_a_lower_file_makes_a_whiteout() {
+    let layer = tempfile::tempdir().unwrap();
+    std::fs::write(layer.path().join("victim"), "x").unwrap();
+    let mut sb = Sandbox::sh("rm /victim && test ! -e /victim");
+    sb.spec.lowers.push(layer.path().to_owned());
+    sb.run().ok();
+    let meta = std::fs::symlink_metadata(sb.upper().join("victim")).unwrap();
+    assert!(meta.file_type().is_char_device(), "{meta:?}");
+    assert_eq!(meta.rdev(), 0);
+}
+
+fn mountpoints_are_cleaned_from_upper() {
+    // Scratch-like lower: /etc, /proc, /dev, /sys, /etc/hosts all had to be created.
+    let sb = Sandbox::sh("cat /etc/hosts && echo x > /etc/mine");
+    let out = sb.run().ok();
+    assert!(out.stdout.contains("sandbox-test"), "{out:?}");
+    assert_eq!(upper_entries(sb.upper()), ["etc", "etc/mine"]);
+
+    // /etc exists in a lower: creating /etc/hosts copies it up; nothing must remain.
+    let mut sb = Sandbox::new(&["true"]);
+    sb.spec.lowers.push(etc_layer().to_owned());
+    sb.run().ok();
+    assert_eq!(upper_entries(sb.upper()), Vec::<String>::new());
+
+    // Extra mount targets too.
+    let mut sb = Sandbox::sh("test -d /mnt/deep/tmp");
+    sb.spec.mounts.push(MountSpec::Tmpfs {
+        target: "/mnt/deep/tmp".into(),
+        size: 1 << 20,
+    });
+    sb.run().ok();
+    assert_eq!(upper_entries(sb.upper()), Vec::<String>::new());
+}
+
+fn host_processes_are_invisible() {
+    let out = Sandbox::sh("cat /proc/1/cmdline; echo; ls /proc")
+        .run()
+        .ok();
+    let first = out.stdout.lines().next().unwrap();
+    assert!(first.contains(runner::INIT_ARG), "{out:?}");
+    let pids = out
+        .stdout
+        .lines()
+        .skip(1)
+        .filter(|l| l.parse::<u32>().is_ok())
+        .count();
+    assert!(pids <= 4, "{out:?}");
+}
+
+fn capabilities_are_dockers_default() {
+    let out = Sandbox::sh("grep -E '^Cap(Eff|Prm|Bnd|Inh|Amb)' /proc/self/status")
+        .run()
+        .ok();
+    assert!(out.stdout.contains("CapEff:\t00000000a80425fb"), "{out:?}");
+    assert!(out.stdout.contains("CapPrm:\t00000000a80425fb"), "{out:?}");
+    assert!(out.stdout.contains("CapBnd:\t00000000a80425fb"), "{out:?}");
+    assert!(out.stdout.contains("CapInh:\t0000000000000000"), "{out:?}");
+    assert!(out.stdout.contains("CapAmb:\t0000000000000000"), "{out:?}");
+}
+
+fn cwd_is_created() {
+    let mut sb = Sandbox::new(&["pwd"]);
+    sb.spec.cwd = "/work/dir".into();
+    let out = sb.run().ok();
+    assert_eq!(out.stdout, "/work/dir\n");
+    let meta = std::fs::metadata(sb.upper().join("work/dir")).unwrap();
+    assert_eq!((meta.mode() & 0o7777, meta.uid()), (0o755, 0));
+}
+
+fn numeric_user() {
+    let mut sb = Sandbox::sh("id -u; id -g; grep CapEff /proc/self/status");
+    sb.spec.user = "1000:1000".into();
+    let out = sb.run().ok();
+    assert_eq!(out.stdout, "1000\n1000\nCapEff:\t0000000000000000\n");
+}
+
+fn named_user_from_passwd() {
+    let mut sb = Sandbox::sh("id -u; id -g; id -G; echo $HOME");
+    sb.spec.lowers.push(etc_layer().to_owned());
+    sb.spec.user = "app".into();
+    let out = sb.run().ok();
+    assert_eq!(out.stdout, "1234\n1235\n1235 555\n/home/app\n");
+}
+
+fn unknown_user_fails_setup() {
+    let mut sb = Sandbox::new(&["true"]);
+    sb.spec.lowers.push(etc_layer().to_owned());
+    sb.spec.user = "nobody".into();
+    let out = sb.run();
+    assert_eq!(out.code(), 125, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("rbuild-runner: unable to find user nobody"),
+        "{out:?}"
+    );
+    // Mountpoints are cleaned even when setup fails after creating them.
+    assert_eq!(upper_entries(sb.upper()), Vec::<String>::new());
+}
+
+fn network_none_has_only_loopback() {
+    let out = Sandbox::sh("cat /proc/net/dev").run().ok();
+    let ifaces: Vec<&str> = out
+        .stdout
+        .lines()
+        .skip(2)
+        .map(|l| l.split(':').next().unwrap().trim())
+        .collect();
+    assert_eq!(ifaces, ["lo"], "{out:?}");
+}
+
+fn no_host_fds_leak() {
+    let out = Sandbox::new(&["ls", "/proc/self/fd"]).run().ok();
+    let fds: Vec<&str> = out.stdout.split_whitespace().collect();
+    assert!(fds.len() <= 4, "{out:?}");
+}
+
+fn hundred_lowers() {
+    let layers = tempfile::tempdir().unwrap();
+    let mut sb = Sandbox::sh("ls /layers | wc -l");
+    for i in 0..100 {
+        let dir = layers.path().join(format!("l{i:03}/layers"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("f{i}")), "").unwrap();
+        sb.spec.lowers.push(layers.path().join(format!("l{i:03}")));
+    }
+    let out = sb.run().ok();
+    assert_eq!(out.stdout.trim(), "100");
+}
+
+fn upper_layer_order_is_respected() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    std::fs::write(a.path().join("which"), "bottom").unwrap();
+    std::fs::write(b.path().join("which"), "top").unwrap();
+    let mut sb = Sandbox::new(&["cat", "/which"]);
+    sb.spec.lowers.push(a.path().to_owned());
+    sb.spec.lowers.push(b.path().to_owned());
+    assert_eq!(sb.run().ok().stdout, "top");
+}
+
+/// Host pids whose command line is exactly `needle`.
+fn host_pids_with_cmdline(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if cmdline
+            .split(|&b| b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s))
+            .collect::<Vec<_>>()
+            .join(" ")
+            == needle
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn killing_outside_process_kills_sandbox() {
+    let sb = Sandbox::new(&["sleep", "987654"]);
+    let exe = std::env::current_exe().unwrap();
+    let mut child =
+        runner::spawn(&sb.spec, &exe, Stdio::null(), Stdio::null(), Stdio::null()).unwrap();
+    wait_until("the command runs", || {
+        !host_pids_with_cmdline("sleep 987654").is_empty()
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_until("the command is gone", || {
+        host_pids_with_cmdline("sleep 987654").is_empty()
+    });
+}
+
+fn main() {
+    runner::init_if_requested();
+    let tests: &[(&str, fn())] = &[
+        ("echo_output_is_captured", echo_output_is_captured),
+        ("exit_code_passes_through", exit_code_passes_through),
+        (
+            "killed_command_gives_128_plus_signal",
+            killed_command_gives_128_plus_signal,
+        ),
+        ("missing_command_is_127", missing_command_is_127),
+        ("setup_failure_is_125", setup_failure_is_125),
+        ("written_file_lands_in_upper", written_file_lands_in_upper),
+        (
+            "deleting_a_lower_file_makes_a_whiteout",
+            deleting_a_lower_file_makes_a_whiteout,
+        ),
+        (
+            "mountpoints_are_cleaned_from_upper",
+            mountpoints_are_cleaned_from_upper,
+        ),
+        ("host_processes_are_invisible", host_processes_are_invisible),
+        (
+            "capabilities_are_dockers_default",
+            capabilities_are_dockers_default,
+        ),
+        ("cwd_is_created", cwd_is_created),
+        ("numeric_user", numeric_user),
+        ("named_user_from_passwd", named_user_from_passwd),
+        ("unknown_user_fails_setup", unknown_user_fails_setup),
+        (
+            "network_none_has_only_loopback",
+            network_none_has_only_loopback,
+        ),
+        ("no_host_fds_leak", no_host_fds_leak),
+        ("hundred_lowers", hundred_lowers),
+        (
+            "upper_layer_order_is_respected",
+            upper_layer_order_is_respected,
+        ),
+        (
+            "killing_outside_process_kills_sandbox",
+            killing_outside_process_kills_sandbox,
+        ),
+    ];
+    let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
+    let (mut passed, mut failed) = (0, 0);
+    for (name, test) in tests {
+        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        let started = Instant::now();
+        match std::panic::catch_unwind(test) {
+            Ok(()) => {
+                passed += 1;
+                println!("test {name} ... ok ({:.2?})", started.elapsed());
+            }
+            Err(_) => {
+                failed += 1;
+                println!("test {name} ... FAILED");
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
