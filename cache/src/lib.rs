@@ -1,1 +1,816 @@
-//! cache
+//! rbuild's local store: blobs by digest, snapshots (unpacked layers), image tags, cache-key records,
+//! base-image resolutions, cache-mount directories and cross-process locks, under one root directory.
+//!
+//! The root is an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/<hex>`), so other tools can
+//! read tagged images (`skopeo inspect oci:<root>:app:latest`). Beside it, rbuild keeps `snapshots/<hex>/`
+//! (unpacked layers keyed by diff_id), `mounts/<hash>/` (`RUN --mount=type=cache`), `locks/`, `tmp/` and a
+//! SQLite database `db.sqlite` (WAL) for tags, records and bookkeeping.
+//!
+//! Several rbuild processes may share one root at the same time. Blobs are written to a temp file,
+//! fsynced and renamed into place; snapshots are renamed into place with `RENAME_NOREPLACE`; database
+//! writes are `BEGIN IMMEDIATE` transactions. Nothing refers to a blob before the blob is complete: a tag
+//! is only set when its manifest and everything the manifest references are present.
+//!
+//! This crate does not know what a cache key means (records are opaque bytes owned by the solver), does
+//! not talk to registries, and does not write layer contents (it only moves finished directories).
+//!
+//! Main type: [`Store`].
+//!
+//! ```
+//! let root = tempfile::tempdir().unwrap();
+//! let store = cache::Store::open(root.path()).unwrap();
+//! let digest = store.put_blob(b"hello").unwrap();
+//! assert_eq!(store.read_blob(&digest).unwrap(), b"hello");
+//! ```
+#![forbid(unsafe_code)]
+
+mod blob;
+mod db;
+mod error;
+mod session;
+
+use std::collections::BTreeMap;
+use std::fs::{File, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use oci::{media_type, Descriptor, Digest, Index, Manifest};
+use rusqlite::{params, OptionalExtension};
+use rustix::fs::FlockOperation;
+
+pub use blob::BlobWriter;
+pub use error::Error;
+
+use crate::blob::{atomic_write, fsync_dir, rename_noreplace};
+use crate::db::Db;
+use crate::session::{flock_retry, now_ms, Session};
+
+/// The annotation that names a tag in `index.json`, as the OCI image layout defines it.
+pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+
+/// The local store; open once per process and share it (`Arc<Store>`): it is `Send + Sync`.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    blobs: PathBuf,
+    snapshots: PathBuf,
+    mounts: PathBuf,
+    locks: PathBuf,
+    empty: PathBuf,
+    db: Db,
+    session: Session,
+}
+
+/// Disk usage of a store, as [`Store::usage`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Number of blobs.
+    pub blobs: u64,
+    /// Total size of blobs, in bytes.
+    pub blob_bytes: u64,
+    /// Number of committed snapshots.
+    pub snapshots: u64,
+    /// Total size of regular files in snapshots when they were committed, in bytes.
+    pub snapshot_bytes: u64,
+    /// Number of cache records.
+    pub records: u64,
+    /// Number of cache-mount directories.
+    pub mounts: u64,
+}
+
+/// An exclusive cross-process lock taken by [`Store::lock`]; released on drop (or when the process dies).
+#[derive(Debug)]
+pub struct LockGuard {
+    _file: File,
+    path: PathBuf,
+}
+
+impl LockGuard {
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Store {
+    /// Opens the store at `root`, creating the layout and database schema as needed.
+    ///
+    /// Also removes the scratch space (`tmp/`) of processes that died while using this store; the scratch
+    /// space of live processes is never touched (see the `session` module: each process holds a `flock`).
+    pub fn open(root: &Path) -> Result<Store, Error> {
+        let blobs = root.join("blobs").join("sha256");
+        let snapshots = root.join("snapshots");
+        let mounts = root.join("mounts");
+        let locks = root.join("locks");
+        let tmp = root.join("tmp");
+        let empty = root.join("empty");
+        for dir in [&blobs, &snapshots, &mounts, &locks, &tmp, &empty] {
+            fs_err::create_dir_all(dir)?;
+        }
+        match session::clean_dead(&tmp) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                removed = n,
+                "removed scratch space left by dead rbuild processes"
+            ),
+            // Another process cleaning at the same time can make entries vanish under us; not fatal.
+            Err(e) => tracing::warn!(error = %e, "failed to clean store scratch space"),
+        }
+        let session = Session::create(&tmp)?;
+        let db = Db::open(&root.join("db.sqlite"))?;
+        let store = Store {
+            root: root.to_owned(),
+            blobs,
+            snapshots,
+            mounts,
+            locks,
+            empty,
+            db,
+            session,
+        };
+        let layout = root.join("oci-layout");
+        if !layout.exists() {
+            atomic_write(
+                store.session.dir(),
+                &layout,
+                br#"{"imageLayoutVersion":"1.0.0"}"#,
+            )?;
+        }
+        if !root.join("index.json").exists() {
+            store
+                .db
+                .write("write index.json", |tx| store.write_index(tx))?;
+        }
+        Ok(store)
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    // ---- blobs ----
+
+    /// Where blob `d` lives (whether or not it is present).
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.blobs.join(d.hex())
+    }
+
+    /// Whether blob `d` is present.
+    pub fn has_blob(&self, d: &Digest) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    /// Starts writing a blob; see [`BlobWriter`].
+    pub fn blob_writer(&self) -> Result<BlobWriter, Error> {
+        BlobWriter::new(self.session.dir(), self.blobs.clone())
+    }
+
+    /// Stores `bytes` as a blob and returns its digest.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest, Error> {
+        let digest = Digest::sha256_of(bytes);
+        if self.has_blob(&digest) {
+            return Ok(digest);
+        }
+        let mut w = self.blob_writer()?;
+        w.write_all(bytes)?;
+        w.commit(Some(&digest))?;
+        Ok(digest)
+    }
+
+    /// Reads a whole blob into memory.
+    pub fn read_blob(&self, d: &Digest) -> Result<Vec<u8>, Error> {
+        std::fs::read(self.blob_path(d)).map_err(|source| blob_error(d, source))
+    }
+
+    /// Opens a blob for streaming.
+    pub fn open_blob(&self, d: &Digest) -> Result<File, Error> {
+        File::open(self.blob_path(d)).map_err(|source| blob_error(d, source))
+    }
+
+    /// A new empty temp directory (mode 0755) in this process's scratch space, on the store's file system.
+    ///
+    /// Build a snapshot in it (or in a subdirectory of it) and pass that to [`commit_snapshot`](Self::commit_snapshot).
+    pub fn tmp_dir(&self) -> Result<tempfile::TempDir, Error> {
+        Ok(tempfile::Builder::new()
+            .prefix("dir-")
+            .permissions(Permissions::from_mode(0o755))
+            .tempdir_in(self.session.dir())
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "failed to create a temp dir in {}: {e}",
+                        self.session.dir().display()
+                    ),
+                )
+            })?)
+    }
+
+    // ---- snapshots ----
+
+    /// The directory of the committed snapshot for layer `diff_id`, if there is one; marks it used.
+    pub fn snapshot_path(&self, diff_id: &Digest) -> Option<PathBuf> {
+        let path = self.snapshots.join(diff_id.hex());
+        if !path.is_dir() {
+            return None;
+        }
+        let touched = self.db.write("mark snapshot used", |tx| {
+            tx.execute(
+                "UPDATE snapshots SET last_used = ?1 WHERE diff_id = ?2",
+                params![now_ms(), diff_id.hex()],
+            )?;
+            Ok(())
+        });
+        if let Err(e) = touched {
+            // Only LRU order suffers; the snapshot itself is fine.
+            tracing::warn!(%diff_id, error = %e, "failed to mark snapshot used");
+        }
+        Some(path)
+    }
+
+    /// Moves a finished directory into `snapshots/<diff_id hex>` and returns the final path.
+    ///
+    /// `dir` must be on the store's file system: a [`tmp_dir`](Self::tmp_dir) (the `TempDir` itself) or a
+    /// directory inside one (e.g. an overlay upper dir). If another thread or process committed the same
+    /// `diff_id` first, `dir` is removed and the existing path returned. Contents are not fsynced (as with
+    /// containerd's overlay snapshotter); a snapshot can always be unpacked again from its blob.
+    pub fn commit_snapshot(
+        &self,
+        dir: impl AsRef<Path>,
+        diff_id: &Digest,
+    ) -> Result<PathBuf, Error> {
+        let from = dir.as_ref().to_owned();
+        let dest = self.snapshots.join(diff_id.hex());
+        let size = if dest.exists() { 0 } else { dir_size(&from)? };
+        let won = !dest.exists()
+            && rename_noreplace(&from, &dest).map_err(|source| Error::Rename {
+                from: from.clone(),
+                to: dest.clone(),
+                source,
+            })?;
+        if won {
+            fsync_dir(&self.snapshots)?;
+            tracing::debug!(%diff_id, size, "snapshot committed");
+        } else {
+            tracing::debug!(%diff_id, "snapshot already committed; discarding ours");
+            match fs_err::remove_dir_all(&from) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        // A TempDir's own cleanup now finds nothing to remove.
+        drop(dir);
+        let now = now_ms();
+        self.db.write("record snapshot", |tx| {
+            tx.execute(
+                "INSERT INTO snapshots (diff_id, size, created, last_used) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT (diff_id) DO UPDATE SET last_used = excluded.last_used",
+                params![diff_id.hex(), i64::try_from(size).unwrap_or(i64::MAX), now],
+            )?;
+            Ok(())
+        })?;
+        Ok(dest)
+    }
+
+    /// A permanent empty directory (the lower dir of `FROM scratch`). Never write into it.
+    pub fn empty_dir(&self) -> Result<PathBuf, Error> {
+        fs_err::create_dir_all(&self.empty)?;
+        Ok(self.empty.clone())
+    }
+
+    // ---- tags ----
+
+    /// Points tag `name` (as given, e.g. `app:latest`) at `manifest`, in the database and `index.json`.
+    ///
+    /// Fails with [`Error::MissingBlob`] unless the manifest blob is present and, for an image manifest,
+    /// its config and layers too (for an index, every child manifest the store holds is checked the same
+    /// way, and children must be present).
+    pub fn set_tag(&self, name: &str, manifest: &Descriptor) -> Result<(), Error> {
+        self.check_complete(manifest, 0)?;
+        let json = to_json(manifest);
+        self.db.write(&format!("set tag {name}"), |tx| {
+            tx.execute(
+                "INSERT INTO tags (name, descriptor, updated) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET descriptor = excluded.descriptor, updated = excluded.updated",
+                params![name, json, now_ms()],
+            )?;
+            // index.json is written inside the transaction, so writers from several processes take turns
+            // and the last file written always matches the committed table.
+            self.write_index(tx)
+        })?;
+        tracing::debug!(tag = name, digest = %manifest.digest, "tag set");
+        Ok(())
+    }
+
+    /// The manifest descriptor tag `name` points at.
+    pub fn resolve_tag(&self, name: &str) -> Result<Option<Descriptor>, Error> {
+        let json: Option<String> = self.db.read(&format!("resolve tag {name}"), |c| {
+            c.query_row("SELECT descriptor FROM tags WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()
+        })?;
+        json.map(|j| from_json(&j, &format!("tag {name}")))
+            .transpose()
+    }
+
+    /// Every tag with its manifest descriptor, sorted by name.
+    pub fn list_tags(&self) -> Result<Vec<(String, Descriptor)>, Error> {
+        let rows = self.db.read("list tags", list_tags)?;
+        rows.into_iter()
+            .map(|(name, json)| Ok((name.clone(), from_json(&json, &format!("tag {name}"))?)))
+            .collect()
+    }
+
+    /// Removes tag `name`; returns whether it existed. Blobs stay until pruned.
+    pub fn remove_tag(&self, name: &str) -> Result<bool, Error> {
+        self.db.write(&format!("remove tag {name}"), |tx| {
+            let n = tx.execute("DELETE FROM tags WHERE name = ?1", [name])?;
+            if n > 0 {
+                self.write_index(tx)?;
+            }
+            Ok(n > 0)
+        })
+    }
+
+    fn write_index(&self, conn: &rusqlite::Connection) -> Result<(), db::Fail> {
+        let mut manifests = Vec::new();
+        for (name, json) in list_tags(conn)? {
+            let mut d: Descriptor = from_json(&json, &format!("tag {name}"))?;
+            d.annotations.insert(REF_NAME_ANNOTATION.to_owned(), name);
+            manifests.push(d);
+        }
+        let index = Index {
+            schema_version: 2,
+            media_type: Some(media_type::OCI_INDEX.to_owned()),
+            manifests,
+            annotations: BTreeMap::new(),
+        };
+        let mut bytes = serde_json::to_vec_pretty(&index).expect("an Index always serializes");
+        bytes.push(b'\n');
+        atomic_write(self.session.dir(), &self.root.join("index.json"), &bytes)?;
+        Ok(())
+    }
+
+    /// Checks that `d` and everything it references are present.
+    fn check_complete(&self, d: &Descriptor, depth: u32) -> Result<(), Error> {
+        if !self.has_blob(&d.digest) {
+            return Err(Error::MissingBlob {
+                digest: d.digest.clone(),
+            });
+        }
+        // Indexes of indexes exist but are rare; stop runaway nesting.
+        if depth > 4 {
+            return Ok(());
+        }
+        if media_type::is_manifest(&d.media_type) {
+            let bytes = self.read_blob(&d.digest)?;
+            let m: Manifest = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+                what: format!("manifest {}", d.digest),
+                source,
+            })?;
+            for blob in std::iter::once(&m.config).chain(&m.layers) {
+                if !self.has_blob(&blob.digest) {
+                    return Err(Error::MissingBlob {
+                        digest: blob.digest.clone(),
+                    });
+                }
+            }
+        } else if media_type::is_index(&d.media_type) {
+            let bytes = self.read_blob(&d.digest)?;
+            let i: Index = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+                what: format!("index {}", d.digest),
+                source,
+            })?;
+            for child in &i.manifests {
+                self.check_complete(child, depth + 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    // ---- cache records ----
+
+    /// The value of cache record `key`; marks it used.
+    pub fn cache_get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.db.write("read cache record", |tx| {
+            Ok(tx
+                .query_row(
+                    "UPDATE cache_records SET last_used = ?1 WHERE key = ?2 RETURNING value",
+                    params![now_ms(), key],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })
+    }
+
+    /// Sets cache record `key` to `value` (replacing any previous value and references).
+    pub fn cache_put(&self, key: &str, value: &[u8]) -> Result<(), Error> {
+        self.cache_put_with_refs(key, value, &[])
+    }
+
+    /// Sets cache record `key` to `value` and records the blobs and snapshots (by digest / diff_id) it
+    /// needs, so that pruning keeps them while the record lives.
+    pub fn cache_put_with_refs(
+        &self,
+        key: &str,
+        value: &[u8],
+        refs: &[Digest],
+    ) -> Result<(), Error> {
+        self.db.write("write cache record", |tx| {
+            let now = now_ms();
+            tx.execute(
+                "INSERT INTO cache_records (key, value, created, last_used) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, last_used = excluded.last_used",
+                params![key, value, now],
+            )?;
+            tx.execute("DELETE FROM cache_refs WHERE key = ?1", [key])?;
+            let mut insert = tx.prepare_cached("INSERT OR IGNORE INTO cache_refs (key, digest) VALUES (?1, ?2)")?;
+            for d in refs {
+                insert.execute(params![key, d.hex()])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Deletes cache record `key` (and its references); deleting a missing record is not an error.
+    pub fn cache_delete(&self, key: &str) -> Result<(), Error> {
+        self.db.write("delete cache record", |tx| {
+            tx.execute("DELETE FROM cache_records WHERE key = ?1", [key])?;
+            Ok(())
+        })
+    }
+
+    // ---- base image resolutions ----
+
+    /// The manifest descriptor `reference` last resolved to (for offline builds).
+    pub fn base_get(&self, reference: &str) -> Result<Option<Descriptor>, Error> {
+        let json: Option<String> = self.db.read("read base image resolution", |c| {
+            c.query_row(
+                "SELECT descriptor FROM bases WHERE reference = ?1",
+                [reference],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        json.map(|j| from_json(&j, &format!("base image {reference}")))
+            .transpose()
+    }
+
+    /// Remembers that `reference` resolved to `manifest`.
+    pub fn base_put(&self, reference: &str, manifest: &Descriptor) -> Result<(), Error> {
+        let json = to_json(manifest);
+        self.db.write("write base image resolution", |tx| {
+            tx.execute(
+                "INSERT INTO bases (reference, descriptor, updated) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (reference) DO UPDATE SET descriptor = excluded.descriptor, updated = excluded.updated",
+                params![reference, json, now_ms()],
+            )?;
+            Ok(())
+        })
+    }
+
+    // ---- cache mounts and locks ----
+
+    /// The directory of cache mount `id`, created if needed: `mounts/<sha256(id) hex>`.
+    ///
+    /// The id is hashed, never used as a path, so any string is safe.
+    pub fn cache_mount_dir(&self, id: &str) -> Result<PathBuf, Error> {
+        let hash = Digest::sha256_of(id.as_bytes());
+        let path = self.mounts.join(hash.hex());
+        if !path.is_dir() {
+            match fs_err::create_dir(&path) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e.into()),
+                _ => {}
+            }
+            fs_err::set_permissions(&path, Permissions::from_mode(0o755))?;
+        }
+        self.db.write("record cache mount", |tx| {
+            tx.execute(
+                "INSERT INTO mounts (hash, id, created, last_used) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT (hash) DO UPDATE SET last_used = excluded.last_used",
+                params![hash.hex(), id, now_ms()],
+            )?;
+            Ok(())
+        })?;
+        Ok(path)
+    }
+
+    /// Takes the exclusive cross-process lock `name`, blocking until it is free.
+    ///
+    /// The lock is a `flock` on `locks/<sha256(name) hex>`: released when the guard drops or the process
+    /// dies. Locks are not reentrant, even within one thread.
+    pub fn lock(&self, name: &str) -> Result<LockGuard, Error> {
+        self.lock_with(name, FlockOperation::LockExclusive)
+            .map(|g| g.expect("blocking flock always returns the lock"))
+    }
+
+    /// Takes the exclusive lock `name` if it is free right now.
+    pub fn try_lock(&self, name: &str) -> Result<Option<LockGuard>, Error> {
+        self.lock_with(name, FlockOperation::NonBlockingLockExclusive)
+    }
+
+    fn lock_with(&self, name: &str, op: FlockOperation) -> Result<Option<LockGuard>, Error> {
+        let path = self.locks.join(Digest::sha256_of(name.as_bytes()).hex());
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| Error::Lock {
+                path: path.clone(),
+                source,
+            })?;
+        match flock_retry(&file, op) {
+            Ok(()) => Ok(Some(LockGuard { _file: file, path })),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(source) => Err(Error::Lock { path, source }),
+        }
+    }
+
+    // ---- accounting ----
+
+    /// Disk usage: blobs (from the file system), snapshots, records and mounts (from the database).
+    pub fn usage(&self) -> Result<Usage, Error> {
+        let mut usage = Usage::default();
+        for entry in fs_err::read_dir(&self.blobs)? {
+            let meta = entry?.metadata()?;
+            if meta.is_file() {
+                usage.blobs += 1;
+                usage.blob_bytes += meta.len();
+            }
+        }
+        let (snapshots, snapshot_bytes, records, mounts) = self.db.read("compute usage", |c| {
+            c.query_row(
+                "SELECT (SELECT count(*) FROM snapshots), (SELECT coalesce(sum(size), 0) FROM snapshots),
+                        (SELECT count(*) FROM cache_records), (SELECT count(*) FROM mounts)",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?)),
+            )
+        })?;
+        let u = |v: i64| u64::try_from(v).unwrap_or(0);
+        usage.snapshots = u(snapshots);
+        usage.snapshot_bytes = u(snapshot_bytes);
+        usage.records = u(records);
+        usage.mounts = u(mounts);
+        Ok(usage)
+    }
+}
+
+fn blob_error(d: &Digest, source: io::Error) -> Error {
+    if source.kind() == io::ErrorKind::NotFound {
+        Error::MissingBlob { digest: d.clone() }
+    } else {
+        Error::ReadBlob {
+            digest: d.clone(),
+            source,
+        }
+    }
+}
+
+fn list_tags(c: &rusqlite::Connection) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut stmt = c.prepare_cached("SELECT name, descriptor FROM tags ORDER BY name")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}
+
+fn to_json(d: &Descriptor) -> String {
+    serde_json::to_string(d).expect("a Descriptor always serializes")
+}
+
+fn from_json(json: &str, what: &str) -> Result<Descriptor, Error> {
+    serde_json::from_str(json).map_err(|source| Error::Json {
+        what: what.to_owned(),
+        source,
+    })
+}
+
+/// Total size of the regular files under `dir`, in bytes (hard links counted once per name).
+fn dir_size(dir: &Path) -> io::Result<u64> {
+    let mut total = 0;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in fs_err::read_dir(&d)? {
+            let entry = entry?;
+            let ty = entry.file_type()?;
+            if ty.is_dir() {
+                stack.push(entry.path());
+            } else if ty.is_file() {
+                total += entry.metadata()?.len();
+            }
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        (root, store)
+    }
+
+    fn scratch_entries(store: &Store) -> usize {
+        fs_err::read_dir(store.session.dir()).unwrap().count()
+    }
+
+    #[test]
+    fn blob_round_trip() {
+        let (_root, store) = store();
+        let d = store.put_blob(b"hello").unwrap();
+        assert_eq!(d, Digest::sha256_of(b"hello"));
+        assert!(store.has_blob(&d));
+        assert_eq!(store.read_blob(&d).unwrap(), b"hello");
+        assert_eq!(fs_err::read(store.blob_path(&d)).unwrap(), b"hello");
+        // Writing it again is a no-op that succeeds.
+        let mut w = store.blob_writer().unwrap();
+        w.write_all(b"hel").unwrap();
+        w.write_all(b"lo").unwrap();
+        assert_eq!(w.commit(Some(&d)).unwrap(), (d.clone(), 5));
+        assert_eq!(scratch_entries(&store), 0);
+        let u = store.usage().unwrap();
+        assert_eq!((u.blobs, u.blob_bytes), (1, 5));
+    }
+
+    #[test]
+    fn missing_blob_error_names_the_digest() {
+        let (_root, store) = store();
+        let d = Digest::sha256_of(b"absent");
+        assert!(!store.has_blob(&d));
+        let err = store.read_blob(&d).unwrap_err();
+        assert!(matches!(err, Error::MissingBlob { .. }));
+        assert!(err.to_string().contains(&d.to_string()), "{err}");
+    }
+
+    #[test]
+    fn digest_mismatch_is_rejected_and_temp_removed() {
+        let (_root, store) = store();
+        let wrong = Digest::sha256_of(b"something else");
+        let mut w = store.blob_writer().unwrap();
+        w.write_all(b"actual bytes").unwrap();
+        assert_eq!(scratch_entries(&store), 1);
+        match w.commit(Some(&wrong)) {
+            Err(Error::DigestMismatch { expected, actual }) => {
+                assert_eq!(expected, wrong);
+                assert_eq!(actual, Digest::sha256_of(b"actual bytes"));
+            }
+            other => panic!("expected a digest mismatch, got {other:?}"),
+        }
+        assert_eq!(scratch_entries(&store), 0);
+        assert!(!store.has_blob(&Digest::sha256_of(b"actual bytes")));
+        assert!(!store.has_blob(&wrong));
+    }
+
+    #[test]
+    fn dropped_writer_leaves_nothing() {
+        let (_root, store) = store();
+        let mut w = store.blob_writer().unwrap();
+        w.write_all(b"partial").unwrap();
+        drop(w);
+        assert_eq!(scratch_entries(&store), 0);
+        assert_eq!(store.usage().unwrap().blobs, 0);
+    }
+
+    #[test]
+    fn cache_records_put_get_delete() {
+        let (_root, store) = store();
+        assert_eq!(store.cache_get("k").unwrap(), None);
+        store.cache_put("k", b"v1").unwrap();
+        assert_eq!(store.cache_get("k").unwrap().as_deref(), Some(&b"v1"[..]));
+        store.cache_put("k", b"v2").unwrap();
+        assert_eq!(store.cache_get("k").unwrap().as_deref(), Some(&b"v2"[..]));
+        store
+            .cache_put_with_refs(
+                "j",
+                b"",
+                &[Digest::sha256_of(b"a"), Digest::sha256_of(b"a")],
+            )
+            .unwrap();
+        assert_eq!(store.cache_get("j").unwrap().as_deref(), Some(&b""[..]));
+        assert_eq!(store.usage().unwrap().records, 2);
+        store.cache_delete("k").unwrap();
+        store.cache_delete("k").unwrap();
+        assert_eq!(store.cache_get("k").unwrap(), None);
+        store.cache_delete("j").unwrap();
+        let refs: i64 = store
+            .db
+            .read("count", |c| {
+                c.query_row("SELECT count(*) FROM cache_refs", [], |r| r.get(0))
+            })
+            .unwrap();
+        assert_eq!(refs, 0, "references go with their record");
+    }
+
+    #[test]
+    fn base_resolutions_round_trip() {
+        let (_root, store) = store();
+        assert_eq!(
+            store.base_get("docker.io/library/alpine:3.20").unwrap(),
+            None
+        );
+        let d = Descriptor::new(media_type::OCI_INDEX, Digest::sha256_of(b"idx"), 3);
+        store.base_put("docker.io/library/alpine:3.20", &d).unwrap();
+        assert_eq!(
+            store.base_get("docker.io/library/alpine:3.20").unwrap(),
+            Some(d.clone())
+        );
+        let d2 = Descriptor::new(media_type::OCI_INDEX, Digest::sha256_of(b"idx2"), 4);
+        store
+            .base_put("docker.io/library/alpine:3.20", &d2)
+            .unwrap();
+        assert_eq!(
+            store.base_get("docker.io/library/alpine:3.20").unwrap(),
+            Some(d2)
+        );
+    }
+
+    #[test]
+    fn cache_mount_dirs_hash_the_id() {
+        let (root, store) = store();
+        let a = store.cache_mount_dir("../../etc").unwrap();
+        assert!(a.is_dir());
+        assert_eq!(a.parent().unwrap(), root.path().join("mounts"));
+        assert_eq!(
+            a.file_name().unwrap().to_str().unwrap(),
+            Digest::sha256_of(b"../../etc").hex()
+        );
+        assert_eq!(store.cache_mount_dir("../../etc").unwrap(), a);
+        assert_ne!(store.cache_mount_dir("/root/.cache/go").unwrap(), a);
+        assert_eq!(store.usage().unwrap().mounts, 2);
+    }
+
+    #[test]
+    fn locks_exclude_each_other_until_dropped() {
+        let (root, store) = store();
+        let other = Store::open(root.path()).unwrap();
+        let held = store.lock("gc").unwrap();
+        assert!(other.try_lock("gc").unwrap().is_none());
+        assert!(other.try_lock("cache-mount:x").unwrap().is_some());
+        drop(held);
+        assert!(other.try_lock("gc").unwrap().is_some());
+    }
+
+    #[test]
+    fn snapshot_commit_and_lookup() {
+        let (_root, store) = store();
+        let diff_id = Digest::sha256_of(b"layer");
+        assert_eq!(store.snapshot_path(&diff_id), None);
+        let tmp = store.tmp_dir().unwrap();
+        fs_err::write(tmp.path().join("file"), b"12345").unwrap();
+        let path = store.commit_snapshot(tmp, &diff_id).unwrap();
+        assert_eq!(store.snapshot_path(&diff_id), Some(path.clone()));
+        assert_eq!(fs_err::read(path.join("file")).unwrap(), b"12345");
+        let mode = fs_err::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755, "snapshot roots are traversable by every user");
+        let u = store.usage().unwrap();
+        assert_eq!((u.snapshots, u.snapshot_bytes), (1, 5));
+        // A subdirectory of a tmp dir (an overlay upper dir) works too; the loser's copy is removed.
+        let tmp = store.tmp_dir().unwrap();
+        let upper = tmp.path().join("upper");
+        fs_err::create_dir(&upper).unwrap();
+        assert_eq!(store.commit_snapshot(&upper, &diff_id).unwrap(), path);
+        assert!(!upper.exists());
+        let empty = store.empty_dir().unwrap();
+        assert!(empty.is_dir());
+        assert_eq!(fs_err::read_dir(&empty).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn set_tag_requires_manifest_and_its_blobs() {
+        let (_root, store) = store();
+        let config = store.put_blob(b"{}").unwrap();
+        let layer = Digest::sha256_of(b"layer not stored");
+        let missing = Descriptor::new(
+            media_type::OCI_MANIFEST,
+            Digest::sha256_of(b"no manifest"),
+            11,
+        );
+        assert!(
+            matches!(store.set_tag("app:latest", &missing), Err(Error::MissingBlob { digest }) if digest == missing.digest)
+        );
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(media_type::OCI_MANIFEST.to_owned()),
+            config: Descriptor::new(media_type::OCI_CONFIG, config, 2),
+            layers: vec![Descriptor::new(
+                media_type::OCI_LAYER_GZIP,
+                layer.clone(),
+                1,
+            )],
+            annotations: BTreeMap::new(),
+        };
+        let bytes = serde_json::to_vec(&manifest).unwrap();
+        let md = store.put_blob(&bytes).unwrap();
+        let desc = Descriptor::new(media_type::OCI_MANIFEST, md, bytes.len() as u64);
+        assert!(
+            matches!(store.set_tag("app:latest", &desc), Err(Error::MissingBlob { digest }) if digest == layer)
+        );
+        assert_eq!(store.list_tags().unwrap(), vec![]);
+        assert_eq!(store.resolve_tag("app:latest").unwrap(), None);
+    }
+}
