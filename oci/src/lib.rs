@@ -15,6 +15,7 @@ mod digest;
 mod layer;
 mod manifest;
 mod reference;
+mod snapshot;
 
 pub use config::{Empty, Healthcheck, History, ImageConfig, RootFs, RunConfig};
 pub use digest::{Digest, DigestParseError, Hasher, HashingWriter};
@@ -24,3 +25,4 @@ pub use layer::{
 };
 pub use manifest::{media_type, Descriptor, Index, Manifest, Platform};
 pub use reference::{Reference, ReferenceParseError, DOCKER_HUB};
+pub use snapshot::{MergedView, Resolved};
