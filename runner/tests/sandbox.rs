@@ -14,7 +14,7 @@ use runner::{MountSpec, Network, Spec};
 
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "ls", "id", "sleep", "touch", "mkdir", "rm", "hostname", "grep", "wc",
-    "pwd", "test", "true", "head", "stat", "kill", "env", "readlink",
+    "pwd", "test", "true", "head", "stat", "kill", "env", "readlink", "mount",
 ];
 
 /// A busybox-only rootfs with no /etc, /proc, /dev or /sys (like a `FROM scratch` image).
@@ -380,6 +380,174 @@ fn killing_outside_process_kills_sandbox() {
     });
 }
 
+fn proc_and_sys_are_masked_and_readonly() {
+    // Masked files read empty; masked directories are empty (whichever exist on this kernel).
+    let masked_files = [
+        "/proc/interrupts",
+        "/proc/keys",
+        "/proc/timer_list",
+        "/proc/kcore",
+    ];
+    let masked_dirs = ["/sys/firmware", "/proc/acpi", "/proc/scsi"];
+    let mut script = String::new();
+    for f in masked_files.iter().filter(|f| Path::new(f).exists()) {
+        script += &format!("echo {f} $(cat {f} | wc -c);");
+    }
+    for d in masked_dirs.iter().filter(|d| Path::new(d).exists()) {
+        script += &format!("echo {d} $(ls -A {d} | wc -l);");
+    }
+    let out = Sandbox::sh(&format!(
+        "{script} \
+         echo x > /proc/sys/kernel/domainname 2>/dev/null && echo proc-sys-writable; \
+         echo x > /proc/sysrq-trigger 2>/dev/null && echo sysrq-writable; \
+         touch /sys/x 2>/dev/null && echo sysfs-writable; \
+         mkdir /tmp2 && mount -t tmpfs tmpfs /tmp2 2>/dev/null && echo mount-allowed; \
+         echo done"
+    ))
+    .run()
+    .ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines.len() >= 3, "{out:?}");
+    for line in &lines[..lines.len() - 1] {
+        assert!(line.ends_with(" 0"), "{line} is not masked: {out:?}");
+    }
+    assert_eq!(lines.last(), Some(&"done"), "{out:?}");
+}
+
+fn dev_is_minimal_and_works() {
+    let out = Sandbox::sh(
+        "ls /dev; echo hi > /dev/null; head -c 5 /dev/zero | wc -c; head -c 5 /dev/urandom | wc -c; \
+         readlink /dev/ptmx; test -c /dev/pts/ptmx && echo pts; touch /dev/shm/x && echo shm",
+    )
+    .run()
+    .ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    for expected in [
+        "null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "fd", "ptmx",
+    ] {
+        assert!(
+            lines.contains(&expected),
+            "missing /dev/{expected}: {out:?}"
+        );
+    }
+    assert!(
+        out.stdout.ends_with("5\n5\npts/ptmx\npts\nshm\n"),
+        "{out:?}"
+    );
+}
+
+fn hostname_and_hosts_file() {
+    let out = Sandbox::sh("hostname; grep -c sandbox-test /etc/hosts; grep -c '::1' /etc/hosts")
+        .run()
+        .ok();
+    assert_eq!(out.stdout, "sandbox-test\n1\n1\n");
+}
+
+fn host_network_sees_host_interfaces() {
+    let host = std::fs::read_to_string("/proc/net/dev").unwrap();
+    let mut sb = Sandbox::new(&["cat", "/proc/net/dev"]);
+    sb.spec.network = Network::Host;
+    let out = sb.run().ok();
+    let names = |s: &str| -> Vec<String> {
+        s.lines()
+            .skip(2)
+            .map(|l| l.split(':').next().unwrap().trim().to_owned())
+            .collect()
+    };
+    assert_eq!(names(&out.stdout), names(&host));
+}
+
+fn bind_mounts_and_readonly() {
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("data"), "from host").unwrap();
+    let file = host.path().join("single");
+    std::fs::write(&file, "one file").unwrap();
+    let rw = tempfile::tempdir().unwrap();
+    let mut sb = Sandbox::sh(
+        "cat /mnt/ro/data; echo; cat /etc/single; echo; touch /mnt/ro/new 2>/dev/null || echo ro-denied; \
+         echo written > /mnt/rw/out",
+    );
+    sb.spec.mounts = vec![
+        MountSpec::Bind {
+            source: host.path().to_owned(),
+            target: "/mnt/ro".into(),
+            readonly: true,
+        },
+        MountSpec::Bind {
+            source: file,
+            target: "/etc/single".into(),
+            readonly: true,
+        },
+        MountSpec::Bind {
+            source: rw.path().to_owned(),
+            target: "/mnt/rw".into(),
+            readonly: false,
+        },
+    ];
+    let out = sb.run().ok();
+    assert_eq!(out.stdout, "from host\none file\nro-denied\n");
+    assert_eq!(
+        std::fs::read_to_string(rw.path().join("out")).unwrap(),
+        "written\n"
+    );
+    assert!(!host.path().join("new").exists());
+    assert_eq!(upper_entries(sb.upper()), Vec::<String>::new());
+}
+
+fn tmpfs_mount_is_not_in_upper() {
+    let mut sb = Sandbox::sh("echo x > /cache/f && grep -c ' /cache tmpfs' /proc/mounts");
+    sb.spec.mounts.push(MountSpec::Tmpfs {
+        target: "/cache".into(),
+        size: 4 << 20,
+    });
+    assert_eq!(sb.run().ok().stdout, "1\n");
+    assert_eq!(upper_entries(sb.upper()), Vec::<String>::new());
+}
+
+fn readonly_rootfs() {
+    let mut sb =
+        Sandbox::sh("touch /x 2>/dev/null || echo denied; touch /dev/shm/y && echo tmpfs-ok");
+    sb.spec.readonly_rootfs = true;
+    assert_eq!(sb.run().ok().stdout, "denied\ntmpfs-ok\n");
+}
+
+fn symlinked_mountpoint_stays_inside_rootfs() {
+    // An image whose /etc is an absolute symlink must not make the runner write on the host.
+    let layer = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), layer.path().join("etc")).unwrap();
+    let mut sb = Sandbox::sh("cat /etc/hosts | grep -c localhost");
+    sb.spec.lowers.push(layer.path().to_owned());
+    assert_eq!(sb.run().ok().stdout, "2\n");
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    assert_eq!(upper_entries(sb.upper()), Vec::<String>::new());
+}
+
+fn signals_are_forwarded() {
+    use std::io::BufRead;
+    let sb =
+        Sandbox::sh("trap 'echo got-term; exit 42' TERM; echo ready; while :; do sleep 0.05; done");
+    let exe = std::env::current_exe().unwrap();
+    let mut child =
+        runner::spawn(&sb.spec, &exe, Stdio::null(), Stdio::piped(), Stdio::null()).unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "got-term\n");
+    assert_eq!(child.wait().unwrap().code(), Some(42));
+}
+
+fn orphans_are_reaped_and_command_status_wins() {
+    // A background child outlives the command; the sandbox still ends with the command's code.
+    let out = Sandbox::sh("sleep 1000 & exit 5").run();
+    assert_eq!(out.code(), 5, "{out:?}");
+}
+
 fn main() {
     runner::init_if_requested();
     let tests: &[(&str, fn())] = &[
@@ -422,6 +590,28 @@ fn main() {
         (
             "killing_outside_process_kills_sandbox",
             killing_outside_process_kills_sandbox,
+        ),
+        (
+            "proc_and_sys_are_masked_and_readonly",
+            proc_and_sys_are_masked_and_readonly,
+        ),
+        ("dev_is_minimal_and_works", dev_is_minimal_and_works),
+        ("hostname_and_hosts_file", hostname_and_hosts_file),
+        (
+            "host_network_sees_host_interfaces",
+            host_network_sees_host_interfaces,
+        ),
+        ("bind_mounts_and_readonly", bind_mounts_and_readonly),
+        ("tmpfs_mount_is_not_in_upper", tmpfs_mount_is_not_in_upper),
+        ("readonly_rootfs", readonly_rootfs),
+        (
+            "symlinked_mountpoint_stays_inside_rootfs",
+            symlinked_mountpoint_stays_inside_rootfs,
+        ),
+        ("signals_are_forwarded", signals_are_forwarded),
+        (
+            "orphans_are_reaped_and_command_status_wins",
+            orphans_are_reaped_and_command_status_wins,
         ),
     ];
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
