@@ -33,8 +33,10 @@ impl std::fmt::Debug for BasicCredentials {
 /// Credentials read from a Docker config.json, keyed by normalised registry host.
 #[derive(Debug, Default)]
 pub(crate) struct Credentials {
-    /// Where they came from, for messages; `None` when no config file exists.
+    /// The config file looked at, for messages; `None` when there was no place to look.
     pub(crate) source: Option<PathBuf>,
+    /// Whether `source` exists.
+    found: bool,
     by_host: HashMap<String, BasicCredentials>,
 }
 
@@ -83,7 +85,12 @@ impl Credentials {
         };
         let text = match fs_err::read_to_string(path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Self {
+                    source: Some(path.to_owned()),
+                    ..Self::default()
+                });
+            }
             Err(e) => {
                 return Err(Error::DockerConfig {
                     path: path.to_owned(),
@@ -124,6 +131,7 @@ impl Credentials {
         }
         Ok(Self {
             source: Some(path.to_owned()),
+            found: true,
             by_host,
         })
     }
@@ -438,9 +446,14 @@ impl Auth {
 
     /// Why we had nothing to answer a challenge with, for [`Error::Unauthorized`].
     pub(crate) fn no_credentials(&self, registry: &str) -> String {
-        match &self.creds.source {
-            Some(p) => format!("no credentials for {registry} in {}", p.display()),
-            None => "no docker config.json with credentials found (run `docker login` or set DOCKER_CONFIG)".to_owned(),
+        match (&self.creds.source, self.creds.found) {
+            (Some(p), true) => format!("no credentials for {registry} in {}", p.display()),
+            (Some(p), false) => {
+                format!("no credentials for {registry}: {} does not exist (run `docker login {registry}`)", p.display())
+            }
+            (None, _) => {
+                format!("no credentials for {registry}: no docker config.json (set DOCKER_CONFIG)")
+            }
         }
     }
 }

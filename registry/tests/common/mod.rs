@@ -1,6 +1,8 @@
 //! Test helpers: a real CNCF distribution registry on a free loopback port, and small image builders.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod proxy;
+
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -225,6 +227,29 @@ pub async fn push_image(
         manifest_bytes,
         manifest_digest,
     }
+}
+
+/// A client with credentials for `registry` from a temporary Docker config (the temp dir is returned to
+/// keep it alive).
+pub fn client_with_credentials(
+    registry: &str,
+    user: &str,
+    password: &str,
+) -> (registry::Client, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    let auth = proxy::base64(format!("{user}:{password}").as_bytes());
+    fs_err::write(
+        &path,
+        serde_json::json!({"auths": {registry: {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let client = registry::Client::new(registry::ClientOptions {
+        docker_config: Some(path),
+        ..Default::default()
+    })
+    .unwrap();
+    (client, dir)
 }
 
 /// A client that reads no credentials from the environment.

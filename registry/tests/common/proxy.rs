@@ -1,0 +1,303 @@
+//! A small HTTP/1.1 proxy in front of a real registry that adds Bearer-token auth (with its own token
+//! endpoint) and injects faults: the real registry still does all the distribution API work.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A canned answer for matching requests, used `times` times.
+pub struct Fault {
+    pub method: &'static str,
+    pub path_contains: &'static str,
+    pub status: u16,
+    pub times: u32,
+}
+
+/// What the token endpoint demands.
+pub enum TokenAuth {
+    /// Tokens for anyone.
+    Anonymous,
+    /// Tokens only with these Basic credentials.
+    Basic { user: String, password: String },
+}
+
+struct State {
+    addr: String,
+    upstream: String,
+    bearer: Option<TokenAuth>,
+    faults: Mutex<Vec<Fault>>,
+    seen: Mutex<Vec<String>>,
+}
+
+/// The running proxy; stops on drop.
+pub struct Proxy {
+    pub addr: String,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Proxy {
+    /// Starts a proxy to `upstream` (`127.0.0.1:port`); with `bearer`, every /v2/ request needs a token.
+    pub async fn start(upstream: &str, bearer: Option<TokenAuth>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let state = Arc::new(State {
+            addr: addr.clone(),
+            upstream: upstream.to_owned(),
+            bearer,
+            faults: Mutex::new(Vec::new()),
+            seen: Mutex::new(Vec::new()),
+        });
+        let s = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let s = s.clone();
+                tokio::spawn(async move {
+                    // A test client hanging up mid-request is not the proxy's problem.
+                    let _ = handle(&s, conn).await;
+                });
+            }
+        });
+        Self { addr, state, task }
+    }
+
+    /// Adds a fault rule.
+    pub fn inject(&self, fault: Fault) {
+        self.state.faults.lock().unwrap().push(fault);
+    }
+
+    /// Every request seen, as `METHOD path?query`, in order.
+    pub fn seen(&self) -> Vec<String> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    /// How many requests seen match `method` and contain `part` in their path.
+    pub fn count(&self, method: &str, part: &str) -> usize {
+        self.seen()
+            .iter()
+            .filter(|l| l.starts_with(&format!("{method} ")) && l.contains(part))
+            .count()
+    }
+
+    /// A reference through the proxy.
+    pub fn reference(&self, name: &str) -> oci::Reference {
+        format!("{}/{name}", self.addr).parse().unwrap()
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+fn query_param(target: &str, key: &str) -> Option<String> {
+    let q = target.split_once('?')?.1;
+    q.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| percent_decode(v))
+    })
+}
+
+async fn respond(
+    conn: &mut TcpStream,
+    status: u16,
+    headers: &[(&str, String)],
+    body: &str,
+) -> std::io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    conn.write_all(head.as_bytes()).await?;
+    conn.write_all(body.as_bytes()).await?;
+    conn.shutdown().await
+}
+
+/// Standard base64 with padding.
+pub fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            out.push(if i <= c.len() {
+                A[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+async fn handle(state: &State, mut conn: TcpStream) -> std::io::Result<()> {
+    let mut reader = BufReader::new(&mut conn);
+    let mut line = String::new();
+    reader.read_line(&mut line).await?;
+    let mut parts = line.split_whitespace();
+    let (method, target) = (
+        parts.next().unwrap_or("").to_owned(),
+        parts.next().unwrap_or("").to_owned(),
+    );
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).await?;
+        let h = h.trim_end().to_owned();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':').unwrap();
+        headers.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let len: usize = header("content-length").map_or(0, |v| v.parse().unwrap());
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).await?;
+    drop(reader);
+    state
+        .seen
+        .lock()
+        .unwrap()
+        .push(format!("{method} {target}"));
+
+    let path = target.split('?').next().unwrap_or("").to_owned();
+    let fault = {
+        let mut faults = state.faults.lock().unwrap();
+        faults
+            .iter_mut()
+            .find(|f| f.times > 0 && f.method == method && path.contains(f.path_contains))
+            .map(|f| {
+                f.times -= 1;
+                f.status
+            })
+    };
+    if let Some(status) = fault {
+        return respond(
+            &mut conn,
+            status,
+            &[],
+            "{\"errors\":[{\"code\":\"INJECTED\",\"message\":\"fault\"}]}",
+        )
+        .await;
+    }
+
+    if let Some(bearer) = &state.bearer {
+        if path == "/token" {
+            if let TokenAuth::Basic { user, password } = bearer {
+                let want = format!("Basic {}", base64(format!("{user}:{password}").as_bytes()));
+                if header("authorization").as_deref() != Some(want.as_str()) {
+                    return respond(&mut conn, 401, &[], "{\"details\":\"bad credentials\"}").await;
+                }
+            }
+            let scope = query_param(&target, "scope").unwrap_or_default();
+            let body =
+                serde_json::json!({"token": format!("tok|{scope}"), "expires_in": 300}).to_string();
+            return respond(
+                &mut conn,
+                200,
+                &[("Content-Type", "application/json".into())],
+                &body,
+            )
+            .await;
+        }
+        // /v2/<repo>/{manifests,blobs}/...: the token must grant this repository and action.
+        let repo = path.strip_prefix("/v2/").and_then(|p| {
+            ["/manifests/", "/blobs/"]
+                .iter()
+                .find_map(|m| p.find(m).map(|i| p[..i].to_owned()))
+        });
+        let action = if method == "GET" || method == "HEAD" {
+            "pull"
+        } else {
+            "push"
+        };
+        let granted = match (&repo, header("authorization")) {
+            (Some(repo), Some(auth)) => {
+                auth.strip_prefix("Bearer tok|repository:")
+                    .is_some_and(|rest| {
+                        rest.rsplit_once(':').is_some_and(|(r, actions)| {
+                            r == repo && actions.split(',').any(|a| a == action)
+                        })
+                    })
+            }
+            (None, Some(auth)) => auth.starts_with("Bearer tok|"),
+            (_, None) => false,
+        };
+        if !granted {
+            let mut challenge = format!(
+                "Bearer realm=\"http://{}/token\",service=\"proxy-test\"",
+                state.addr
+            );
+            if let Some(repo) = &repo {
+                let actions = if action == "pull" {
+                    "pull"
+                } else {
+                    "pull,push"
+                };
+                challenge.push_str(&format!(",scope=\"repository:{repo}:{actions}\""));
+            }
+            return respond(
+                &mut conn,
+                401,
+                &[("WWW-Authenticate", challenge)],
+                "{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"authentication required\"}]}",
+            )
+            .await;
+        }
+    }
+
+    let mut up = TcpStream::connect(&state.upstream).await?;
+    let mut head = format!("{method} {target} HTTP/1.1\r\n");
+    for (k, v) in &headers {
+        if !k.eq_ignore_ascii_case("connection") && !k.eq_ignore_ascii_case("authorization") {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    up.write_all(head.as_bytes()).await?;
+    up.write_all(&body).await?;
+    // The registry answers `Connection: close` to a `Connection: close` request, so relaying to EOF is the
+    // whole response.
+    tokio::io::copy(&mut up, &mut conn).await?;
+    conn.shutdown().await
+}
