@@ -367,11 +367,12 @@ impl Program {
             .parse()
             .map_err(|_| SetupError::msg("unreadable /proc/sys/kernel/cap_last_cap"))?;
         for cap in 0..=last_cap {
-            if DEFAULT_CAPS & (1 << cap) == 0 {
+            if cap >= 64 || DEFAULT_CAPS & (1 << cap) == 0 {
                 sys::drop_bounding_capability(cap)
                     .ctx(|| format!("failed to drop capability {cap} from the bounding set"))?;
             }
         }
+        // rustix's set_thread_* calls change only the calling thread; this process has one.
         let id = &self.identity;
         let groups: Vec<_> = id
             .groups

@@ -548,6 +548,21 @@ fn orphans_are_reaped_and_command_status_wins() {
     assert_eq!(out.code(), 5, "{out:?}");
 }
 
+fn parallel_spawns_from_threads() {
+    // spawn() from a multi-threaded caller (like the solver) must not mix up spec pipes.
+    let handles: Vec<_> = (0..6)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let sb = Sandbox::new(&["echo", &format!("sandbox {i}")]);
+                sb.run().ok().stdout
+            })
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(h.join().unwrap(), format!("sandbox {i}\n"));
+    }
+}
+
 fn main() {
     runner::init_if_requested();
     let tests: &[(&str, fn())] = &[
@@ -613,6 +628,7 @@ fn main() {
             "orphans_are_reaped_and_command_status_wins",
             orphans_are_reaped_and_command_status_wins,
         ),
+        ("parallel_spawns_from_threads", parallel_spawns_from_threads),
     ];
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
     let (mut passed, mut failed) = (0, 0);
