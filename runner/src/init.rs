@@ -26,6 +26,9 @@ use crate::{Error, Spec, EXIT_SETUP_FAILED};
 /// Descriptor on which the outside process receives the JSON spec.
 const SPEC_FD: i32 = 3;
 
+/// Descriptor on which the outside process acknowledges that it runs the sandbox init.
+const ACK_FD: i32 = 4;
+
 /// Docker's default capability set (`CapEff`/`CapPrm`/`CapBnd` 00000000a80425fb): chown,
 /// dac_override, fowner, fsetid, kill, setgid, setuid, setpcap, net_bind_service, net_raw,
 /// sys_chroot, mknod, audit_write, setfcap.
@@ -92,23 +95,49 @@ pub(crate) fn spawn(
     let json = serde_json::to_vec(spec).map_err(Error::Encode)?;
     let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| Error::Pipe(e.into()))?;
+    let (ack_reader, ack_writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| Error::Pipe(e.into()))?;
     let mut cmd = Command::new(exe);
     cmd.arg(crate::INIT_ARG)
         .stdin(stdin)
         .stdout(stdout)
         .stderr(stderr);
-    sys::inherit_fd_as(&mut cmd, reader.as_raw_fd(), SPEC_FD);
+    sys::inherit_fds_as(
+        &mut cmd,
+        &[
+            (reader.as_raw_fd(), SPEC_FD),
+            (ack_writer.as_raw_fd(), ACK_FD),
+        ],
+    );
     let mut child = cmd.spawn().map_err(|source| Error::Spawn {
         exe: exe.to_owned(),
         source,
     })?;
     drop(reader);
-    if let Err(e) = std::fs::File::from(writer).write_all(&json) {
-        // The process died before reading its spec; it has already said why on stderr.
-        // Reaping it here avoids a zombie; its status adds nothing to the error.
+    drop(ack_writer);
+    let fail = |child: &mut Child, error: Error| {
+        // The process is useless now; reaping it avoids a zombie and its status adds nothing.
         let _ = child.kill();
         let _ = child.wait();
-        return Err(Error::SendSpec(e));
+        Err(error)
+    };
+    // Without the acknowledgement, `exe` is not a binary whose main() calls
+    // `init_if_requested` (a libtest binary would silently run no test and exit 0).
+    let mut ack = [0u8; 1];
+    match std::fs::File::from(ack_reader).read(&mut ack) {
+        Ok(1) => {}
+        Ok(_) => {
+            return fail(
+                &mut child,
+                Error::NotInit {
+                    exe: exe.to_owned(),
+                },
+            );
+        }
+        Err(e) => return fail(&mut child, Error::SendSpec(e)),
+    }
+    if let Err(e) = std::fs::File::from(writer).write_all(&json) {
+        return fail(&mut child, Error::SendSpec(e));
     }
     Ok(child)
 }
@@ -122,6 +151,10 @@ pub(crate) fn main() -> ! {
 }
 
 fn read_spec() -> Result<Spec, SetupError> {
+    if let Some(ack) = sys::take_inherited_fd(ACK_FD) {
+        // If the caller is gone, reading the spec fails next and says so.
+        let _ = std::fs::File::from(ack).write_all(b"+");
+    }
     let fd = sys::take_inherited_fd(SPEC_FD).ok_or_else(|| {
         SetupError::msg("no spec pipe on fd 3 (start the sandbox with runner::spawn)")
     })?;

@@ -138,6 +138,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("{exe} did not start the sandbox init: its main() must call runner::init_if_requested() first")]
+    NotInit { exe: PathBuf },
     #[error("failed to send the spec to the sandbox process")]
     SendSpec(#[source] std::io::Error),
     #[error("sandboxes are only supported on linux")]
@@ -161,6 +163,8 @@ pub fn init_if_requested() {
 /// Starts the sandbox by re-executing `exe` (normally `std::env::current_exe()`) with
 /// [`INIT_ARG`].
 ///
+/// Blocks until the new process acknowledges that it runs the init (one `execve`, a few ms);
+/// fails with [`Error::NotInit`] if `exe` does not call [`init_if_requested`].
 /// The spec travels over a pipe (never argv or env, so it may carry secrets). The given stdio
 /// is what the command gets. Wait on the returned child for the exit status described in the
 /// crate docs; killing it (even with SIGKILL) kills every process of the sandbox, but then the

@@ -563,6 +563,20 @@ fn parallel_spawns_from_threads() {
     }
 }
 
+fn exe_without_init_is_an_error() {
+    // A binary that ignores INIT_ARG (here /bin/true) must not look like a successful run.
+    let sb = Sandbox::new(&["true"]);
+    let err = runner::spawn(
+        &sb.spec,
+        Path::new("/bin/true"),
+        Stdio::null(),
+        Stdio::null(),
+        Stdio::null(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, runner::Error::NotInit { .. }), "{err:?}");
+}
+
 fn main() {
     runner::init_if_requested();
     let tests: &[(&str, fn())] = &[
@@ -629,6 +643,7 @@ fn main() {
             orphans_are_reaped_and_command_status_wins,
         ),
         ("parallel_spawns_from_threads", parallel_spawns_from_threads),
+        ("exe_without_init_is_an_error", exe_without_init_is_an_error),
     ];
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
     let (mut passed, mut failed) = (0, 0);

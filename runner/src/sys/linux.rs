@@ -83,21 +83,36 @@ pub(crate) fn take_inherited_fd(fd: RawFd) -> Option<OwnedFd> {
         return None;
     }
     // SAFETY: the descriptor is open (checked above) and nothing else in this process owns it:
-    // it was placed there by `inherit_fd_as` in the parent and is taken once, at startup.
+    // it was placed there by `inherit_fds_as` in the parent and is taken once, at startup.
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Makes the child of `cmd` receive `fd` as descriptor `target`, without `FD_CLOEXEC`.
-pub(crate) fn inherit_fd_as(cmd: &mut Command, fd: RawFd, target: RawFd) {
+/// Makes the child of `cmd` receive each `(fd, target)` descriptor as `target`, without
+/// `FD_CLOEXEC`. At most four descriptors.
+pub(crate) fn inherit_fds_as(cmd: &mut Command, fds: &[(RawFd, RawFd)]) {
+    assert!(
+        fds.len() <= 4,
+        "inherit_fds_as takes at most four descriptors"
+    );
+    let mut pairs = [(-1, -1); 4];
+    pairs[..fds.len()].copy_from_slice(fds);
+    let count = fds.len();
     let hook = move || {
-        if fd == target {
-            // SAFETY: fcntl on a descriptor we own; clears FD_CLOEXEC so execve keeps it.
-            if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
+        // First move every source above the targets, so a source that happens to sit on
+        // another pair's target number is not clobbered by that pair's dup2.
+        let mut moved = [-1; 4];
+        for (i, &(fd, _)) in pairs[..count].iter().enumerate() {
+            // SAFETY: F_DUPFD_CLOEXEC is async-signal-safe and only creates a descriptor.
+            let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+            if new == -1 {
                 return Err(io::Error::last_os_error());
             }
-        } else {
+            moved[i] = new;
+        }
+        for (i, &(_, target)) in pairs[..count].iter().enumerate() {
             // SAFETY: dup2 is async-signal-safe; the new descriptor has FD_CLOEXEC clear.
-            if unsafe { libc::dup2(fd, target) } == -1 {
+            // The temporary copies keep FD_CLOEXEC and vanish at execve.
+            if unsafe { libc::dup2(moved[i], target) } == -1 {
                 return Err(io::Error::last_os_error());
             }
         }
