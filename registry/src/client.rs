@@ -225,45 +225,47 @@ impl Client {
         sink: &mut (dyn Write + Send),
     ) -> Result<(), Error> {
         let url = format!("{}/blobs/{}", self.base(r), desc.digest);
-        let mut resp = self
-            .send(r, Access::Pull, Retry::Idempotent, || {
-                Ok(self.http(r).get(&url))
-            })
-            .await?;
-        match resp.status() {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND => {
-                return Err(Error::BlobNotFound {
-                    repository: r.name(),
-                    digest: desc.digest.clone(),
-                })
-            }
-            _ => {
-                return Err(self
-                    .unexpected(r, "GET", &format!("blob {}", desc.digest), resp)
-                    .await)
-            }
-        }
         let mut hasher = Hasher::new();
         let mut received = 0u64;
-        while let Some(chunk) = resp.chunk().await.map_err(|source| Error::Transfer {
-            registry: r.registry.clone(),
-            source,
-        })? {
-            received += chunk.len() as u64;
-            if received > desc.size {
-                return Err(Error::SizeMismatch {
-                    what: "blob",
-                    digest: desc.digest.clone(),
-                    expected: desc.size,
-                    actual: received,
-                });
+        let mut resumes = 0;
+        loop {
+            let offset = received;
+            let resp = self
+                .send(r, Access::Pull, Retry::Idempotent, || {
+                    let req = self.http(r).get(&url);
+                    Ok(if offset > 0 {
+                        req.header(header::RANGE, format!("bytes={offset}-"))
+                    } else {
+                        req
+                    })
+                })
+                .await?;
+            // A registry may ignore Range and send the whole blob: skip what we already have (same digest,
+            // same bytes).
+            let mut skip = match resp.status() {
+                StatusCode::OK => offset,
+                StatusCode::PARTIAL_CONTENT if content_range_start(&resp) == Some(offset) => 0,
+                StatusCode::NOT_FOUND => {
+                    return Err(Error::BlobNotFound {
+                        repository: r.name(),
+                        digest: desc.digest.clone(),
+                    })
+                }
+                _ => {
+                    return Err(self
+                        .unexpected(r, "GET", &format!("blob {}", desc.digest), resp)
+                        .await)
+                }
+            };
+            match stream_body(r, resp, &mut skip, &mut received, &mut hasher, desc, sink).await {
+                Ok(()) => break,
+                Err(e @ Error::Transfer { .. }) if resumes < MAX_RETRIES => {
+                    tracing::warn!(digest = %desc.digest, received, error = %e, "blob download broke, resuming");
+                    tokio::time::sleep(backoff(resumes)).await;
+                    resumes += 1;
+                }
+                Err(e) => return Err(e),
             }
-            hasher.update(&chunk);
-            sink.write_all(&chunk).map_err(|source| Error::WriteSink {
-                digest: desc.digest.clone(),
-                source,
-            })?;
         }
         if received != desc.size {
             return Err(Error::SizeMismatch {
@@ -681,6 +683,57 @@ impl Client {
             _ => status_error(method, resp).await,
         }
     }
+}
+
+/// Copies a blob response into `sink` after dropping its first `skip` bytes, hashing and counting.
+async fn stream_body(
+    r: &Reference,
+    mut resp: reqwest::Response,
+    skip: &mut u64,
+    received: &mut u64,
+    hasher: &mut Hasher,
+    desc: &Descriptor,
+    sink: &mut (dyn Write + Send),
+) -> Result<(), Error> {
+    while let Some(chunk) = resp.chunk().await.map_err(|source| Error::Transfer {
+        registry: r.registry.clone(),
+        source,
+    })? {
+        let mut chunk = &chunk[..];
+        if *skip > 0 {
+            let n = usize::try_from(*skip)
+                .unwrap_or(usize::MAX)
+                .min(chunk.len());
+            chunk = &chunk[n..];
+            *skip -= n as u64;
+        }
+        *received += chunk.len() as u64;
+        if *received > desc.size {
+            return Err(Error::SizeMismatch {
+                what: "blob",
+                digest: desc.digest.clone(),
+                expected: desc.size,
+                actual: *received,
+            });
+        }
+        hasher.update(chunk);
+        sink.write_all(chunk).map_err(|source| Error::WriteSink {
+            digest: desc.digest.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// The first byte offset of a 206 answer's `Content-Range: bytes <start>-<end>/<size>`.
+fn content_range_start(resp: &reqwest::Response) -> Option<u64> {
+    let v = resp.headers().get(header::CONTENT_RANGE)?.to_str().ok()?;
+    v.strip_prefix("bytes ")?
+        .split('-')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 struct RawManifest {

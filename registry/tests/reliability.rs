@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::proxy::{Fault, Proxy};
+use common::proxy::{Fault, Proxy, Truncate};
 use common::{anonymous_client, blob_file, push_image, random_bytes, TestRegistry};
 use oci::{media_type, Platform};
 use registry::{Error, PushOutcome};
@@ -139,4 +139,53 @@ async fn payload_too_large_fails_at_once() {
         "{msg}"
     );
     assert_eq!(proxy.count("PUT", "/blobs/uploads/"), 1);
+}
+
+#[tokio::test]
+async fn broken_blob_download_resumes_with_a_range_request() {
+    let reg = TestRegistry::start();
+    let proxy = Proxy::start(&reg.addr, None).await;
+    let client = anonymous_client();
+    let r = proxy.reference("resume:1");
+    let img = push_image(&client, &r, &Platform::host(), 200_000).await;
+
+    proxy.truncate(Truncate {
+        method: "GET",
+        path_contains: "/blobs/",
+        bytes: 50_000,
+        times: 2,
+    });
+    let mut out = Vec::new();
+    client
+        .fetch_blob(&r, &img.layer_desc, &mut out)
+        .await
+        .unwrap();
+    assert!(out == img.layer, "resumed download differs");
+    assert_eq!(proxy.count("GET", "/blobs/"), 3, "{:#?}", proxy.seen());
+}
+
+#[tokio::test]
+async fn blob_upload_sends_a_content_length() {
+    // Monolithic uploads must be sized: some registries and proxies refuse chunked blob PUTs.
+    let reg = TestRegistry::start();
+    let proxy = Proxy::start(&reg.addr, None).await;
+    let client = anonymous_client();
+    let r = proxy.reference("sized:1");
+    let dir = tempfile::tempdir().unwrap();
+    let (path, desc) = blob_file(
+        dir.path(),
+        media_type::OCI_LAYER_GZIP,
+        &random_bytes(1 << 20),
+    );
+    assert_eq!(
+        client.push_blob(&r, &desc, &path).await.unwrap(),
+        PushOutcome::Uploaded
+    );
+    let puts: Vec<_> = proxy
+        .seen()
+        .into_iter()
+        .filter(|l| l.starts_with("PUT "))
+        .collect();
+    assert_eq!(puts.len(), 1, "{puts:?}");
+    assert!(puts[0].ends_with(" content-length=1048576"), "{puts:?}");
 }

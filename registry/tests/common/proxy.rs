@@ -14,6 +14,14 @@ pub struct Fault {
     pub times: u32,
 }
 
+/// Relays matching responses only up to `bytes` bytes (status line and headers included), then hangs up.
+pub struct Truncate {
+    pub method: &'static str,
+    pub path_contains: &'static str,
+    pub bytes: usize,
+    pub times: u32,
+}
+
 /// What the token endpoint demands.
 pub enum TokenAuth {
     /// Tokens for anyone.
@@ -27,6 +35,7 @@ struct State {
     upstream: String,
     bearer: Option<TokenAuth>,
     faults: Mutex<Vec<Fault>>,
+    truncations: Mutex<Vec<Truncate>>,
     seen: Mutex<Vec<String>>,
 }
 
@@ -53,6 +62,7 @@ impl Proxy {
             upstream: upstream.to_owned(),
             bearer,
             faults: Mutex::new(Vec::new()),
+            truncations: Mutex::new(Vec::new()),
             seen: Mutex::new(Vec::new()),
         });
         let s = state.clone();
@@ -76,7 +86,12 @@ impl Proxy {
         self.state.faults.lock().unwrap().push(fault);
     }
 
-    /// Every request seen, as `METHOD path?query`, in order.
+    /// Adds a truncation rule.
+    pub fn truncate(&self, t: Truncate) {
+        self.state.truncations.lock().unwrap().push(t);
+    }
+
+    /// Every request seen, as `METHOD path?query [content-length=N] [transfer-encoding=…]`, in order.
     pub fn seen(&self) -> Vec<String> {
         self.state.seen.lock().unwrap().clone()
     }
@@ -194,11 +209,14 @@ async fn handle(state: &State, mut conn: TcpStream) -> std::io::Result<()> {
     let mut body = vec![0; len];
     reader.read_exact(&mut body).await?;
     drop(reader);
-    state
-        .seen
-        .lock()
-        .unwrap()
-        .push(format!("{method} {target}"));
+    let mut record = format!("{method} {target}");
+    if let Some(l) = header("content-length") {
+        record.push_str(&format!(" content-length={l}"));
+    }
+    if let Some(te) = header("transfer-encoding") {
+        record.push_str(&format!(" transfer-encoding={te}"));
+    }
+    state.seen.lock().unwrap().push(record);
 
     let path = target.split('?').next().unwrap_or("").to_owned();
     let fault = {
@@ -296,6 +314,22 @@ async fn handle(state: &State, mut conn: TcpStream) -> std::io::Result<()> {
     head.push_str("Connection: close\r\n\r\n");
     up.write_all(head.as_bytes()).await?;
     up.write_all(&body).await?;
+    let cut = {
+        let mut rules = state.truncations.lock().unwrap();
+        rules
+            .iter_mut()
+            .find(|t| t.times > 0 && t.method == method && path.contains(t.path_contains))
+            .map(|t| {
+                t.times -= 1;
+                t.bytes
+            })
+    };
+    if let Some(cut) = cut {
+        let mut answer = Vec::new();
+        up.read_to_end(&mut answer).await?;
+        conn.write_all(&answer[..cut.min(answer.len())]).await?;
+        return conn.shutdown().await;
+    }
     // The registry answers `Connection: close` to a `Connection: close` request, so relaying to EOF is the
     // whole response.
     tokio::io::copy(&mut up, &mut conn).await?;
