@@ -1,0 +1,1445 @@
+//! AST → [`graph::BuildGraph`] plus one image config per stage, with BuildKit's instruction semantics.
+//!
+//! Only the target stage and the stages it needs (through `FROM <stage>`, `COPY --from` and
+//! `RUN --mount from=`) are lowered, recursively and on demand, so base-image configs are requested
+//! only for them. Every instruction of every stage is still type-checked first.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use graph::{BuildGraph, CopySource, Exec, Mkdir, Mount, Network, NodeId, Op};
+use oci::{Empty, Healthcheck, History, ImageConfig};
+
+use crate::instructions::{self, Command, CommandLine, CopyCmd, HealthCmd, RunCmd};
+use crate::parser::{go_quote, parse_heredoc, Dockerfile, Heredoc, Instruction};
+use crate::shell::{Env, Lex};
+use crate::{Diagnostic, Span};
+
+/// Docker's default PATH for Linux containers.
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
+/// Build args that need no ARG declaration and are never reported as unused.
+const PROXY_ARGS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// Options of one build.
+#[derive(Debug, Clone)]
+pub struct LowerOptions {
+    /// `--build-arg KEY=value`.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`: stage name, case-insensitive; the last stage when `None`.
+    pub target: Option<String>,
+    /// Target platform (= build platform = host for now).
+    pub platform: oci::Platform,
+}
+
+impl Default for LowerOptions {
+    fn default() -> Self {
+        Self {
+            build_args: BTreeMap::new(),
+            target: None,
+            platform: oci::Platform::host(),
+        }
+    }
+}
+
+/// Supplies base-image configs; implemented by the binary (it pulls manifests and configs).
+///
+/// Called only for stages the target needs, with the reference after ARG expansion (never for
+/// `scratch` or stage names).
+pub trait BaseImages {
+    /// The config of image `reference`, or a message saying why it is not available.
+    fn config(&mut self, reference: &str) -> Result<ImageConfig, String>;
+}
+
+/// What a stage starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    /// `FROM scratch`.
+    Scratch,
+    /// An image reference, after ARG expansion.
+    Image(String),
+    /// An earlier stage, by its index in the Dockerfile (same numbering as [`Stage::index`]).
+    Stage(usize),
+}
+
+/// One lowered stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    /// `AS name`, lowercased.
+    pub name: Option<String>,
+    /// Position of the stage in the Dockerfile, 0-based.
+    pub index: usize,
+    /// What the stage starts from.
+    pub base: Base,
+    /// Final config: base config plus this stage's instructions, history included (one entry per
+    /// instruction, `created_by` as BuildKit writes it, comment `buildkit.dockerfile.v0`).
+    pub config: ImageConfig,
+    /// Node whose output is the stage's rootfs.
+    pub head: NodeId,
+    /// `(index into config.history, node that makes that layer)` for RUN/COPY/ADD/WORKDIR.
+    pub layer_history: Vec<(usize, NodeId)>,
+    /// The FROM instruction.
+    pub span: Span,
+}
+
+/// The result of [`lower`].
+#[derive(Debug, Clone)]
+pub struct Lowered {
+    /// Nodes of every lowered stage.
+    pub graph: BuildGraph,
+    /// Lowered stages only, in Dockerfile order (stages the target does not need are left out).
+    pub stages: Vec<Stage>,
+    /// Index into `stages` of the target stage.
+    pub target: usize,
+    /// Warnings (unused build args, empty continuation lines).
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// A stage as written: its FROM and its other instructions.
+struct StageDef<'a> {
+    from: &'a Instruction,
+    image: String,
+    name: Option<String>,
+    platform: Option<String>,
+    cmds: Vec<(&'a Instruction, Command)>,
+}
+
+/// Lowers the stages the target needs into a build graph.
+pub fn lower(
+    df: &Dockerfile,
+    opts: &LowerOptions,
+    bases: &mut dyn BaseImages,
+) -> Result<Lowered, Vec<Diagnostic>> {
+    let mut errors = Vec::new();
+    let mut globals: Vec<(&Instruction, Command)> = Vec::new();
+    let mut defs: Vec<StageDef<'_>> = Vec::new();
+    for ins in &df.instructions {
+        let cmd = match instructions::typed(ins) {
+            Ok(c) => c,
+            Err(d) => {
+                errors.push(d);
+                continue;
+            }
+        };
+        match cmd {
+            Command::From {
+                image,
+                name,
+                platform,
+            } => {
+                if let Some(n) = &name {
+                    if defs.iter().any(|d| d.name.as_ref() == Some(n)) {
+                        errors.push(Diagnostic::new(
+                            format!("duplicate stage name {n:?}"),
+                            ins.span,
+                        ));
+                    }
+                }
+                defs.push(StageDef {
+                    from: ins,
+                    image,
+                    name,
+                    platform,
+                    cmds: Vec::new(),
+                });
+            }
+            cmd => match defs.last_mut() {
+                Some(d) => d.cmds.push((ins, cmd)),
+                None if matches!(cmd, Command::Arg(_)) => globals.push((ins, cmd)),
+                None => errors.push(
+                    Diagnostic::new("no build stage in current context", ins.span)
+                        .with_help("only ARG may come before the first FROM"),
+                ),
+            },
+        }
+    }
+    if defs.is_empty() && errors.is_empty() {
+        let span = df.instructions.first().map(|i| i.span).unwrap_or_default();
+        errors.push(
+            Diagnostic::new("dockerfile contains no stages to build", span)
+                .with_help("add a FROM instruction"),
+        );
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let target = match &opts.target {
+        None => defs.len() - 1,
+        Some(t) => match defs
+            .iter()
+            .position(|d| d.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(t)))
+        {
+            Some(i) => i,
+            None => {
+                let names: Vec<&str> = defs.iter().filter_map(|d| d.name.as_deref()).collect();
+                let d = Diagnostic::new(
+                    format!("target stage {t:?} could not be found"),
+                    Span::default(),
+                );
+                return Err(vec![if names.is_empty() {
+                    d.with_help("the Dockerfile has no named stages")
+                } else {
+                    d.with_help(format!("stages are: {}", names.join(", ")))
+                }]);
+            }
+        },
+    };
+
+    let mut lw = Lowerer {
+        opts,
+        bases,
+        escape: df.directives.escape,
+        graph: BuildGraph::default(),
+        stages: vec![None; defs.len()],
+        busy: vec![false; defs.len()],
+        errors: Vec::new(),
+        warnings: df.warnings.clone(),
+        global_args: Vec::new(),
+        consumed: BTreeSet::new(),
+        image_nodes: HashMap::new(),
+        multi_stage: defs.len() > 1,
+    };
+    lw.global_args = lw.predefined_args();
+    for (ins, cmd) in &globals {
+        if let Command::Arg(args) = cmd {
+            for (k, default) in args {
+                let env = lw.global_env();
+                let v = lw.arg_value(k, default.as_deref(), &env, None, ins.span);
+                lw.global_args.retain(|(gk, _)| gk != k);
+                lw.global_args.push((k.clone(), v));
+            }
+        }
+    }
+    let ok = lw.ensure(&defs, target).is_ok();
+    if !ok || !lw.errors.is_empty() {
+        return Err(lw.errors);
+    }
+    let unused: Vec<&str> = opts
+        .build_args
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !lw.consumed.contains(*k) && !PROXY_ARGS.contains(k))
+        .collect();
+    if !unused.is_empty() {
+        lw.warnings.push(
+            Diagnostic::new(
+                format!("build arguments were not consumed: {}", unused.join(", ")),
+                Span::default(),
+            )
+            .with_help("declare them with ARG in a stage that is built"),
+        );
+    }
+    let mut stages = Vec::new();
+    let mut target_pos = 0;
+    for (i, s) in lw.stages.into_iter().enumerate() {
+        if let Some(s) = s {
+            if i == target {
+                target_pos = stages.len();
+            }
+            stages.push(s);
+        }
+    }
+    Ok(Lowered {
+        graph: lw.graph,
+        stages,
+        target: target_pos,
+        warnings: lw.warnings,
+    })
+}
+
+struct Lowerer<'o> {
+    opts: &'o LowerOptions,
+    bases: &'o mut dyn BaseImages,
+    escape: char,
+    graph: BuildGraph,
+    stages: Vec<Option<Stage>>,
+    busy: Vec<bool>,
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+    /// Global ARGs (before the first FROM) and predefined platform args, with values when set.
+    global_args: Vec<(String, Option<String>)>,
+    consumed: BTreeSet<String>,
+    image_nodes: HashMap<String, NodeId>,
+    multi_stage: bool,
+}
+
+/// Mutable state while lowering one stage.
+struct State {
+    config: ImageConfig,
+    head: NodeId,
+    /// ARGs declared in the stage, with values when set.
+    args: Vec<(String, Option<String>)>,
+    shell: Vec<String>,
+    workdir: String,
+    user: String,
+    cmd_set: bool,
+    layer_history: Vec<(usize, NodeId)>,
+    prefix: String,
+    total: usize,
+    step: usize,
+}
+
+impl State {
+    /// Variables for expansion: ARGs, then ENV (ENV wins, as Docker documents).
+    fn expand_env(&self) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = self
+            .args
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
+            .collect();
+        for kv in self.config.config.env.iter().flatten() {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            env.push((k.to_owned(), v.to_owned()));
+        }
+        env
+    }
+
+    /// Environment of a RUN: image ENV, then ARGs with values not shadowed by ENV.
+    fn run_env(&self) -> Vec<String> {
+        let mut env: Vec<String> = self.config.config.env.clone().unwrap_or_default();
+        for (k, v) in &self.args {
+            if let Some(v) = v {
+                if self.config.config.env_get(k).is_none() {
+                    env.push(format!("{k}={v}"));
+                }
+            }
+        }
+        env
+    }
+
+    fn next_name(&mut self, text: &str) -> String {
+        self.step += 1;
+        let width = self.total.to_string().len();
+        format!(
+            "[{}{:>width$}/{}] {text}",
+            self.prefix, self.step, self.total
+        )
+    }
+
+    fn history(&mut self, created_by: String, empty_layer: bool) -> usize {
+        self.config.history.push(History {
+            created: None,
+            created_by: Some(created_by),
+            author: None,
+            comment: Some(HISTORY_COMMENT.to_owned()),
+            empty_layer,
+        });
+        self.config.history.len() - 1
+    }
+}
+
+/// Go's `%q` of a string slice: `["a" "b"]`.
+fn go_quote_list(items: &[String]) -> String {
+    format!(
+        "[{}]",
+        items
+            .iter()
+            .map(|s| go_quote(s))
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+/// Go's `path.Clean` for absolute paths.
+fn clean_abs(p: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for part in p.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            _ => out.push(part),
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
+fn join_path(base: &str, rel: &str) -> String {
+    if rel.starts_with('/') {
+        clean_abs(rel)
+    } else {
+        clean_abs(&format!("{base}/{rel}"))
+    }
+}
+
+/// Display text of an instruction: the joined line with the keyword uppercased.
+fn display(ins: &Instruction) -> String {
+    let line = ins.original.trim();
+    let kw_len = ins.keyword.len().min(line.len());
+    format!("{}{}", line[..kw_len].to_ascii_uppercase(), &line[kw_len..])
+}
+
+impl Lowerer<'_> {
+    fn predefined_args(&self) -> Vec<(String, Option<String>)> {
+        let p = &self.opts.platform;
+        let variant = p.variant.clone().unwrap_or_default();
+        let plat = match &p.variant {
+            Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+            None => format!("{}/{}", p.os, p.architecture),
+        };
+        let mut out = Vec::new();
+        for prefix in ["TARGET", "BUILD"] {
+            out.push((format!("{prefix}PLATFORM"), Some(plat.clone())));
+            out.push((format!("{prefix}OS"), Some(p.os.clone())));
+            out.push((format!("{prefix}ARCH"), Some(p.architecture.clone())));
+            out.push((format!("{prefix}VARIANT"), Some(variant.clone())));
+        }
+        out
+    }
+
+    fn global_env(&self) -> Vec<(String, String)> {
+        self.global_args
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
+            .collect()
+    }
+
+    fn lex(&self) -> Lex {
+        Lex::new(self.escape)
+    }
+
+    fn expand(&mut self, word: &str, env: &dyn Env, span: Span) -> Result<String, ()> {
+        self.lex().process_word(word, env).map_err(|e| {
+            self.errors.push(Diagnostic::new(e.to_string(), span));
+        })
+    }
+
+    /// The value of an ARG: `--build-arg` first, then its default (expanded), then (in a stage) the
+    /// global ARG of the same name.
+    fn arg_value(
+        &mut self,
+        key: &str,
+        default: Option<&str>,
+        env: &dyn Env,
+        inherited: Option<Option<String>>,
+        span: Span,
+    ) -> Option<String> {
+        if let Some(v) = self.opts.build_args.get(key) {
+            self.consumed.insert(key.to_owned());
+            return Some(v.clone());
+        }
+        match default {
+            Some(d) => self.expand(d, env, span).ok(),
+            None => inherited.flatten(),
+        }
+    }
+
+    /// Lowers stage `i` (and, first, the stages it depends on) unless already done.
+    fn ensure(&mut self, defs: &[StageDef<'_>], i: usize) -> Result<(), ()> {
+        if self.stages[i].is_some() {
+            return Ok(());
+        }
+        if self.busy[i] {
+            self.errors.push(Diagnostic::new(
+                "circular dependency between stages",
+                defs[i].from.span,
+            ));
+            return Err(());
+        }
+        self.busy[i] = true;
+        let r = self.lower_stage(defs, i);
+        self.busy[i] = false;
+        let stage = r?;
+        self.stages[i] = Some(stage);
+        Ok(())
+    }
+
+    /// Resolves a `--from`/`from=` value to a stage index before `current`, by name or number.
+    fn stage_ref(defs: &[StageDef<'_>], current: usize, name: &str) -> Option<usize> {
+        if let Some(i) = defs[..current].iter().position(|d| {
+            d.name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        }) {
+            return Some(i);
+        }
+        name.parse::<usize>().ok().filter(|i| *i < current)
+    }
+
+    /// The node for `--from=<x>`: a stage's head (lowering it) or an image node.
+    fn node_for_from(
+        &mut self,
+        defs: &[StageDef<'_>],
+        current: usize,
+        from: &str,
+        span: Span,
+    ) -> Result<NodeId, ()> {
+        if let Some(i) = Self::stage_ref(defs, current, from) {
+            self.ensure(defs, i)?;
+            return Ok(self.stages[i].as_ref().expect("ensured above").head);
+        }
+        if from.parse::<usize>().is_ok()
+            || defs
+                .iter()
+                .any(|d| d.name.as_deref() == Some(&from.to_ascii_lowercase()))
+        {
+            self.errors.push(
+                Diagnostic::new(
+                    format!("stage {from:?} is not defined before this instruction"),
+                    span,
+                )
+                .with_help("a stage can only use stages defined above it"),
+            );
+            return Err(());
+        }
+        Ok(self.image_node(from, span))
+    }
+
+    fn image_node(&mut self, reference: &str, span: Span) -> NodeId {
+        if let Some(id) = self.image_nodes.get(reference) {
+            return *id;
+        }
+        let id = self.graph.add(
+            Op::Image {
+                reference: reference.to_owned(),
+            },
+            vec![],
+            Some(span),
+            format!("FROM {reference}"),
+        );
+        self.image_nodes.insert(reference.to_owned(), id);
+        id
+    }
+
+    fn lower_stage(&mut self, defs: &[StageDef<'_>], i: usize) -> Result<Stage, ()> {
+        let def = &defs[i];
+        let span = def.from.span;
+        let genv = self.global_env();
+        let image = self.expand(&def.image, &genv, span)?;
+        if image.is_empty() {
+            self.errors.push(Diagnostic::new(
+                format!("base name ({}) should not be blank", def.image),
+                span,
+            ));
+            return Err(());
+        }
+        if let Some(p) = &def.platform {
+            let p = self.expand(p, &genv, span)?;
+            let host = self.predefined_args()[0].1.clone().unwrap_or_default();
+            if p != host && !p.eq_ignore_ascii_case("$BUILDPLATFORM") {
+                self.warnings.push(Diagnostic::new(
+                    format!(
+                        "--platform={p} ignored: rbuild builds for the host platform ({host}) only"
+                    ),
+                    span,
+                ));
+            }
+        }
+        let prefix = if self.multi_stage {
+            format!(
+                "{} ",
+                def.name.clone().unwrap_or_else(|| format!("stage-{i}"))
+            )
+        } else {
+            String::new()
+        };
+        let total = def.cmds.len() + 1;
+        let width = total.to_string().len();
+        let from_name = format!("[{prefix}{:>width$}/{total}] FROM {image}", 1);
+        let (base, mut config, head) = if let Some(j) =
+            Self::stage_ref(defs, i, &image).filter(|_| image.parse::<usize>().is_err())
+        {
+            self.ensure(defs, j)?;
+            let s = self.stages[j].as_ref().expect("ensured above");
+            (Base::Stage(j), s.config.clone(), s.head)
+        } else if image.eq_ignore_ascii_case("scratch") {
+            let mut c = ImageConfig::scratch();
+            c.architecture = self.opts.platform.architecture.clone();
+            c.os = self.opts.platform.os.clone();
+            c.variant = self.opts.platform.variant.clone();
+            let head = self.graph.add(Op::Scratch, vec![], Some(span), from_name);
+            (Base::Scratch, c, head)
+        } else {
+            let config = match self.bases.config(&image) {
+                Ok(c) => c,
+                Err(m) => {
+                    self.errors.push(Diagnostic::new(
+                        format!("failed to resolve base image {image}: {m}"),
+                        span,
+                    ));
+                    return Err(());
+                }
+            };
+            let head = self.graph.add(
+                Op::Image {
+                    reference: image.clone(),
+                },
+                vec![],
+                Some(span),
+                from_name,
+            );
+            (Base::Image(image.clone()), config, head)
+        };
+        if config.config.env_get("PATH").is_none() {
+            config.config.env_set("PATH", DEFAULT_PATH);
+        }
+        let triggers = if matches!(base, Base::Image(_)) {
+            config.config.on_build.take()
+        } else {
+            None
+        };
+        let shell = config
+            .config
+            .shell
+            .clone()
+            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+        let workdir = config
+            .config
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into());
+        let user = config.config.user.clone().unwrap_or_default();
+        let mut st = State {
+            config,
+            head,
+            args: Vec::new(),
+            shell,
+            workdir,
+            user,
+            cmd_set: false,
+            layer_history: Vec::new(),
+            prefix,
+            total,
+            step: 1,
+        };
+        // ONBUILD triggers of the base image run first, as if written right after FROM.
+        let mut failed = false;
+        for trigger in triggers.unwrap_or_default() {
+            if self.run_trigger(defs, i, &mut st, &trigger, span).is_err() {
+                failed = true;
+            }
+        }
+        for (ins, cmd) in &def.cmds {
+            if self.apply(defs, i, &mut st, ins, cmd).is_err() {
+                failed = true;
+            }
+        }
+        if failed {
+            return Err(());
+        }
+        Ok(Stage {
+            name: def.name.clone(),
+            index: i,
+            base,
+            config: st.config,
+            head: st.head,
+            layer_history: st.layer_history,
+            span,
+        })
+    }
+
+    fn run_trigger(
+        &mut self,
+        defs: &[StageDef<'_>],
+        i: usize,
+        st: &mut State,
+        trigger: &str,
+        span: Span,
+    ) -> Result<(), ()> {
+        let parsed = crate::parser::parse(trigger).map_err(|errs| {
+            for e in errs {
+                self.errors.push(Diagnostic::new(
+                    format!(
+                        "invalid ONBUILD trigger {trigger:?} in base image: {}",
+                        e.message
+                    ),
+                    span,
+                ));
+            }
+        })?;
+        for ins in &parsed.instructions {
+            let mut ins = ins.clone();
+            ins.span = span;
+            let cmd = instructions::typed(&ins).map_err(|e| self.errors.push(e))?;
+            if matches!(cmd, Command::From { .. } | Command::Onbuild(_)) {
+                self.errors.push(Diagnostic::new(
+                    format!("{} isn't allowed as an ONBUILD trigger", ins.keyword),
+                    span,
+                ));
+                return Err(());
+            }
+            // Each trigger takes a step number of its own.
+            st.total += 1;
+            self.apply(defs, i, st, &ins, &cmd)?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_lines)]
+    fn apply(
+        &mut self,
+        defs: &[StageDef<'_>],
+        i: usize,
+        st: &mut State,
+        ins: &Instruction,
+        cmd: &Command,
+    ) -> Result<(), ()> {
+        let span = ins.span;
+        let env = st.expand_env();
+        match cmd {
+            Command::From { .. } => unreachable!("FROM starts a stage"),
+            Command::Run(run) => self.run(defs, i, st, ins, run)?,
+            Command::Copy(c) | Command::Add(c) => {
+                self.copy(defs, i, st, ins, c, matches!(cmd, Command::Add(_)))?
+            }
+            Command::Workdir(p) => {
+                let p = self.expand(p, &env, span)?;
+                let path = join_path(&st.workdir, &p);
+                let name = st.next_name(&display(ins));
+                st.head = self.graph.add(
+                    Op::Mkdir(Mkdir {
+                        path: path.clone(),
+                        user: st.user.clone(),
+                    }),
+                    vec![st.head],
+                    Some(span),
+                    name,
+                );
+                st.workdir.clone_from(&path);
+                st.config.config.working_dir = Some(path.clone());
+                let h = st.history(format!("WORKDIR {path}"), false);
+                st.layer_history.push((h, st.head));
+                return Ok(());
+            }
+            Command::Env(pairs) => {
+                let mut parts = Vec::new();
+                let mut expanded = Vec::new();
+                for (k, v) in pairs {
+                    let k = self.expand(k, &env, span)?;
+                    let v = self.expand(v, &env, span)?;
+                    parts.push(format!("{k}={v}"));
+                    expanded.push((k, v));
+                }
+                for (k, v) in expanded {
+                    st.config.config.env_set(&k, &v);
+                }
+                st.history(format!("ENV {}", parts.join(" ")), true);
+            }
+            Command::Arg(args) => {
+                let mut parts = Vec::new();
+                for (k, default) in args {
+                    let k = self.expand(k, &env, span)?;
+                    let env_now = st.expand_env();
+                    let inherited = self
+                        .global_args
+                        .iter()
+                        .find(|(gk, _)| *gk == k)
+                        .map(|(_, v)| v.clone());
+                    let v = self.arg_value(&k, default.as_deref(), &env_now, inherited, span);
+                    parts.push(match &v {
+                        Some(v) => format!("{k}={v}"),
+                        None => k.clone(),
+                    });
+                    st.args.retain(|(ak, _)| *ak != k);
+                    st.args.push((k, v));
+                }
+                st.history(format!("ARG {}", parts.join(" ")), true);
+            }
+            Command::Label(pairs) => {
+                let mut parts = Vec::new();
+                for (k, v) in pairs {
+                    let k = self.expand(k, &env, span)?;
+                    let v = self.expand(v, &env, span)?;
+                    parts.push(format!("{k}={v}"));
+                    st.config
+                        .config
+                        .labels
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(k, v);
+                }
+                st.history(format!("LABEL {}", parts.join(" ")), true);
+            }
+            Command::User(u) => {
+                let u = self.expand(u, &env, span)?;
+                st.user.clone_from(&u);
+                st.config.config.user = Some(u.clone());
+                st.history(format!("USER {u}"), true);
+            }
+            Command::Cmd(c) => {
+                let args = self.command_args(st, c);
+                st.config.config.cmd = Some(args.clone());
+                st.cmd_set = true;
+                st.history(format!("CMD {}", go_quote_list(&args)), true);
+            }
+            Command::Entrypoint(c) => {
+                let args = self.command_args(st, c);
+                st.config.config.entrypoint = Some(args.clone());
+                if !st.cmd_set {
+                    // An ENTRYPOINT drops the CMD inherited from the base (BuildKit and Docker agree).
+                    st.config.config.cmd = None;
+                }
+                st.history(format!("ENTRYPOINT {}", go_quote_list(&args)), true);
+            }
+            Command::Shell(args) => {
+                st.shell.clone_from(args);
+                st.config.config.shell = Some(args.clone());
+                st.history(format!("SHELL {}", go_quote_list(args)), true);
+            }
+            Command::Expose(ports) => {
+                let mut added = BTreeSet::new();
+                for p in ports {
+                    let words = self.lex().process_words(p, &env).map_err(|e| {
+                        self.errors.push(Diagnostic::new(e.to_string(), span));
+                    })?;
+                    for w in words {
+                        for port in parse_port(&w)
+                            .map_err(|m| self.errors.push(Diagnostic::new(m, span)))?
+                        {
+                            added.insert(port);
+                        }
+                    }
+                }
+                let set = st
+                    .config
+                    .config
+                    .exposed_ports
+                    .get_or_insert_with(BTreeMap::new);
+                for p in &added {
+                    set.insert(p.clone(), Empty {});
+                }
+                let shown: Vec<String> = added.iter().map(|p| format!("{p}:{{}}")).collect();
+                st.history(format!("EXPOSE map[{}]", shown.join(" ")), true);
+            }
+            Command::Volume(vols) => {
+                let mut out = Vec::new();
+                for v in vols {
+                    let v = self.expand(v, &env, span)?;
+                    if v.trim().is_empty() {
+                        self.errors.push(Diagnostic::new(
+                            "VOLUME specified can not be an empty string",
+                            span,
+                        ));
+                        return Err(());
+                    }
+                    st.config
+                        .config
+                        .volumes
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(v.clone(), Empty {});
+                    out.push(v);
+                }
+                st.history(format!("VOLUME [{}]", out.join(" ")), true);
+            }
+            Command::StopSignal(s) => {
+                let s = self.expand(s, &env, span)?;
+                if !valid_signal(&s) {
+                    self.errors.push(
+                        Diagnostic::new(format!("invalid signal: {s}"), span)
+                            .with_help("use a signal name like SIGTERM or a number"),
+                    );
+                    return Err(());
+                }
+                st.config.config.stop_signal = Some(s.clone());
+                st.history(format!("STOPSIGNAL {s}"), true);
+            }
+            Command::Healthcheck(h) => {
+                let hc = health_config(h);
+                st.history(format!("HEALTHCHECK {}", health_history(h)), true);
+                st.config.config.healthcheck = Some(hc);
+            }
+            Command::Maintainer(m) => {
+                st.config.author = Some(m.clone());
+                st.history(format!("MAINTAINER {m}"), true);
+            }
+            Command::Onbuild(expr) => {
+                st.config
+                    .config
+                    .on_build
+                    .get_or_insert_with(Vec::new)
+                    .push(expr.clone());
+                st.history(format!("ONBUILD {expr}"), true);
+            }
+        }
+        // Metadata-only instructions still take a step number, as in BuildKit's progress output.
+        if !matches!(cmd, Command::Run(_) | Command::Copy(_) | Command::Add(_)) {
+            st.step += 1;
+        }
+        Ok(())
+    }
+
+    fn command_args(&self, st: &State, c: &CommandLine) -> Vec<String> {
+        if c.shell_form {
+            let mut args = st.shell.clone();
+            args.push(c.args.join(" "));
+            args
+        } else {
+            c.args.clone()
+        }
+    }
+
+    fn run(
+        &mut self,
+        defs: &[StageDef<'_>],
+        i: usize,
+        st: &mut State,
+        ins: &Instruction,
+        run: &RunCmd,
+    ) -> Result<(), ()> {
+        let span = ins.span;
+        let env = st.expand_env();
+        let mut name_text = display(ins);
+        let args = if run.cmd.shell_form {
+            let script = run.cmd.args.join(" ");
+            let script = if run.heredocs.is_empty() {
+                script
+            } else if parse_heredoc(&script).ok().flatten().is_some() {
+                // The whole command is one heredoc: run its body with the shell (BuildKit runs a `#!`
+                // body as a file; rbuild runs every body through SHELL).
+                let body = run.heredocs[0].body();
+                name_text = format!(
+                    "{name_text} ({})",
+                    summarize_heredoc(&run.heredocs[0].content)
+                );
+                body
+            } else {
+                // Pass heredoc syntax through to the shell.
+                let mut full = script;
+                for h in &run.heredocs {
+                    full.push('\n');
+                    full.push_str(&h.content);
+                    full.push_str(&h.name);
+                }
+                full
+            };
+            let mut a = st.shell.clone();
+            a.push(script);
+            a
+        } else {
+            run.cmd.args.clone()
+        };
+        let network = match run.network.as_deref() {
+            None => Network::Default,
+            Some(n) => match self.expand(n, &env, span)?.as_str() {
+                "default" => Network::Default,
+                "none" => Network::None,
+                "host" => Network::Host,
+                other => {
+                    self.errors.push(
+                        Diagnostic::new(format!("unsupported network mode {other:?}"), span)
+                            .with_help("use default, none or host"),
+                    );
+                    return Err(());
+                }
+            },
+        };
+        if let Some(s) = &run.security {
+            match self.expand(s, &env, span)?.as_str() {
+                "sandbox" => {}
+                "insecure" => {
+                    self.errors.push(
+                        Diagnostic::new("RUN --security=insecure is not supported", span)
+                            .with_help("rbuild runs every RUN sandboxed"),
+                    );
+                    return Err(());
+                }
+                other => {
+                    self.errors.push(Diagnostic::new(
+                        format!("unsupported security mode {other:?}"),
+                        span,
+                    ));
+                    return Err(());
+                }
+            }
+        }
+        let mut inputs = vec![st.head];
+        let mut mounts = Vec::new();
+        let mut ssh_count = 0;
+        for m in &run.mounts {
+            let m = self.expand(m, &env, span)?;
+            let spec = parse_mount(&m, &st.workdir, &mut ssh_count).map_err(|msg| {
+                self.errors.push(Diagnostic::new(msg, span));
+            })?;
+            let mount = match spec {
+                MountSpec::Bind {
+                    from: Some(from),
+                    source,
+                    target,
+                    readwrite,
+                } => {
+                    let node = self.node_for_from(defs, i, &from, span)?;
+                    let idx = inputs.iter().position(|n| *n == node).unwrap_or_else(|| {
+                        inputs.push(node);
+                        inputs.len() - 1
+                    });
+                    Mount::Bind {
+                        input: Some(idx),
+                        source,
+                        target,
+                        readwrite,
+                    }
+                }
+                MountSpec::Bind {
+                    from: None,
+                    source,
+                    target,
+                    readwrite,
+                } => Mount::Bind {
+                    input: None,
+                    source,
+                    target,
+                    readwrite,
+                },
+                MountSpec::Other(m) => m,
+            };
+            mounts.push(mount);
+        }
+        let exec = Exec {
+            args: args.clone(),
+            env: st.run_env(),
+            cwd: st.workdir.clone(),
+            user: st.user.clone(),
+            network,
+            mounts,
+        };
+        let name = st.next_name(&name_text);
+        st.head = self.graph.add(Op::Exec(exec), inputs, Some(span), name);
+        let created_by = format!("RUN {} # buildkit", run_command_string(&args, &st.args));
+        let h = st.history(created_by, false);
+        st.layer_history.push((h, st.head));
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy(
+        &mut self,
+        defs: &[StageDef<'_>],
+        i: usize,
+        st: &mut State,
+        ins: &Instruction,
+        c: &CopyCmd,
+        is_add: bool,
+    ) -> Result<(), ()> {
+        let span = ins.span;
+        let env = st.expand_env();
+        let kw = if is_add { "ADD" } else { "COPY" };
+        if c.parents {
+            self.errors.push(
+                Diagnostic::new("COPY --parents is not supported yet", span)
+                    .with_help("copy each directory to its destination explicitly"),
+            );
+            return Err(());
+        }
+        let mut srcs = Vec::new();
+        let mut inline: Vec<Heredoc> = Vec::new();
+        let mut heredocs = c.heredocs.iter();
+        for s in &c.srcs {
+            if !c.heredocs.is_empty() {
+                if let Ok(Some(_)) = parse_heredoc(s) {
+                    if let Some(h) = heredocs.next() {
+                        inline.push(h.clone());
+                        continue;
+                    }
+                }
+            }
+            srcs.push(self.expand(s, &env, span)?);
+        }
+        let dest_raw = self.expand(&c.dest, &env, span)?;
+        let mut dest = if dest_raw.starts_with('/') {
+            dest_raw.clone()
+        } else {
+            let mut d = join_path(&st.workdir, &dest_raw);
+            if dest_raw.ends_with('/') && !d.ends_with('/') {
+                d.push('/');
+            }
+            d
+        };
+        if (dest_raw == "." || dest_raw.is_empty()) && !dest.ends_with('/') {
+            dest.push('/');
+        }
+        let chown = match &c.chown {
+            Some(v) => Some(self.expand(v, &env, span)?),
+            None => None,
+        };
+        let chmod = match &c.chmod {
+            Some(v) => {
+                let v = self.expand(v, &env, span)?;
+                match u32::from_str_radix(&v, 8) {
+                    Ok(m) if m <= 0o7777 => Some(m),
+                    _ => {
+                        self.errors.push(
+                            Diagnostic::new(format!("invalid chmod parameter {v:?}"), span)
+                                .with_help("use octal mode bits such as 755 or 0644"),
+                        );
+                        return Err(());
+                    }
+                }
+            }
+            None => None,
+        };
+        let mut exclude = Vec::new();
+        for e in &c.exclude {
+            exclude.push(self.expand(e, &env, span)?);
+        }
+        if is_add {
+            if let Some(u) = srcs
+                .iter()
+                .find(|s| s.contains("://") || s.starts_with("git@"))
+            {
+                self.errors.push(
+                    Diagnostic::new(
+                        format!("ADD from a URL or git repository is not supported yet: {u}"),
+                        span,
+                    )
+                    .with_help("download it in a RUN step instead"),
+                );
+                return Err(());
+            }
+        }
+        let mut inputs = vec![st.head];
+        let source = if !inline.is_empty() {
+            if inline.len() > 1 || !srcs.is_empty() || c.from.is_some() {
+                self.errors.push(
+                    Diagnostic::new(format!("{kw} with several heredocs or heredocs mixed with files is not supported yet"), span)
+                        .with_help("use one heredoc per instruction"),
+                );
+                return Err(());
+            }
+            let h = &inline[0];
+            let body = h.body();
+            let content = if h.expand {
+                let lex = Lex {
+                    skip_process_quotes: true,
+                    ..self.lex()
+                };
+                lex.process_word(&body, &env)
+                    .map_err(|e| self.errors.push(Diagnostic::new(e.to_string(), span)))?
+            } else {
+                body
+            };
+            srcs.push(h.name.clone());
+            CopySource::Inline {
+                name: h.name.clone(),
+                content,
+            }
+        } else if let Some(from) = &c.from {
+            let from = self.expand(from, &env, span)?;
+            let node = self.node_for_from(defs, i, &from, span)?;
+            inputs.push(node);
+            CopySource::Input { index: 1 }
+        } else {
+            CopySource::Context
+        };
+        let mut created_by = kw.to_owned();
+        if inline.is_empty() {
+            for s in &srcs {
+                created_by.push_str(&format!(" {s}"));
+            }
+        }
+        for h in &inline {
+            created_by.push_str(&format!(" <<{}", h.name));
+        }
+        created_by.push_str(&format!(" {dest_raw} # buildkit"));
+        let op = graph::Copy {
+            source,
+            srcs,
+            dest,
+            chown,
+            chmod,
+            exclude,
+            unpack: is_add,
+        };
+        let name = st.next_name(&display(ins));
+        st.head = self.graph.add(Op::Copy(op), inputs, Some(span), name);
+        let h = st.history(created_by, false);
+        st.layer_history.push((h, st.head));
+        Ok(())
+    }
+}
+
+/// BuildKit's `runCommandString`: `|N K=v … args` when build args are in scope.
+fn run_command_string(args: &[String], build_args: &[(String, Option<String>)]) -> String {
+    let with_values: Vec<String> = build_args
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+        .collect();
+    let mut parts = Vec::new();
+    if !with_values.is_empty() {
+        parts.push(format!("|{}", with_values.len()));
+        parts.extend(with_values);
+    }
+    parts.extend(args.iter().cloned());
+    parts.join(" ")
+}
+
+fn summarize_heredoc(doc: &str) -> String {
+    let doc = doc.trim();
+    let mut lines = doc.split('\n');
+    let first = lines.next().unwrap_or("").trim_end_matches('\r').to_owned();
+    if lines.next().is_some() {
+        format!("{first}...")
+    } else {
+        first
+    }
+}
+
+fn health_config(h: &HealthCmd) -> Healthcheck {
+    Healthcheck {
+        test: h.test.clone(),
+        interval: h.interval,
+        timeout: h.timeout,
+        start_period: h.start_period,
+        start_interval: h.start_interval,
+        retries: h.retries,
+    }
+}
+
+/// BuildKit writes the health config with Go's `%q` of the struct pointer.
+fn health_history(h: &HealthCmd) -> String {
+    use crate::instructions::format_duration as d;
+    format!(
+        "&{{{} {} {} {} {} '\\x{:02x}'}}",
+        go_quote_list(&h.test),
+        go_quote(&d(h.interval)),
+        go_quote(&d(h.timeout)),
+        go_quote(&d(h.start_period)),
+        go_quote(&d(h.start_interval)),
+        h.retries
+    )
+}
+
+fn valid_signal(s: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
+        "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
+        "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+    ];
+    if let Ok(n) = s.parse::<u32>() {
+        return (1..=64).contains(&n);
+    }
+    let up = s.to_ascii_uppercase();
+    let name = up.strip_prefix("SIG").unwrap_or(&up);
+    if let Some(rt) = name
+        .strip_prefix("RTMIN")
+        .or_else(|| name.strip_prefix("RTMAX"))
+    {
+        return rt.is_empty()
+            || rt
+                .strip_prefix(['+', '-'])
+                .is_some_and(|n| n.parse::<u32>().is_ok());
+    }
+    NAMES.contains(&name)
+}
+
+/// Parses one EXPOSE word: `80`, `80/udp`, `8000-8010/tcp`.
+fn parse_port(w: &str) -> Result<Vec<String>, String> {
+    let (ports, proto) = match w.split_once('/') {
+        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
+        None => (w, "tcp".to_owned()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!("invalid proto: {proto}"));
+    }
+    // `ip:hostPort:containerPort` forms are for `docker run -p`; only the container port matters.
+    let ports = ports.rsplit(':').next().unwrap_or(ports);
+    let parse = |s: &str| {
+        s.parse::<u16>()
+            .map_err(|_| format!("invalid containerPort: {s}"))
+    };
+    let (lo, hi) = match ports.split_once('-') {
+        Some((a, b)) => (parse(a)?, parse(b)?),
+        None => {
+            let p = parse(ports)?;
+            (p, p)
+        }
+    };
+    if hi < lo {
+        return Err(format!(
+            "invalid range specified for container port: {ports}"
+        ));
+    }
+    Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
+}
+
+enum MountSpec {
+    Bind {
+        from: Option<String>,
+        source: String,
+        target: String,
+        readwrite: bool,
+    },
+    Other(Mount),
+}
+
+/// Splits a `--mount` value on commas, honouring double quotes (CSV, as BuildKit reads it).
+fn csv_fields(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in s.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+fn parse_bool(key: &str, v: Option<&str>) -> Result<bool, String> {
+    match v.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("true" | "1") => Ok(true),
+        Some("false" | "0") => Ok(false),
+        Some(other) => Err(format!("invalid value for {key}: {other}")),
+    }
+}
+
+fn parse_size(v: &str) -> Result<u64, String> {
+    let lower = v.to_ascii_lowercase();
+    let lower = lower.trim_end_matches(['b', 'i']);
+    let (num, mult) = match lower.chars().last() {
+        Some('k') => (&lower[..lower.len() - 1], 1u64 << 10),
+        Some('m') => (&lower[..lower.len() - 1], 1 << 20),
+        Some('g') => (&lower[..lower.len() - 1], 1 << 30),
+        _ => (lower, 1),
+    };
+    num.parse::<u64>()
+        .map(|n| n * mult)
+        .map_err(|_| format!("invalid size: {v}"))
+}
+
+#[allow(clippy::too_many_lines)]
+fn parse_mount(value: &str, workdir: &str, ssh_count: &mut usize) -> Result<MountSpec, String> {
+    let mut typ = "bind".to_owned();
+    let mut kv: Vec<(String, Option<String>)> = Vec::new();
+    for field in csv_fields(value) {
+        let field = field.trim();
+        if field.is_empty() {
+            continue;
+        }
+        let (k, v) = match field.split_once('=') {
+            Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.trim().to_owned())),
+            None => (field.to_ascii_lowercase(), None),
+        };
+        if k == "type" {
+            typ = v.unwrap_or_default().to_ascii_lowercase();
+        } else {
+            kv.push((k, v));
+        }
+    }
+    let mut target = None;
+    let mut source = None;
+    let mut from = None;
+    let mut readonly: Option<bool> = None;
+    let mut id = None;
+    let mut sharing = "shared".to_owned();
+    let mut mode = None;
+    let mut uid = 0u32;
+    let mut gid = 0u32;
+    let mut size = 0u64;
+    let mut env = None;
+    let mut required = false;
+    for (k, v) in kv {
+        let need = |v: &Option<String>| {
+            v.clone()
+                .ok_or_else(|| format!("mount option {k} needs a value"))
+        };
+        match k.as_str() {
+            "target" | "dst" | "destination" => target = Some(need(&v)?),
+            "source" | "src" => source = Some(need(&v)?),
+            "from" => from = Some(need(&v)?),
+            "readonly" | "ro" => readonly = Some(parse_bool(&k, v.as_deref())?),
+            "readwrite" | "rw" => readonly = Some(!parse_bool(&k, v.as_deref())?),
+            "id" => id = Some(need(&v)?),
+            "sharing" => {
+                sharing = need(&v)?.to_ascii_lowercase();
+                if !matches!(sharing.as_str(), "shared" | "private" | "locked") {
+                    return Err(format!("unsupported sharing value {sharing:?}"));
+                }
+            }
+            "mode" => {
+                let m = need(&v)?;
+                mode = Some(u32::from_str_radix(&m, 8).map_err(|_| format!("invalid mode {m:?}"))?);
+            }
+            "uid" => uid = need(&v)?.parse().map_err(|_| "invalid uid".to_owned())?,
+            "gid" => gid = need(&v)?.parse().map_err(|_| "invalid gid".to_owned())?,
+            "size" => size = parse_size(&need(&v)?)?,
+            "env" => env = Some(need(&v)?),
+            "required" => required = parse_bool(&k, v.as_deref())?,
+            _ => return Err(format!("unexpected key '{k}' in '{value}'")),
+        }
+    }
+    let abs = |t: String| {
+        if t.starts_with('/') {
+            t
+        } else {
+            join_path(workdir, &t)
+        }
+    };
+    match typ.as_str() {
+        "bind" => {
+            let target = target.ok_or("mount target is required")?;
+            Ok(MountSpec::Bind {
+                from,
+                source: source.unwrap_or_else(|| "/".into()),
+                target: abs(target),
+                readwrite: readonly == Some(false),
+            })
+        }
+        "cache" => {
+            if from.is_some() {
+                return Err("cache mounts seeded with from= are not supported yet".into());
+            }
+            let target = abs(target.ok_or("mount target is required")?);
+            Ok(MountSpec::Other(Mount::Cache {
+                id: id.unwrap_or_else(|| target.clone()),
+                target,
+                readonly: readonly.unwrap_or(false),
+                sharing,
+                mode: mode.unwrap_or(0o755),
+                uid,
+                gid,
+            }))
+        }
+        "tmpfs" => Ok(MountSpec::Other(Mount::Tmpfs {
+            target: abs(target.ok_or("mount target is required")?),
+            size,
+        })),
+        "secret" => {
+            let id = match (id, &target) {
+                (Some(id), _) => id,
+                (None, Some(t)) => t.rsplit('/').next().unwrap_or(t).to_owned(),
+                (None, None) => {
+                    return Err("one of id or target must be set for a secret mount".into())
+                }
+            };
+            let target = match (target, &env) {
+                (Some(t), _) => abs(t),
+                (None, Some(_)) => String::new(),
+                (None, None) => format!("/run/secrets/{id}"),
+            };
+            Ok(MountSpec::Other(Mount::Secret {
+                id,
+                target,
+                env,
+                required,
+                mode: mode.unwrap_or(0o400),
+                uid,
+                gid,
+            }))
+        }
+        "ssh" => {
+            let target = target.map_or_else(|| format!("/run/buildkit/ssh_agent.{ssh_count}"), abs);
+            *ssh_count += 1;
+            Ok(MountSpec::Other(Mount::Ssh {
+                id: id.unwrap_or_else(|| "default".into()),
+                target,
+                required,
+            }))
+        }
+        other => Err(format!("unsupported mount type {other:?}")),
+    }
+}
