@@ -1,0 +1,400 @@
+//! Scheduling: keys, cache lookups, the set of nodes that must run, and a bounded parallel executor.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Condvar, Mutex};
+use std::time::Instant;
+
+use graph::{BuildGraph, NodeId};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    CacheKey, CachePolicy, Cancel, Event, ExecContext, KeyParts, Outcome, Records, Reporter,
+    SolveError, SolveOptions, Solved, Worker, WorkerError,
+};
+
+/// What a cache record holds.
+#[derive(Serialize, Deserialize)]
+struct Record {
+    outcome: Outcome,
+}
+
+fn explain_key(identity: &str) -> String {
+    format!("explain:{identity}")
+}
+
+/// Solves `target`: every ancestor gets a cache key; misses needed for the target run on `worker`.
+///
+/// # Errors
+/// The first node failure (others are cancelled and awaited first), or a records failure.
+pub fn solve(
+    graph: &BuildGraph,
+    target: NodeId,
+    worker: &dyn Worker,
+    records: &dyn Records,
+    reporter: &dyn Reporter,
+    opts: &SolveOptions,
+) -> Result<Solved, SolveError> {
+    let nodes: BTreeSet<NodeId> = graph.ancestors(target);
+    let content = content_keys(graph, &nodes, worker, opts.jobs)?;
+
+    // Keys, inputs first (BTreeSet order is topological because inputs precede their node).
+    let mut parts: HashMap<NodeId, KeyParts> = HashMap::new();
+    let mut keys: HashMap<NodeId, CacheKey> = HashMap::new();
+    for &id in &nodes {
+        let node = graph.node(id);
+        let p = KeyParts {
+            op: String::from_utf8(node.op.canonical_bytes()).expect("serde_json writes UTF-8"),
+            inputs: node.inputs.iter().map(|i| keys[i].clone()).collect(),
+            content: content[&id].clone(),
+        };
+        keys.insert(id, p.key());
+        parts.insert(id, p);
+    }
+
+    // Lookups.
+    let mut solved = Solved {
+        keys: keys.clone(),
+        ..Solved::default()
+    };
+    let mut hits: HashMap<NodeId, Outcome> = HashMap::new();
+    for &id in &nodes {
+        let ignored = match &opts.cache {
+            CachePolicy::Use => false,
+            CachePolicy::Ignore => true,
+            CachePolicy::IgnoreNodes(list) => list.contains(&id),
+        };
+        if ignored {
+            continue;
+        }
+        if let Some(bytes) = records.get(&keys[&id].0).map_err(SolveError::Records)? {
+            match serde_json::from_slice::<Record>(&bytes) {
+                Ok(rec) if worker.is_usable(&rec.outcome) => {
+                    hits.insert(id, rec.outcome);
+                }
+                Ok(_) => {
+                    tracing::info!(node = id.0, "cache record names missing blobs; rebuilding")
+                }
+                Err(e) => {
+                    tracing::warn!(node = id.0, error = %e, "unreadable cache record; rebuilding")
+                }
+            }
+        }
+    }
+
+    // Which misses must run: walk down from the target through misses only.
+    let mut run: BTreeSet<NodeId> = BTreeSet::new();
+    let mut stack = vec![target];
+    while let Some(id) = stack.pop() {
+        if hits.contains_key(&id) || !run.insert(id) {
+            continue;
+        }
+        stack.extend(graph.node(id).inputs.iter().copied());
+    }
+    for (&id, outcome) in &hits {
+        // Report every hit among the ancestors so plain progress shows each cached step.
+        reporter.event(Event::Cached { node: id });
+        solved.cached.push(id);
+        solved.outcomes.insert(id, outcome.clone());
+    }
+    solved.cached.sort();
+
+    let reasons: HashMap<NodeId, String> = run
+        .iter()
+        .map(|&id| (id, miss_reason(id, graph, &parts, &run, records, opts)))
+        .collect();
+
+    let executor = Executor {
+        graph,
+        worker,
+        records,
+        reporter,
+        keys: &keys,
+        parts: &parts,
+        reasons: &reasons,
+        opts,
+        cancel: Cancel::default(),
+    };
+    executor.run(&run, &mut solved)?;
+    Ok(solved)
+}
+
+fn miss_reason(
+    id: NodeId,
+    graph: &BuildGraph,
+    parts: &HashMap<NodeId, KeyParts>,
+    run: &BTreeSet<NodeId>,
+    records: &dyn Records,
+    opts: &SolveOptions,
+) -> String {
+    match &opts.cache {
+        CachePolicy::Ignore => return "--no-cache".to_owned(),
+        CachePolicy::IgnoreNodes(list) if list.contains(&id) => {
+            return "--no-cache-filter".to_owned()
+        }
+        _ => {}
+    }
+    if graph.node(id).inputs.iter().any(|i| run.contains(i)) {
+        return "parent step missed".to_owned();
+    }
+    let Some(identity) = opts.identities.get(&id) else {
+        return "no cache record".to_owned();
+    };
+    match records.get(&explain_key(identity)) {
+        Ok(Some(bytes)) => match serde_json::from_slice::<KeyParts>(&bytes) {
+            Ok(prev) if prev == parts[&id] => "cache record missing or incomplete".to_owned(),
+            Ok(prev) => parts[&id].explain_change(&prev),
+            Err(_) => "no cache record".to_owned(),
+        },
+        _ => "no cache record".to_owned(),
+    }
+}
+
+/// Asks the worker for content keys, on up to `jobs` threads.
+fn content_keys(
+    graph: &BuildGraph,
+    nodes: &BTreeSet<NodeId>,
+    worker: &dyn Worker,
+    jobs: usize,
+) -> Result<HashMap<NodeId, Option<String>>, SolveError> {
+    let queue = Mutex::new(nodes.iter().copied().collect::<VecDeque<_>>());
+    let results = Mutex::new(HashMap::new());
+    let failure = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, nodes.len().max(1)) {
+            s.spawn(|| loop {
+                let Some(id) = queue.lock().expect("queue lock").pop_front() else {
+                    return;
+                };
+                match worker.content_key(graph.node(id)) {
+                    Ok(k) => {
+                        results.lock().expect("results lock").insert(id, k);
+                    }
+                    Err(e) => {
+                        failure.lock().expect("failure lock").get_or_insert((id, e));
+                        queue.lock().expect("queue lock").clear();
+                    }
+                }
+            });
+        }
+    });
+    if let Some((node, source)) = failure.into_inner().expect("failure lock") {
+        return Err(SolveError::Node {
+            node,
+            name: graph.node(node).name.clone(),
+            source,
+        });
+    }
+    Ok(results.into_inner().expect("results lock"))
+}
+
+struct Executor<'a> {
+    graph: &'a BuildGraph,
+    worker: &'a dyn Worker,
+    records: &'a dyn Records,
+    reporter: &'a dyn Reporter,
+    keys: &'a HashMap<NodeId, CacheKey>,
+    parts: &'a HashMap<NodeId, KeyParts>,
+    reasons: &'a HashMap<NodeId, String>,
+    opts: &'a SolveOptions,
+    cancel: Cancel,
+}
+
+#[derive(Default)]
+struct State {
+    /// Nodes still waiting, with how many of their run-set inputs are unfinished.
+    waiting: HashMap<NodeId, usize>,
+    ready: VecDeque<NodeId>,
+    running: usize,
+    /// Nodes whose key equals an earlier node's: they take the leader's outcome.
+    followers: HashMap<NodeId, Vec<NodeId>>,
+    failure: Option<(NodeId, WorkerError)>,
+    remaining: usize,
+}
+
+impl Executor<'_> {
+    fn run(&self, run: &BTreeSet<NodeId>, solved: &mut Solved) -> Result<(), SolveError> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        let mut state = State {
+            remaining: run.len(),
+            ..State::default()
+        };
+        let mut leaders: HashMap<&CacheKey, NodeId> = HashMap::new();
+        let mut dependents: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+        for &id in run {
+            if let Some(&leader) = leaders.get(&self.keys[&id]) {
+                state.followers.entry(leader).or_default().push(id);
+                continue;
+            }
+            leaders.insert(&self.keys[&id], id);
+            let deps: HashSet<NodeId> = self
+                .graph
+                .node(id)
+                .inputs
+                .iter()
+                .copied()
+                .filter(|i| run.contains(i))
+                .collect();
+            for d in &deps {
+                dependents.entry(*d).or_default().push(id);
+            }
+            if deps.is_empty() {
+                state.ready.push_back(id);
+            } else {
+                state.waiting.insert(id, deps.len());
+            }
+        }
+        // A follower's dependents wait on the follower, which completes with its leader.
+        let state = Mutex::new(state);
+        let wake = Condvar::new();
+        let outcomes = Mutex::new(std::mem::take(&mut solved.outcomes));
+        let executed = Mutex::new(Vec::new());
+
+        std::thread::scope(|s| {
+            for _ in 0..self.opts.jobs.clamp(1, run.len()) {
+                s.spawn(|| self.work_loop(&state, &wake, &outcomes, &executed, &dependents));
+            }
+        });
+
+        solved.outcomes = outcomes.into_inner().expect("outcomes lock");
+        solved.executed = executed.into_inner().expect("executed lock");
+        let state = state.into_inner().expect("state lock");
+        if let Some((node, source)) = state.failure {
+            return Err(SolveError::Node {
+                node,
+                name: self.graph.node(node).name.clone(),
+                source,
+            });
+        }
+        Ok(())
+    }
+
+    fn work_loop(
+        &self,
+        state: &Mutex<State>,
+        wake: &Condvar,
+        outcomes: &Mutex<HashMap<NodeId, Outcome>>,
+        executed: &Mutex<Vec<NodeId>>,
+        dependents: &HashMap<NodeId, Vec<NodeId>>,
+    ) {
+        loop {
+            let id = {
+                let mut st = state.lock().expect("state lock");
+                loop {
+                    if st.failure.is_some() && st.running == 0 {
+                        wake.notify_all();
+                        return;
+                    }
+                    if st.remaining == 0 {
+                        wake.notify_all();
+                        return;
+                    }
+                    if st.failure.is_none() {
+                        if let Some(id) = st.ready.pop_front() {
+                            st.running += 1;
+                            break id;
+                        }
+                    }
+                    st = wake.wait(st).expect("state lock");
+                }
+            };
+            let node = self.graph.node(id);
+            let inputs: Vec<Outcome> = {
+                let o = outcomes.lock().expect("outcomes lock");
+                node.inputs
+                    .iter()
+                    .map(|i| {
+                        o.get(i)
+                            .cloned()
+                            .expect("inputs finish before their node starts")
+                    })
+                    .collect()
+            };
+            self.reporter.event(Event::Started {
+                node: id,
+                reason: self.reasons[&id].clone(),
+            });
+            let started = Instant::now();
+            let ctx = ExecContext {
+                cancel: &self.cancel,
+                reporter: self.reporter,
+                node: id,
+            };
+            // A panicking worker must fail its node, not leave the solve waiting forever.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.worker.execute(node, &inputs, &ctx)
+            }))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(ToString::to_string)
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(WorkerError::msg(format!(
+                    "internal error (worker panicked): {what}"
+                )))
+            });
+            let result = result.and_then(|outcome| {
+                self.store(id, &outcome)
+                    .map_err(|e| WorkerError::msg(format!("saving cache record: {e}")))?;
+                Ok(outcome)
+            });
+
+            let mut st = state.lock().expect("state lock");
+            st.running -= 1;
+            match result {
+                Ok(outcome) => {
+                    self.reporter.event(Event::Done {
+                        node: id,
+                        elapsed: started.elapsed(),
+                    });
+                    executed.lock().expect("executed lock").push(id);
+                    let mut finished = vec![id];
+                    finished.extend(st.followers.remove(&id).unwrap_or_default());
+                    let mut o = outcomes.lock().expect("outcomes lock");
+                    for f in finished {
+                        o.insert(f, outcome.clone());
+                        st.remaining -= 1;
+                        for d in dependents.get(&f).into_iter().flatten() {
+                            let left = st.waiting.get_mut(d).expect("dependents are waiting");
+                            *left -= 1;
+                            if *left == 0 {
+                                st.waiting.remove(d);
+                                st.ready.push_back(*d);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    if !matches!(e, WorkerError::Cancelled) || st.failure.is_none() {
+                        self.reporter.event(Event::Failed {
+                            node: id,
+                            message: e.to_string(),
+                        });
+                    }
+                    if st.failure.is_none()
+                        || matches!(st.failure, Some((_, WorkerError::Cancelled)))
+                    {
+                        st.failure = Some((id, e));
+                    }
+                    self.cancel.cancel();
+                }
+            }
+            wake.notify_all();
+        }
+    }
+
+    fn store(&self, id: NodeId, outcome: &Outcome) -> Result<(), String> {
+        let rec = serde_json::to_vec(&Record {
+            outcome: outcome.clone(),
+        })
+        .map_err(|e| e.to_string())?;
+        self.records.put(&self.keys[&id].0, &rec)?;
+        if let Some(identity) = self.opts.identities.get(&id) {
+            let parts = serde_json::to_vec(&self.parts[&id]).map_err(|e| e.to_string())?;
+            self.records.put(&explain_key(identity), &parts)?;
+        }
+        Ok(())
+    }
+}

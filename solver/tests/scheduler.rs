@@ -1,0 +1,349 @@
+//! Solver behaviour on hand-built graphs with a recording fake worker (no Dockerfiles, no containers).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use graph::{BuildGraph, Exec, Node, NodeId, Op};
+use oci::{Descriptor, Digest};
+use solver::{
+    solve, CachePolicy, Event, ExecContext, Layer, MemoryRecords, Outcome, Reporter, SolveError,
+    SolveOptions, Worker, WorkerError,
+};
+
+/// Records calls; `sleep N` sleeps N×100 ms; `fail` fails; every exec adds one layer named after its script.
+#[derive(Default)]
+struct FakeWorker {
+    calls: Mutex<Vec<String>>,
+    running: AtomicUsize,
+    max_running: AtomicUsize,
+    content: Mutex<HashMap<String, String>>,
+    cancelled: AtomicUsize,
+}
+
+fn script(node: &Node) -> String {
+    match &node.op {
+        Op::Exec(e) => e.args.last().cloned().unwrap_or_default(),
+        _ => node.name.clone(),
+    }
+}
+
+impl Worker for FakeWorker {
+    fn content_key(&self, node: &Node) -> Result<Option<String>, WorkerError> {
+        Ok(self.content.lock().unwrap().get(&node.name).cloned())
+    }
+
+    fn execute(
+        &self,
+        node: &Node,
+        inputs: &[Outcome],
+        ctx: &ExecContext<'_>,
+    ) -> Result<Outcome, WorkerError> {
+        let s = script(node);
+        self.calls.lock().unwrap().push(s.clone());
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_running.fetch_max(now, Ordering::SeqCst);
+        let result = (|| {
+            if let Some(n) = s.strip_prefix("sleep ") {
+                let until =
+                    Instant::now() + Duration::from_millis(100 * n.trim().parse::<u64>().unwrap());
+                while Instant::now() < until {
+                    if ctx.cancel.is_cancelled() {
+                        self.cancelled.fetch_add(1, Ordering::SeqCst);
+                        return Err(WorkerError::Cancelled);
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            if s == "fail" {
+                return Err(WorkerError::ExitCode { code: 2 });
+            }
+            ctx.log(&format!("ran {s}"));
+            let mut layers: Vec<Layer> =
+                inputs.first().map(|o| o.layers.clone()).unwrap_or_default();
+            let d = Digest::sha256_of(s.as_bytes());
+            layers.push(Layer {
+                diff_id: d.clone(),
+                blob: Descriptor::new("x", d, 1),
+            });
+            Ok(Outcome {
+                layers,
+                added_layer: true,
+            })
+        })();
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+
+    fn is_usable(&self, _: &Outcome) -> bool {
+        true
+    }
+}
+
+#[derive(Default)]
+struct Events(Mutex<Vec<Event>>);
+impl Reporter for Events {
+    fn event(&self, e: Event) {
+        self.0.lock().unwrap().push(e);
+    }
+}
+
+fn run(g: &mut BuildGraph, parent: NodeId, s: &str) -> NodeId {
+    g.add(
+        Op::Exec(Exec::shell(s)),
+        vec![parent],
+        None,
+        format!("RUN {s}"),
+    )
+}
+
+fn opts() -> SolveOptions {
+    SolveOptions::default()
+}
+
+#[test]
+fn independent_branches_overlap_and_second_solve_hits() {
+    let mut g = BuildGraph::default();
+    let base = g.add(Op::Scratch, vec![], None, "scratch".into());
+    let a = run(&mut g, base, "sleep 3");
+    let b = run(&mut g, base, "sleep 3 ");
+    let c = run(&mut g, base, "sleep 3  ");
+    let fin = g.add(
+        Op::Exec(Exec::shell("join")),
+        vec![a, b, c],
+        None,
+        "join".into(),
+    );
+    let w = FakeWorker::default();
+    let rec = MemoryRecords::default();
+    let solved = solve(&g, fin, &w, &rec, &solver::NoReporter, &opts()).unwrap();
+    assert_eq!(solved.executed.len(), 5);
+    assert_eq!(
+        w.max_running.load(Ordering::SeqCst),
+        3,
+        "three sleeps run at once"
+    );
+    assert_eq!(solved.outcomes[&fin].layers.len(), 3, "scratch + a + join");
+
+    let ev = Events::default();
+    let again = solve(&g, fin, &w, &rec, &ev, &opts()).unwrap();
+    assert!(again.executed.is_empty());
+    assert_eq!(again.cached.len(), 5);
+    assert_eq!(w.calls.lock().unwrap().len(), 5, "nothing re-executed");
+    assert!(ev
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|e| matches!(e, Event::Cached { .. })));
+}
+
+#[test]
+fn equal_keys_run_once() {
+    let mut g = BuildGraph::default();
+    let base = g.add(Op::Scratch, vec![], None, "scratch".into());
+    let x1 = run(&mut g, base, "same");
+    let x2 = run(&mut g, base, "same");
+    let fin = g.add(
+        Op::Exec(Exec::shell("join")),
+        vec![x1, x2],
+        None,
+        "join".into(),
+    );
+    let w = FakeWorker::default();
+    let solved = solve(
+        &g,
+        fin,
+        &w,
+        &MemoryRecords::default(),
+        &solver::NoReporter,
+        &opts(),
+    )
+    .unwrap();
+    let calls = w.calls.lock().unwrap().clone();
+    assert_eq!(
+        calls.iter().filter(|c| *c == "same").count(),
+        1,
+        "{calls:?}"
+    );
+    assert_eq!(solved.outcomes[&x1], solved.outcomes[&x2]);
+}
+
+#[test]
+fn only_target_ancestors_run() {
+    let mut g = BuildGraph::default();
+    let base = g.add(Op::Scratch, vec![], None, "scratch".into());
+    let _slow = run(&mut g, base, "sleep 60");
+    let fast = run(&mut g, base, "fast");
+    let w = FakeWorker::default();
+    solve(
+        &g,
+        fast,
+        &w,
+        &MemoryRecords::default(),
+        &solver::NoReporter,
+        &opts(),
+    )
+    .unwrap();
+    assert_eq!(
+        *w.calls.lock().unwrap(),
+        vec!["scratch".to_owned(), "fast".to_owned()]
+    );
+}
+
+#[test]
+fn failure_cancels_siblings_and_names_the_node() {
+    let mut g = BuildGraph::default();
+    let base = g.add(Op::Scratch, vec![], None, "scratch".into());
+    let slow = run(&mut g, base, "sleep 50");
+    let bad = run(&mut g, base, "fail");
+    let fin = g.add(
+        Op::Exec(Exec::shell("join")),
+        vec![slow, bad],
+        None,
+        "join".into(),
+    );
+    let w = FakeWorker::default();
+    let t = Instant::now();
+    let err = solve(
+        &g,
+        fin,
+        &w,
+        &MemoryRecords::default(),
+        &solver::NoReporter,
+        &opts(),
+    )
+    .unwrap_err();
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "cancellation is prompt: {:?}",
+        t.elapsed()
+    );
+    match err {
+        SolveError::Node {
+            node,
+            source: WorkerError::ExitCode { code: 2 },
+            ..
+        } => assert_eq!(node, bad),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(w.cancelled.load(Ordering::SeqCst), 1);
+    assert!(!w.calls.lock().unwrap().contains(&"join".to_owned()));
+}
+
+#[test]
+fn jobs_bound_parallelism() {
+    let mut g = BuildGraph::default();
+    let base = g.add(Op::Scratch, vec![], None, "scratch".into());
+    let leaves: Vec<_> = (0..4)
+        .map(|i| run(&mut g, base, &format!("sleep 1{}", " ".repeat(i))))
+        .collect();
+    let fin = g.add(Op::Exec(Exec::shell("join")), leaves, None, "join".into());
+    let w = FakeWorker::default();
+    let o = SolveOptions { jobs: 2, ..opts() };
+    solve(
+        &g,
+        fin,
+        &w,
+        &MemoryRecords::default(),
+        &solver::NoReporter,
+        &o,
+    )
+    .unwrap();
+    assert_eq!(w.max_running.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn misses_are_explained_and_content_changes_bust_only_dependents() {
+    let mut g = BuildGraph::default();
+    let base = g.add(Op::Scratch, vec![], None, "scratch".into());
+    let deps = run(&mut g, base, "install deps");
+    let copy = g.add(
+        Op::Exec(Exec::shell("copy src")),
+        vec![deps],
+        None,
+        "COPY src".into(),
+    );
+    let build = run(&mut g, copy, "build");
+    let w = FakeWorker::default();
+    w.content
+        .lock()
+        .unwrap()
+        .insert("COPY src".into(), "digest-1".into());
+    let rec = MemoryRecords::default();
+    let mut o = opts();
+    for (i, id) in [base, deps, copy, build].into_iter().enumerate() {
+        o.identities.insert(id, format!("stage0#{i}"));
+    }
+    solve(&g, build, &w, &rec, &solver::NoReporter, &o).unwrap();
+    w.content
+        .lock()
+        .unwrap()
+        .insert("COPY src".into(), "digest-2".into());
+    let ev = Events::default();
+    let solved = solve(&g, build, &w, &rec, &ev, &o).unwrap();
+    assert_eq!(solved.executed, vec![copy, build]);
+    let started: Vec<(NodeId, String)> =
+        ev.0.lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                Event::Started { node, reason } => Some((*node, reason.clone())),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(
+        started,
+        vec![
+            (copy, "files read by this step changed".into()),
+            (build, "parent step missed".into())
+        ]
+    );
+
+    let ev = Events::default();
+    let o2 = SolveOptions {
+        cache: CachePolicy::Ignore,
+        ..o
+    };
+    solve(&g, build, &w, &rec, &ev, &o2).unwrap();
+    assert!(ev
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| matches!(e, Event::Started { reason, .. } if reason == "--no-cache")));
+}
+
+#[test]
+fn worker_panic_fails_the_node_instead_of_hanging() {
+    struct Panics;
+    impl Worker for Panics {
+        fn content_key(&self, _: &Node) -> Result<Option<String>, WorkerError> {
+            Ok(None)
+        }
+        fn execute(
+            &self,
+            _: &Node,
+            _: &[Outcome],
+            _: &ExecContext<'_>,
+        ) -> Result<Outcome, WorkerError> {
+            panic!("boom")
+        }
+        fn is_usable(&self, _: &Outcome) -> bool {
+            true
+        }
+    }
+    let mut g = BuildGraph::default();
+    let base = g.add(Op::Scratch, vec![], None, "scratch".into());
+    let err = solve(
+        &g,
+        base,
+        &Panics,
+        &MemoryRecords::default(),
+        &solver::NoReporter,
+        &opts(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("boom"), "{err}");
+}
