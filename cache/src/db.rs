@@ -46,6 +46,9 @@ const MIGRATIONS: &[&str] = &[
         created INTEGER NOT NULL,
         last_used INTEGER NOT NULL
     );",
+    // 2: base-image resolutions get a last use, for LRU pruning.
+    "ALTER TABLE bases ADD COLUMN last_used INTEGER NOT NULL DEFAULT 0;
+     UPDATE bases SET last_used = updated;",
 ];
 
 /// The newest schema version this build knows.

@@ -11,6 +11,10 @@
 //! writes are `BEGIN IMMEDIATE` transactions. Nothing refers to a blob before the blob is complete: a tag
 //! is only set when its manifest and everything the manifest references are present.
 //!
+//! Garbage collection ([`Store::prune`]) evicts cache records and base-image resolutions by age or LRU
+//! and then removes every blob and snapshot that no tag, record or resolution reaches. Builds hold a
+//! [`Store::lease`] so that a prune in another process waits for them.
+//!
 //! This crate does not know what a cache key means (records are opaque bytes owned by the solver), does
 //! not talk to registries, and does not write layer contents (it only moves finished directories).
 //!
@@ -27,6 +31,7 @@
 mod blob;
 mod db;
 mod error;
+mod gc;
 mod session;
 
 use std::collections::BTreeMap;
@@ -41,6 +46,7 @@ use rustix::fs::FlockOperation;
 
 pub use blob::BlobWriter;
 pub use error::Error;
+pub use gc::{GcItem, Lease, PruneOptions, PruneReport};
 
 use crate::blob::{atomic_write, fsync_dir, rename_noreplace};
 use crate::db::Db;
@@ -60,6 +66,7 @@ pub struct Store {
     empty: PathBuf,
     db: Db,
     session: Session,
+    leases: std::sync::Arc<gc::LeaseState>,
 }
 
 /// Disk usage of a store, as [`Store::usage`] reports it.
@@ -128,6 +135,7 @@ impl Store {
             empty,
             db,
             session,
+            leases: std::sync::Arc::default(),
         };
         let layout = root.join("oci-layout");
         if !layout.exists() {
@@ -445,15 +453,16 @@ impl Store {
 
     // ---- base image resolutions ----
 
-    /// The manifest descriptor `reference` last resolved to (for offline builds).
+    /// The manifest descriptor `reference` last resolved to (for offline builds); marks it used.
     pub fn base_get(&self, reference: &str) -> Result<Option<Descriptor>, Error> {
-        let json: Option<String> = self.db.read("read base image resolution", |c| {
-            c.query_row(
-                "SELECT descriptor FROM bases WHERE reference = ?1",
-                [reference],
-                |r| r.get(0),
-            )
-            .optional()
+        let json: Option<String> = self.db.write("read base image resolution", |tx| {
+            Ok(tx
+                .query_row(
+                    "UPDATE bases SET last_used = ?1 WHERE reference = ?2 RETURNING descriptor",
+                    params![now_ms(), reference],
+                    |r| r.get(0),
+                )
+                .optional()?)
         })?;
         json.map(|j| from_json(&j, &format!("base image {reference}")))
             .transpose()
@@ -464,8 +473,9 @@ impl Store {
         let json = to_json(manifest);
         self.db.write("write base image resolution", |tx| {
             tx.execute(
-                "INSERT INTO bases (reference, descriptor, updated) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (reference) DO UPDATE SET descriptor = excluded.descriptor, updated = excluded.updated",
+                "INSERT INTO bases (reference, descriptor, updated, last_used) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT (reference) DO UPDATE
+                 SET descriptor = excluded.descriptor, updated = excluded.updated, last_used = excluded.last_used",
                 params![reference, json, now_ms()],
             )?;
             Ok(())
@@ -512,22 +522,24 @@ impl Store {
         self.lock_with(name, FlockOperation::NonBlockingLockExclusive)
     }
 
+    /// Takes the lock that guards cache mount `id` for `sharing=locked`; `prune` skips a mount whose lock
+    /// is held.
+    pub fn lock_cache_mount(&self, id: &str) -> Result<LockGuard, Error> {
+        self.lock(&mount_lock_name(id))
+    }
+
     fn lock_with(&self, name: &str, op: FlockOperation) -> Result<Option<LockGuard>, Error> {
-        let path = self.locks.join(Digest::sha256_of(name.as_bytes()).hex());
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| Error::Lock {
-                path: path.clone(),
-                source,
-            })?;
+        let path = self.lock_file_path(name);
+        let file = open_lock_file(&path)?;
         match flock_retry(&file, op) {
             Ok(()) => Ok(Some(LockGuard { _file: file, path })),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(source) => Err(Error::Lock { path, source }),
         }
+    }
+
+    fn lock_file_path(&self, name: &str) -> PathBuf {
+        self.locks.join(Digest::sha256_of(name.as_bytes()).hex())
     }
 
     // ---- accounting ----
@@ -557,6 +569,22 @@ impl Store {
         usage.mounts = u(mounts);
         Ok(usage)
     }
+}
+
+fn open_lock_file(path: &Path) -> Result<File, Error> {
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|source| Error::Lock {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+fn mount_lock_name(id: &str) -> String {
+    format!("mount:{id}")
 }
 
 fn blob_error(d: &Digest, source: io::Error) -> Error {
@@ -617,6 +645,32 @@ mod tests {
 
     fn scratch_entries(store: &Store) -> usize {
         fs_err::read_dir(store.session.dir()).unwrap().count()
+    }
+
+    #[test]
+    fn schema_migrates_forward_and_refuses_newer() {
+        let root = tempfile::tempdir().unwrap();
+        drop(Store::open(root.path()).unwrap());
+        let db = rusqlite::Connection::open(root.path().join("db.sqlite")).unwrap();
+        // Back to version 1: bases without last_used, holding one row.
+        db.execute_batch(
+            "ALTER TABLE bases DROP COLUMN last_used; UPDATE schema_version SET version = 1;
+             INSERT INTO bases VALUES ('alpine', '{\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"digest\":\"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\",\"size\":0}', 5);",
+        )
+        .unwrap();
+        let store = Store::open(root.path()).unwrap();
+        assert_eq!(
+            store.base_get("alpine").unwrap().unwrap().digest,
+            Digest::sha256_of(b"")
+        );
+        drop(store);
+        db.execute("UPDATE schema_version SET version = 99", [])
+            .unwrap();
+        let err = Store::open(root.path()).unwrap_err();
+        assert!(
+            matches!(err, Error::SchemaTooNew { found: 99, .. }),
+            "{err}"
+        );
     }
 
     #[test]
