@@ -185,6 +185,7 @@ fn gzip_opts() -> LayerOptions {
         compression: Compression::Gzip,
         level: None,
         source_date_epoch: None,
+        threads: None,
     }
 }
 
@@ -346,6 +347,7 @@ fn source_date_epoch_clamps_mtimes() {
         source_date_epoch: Some(1_750_000_000),
         compression: Compression::Uncompressed,
         level: None,
+        threads: None,
     };
     oci::write_layer(&a, &mut blob, &opts).unwrap();
     let mut archive = tar::Archive::new(blob.as_slice());
@@ -647,4 +649,50 @@ fn unpack_whiteouts_and_opaque_markers() {
         .collect();
     assert_eq!(names.len(), 1, "aufs metadata is skipped: {names:?}");
     assert_eq!(names[0].as_bytes(), b"dir");
+}
+
+#[test]
+fn parallel_gzip_is_identical_for_any_thread_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    sample_tree(&src);
+    // Enough data for several 128 KiB blocks, some of it compressible.
+    let big: Vec<u8> = (0..700_000u32)
+        .flat_map(|i| (i / 7).to_le_bytes())
+        .collect();
+    write(&src.join("big/data.bin"), &big);
+    let layer = |threads| {
+        let mut blob = Vec::new();
+        let opts = LayerOptions {
+            threads,
+            ..gzip_opts()
+        };
+        let info = oci::write_layer(&src, &mut blob, &opts).unwrap();
+        (info, blob)
+    };
+    let (one, blob) = layer(Some(1));
+    for threads in [2, 4] {
+        assert_eq!(
+            layer(Some(threads)),
+            (one.clone(), blob.clone()),
+            "{threads} threads"
+        );
+    }
+    let (classic, _) = layer(None);
+    assert_eq!(classic.diff_id, one.diff_id, "the same tar either way");
+    assert_eq!(one.diff_id, Digest::sha256_of(&gunzip(&blob)));
+    assert_eq!(one.digest, Digest::sha256_of(&blob));
+
+    let blob_path = tmp.path().join("par.tar.gz");
+    fs_err::write(&blob_path, &blob).unwrap();
+    let status = Command::new("gzip")
+        .arg("-t")
+        .arg(&blob_path)
+        .status()
+        .expect("gzip is installed");
+    assert!(status.success(), "gzip -t rejects the parallel stream");
+    let dest = tmp.path().join("dest");
+    let diff_id = oci::unpack_layer(blob.as_slice(), one.media_type, &dest).unwrap();
+    assert_eq!(diff_id, one.diff_id);
+    assert_eq!(fs_err::read(dest.join("big/data.bin")).unwrap(), big);
 }

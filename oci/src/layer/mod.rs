@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use crate::Digest;
 
+mod pargz;
 mod pax;
 mod unpack;
 mod write;
@@ -43,6 +44,10 @@ pub struct LayerOptions {
     pub level: Option<u32>,
     /// Clamps every mtime in the tar to at most this many seconds since the epoch (`SOURCE_DATE_EPOCH`).
     pub source_date_epoch: Option<i64>,
+    /// Gzip only: `None` writes one classic gzip stream on the calling thread; `Some(n)` compresses
+    /// 128 KiB blocks on `n` threads (each primed with the previous 32 KiB), whose output is the same
+    /// for every `n` — but differs from `None`'s, so keep the choice fixed for reproducible digests.
+    pub threads: Option<usize>,
 }
 
 /// What [`write_layer`] wrote.

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use tar::{EntryType, Header};
 
+use super::pargz::ParallelGzEncoder;
 use super::pax::push_record;
 use super::{
     Compression, LayerError, LayerInfo, LayerOptions, OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR,
@@ -38,6 +39,13 @@ pub fn write_layer(
 ) -> Result<LayerInfo, LayerError> {
     let hashed_out = HashingWriter::new(out);
     let (diff_id, hashed_out) = match opts.compression {
+        Compression::Gzip if opts.threads.is_some() => {
+            let threads = opts.threads.unwrap_or(1).max(1);
+            let gz = ParallelGzEncoder::new(hashed_out, opts.level.unwrap_or(6), threads)
+                .map_err(LayerError::Write)?;
+            let (diff_id, gz) = write_tar(dir, gz, opts)?;
+            (diff_id, gz.finish().map_err(LayerError::Write)?)
+        }
         Compression::Gzip => {
             let level = flate2::Compression::new(opts.level.unwrap_or(6).min(9));
             // GzBuilder writes mtime 0 and no file name, so the header is the same for the same input.
