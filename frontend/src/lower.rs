@@ -374,6 +374,13 @@ fn join_path(base: &str, rel: &str) -> String {
     }
 }
 
+/// Node name text as BuildKit prints it: the line with the keyword uppercased, variables expanded
+/// (and quotes removed) when the line expands cleanly.
+fn display_expanded(ins: &Instruction, lex: Lex, env: &dyn Env) -> String {
+    let text = display(ins);
+    lex.process_word(&text, env).unwrap_or(text)
+}
+
 /// Display text of an instruction: the joined line with the keyword uppercased.
 fn display(ins: &Instruction) -> String {
     let line = ins.original.trim();
@@ -698,7 +705,7 @@ impl Lowerer<'_> {
             Command::Workdir(p) => {
                 let p = self.expand(p, &env, span)?;
                 let path = join_path(&st.workdir, &p);
-                let name = st.next_name(&display(ins));
+                let name = st.next_name(&display_expanded(ins, self.lex(), &env));
                 st.head = self.graph.add(
                     Op::Mkdir(Mkdir {
                         path: path.clone(),
@@ -890,7 +897,7 @@ impl Lowerer<'_> {
     ) -> Result<(), ()> {
         let span = ins.span;
         let env = st.expand_env();
-        let mut name_text = display(ins);
+        let mut name_text = display_expanded(ins, self.lex(), &env);
         let args = if run.cmd.shell_form {
             let script = run.cmd.args.join(" ");
             let script = if run.heredocs.is_empty() {
@@ -1151,7 +1158,7 @@ impl Lowerer<'_> {
             exclude,
             unpack: is_add,
         };
-        let name = st.next_name(&display(ins));
+        let name = st.next_name(&display_expanded(ins, self.lex(), &env));
         st.head = self.graph.add(Op::Copy(op), inputs, Some(span), name);
         let h = st.history(created_by, false);
         st.layer_history.push((h, st.head));

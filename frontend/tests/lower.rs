@@ -1,0 +1,263 @@
+//! Lowering semantics: stages, ARG/ENV scoping, configs, mounts and node names.
+
+use std::collections::BTreeMap;
+
+use frontend::{lower, parse, Base, BaseImages, LowerOptions, Lowered};
+use graph::{CopySource, Mount, Op};
+
+struct Bases {
+    requested: Vec<String>,
+    base: oci::ImageConfig,
+}
+
+impl Bases {
+    fn new() -> Self {
+        let mut base = oci::ImageConfig::scratch();
+        base.config.env = Some(vec!["PATH=/bin".into(), "LANG=C".into()]);
+        base.config.cmd = Some(vec!["sh".into()]);
+        base.config.working_dir = Some("/home".into());
+        base.history.push(oci::History {
+            created_by: Some("base".into()),
+            ..Default::default()
+        });
+        Self {
+            requested: Vec::new(),
+            base,
+        }
+    }
+}
+
+impl BaseImages for Bases {
+    fn config(&mut self, reference: &str) -> Result<oci::ImageConfig, String> {
+        self.requested.push(reference.to_owned());
+        if reference.starts_with("missing") {
+            return Err("manifest unknown".into());
+        }
+        Ok(self.base.clone())
+    }
+}
+
+fn build(src: &str, args: &[(&str, &str)], target: Option<&str>) -> (Lowered, Vec<String>) {
+    let df = parse(src).unwrap();
+    let opts = LowerOptions {
+        build_args: args
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<BTreeMap<_, _>>(),
+        target: target.map(str::to_owned),
+        ..LowerOptions::default()
+    };
+    let mut bases = Bases::new();
+    let l = lower(&df, &opts, &mut bases).unwrap_or_else(|e| panic!("{e:?}"));
+    (l, bases.requested)
+}
+
+fn exec(l: &Lowered, id: graph::NodeId) -> graph::Exec {
+    match &l.graph.node(id).op {
+        Op::Exec(e) => e.clone(),
+        other => panic!("not an exec: {other:?}"),
+    }
+}
+
+#[test]
+fn only_needed_stages_are_lowered_and_requested() {
+    let src = "FROM a AS one\nRUN x\nFROM b AS two\nRUN y\nFROM c\nCOPY --from=one /x /x\n";
+    let (l, requested) = build(src, &[], None);
+    assert_eq!(requested, vec!["c", "a"]);
+    assert_eq!(l.stages.len(), 2);
+    assert_eq!(l.stages[l.target].index, 2);
+    assert_eq!(l.stages[0].name.as_deref(), Some("one"));
+    let head = l.graph.node(l.stages[l.target].head);
+    assert_eq!(head.inputs.len(), 2);
+    assert_eq!(head.inputs[1], l.stages[0].head);
+    assert_eq!(head.name, "[stage-2 2/2] COPY --from=one /x /x");
+
+    let (l, requested) = build(src, &[], Some("TWO"));
+    assert_eq!(requested, vec!["b"]);
+    assert_eq!(l.stages.len(), 1);
+    assert_eq!(l.graph.node(l.stages[0].head).name, "[two 2/2] RUN y");
+}
+
+#[test]
+fn missing_target_and_base_errors() {
+    let df = parse("FROM a AS x\n").unwrap();
+    let opts = LowerOptions {
+        target: Some("nope".into()),
+        ..LowerOptions::default()
+    };
+    let errs = lower(&df, &opts, &mut Bases::new()).unwrap_err();
+    assert_eq!(errs[0].message, "target stage \"nope\" could not be found");
+    assert_eq!(errs[0].help.as_deref(), Some("stages are: x"));
+
+    let df = parse("FROM missing:1\nRUN x\n").unwrap();
+    let errs = lower(&df, &LowerOptions::default(), &mut Bases::new()).unwrap_err();
+    assert!(errs[0].message.contains("manifest unknown"), "{errs:?}");
+    assert_eq!(errs[0].span.line, 1);
+}
+
+#[test]
+fn arg_and_env_scoping() {
+    let src = "ARG IMG=alpine\nARG TAG\nFROM ${IMG}:${TAG:-latest}\nARG TAG\nARG A=1\nENV B=$A\nARG B=arg\nRUN echo $A\n";
+    let (l, requested) = build(src, &[("TAG", "3.20")], None);
+    assert_eq!(requested, vec!["alpine:3.20"]);
+    let st = &l.stages[0];
+    let e = exec(&l, st.head);
+    // Image ENV first, then ARGs that ENV does not shadow; ARGs never enter the image config.
+    assert_eq!(e.env, vec!["PATH=/bin", "LANG=C", "B=1", "TAG=3.20", "A=1"]);
+    assert_eq!(
+        st.config.config.env.as_ref().unwrap(),
+        &vec!["PATH=/bin", "LANG=C", "B=1"]
+    );
+    assert_eq!(e.cwd, "/home");
+    let last = st.config.history.last().unwrap();
+    assert_eq!(
+        last.created_by.as_deref(),
+        Some("RUN |3 TAG=3.20 A=1 B=arg /bin/sh -c echo $A # buildkit")
+    );
+    assert!(!last.empty_layer);
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+
+    let (l, _) = build("FROM scratch\nRUN x\n", &[("UNUSED", "1")], None);
+    assert!(l.warnings[0].message.contains("UNUSED"));
+}
+
+#[test]
+fn scratch_gets_default_path_and_metadata() {
+    let src = "FROM scratch\nCMD [\"a\"]\nENTRYPOINT /e\nEXPOSE 80 53/udp\nUSER app\n";
+    let (l, requested) = build(src, &[], None);
+    assert!(requested.is_empty());
+    let c = &l.stages[0].config;
+    assert_eq!(
+        c.config.env_get("PATH"),
+        Some("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    );
+    // CMD set in this stage survives ENTRYPOINT.
+    assert_eq!(c.config.cmd.as_deref().unwrap(), &["a".to_owned()]);
+    assert_eq!(
+        c.config.entrypoint.as_deref().unwrap(),
+        &["/bin/sh".to_owned(), "-c".into(), "/e".into()]
+    );
+    let ports: Vec<&String> = c.config.exposed_ports.as_ref().unwrap().keys().collect();
+    assert_eq!(ports, vec!["53/udp", "80/tcp"]);
+    assert_eq!(l.stages[0].base, Base::Scratch);
+    assert!(l.stages[0].layer_history.is_empty());
+    assert!(c.history.iter().all(|h| h.empty_layer));
+}
+
+#[test]
+fn entrypoint_resets_inherited_cmd() {
+    let (l, _) = build("FROM img\nENTRYPOINT [\"/app\"]\n", &[], None);
+    assert_eq!(l.stages[0].config.config.cmd, None);
+    assert_eq!(
+        l.stages[0].config.history[0].created_by.as_deref(),
+        Some("base")
+    );
+}
+
+#[test]
+fn copy_dest_and_flags() {
+    let src = "FROM img\nWORKDIR /app\nCOPY . .\nCOPY a b sub/\nADD --chmod=640 x.tar rel\nCOPY --from=other:1 /x /abs\n";
+    let (l, _) = build(src, &[], None);
+    let nodes: Vec<&graph::Node> = l
+        .graph
+        .nodes()
+        .iter()
+        .filter(|n| matches!(n.op, Op::Copy(_)))
+        .collect();
+    let copy = |i: usize| match &nodes[i].op {
+        Op::Copy(c) => c.clone(),
+        _ => unreachable!(),
+    };
+    assert_eq!(copy(0).dest, "/app/");
+    assert_eq!(copy(1).dest, "/app/sub/");
+    assert_eq!(copy(1).srcs, vec!["a", "b"]);
+    assert_eq!(copy(2).dest, "/app/rel");
+    assert_eq!(copy(2).chmod, Some(0o640));
+    assert!(copy(2).unpack);
+    assert_eq!(copy(3).source, CopySource::Input { index: 1 });
+    let img = l.graph.node(nodes[3].inputs[1]);
+    assert_eq!(
+        img.op,
+        Op::Image {
+            reference: "other:1".into()
+        }
+    );
+    let st = &l.stages[0];
+    assert_eq!(st.layer_history.len(), 5);
+    assert_eq!(
+        st.config.history[st.layer_history[1].0]
+            .created_by
+            .as_deref(),
+        Some("COPY . . # buildkit")
+    );
+}
+
+#[test]
+fn run_mount_defaults() {
+    let src = "FROM img\nRUN --mount=type=cache,target=/c --mount=type=ssh --mount=type=secret,target=/s/tok,required x\n";
+    let (l, _) = build(src, &[], None);
+    let e = exec(&l, l.stages[0].head);
+    assert_eq!(
+        e.mounts[0],
+        Mount::Cache {
+            id: "/c".into(),
+            target: "/c".into(),
+            readonly: false,
+            sharing: "shared".into(),
+            mode: 0o755,
+            uid: 0,
+            gid: 0
+        }
+    );
+    assert_eq!(
+        e.mounts[1],
+        Mount::Ssh {
+            id: "default".into(),
+            target: "/run/buildkit/ssh_agent.0".into(),
+            required: false
+        }
+    );
+    assert!(
+        matches!(&e.mounts[2], Mount::Secret { id, required: true, mode: 0o400, .. } if id == "tok")
+    );
+    assert_eq!(e.args, vec!["/bin/sh", "-c", "x"]);
+
+    let df =
+        parse("FROM img\nRUN --mount=type=bogus,target=/x y\nRUN --network=weird z\n").unwrap();
+    let errs = lower(&df, &LowerOptions::default(), &mut Bases::new()).unwrap_err();
+    assert_eq!(errs.len(), 2, "{errs:?}");
+}
+
+#[test]
+fn node_names_expand_variables_and_pad_steps() {
+    let mut src = String::from("FROM img\nENV D=/data\nWORKDIR $D\n");
+    for i in 0..8 {
+        src.push_str(&format!("RUN echo {i}\n"));
+    }
+    let (l, _) = build(&src, &[], None);
+    let names: Vec<&str> = l.graph.nodes().iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names[0], "[ 1/11] FROM img");
+    assert_eq!(names[1], "[ 3/11] WORKDIR /data");
+    assert_eq!(names[9], "[11/11] RUN echo 7");
+    assert!(l.graph.nodes().iter().all(|n| n.span.is_some()));
+}
+
+#[test]
+fn onbuild_triggers_of_base_run_first() {
+    let df = parse("FROM img\nRUN mine\n").unwrap();
+    let mut bases = Bases::new();
+    bases.base.config.on_build = Some(vec!["RUN echo trigger".into()]);
+    let l = lower(&df, &LowerOptions::default(), &mut bases).unwrap();
+    let runs: Vec<Vec<String>> = l
+        .graph
+        .nodes()
+        .iter()
+        .filter_map(|n| match &n.op {
+            Op::Exec(e) => Some(e.args.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(runs[0][2], "echo trigger");
+    assert_eq!(runs[1][2], "mine");
+    assert_eq!(l.stages[0].config.config.on_build, None);
+}

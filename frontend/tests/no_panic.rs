@@ -1,0 +1,149 @@
+//! Random Dockerfile-ish inputs never panic `parse` or `lower` (a seeded generator, no dependencies).
+
+use frontend::{lower, parse, BaseImages, DockerIgnore, LowerOptions};
+
+struct AnyBase;
+
+impl BaseImages for AnyBase {
+    fn config(&mut self, reference: &str) -> Result<oci::ImageConfig, String> {
+        if reference.len().is_multiple_of(3) {
+            return Err("not found".into());
+        }
+        let mut c = oci::ImageConfig::scratch();
+        c.config.on_build = Some(vec!["RUN echo t".into(), "COPY <<X /x".into()]);
+        Ok(c)
+    }
+}
+
+/// xorshift64*: deterministic, so a failure reproduces from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        #[allow(clippy::cast_possible_truncation)]
+        items[(self.next() % items.len() as u64) as usize]
+    }
+}
+
+const FRAGMENTS: &[&str] = &[
+    "FROM ",
+    "RUN ",
+    "COPY ",
+    "ADD ",
+    "ENV ",
+    "ARG ",
+    "LABEL ",
+    "WORKDIR ",
+    "USER ",
+    "CMD ",
+    "ENTRYPOINT ",
+    "EXPOSE ",
+    "VOLUME ",
+    "SHELL ",
+    "HEALTHCHECK ",
+    "ONBUILD ",
+    "STOPSIGNAL ",
+    "MAINTAINER ",
+    "run ",
+    "FROMM ",
+    "scratch",
+    "img",
+    "a AS b",
+    " AS ",
+    "b",
+    "0",
+    "1",
+    "--from=",
+    "--from=b ",
+    "--mount=",
+    "type=cache,target=/c",
+    "type=bind,from=0,target=/x",
+    "type=secret",
+    "--chmod=",
+    "755",
+    "--chown=1:1",
+    "--link ",
+    "--network=none ",
+    "--interval=",
+    "5s",
+    "CMD ",
+    "NONE",
+    "<<EOF",
+    "<<-EOF",
+    "<<'EOF'",
+    "EOF",
+    "\n",
+    "\n",
+    "\n",
+    "\r\n",
+    "\\\n",
+    "\\",
+    "`",
+    "# escape=`\n",
+    "# syntax=x\n",
+    "#",
+    " ",
+    "\t",
+    "\"",
+    "'",
+    "[",
+    "]",
+    "[\"a\", \"b\"]",
+    "[1]",
+    "=",
+    "$",
+    "${",
+    "}",
+    "${A:-x}",
+    "${A:?}",
+    "${A#*}",
+    "${A/x/y}",
+    "$A",
+    "A=1",
+    "80/udp",
+    "1-3",
+    "/",
+    ".",
+    "..",
+    "é",
+    "\u{feff}",
+    "\0",
+    "SIGTERM",
+    "--",
+    "---",
+    "-",
+    ",",
+    "ro",
+];
+
+#[test]
+fn random_inputs_do_not_panic() {
+    for seed in 1..=3000u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let len = 1 + rng.next() % 40;
+        let src: String = (0..len).map(|_| rng.pick(FRAGMENTS)).collect();
+        let result = std::panic::catch_unwind(|| {
+            if let Ok(df) = parse(&src) {
+                let _ = df.dump();
+                for target in [None, Some("b".to_owned())] {
+                    let opts = LowerOptions {
+                        target,
+                        ..LowerOptions::default()
+                    };
+                    // Either outcome is fine; only a panic fails the test.
+                    let _ = lower(&df, &opts, &mut AnyBase);
+                }
+            }
+            let di = DockerIgnore::parse(&src);
+            let _ = di.is_excluded(&src);
+            let _ = di.may_include_under("a/b");
+        });
+        assert!(result.is_ok(), "seed {seed} panicked on {src:?}");
+    }
+}
