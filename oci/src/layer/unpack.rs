@@ -51,7 +51,7 @@ pub fn unpack_layer(blob: impl Read, media_type: &str, dest: &Path) -> Result<Di
     };
 
     fs_err::create_dir_all(dest).map_err(|source| LayerError::Unpack {
-        path: String::new(),
+        path: dest.display().to_string(),
         source,
     })?;
     let root = rustix::fs::open(
