@@ -1,1 +1,151 @@
-fn main() {}
+//! rbuild: a daemonless container image builder.
+//!
+//! `rbuild -t app .` builds; `rbuild run app` runs; see `rbuild --help`.
+
+mod build;
+mod cli;
+mod context;
+mod copy;
+mod diagnostics;
+mod export;
+mod progress;
+mod run;
+mod worker;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use clap::Parser;
+
+use crate::cli::{Cli, Command, DebugCommand};
+
+fn default_root() -> PathBuf {
+    if rustix::process::geteuid().is_root() {
+        PathBuf::from("/var/lib/rbuild")
+    } else {
+        let data = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
+                    .join(".local/share")
+            });
+        data.join("rbuild")
+    }
+}
+
+fn main() -> ExitCode {
+    // The sandbox init must run before any thread exists (it forks), so this comes first.
+    runner::init_if_requested();
+    let cli = Cli::parse_from(cli::with_default_command(std::env::args_os().collect()));
+    let filter = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RBUILD_LOG")
+                .unwrap_or_else(|_| filter.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            match e.downcast::<diagnostics::SourceError>() {
+                Ok(d) => eprintln!("{:?}", miette::Report::new(d)),
+                Err(e) => eprintln!("error: {e:#}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> Result<ExitCode> {
+    let root = cli.root.clone().unwrap_or_else(default_root);
+    let open = || -> Result<Arc<cache::Store>> {
+        Ok(Arc::new(cache::Store::open(&root).with_context(|| {
+            format!("opening store {}", root.display())
+        })?))
+    };
+    let rt = || -> Result<tokio::runtime::Runtime> {
+        Ok(tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?)
+    };
+    match cli.command {
+        Command::Build(args) => {
+            build::build(&args, open()?, &rt()?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(args) => {
+            let code = run::run(&args, open()?, &rt()?)?;
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
+        Command::Images => {
+            let store = open()?;
+            println!("{:<40} {:<14} {:>10}", "NAME", "IMAGE ID", "SIZE");
+            for (name, desc) in store.list_tags()? {
+                let manifest: oci::Manifest =
+                    serde_json::from_slice(&store.read_blob(&desc.digest)?)?;
+                let size = export::image_size(&manifest);
+                println!(
+                    "{name:<40} {:<14} {:>10}",
+                    manifest.config.digest.short(),
+                    human_size(size)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Push(args) => {
+            let store = open()?;
+            let rt = rt()?;
+            let reference: oci::Reference = args.image.parse()?;
+            let desc = store
+                .resolve_tag(&reference.familiar())?
+                .with_context(|| format!("no image {} in the local store", reference.familiar()))?;
+            let manifest: oci::Manifest = serde_json::from_slice(&store.read_blob(&desc.digest)?)?;
+            let image = export::Image {
+                config_digest: manifest.config.digest.clone(),
+                manifest,
+                manifest_desc: desc,
+            };
+            let client = registry::Client::new(registry::ClientOptions {
+                insecure_registries: args.insecure_registries,
+                ..Default::default()
+            })?;
+            let digest = rt.block_on(export::push(&client, &store, &image, &reference))?;
+            println!("{}@{digest}", reference.name());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Debug {
+            what: DebugCommand::Ast { file },
+        } => {
+            let src = fs_err::read_to_string(&file)?;
+            let label = file.display().to_string();
+            let df =
+                frontend::parse(&src).map_err(|d| diagnostics::from_frontend(&label, &src, &d))?;
+            print!("{}", df.dump());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
+    #[allow(clippy::cast_precision_loss)] // display only
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.1}{}", UNITS[u])
+    }
+}

@@ -159,8 +159,9 @@ pub trait Worker: Send + Sync {
 pub trait Records: Send + Sync {
     /// Value for `key`, if any.
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
-    /// Stores `value` under `key`.
-    fn put(&self, key: &str, value: &[u8]) -> Result<(), String>;
+    /// Stores `value` under `key`; `refs` are the blobs and snapshots (by diff_id) the record needs, so
+    /// garbage collection keeps them while the record lives.
+    fn put(&self, key: &str, value: &[u8], refs: &[Digest]) -> Result<(), String>;
 }
 
 /// In-memory [`Records`], for tests and `--no-cache` style one-off solves.
@@ -171,7 +172,7 @@ impl Records for MemoryRecords {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
         Ok(self.0.lock().map_err(|e| e.to_string())?.get(key).cloned())
     }
-    fn put(&self, key: &str, value: &[u8]) -> Result<(), String> {
+    fn put(&self, key: &str, value: &[u8], _refs: &[Digest]) -> Result<(), String> {
         self.0
             .lock()
             .map_err(|e| e.to_string())?

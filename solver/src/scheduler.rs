@@ -133,20 +133,23 @@ fn miss_reason(
         }
         _ => {}
     }
-    if graph.node(id).inputs.iter().any(|i| run.contains(i)) {
-        return "parent step missed".to_owned();
+    // Compare with what this node was keyed by last time; only then can we name what changed.
+    if let Some(identity) = opts.identities.get(&id) {
+        if let Ok(Some(bytes)) = records.get(&explain_key(identity)) {
+            if let Ok(prev) = serde_json::from_slice::<KeyParts>(&bytes) {
+                return if prev == parts[&id] {
+                    "cache record missing or incomplete".to_owned()
+                } else if graph.node(id).inputs.iter().any(|i| run.contains(i))
+                    && prev.inputs != parts[&id].inputs
+                {
+                    "parent step missed".to_owned()
+                } else {
+                    parts[&id].explain_change(&prev)
+                };
+            }
+        }
     }
-    let Some(identity) = opts.identities.get(&id) else {
-        return "no cache record".to_owned();
-    };
-    match records.get(&explain_key(identity)) {
-        Ok(Some(bytes)) => match serde_json::from_slice::<KeyParts>(&bytes) {
-            Ok(prev) if prev == parts[&id] => "cache record missing or incomplete".to_owned(),
-            Ok(prev) => parts[&id].explain_change(&prev),
-            Err(_) => "no cache record".to_owned(),
-        },
-        _ => "no cache record".to_owned(),
-    }
+    "no cache record".to_owned()
 }
 
 /// Asks the worker for content keys, on up to `jobs` threads.
@@ -390,10 +393,15 @@ impl Executor<'_> {
             outcome: outcome.clone(),
         })
         .map_err(|e| e.to_string())?;
-        self.records.put(&self.keys[&id].0, &rec)?;
+        let refs: Vec<oci::Digest> = outcome
+            .layers
+            .iter()
+            .flat_map(|l| [l.blob.digest.clone(), l.diff_id.clone()])
+            .collect();
+        self.records.put(&self.keys[&id].0, &rec, &refs)?;
         if let Some(identity) = self.opts.identities.get(&id) {
             let parts = serde_json::to_vec(&self.parts[&id]).map_err(|e| e.to_string())?;
-            self.records.put(&explain_key(identity), &parts)?;
+            self.records.put(&explain_key(identity), &parts, &[])?;
         }
         Ok(())
     }

@@ -1,0 +1,277 @@
+//! `rbuild build`: Dockerfile → frontend → solver → exporters.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use oci::{Platform, Reference};
+
+use crate::cli::{BuildArgs, ProgressMode};
+use crate::context::Context;
+use crate::diagnostics;
+use crate::export;
+use crate::progress::{PlainReporter, Verbosity};
+use crate::worker::{BuildWorker, Images};
+
+/// Cache records in the store's SQLite.
+pub(crate) struct StoreRecords(pub(crate) Arc<cache::Store>);
+
+impl solver::Records for StoreRecords {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.0.cache_get(key).map_err(|e| format!("{e:#}"))
+    }
+    fn put(&self, key: &str, value: &[u8], refs: &[oci::Digest]) -> Result<(), String> {
+        self.0
+            .cache_put_with_refs(key, value, refs)
+            .map_err(|e| format!("{e:#}"))
+    }
+}
+
+/// Base-image configs for lowering, resolved through [`Images`].
+struct Bases<'a>(&'a Images);
+
+impl frontend::BaseImages for Bases<'_> {
+    fn config(&mut self, reference: &str) -> Result<oci::ImageConfig, String> {
+        self.0
+            .resolve(reference)
+            .map(|r| r.config)
+            .map_err(|e| format!("{e:#}"))
+    }
+}
+
+/// Where an image goes after the build.
+enum Output {
+    Oci(PathBuf),
+}
+
+fn parse_outputs(specs: &[String], push: &mut bool) -> Result<Vec<Output>> {
+    let mut out = Vec::new();
+    for spec in specs {
+        let mut fields: BTreeMap<&str, &str> = BTreeMap::new();
+        for part in spec.split(',') {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--output {spec:?}: expected key=value pairs"))?;
+            fields.insert(k.trim(), v.trim());
+        }
+        match fields.get("type").copied() {
+            Some("oci") => {
+                let dest = fields
+                    .get("dest")
+                    .ok_or_else(|| anyhow!("--output {spec:?}: type=oci needs dest=FILE"))?;
+                out.push(Output::Oci(PathBuf::from(dest)));
+            }
+            Some("image") => {
+                if fields.get("push") == Some(&"true") {
+                    *push = true;
+                }
+            }
+            Some("registry") => *push = true,
+            Some(other) => bail!(
+                "--output {spec:?}: type={other} is not supported yet (oci, image, registry are)"
+            ),
+            None => bail!("--output {spec:?}: missing type="),
+        }
+    }
+    Ok(out)
+}
+
+/// Runs one build; returns the image config digest (the image ID).
+pub(crate) fn build(
+    args: &BuildArgs,
+    store: Arc<cache::Store>,
+    rt: &tokio::runtime::Runtime,
+) -> Result<oci::Digest> {
+    let mut push = args.push;
+    let outputs = parse_outputs(&args.outputs, &mut push)?;
+    let tags: Vec<Reference> = args
+        .tags
+        .iter()
+        .map(|t| t.parse::<Reference>().map_err(|e| anyhow!("-t {t:?}: {e}")))
+        .collect::<Result<_>>()?;
+
+    let context_dir = &args.context;
+    if !context_dir.is_dir() {
+        bail!(
+            "build context {} not found or not a directory",
+            context_dir.display()
+        );
+    }
+    let dockerfile = args
+        .file
+        .clone()
+        .unwrap_or_else(|| context_dir.join("Dockerfile"));
+    let src = std::fs::read_to_string(&dockerfile).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow!("Dockerfile not found: {}", dockerfile.display()),
+        _ => anyhow!(e).context(format!("reading {}", dockerfile.display())),
+    })?;
+    let file_label = dockerfile.display().to_string();
+    let df =
+        frontend::parse(&src).map_err(|d| diagnostics::from_frontend(&file_label, &src, &d))?;
+
+    let mut build_args = BTreeMap::new();
+    for kv in &args.build_args {
+        match kv.split_once('=') {
+            Some((k, v)) => build_args.insert(k.to_owned(), v.to_owned()),
+            // `--build-arg NAME` takes the value from the environment, as docker does.
+            None => std::env::var(kv)
+                .ok()
+                .map(|v| build_args.insert(kv.clone(), v))
+                .flatten(),
+        };
+    }
+    let platform = Platform::host();
+    let opts = frontend::LowerOptions {
+        build_args,
+        target: args.target.clone(),
+        platform: platform.clone(),
+    };
+    let client = registry::Client::new(registry::ClientOptions {
+        insecure_registries: args.insecure_registries.clone(),
+        ..Default::default()
+    })?;
+    let images = Arc::new(Images::new(
+        Arc::clone(&store),
+        client.clone(),
+        rt.handle().clone(),
+        platform,
+    ));
+    let lowered = frontend::lower(&df, &opts, &mut Bases(&images))
+        .map_err(|d| diagnostics::from_frontend(&file_label, &src, &d))?;
+    for w in &lowered.warnings {
+        eprintln!("warning: {file_label}:{}: {}", w.span.line, w.message);
+    }
+    let stage = &lowered.stages[lowered.target];
+
+    let ignore = read_dockerignore(&dockerfile, context_dir)?;
+    let context = Arc::new(Context::load(context_dir, &ignore)?);
+
+    let worker = BuildWorker {
+        images: Arc::clone(&images),
+        store: Arc::clone(&store),
+        context,
+        exe: std::env::current_exe().context("locating the rbuild executable")?,
+        layer_opts: oci::LayerOptions::default(),
+    };
+    let verbosity = match (args.quiet, args.progress) {
+        (true, _) | (_, ProgressMode::Quiet) => Verbosity::Quiet,
+        _ => Verbosity::Plain,
+    };
+    let reporter = PlainReporter::new(&lowered.graph, verbosity);
+    let identities = node_identities(&lowered.graph, &dockerfile);
+    let solve_opts = solver::SolveOptions {
+        jobs: args.jobs.unwrap_or(8).max(1),
+        cache: if args.no_cache {
+            solver::CachePolicy::Ignore
+        } else {
+            solver::CachePolicy::Use
+        },
+        identities,
+    };
+    let _lease = store.lease()?;
+    let records = StoreRecords(Arc::clone(&store));
+    let solved = solver::solve(
+        &lowered.graph,
+        stage.head,
+        &worker,
+        &records,
+        &reporter,
+        &solve_opts,
+    )
+    .map_err(|e| match &e {
+        solver::SolveError::Node { node, .. } => {
+            let n = lowered.graph.node(*node);
+            let what = format!(
+                "`{}` failed: {}",
+                instruction_text(&n.name),
+                failure_text(&e)
+            );
+            match n.span {
+                Some(span) => anyhow!(diagnostics::step_failed(&file_label, &src, span, what)),
+                None => anyhow!(what),
+            }
+        }
+        solver::SolveError::Records(_) => anyhow!(e),
+    })?;
+
+    let image = export::assemble(&store, stage, &solved)?;
+    let id = image.config_digest.clone();
+    if !args.quiet {
+        eprintln!("writing image {id}");
+    }
+    for t in &tags {
+        store.set_tag(&t.familiar(), &image.manifest_desc)?;
+        if !args.quiet {
+            eprintln!("naming to {}", t.familiar());
+        }
+    }
+    let names: Vec<String> = tags.iter().map(Reference::familiar).collect();
+    for o in &outputs {
+        match o {
+            Output::Oci(dest) => {
+                export::write_oci_archive(&store, &image, &names, dest)?;
+                if !args.quiet {
+                    eprintln!("exported OCI archive to {}", dest.display());
+                }
+            }
+        }
+    }
+    if push {
+        if tags.is_empty() {
+            bail!("--push needs a -t NAME that names the registry");
+        }
+        for t in &tags {
+            let digest = rt.block_on(export::push(&client, &store, &image, t))?;
+            if !args.quiet {
+                eprintln!("pushed {}@{digest}", t.familiar());
+            }
+            println!("{}@{digest}", t.name());
+        }
+    }
+    if let Some(path) = &args.iidfile {
+        fs_err::write(path, id.to_string())?;
+    }
+    if args.quiet {
+        println!("{id}");
+    }
+    Ok(id)
+}
+
+fn read_dockerignore(dockerfile: &Path, context: &Path) -> Result<frontend::DockerIgnore> {
+    let beside = PathBuf::from(format!("{}.dockerignore", dockerfile.display()));
+    for p in [beside, context.join(".dockerignore")] {
+        match std::fs::read_to_string(&p) {
+            Ok(text) => return Ok(frontend::DockerIgnore::parse(&text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(anyhow!(e).context(format!("reading {}", p.display()))),
+        }
+    }
+    Ok(frontend::DockerIgnore::parse(""))
+}
+
+/// `[build 2/4] RUN make` → `RUN make`.
+fn instruction_text(name: &str) -> &str {
+    name.split_once("] ").map_or(name, |(_, rest)| rest)
+}
+
+fn failure_text(e: &solver::SolveError) -> String {
+    match e {
+        solver::SolveError::Node { source, .. } => format!("{source}"),
+        other => other.to_string(),
+    }
+}
+
+/// Stable identities for explaining misses: Dockerfile path + stage + position, not the instruction text.
+fn node_identities(graph: &graph::BuildGraph, dockerfile: &Path) -> HashMap<graph::NodeId, String> {
+    let file = std::fs::canonicalize(dockerfile).unwrap_or_else(|_| dockerfile.to_owned());
+    graph
+        .nodes()
+        .iter()
+        .filter_map(|n| {
+            let inner = n.name.strip_prefix('[')?.split_once(']')?.0;
+            let position = inner.split_once('/').map_or(inner, |(p, _)| p).trim();
+            Some((n.id, format!("{}#{position}", file.display())))
+        })
+        .collect()
+}

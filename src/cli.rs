@@ -1,0 +1,172 @@
+//! Command-line interface, following `docker build` / `docker run` spelling.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// rbuild: a daemonless container image builder.
+#[derive(Debug, Parser)]
+#[command(name = "rbuild", version, about)]
+pub(crate) struct Cli {
+    /// Store root (blobs, snapshots, records, tags).
+    #[arg(long, global = true, env = "RBUILD_ROOT", value_name = "DIR")]
+    pub(crate) root: Option<PathBuf>,
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Subcommand names; anything else first on the command line means `build` (so `rbuild -t app .` works).
+const SUBCOMMANDS: &[&str] = &[
+    "build",
+    "run",
+    "images",
+    "push",
+    "debug",
+    "help",
+    "-h",
+    "--help",
+    "-V",
+    "--version",
+];
+
+/// Inserts `build` when the first argument after global options is not a subcommand.
+pub(crate) fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        if a == "--root" {
+            i += 2;
+        } else if a.starts_with("--root=")
+            || a == "--verbose"
+            || (a.starts_with("-v") && a[1..].chars().all(|c| c == 'v'))
+        {
+            i += 1;
+        } else {
+            if !SUBCOMMANDS.contains(&a.as_ref()) {
+                args.insert(i, "build".into());
+            }
+            return args;
+        }
+    }
+    args
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Build an image from a Dockerfile (the default command).
+    Build(BuildArgs),
+    /// Run a command in a new container from an image in the local store.
+    Run(RunArgs),
+    /// List tagged images in the local store.
+    Images,
+    /// Push an image from the local store to a registry.
+    Push(PushArgs),
+    /// Inspect internals.
+    Debug {
+        #[command(subcommand)]
+        what: DebugCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DebugCommand {
+    /// Print the parsed AST of a Dockerfile in BuildKit's test `result` format.
+    Ast {
+        /// Dockerfile path.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ProgressMode {
+    /// plain when stderr is not a terminal, else tty.
+    Auto,
+    /// One line per event, BuildKit style.
+    Plain,
+    /// Live view (falls back to plain for now).
+    Tty,
+    /// Only errors.
+    Quiet,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BuildArgs {
+    /// Name and optionally a tag (`name:tag`); repeatable.
+    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
+    pub(crate) tags: Vec<String>,
+    /// Dockerfile path (default: CONTEXT/Dockerfile).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub(crate) file: Option<PathBuf>,
+    /// Build-time variable; repeatable.
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub(crate) build_args: Vec<String>,
+    /// Stage to build (default: the last).
+    #[arg(long, value_name = "STAGE")]
+    pub(crate) target: Option<String>,
+    /// Do not use cache records.
+    #[arg(long)]
+    pub(crate) no_cache: bool,
+    /// Push the image to its registry (the tag names the registry).
+    #[arg(long)]
+    pub(crate) push: bool,
+    /// Output: `type=oci,dest=FILE`, `type=image`, `type=registry`; repeatable.
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    pub(crate) outputs: Vec<String>,
+    /// Progress output.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub(crate) progress: ProgressMode,
+    /// Print only the image ID.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+    /// Write the image ID to this file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) iidfile: Option<PathBuf>,
+    /// Steps that may run at once.
+    #[arg(long, value_name = "N")]
+    pub(crate) jobs: Option<usize>,
+    /// Registry hosts (host[:port]) reached over plain HTTP; loopback always is.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub(crate) insecure_registries: Vec<String>,
+    /// Build context directory.
+    #[arg(value_name = "CONTEXT")]
+    pub(crate) context: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Set an environment variable; repeatable.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub(crate) env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long = "workdir")]
+    pub(crate) workdir: Option<String>,
+    /// User (`name`, `uid`, `uid:gid`).
+    #[arg(short = 'u', long = "user")]
+    pub(crate) user: Option<String>,
+    /// Network: host (default) or none.
+    #[arg(long, default_value = "host")]
+    pub(crate) network: String,
+    /// Override the image's ENTRYPOINT.
+    #[arg(long)]
+    pub(crate) entrypoint: Option<String>,
+    /// Remove the container's filesystem afterwards (always done; accepted for docker compatibility).
+    #[arg(long)]
+    pub(crate) rm: bool,
+    /// Image (a tag in the local store).
+    pub(crate) image: String,
+    /// Command and arguments (default: the image's CMD).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub(crate) command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PushArgs {
+    /// Image tag in the local store, naming the registry.
+    pub(crate) image: String,
+    /// Registry hosts reached over plain HTTP; loopback always is.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub(crate) insecure_registries: Vec<String>,
+}

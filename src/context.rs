@@ -1,0 +1,301 @@
+//! The build context: which files exist after `.dockerignore`, wildcard matching of COPY sources, and the
+//! content digest of exactly the files a COPY reads (blake3, internal only; never mtime).
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{bail, Context as _, Result};
+
+/// One context entry, path relative to the context root with `/` separators.
+#[derive(Clone, Debug)]
+pub(crate) struct Entry {
+    pub(crate) kind: Kind,
+    pub(crate) mode: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// The build context after `.dockerignore`, listed once per build.
+pub(crate) struct Context {
+    root: PathBuf,
+    /// Relative path → entry, sorted, excluding ignored paths. The root itself is "".
+    entries: BTreeMap<String, Entry>,
+    /// Content digests already computed in this build.
+    digests: Mutex<BTreeMap<String, String>>,
+}
+
+impl Context {
+    /// Lists `root`, applying `ignore`.
+    pub(crate) fn load(root: &Path, ignore: &frontend::DockerIgnore) -> Result<Self> {
+        let meta =
+            std::fs::metadata(root).with_context(|| format!("build context {}", root.display()))?;
+        if !meta.is_dir() {
+            bail!("build context {} is not a directory", root.display());
+        }
+        let mut entries = BTreeMap::new();
+        entries.insert(
+            String::new(),
+            Entry {
+                kind: Kind::Dir,
+                mode: meta.permissions().mode() & 0o7777,
+            },
+        );
+        let mut walker = walkdir::WalkDir::new(root)
+            .follow_links(false)
+            .sort_by_file_name()
+            .min_depth(1)
+            .into_iter();
+        while let Some(item) = walker.next() {
+            let item = item.with_context(|| format!("reading build context {}", root.display()))?;
+            let rel = item
+                .path()
+                .strip_prefix(root)
+                .expect("walkdir yields paths under its root")
+                .to_string_lossy()
+                .replace('\\', "/");
+            let ft = item.file_type();
+            if ignore.is_excluded(&rel) {
+                if ft.is_dir() && !ignore.may_include_under(&rel) {
+                    walker.skip_current_dir();
+                }
+                continue;
+            }
+            let md = item
+                .metadata()
+                .with_context(|| format!("stat {}", item.path().display()))?;
+            let kind = if ft.is_symlink() {
+                Kind::Symlink
+            } else if ft.is_dir() {
+                Kind::Dir
+            } else if ft.is_file() {
+                Kind::File
+            } else {
+                continue; // sockets, fifos, devices are not sent by docker either
+            };
+            entries.insert(
+                rel,
+                Entry {
+                    kind,
+                    mode: md.mode() & 0o7777,
+                },
+            );
+        }
+        Ok(Self {
+            root: root.to_owned(),
+            entries,
+            digests: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub(crate) fn host_path(&self, rel: &str) -> PathBuf {
+        if rel.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(rel)
+        }
+    }
+
+    pub(crate) fn entry(&self, rel: &str) -> Option<&Entry> {
+        self.entries.get(rel)
+    }
+
+    /// Entries strictly below directory `rel`, sorted.
+    pub(crate) fn below<'a>(
+        &'a self,
+        rel: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a Entry)> + 'a {
+        let prefix = if rel.is_empty() {
+            String::new()
+        } else {
+            format!("{rel}/")
+        };
+        self.entries
+            .range(prefix.clone()..)
+            .skip_while(move |(k, _)| k.is_empty() && !prefix.is_empty())
+            .take_while({
+                let prefix = if rel.is_empty() {
+                    String::new()
+                } else {
+                    format!("{rel}/")
+                };
+                move |(k, _)| k.starts_with(&prefix)
+            })
+            .filter(|(k, _)| !k.is_empty())
+    }
+
+    /// Expands one COPY source (possibly a wildcard) to matching context paths.
+    pub(crate) fn matches(&self, src: &str) -> Result<Vec<String>> {
+        let clean = clean_rel(src)?;
+        if !has_wildcard(&clean) {
+            return Ok(if self.entries.contains_key(&clean) {
+                vec![clean]
+            } else {
+                vec![]
+            });
+        }
+        let depth = clean.split('/').count();
+        Ok(self
+            .entries
+            .keys()
+            .filter(|k| !k.is_empty() && k.split('/').count() == depth && path_match(&clean, k))
+            .cloned()
+            .collect())
+    }
+
+    /// Digest of everything COPY would read for these sources: paths, kinds, modes (unless `chmod`
+    /// replaces them), symlink targets and file contents. Never mtime, uid or gid (COPY writes 0:0).
+    pub(crate) fn content_key(
+        &self,
+        srcs: &[String],
+        exclude: &[String],
+        chmod: bool,
+    ) -> Result<String> {
+        let mut h = blake3::Hasher::new();
+        for src in srcs {
+            h.update(b"src\0");
+            h.update(src.as_bytes());
+            for m in self.matches(src)? {
+                let mut paths = vec![m.clone()];
+                paths.extend(self.below(&m).map(|(k, _)| k.clone()));
+                for p in paths {
+                    if exclude
+                        .iter()
+                        .any(|x| path_match(x.trim_start_matches('/'), &p))
+                    {
+                        continue;
+                    }
+                    let e = &self.entries[&p];
+                    h.update(p.as_bytes());
+                    h.update(&[0, e.kind as u8]);
+                    if !chmod {
+                        h.update(&e.mode.to_le_bytes());
+                    }
+                    match e.kind {
+                        Kind::File => h.update(self.file_digest(&p)?.as_bytes()),
+                        Kind::Symlink => {
+                            let t = std::fs::read_link(self.host_path(&p))
+                                .with_context(|| format!("reading link {p} in build context"))?;
+                            h.update(t.to_string_lossy().as_bytes())
+                        }
+                        Kind::Dir => &mut h,
+                    };
+                }
+            }
+        }
+        Ok(h.finalize().to_hex().to_string())
+    }
+
+    fn file_digest(&self, rel: &str) -> Result<String> {
+        if let Some(d) = self.digests.lock().expect("digest cache lock").get(rel) {
+            return Ok(d.clone());
+        }
+        let mut h = blake3::Hasher::new();
+        let path = self.host_path(rel);
+        let mut f = std::fs::File::open(&path)
+            .with_context(|| format!("reading {} in build context", path.display()))?;
+        std::io::copy(&mut f, &mut h)
+            .with_context(|| format!("reading {} in build context", path.display()))?;
+        let d = h.finalize().to_hex().to_string();
+        self.digests
+            .lock()
+            .expect("digest cache lock")
+            .insert(rel.to_owned(), d.clone());
+        Ok(d)
+    }
+}
+
+/// Normalises a COPY source to a path relative to the context root; `..` that would leave the root is an error.
+pub(crate) fn clean_rel(src: &str) -> Result<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in src.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    bail!("COPY source {src:?} is outside the build context");
+                }
+            }
+            c => parts.push(c),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+pub(crate) fn has_wildcard(p: &str) -> bool {
+    p.contains(['*', '?', '['])
+}
+
+/// Go `filepath.Match` semantics, component-aligned: `*` and `?` never match `/`.
+pub(crate) fn path_match(pattern: &str, name: &str) -> bool {
+    fn m(p: &[u8], n: &[u8]) -> bool {
+        match p.first() {
+            None => n.is_empty(),
+            Some(b'*') => (0..=n.len())
+                .take_while(|&i| i == 0 || n[i - 1] != b'/')
+                .any(|i| m(&p[1..], &n[i..])),
+            Some(b'?') => !n.is_empty() && n[0] != b'/' && m(&p[1..], &n[1..]),
+            Some(b'[') => {
+                let Some(end) = p.iter().skip(1).position(|&c| c == b']').map(|i| i + 1) else {
+                    return !n.is_empty() && n[0] == b'[' && m(&p[1..], &n[1..]);
+                };
+                if n.is_empty() || n[0] == b'/' {
+                    return false;
+                }
+                let (neg, class) = match p[1] {
+                    b'^' | b'!' => (true, &p[2..end]),
+                    _ => (false, &p[1..end]),
+                };
+                let c = n[0];
+                let mut hit = false;
+                let mut i = 0;
+                while i < class.len() {
+                    if i + 2 < class.len() && class[i + 1] == b'-' {
+                        hit |= class[i] <= c && c <= class[i + 2];
+                        i += 3;
+                    } else {
+                        hit |= class[i] == c;
+                        i += 1;
+                    }
+                }
+                hit != neg && m(&p[end + 1..], &n[1..])
+            }
+            Some(b'\\') if p.len() > 1 => !n.is_empty() && n[0] == p[1] && m(&p[2..], &n[1..]),
+            Some(&c) => !n.is_empty() && n[0] == c && m(&p[1..], &n[1..]),
+        }
+    }
+    m(pattern.as_bytes(), name.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_follow_filepath_match() {
+        assert!(path_match("*.js", "a.js"));
+        assert!(!path_match("*.js", "src/a.js"));
+        assert!(path_match("src/*.js", "src/a.js"));
+        assert!(path_match("f?.txt", "f1.txt"));
+        assert!(path_match("f[0-9].txt", "f7.txt"));
+        assert!(!path_match("f[!0-9].txt", "f7.txt"));
+    }
+
+    #[test]
+    fn clean_rel_refuses_escape() {
+        assert_eq!(clean_rel("./a/../b/").unwrap(), "b");
+        assert_eq!(clean_rel("/etc/passwd").unwrap(), "etc/passwd");
+        assert!(clean_rel("../outside").is_err());
+        assert!(clean_rel("a/../../x").is_err());
+    }
+}

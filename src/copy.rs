@@ -1,0 +1,375 @@
+//! COPY, ADD and WORKDIR as file operations: they fill a fresh overlay-format layer dir.
+//!
+//! Docker's rules: a source directory's *contents* are copied; several sources, a wildcard, a trailing `/`
+//! or an existing directory at the destination make the destination a directory; files from the context
+//! are owned by 0:0 unless `--chown`; files from another stage keep their owners. The destination path is
+//! resolved inside the target rootfs (symlinks followed within it), so `COPY x /bin/` on an image whose
+//! `/bin` is a symlink writes into the link's target and never replaces the link. Parent directories that
+//! already exist in the rootfs keep their mode and owner in the layer.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use oci::MergedView;
+
+use crate::context::{has_wildcard, path_match, Context, Kind};
+
+/// Performs one COPY/ADD into `layer`.
+pub(crate) fn copy(
+    c: &graph::Copy,
+    ctx: &Context,
+    src_view: Option<&MergedView>,
+    dest_view: &MergedView,
+    layer: &Path,
+) -> Result<()> {
+    let owner = match &c.chown {
+        Some(spec) => Some(lookup_owner(spec, dest_view, false)?),
+        None => None,
+    };
+    if let graph::CopySource::Inline { name, content } = &c.source {
+        let dest = if c.dest.ends_with('/') {
+            format!("{}{name}", c.dest)
+        } else {
+            c.dest.clone()
+        };
+        let target = prepare_dest(&dest, dest_view, layer)?;
+        fs_err::write(&target, content)?;
+        let mode = c.chmod.unwrap_or(0o644);
+        fs_err::set_permissions(&target, std::fs::Permissions::from_mode(mode))?;
+        let (uid, gid) = owner.unwrap_or((0, 0));
+        std::os::unix::fs::lchown(&target, Some(uid), Some(gid))?;
+        return Ok(());
+    }
+
+    // Expand sources.
+    let mut sources: Vec<(String, bool)> = Vec::new(); // (path in source, is_dir)
+    for src in &c.srcs {
+        let found: Vec<(String, bool)> = match (&c.source, src_view) {
+            (graph::CopySource::Context, _) => ctx
+                .matches(src)?
+                .into_iter()
+                .map(|m| {
+                    let is_dir = ctx.entry(&m).is_some_and(|e| e.kind == Kind::Dir);
+                    (m, is_dir)
+                })
+                .collect(),
+            (graph::CopySource::Input { .. }, Some(view)) => stage_matches(view, src)?,
+            _ => bail!("COPY source has no input"),
+        };
+        if found.is_empty() {
+            let place = match c.source {
+                graph::CopySource::Context => "the build context",
+                _ => "the source stage",
+            };
+            bail!("COPY source {src:?} not found in {place}");
+        }
+        sources.extend(found);
+    }
+    sources.retain(|(p, _)| {
+        !c.exclude
+            .iter()
+            .any(|x| path_match(x.trim_start_matches('/'), p))
+    });
+
+    let dest_is_dir = c.dest.ends_with('/')
+        || c.srcs.len() > 1
+        || c.srcs.iter().any(|s| has_wildcard(s))
+        || dest_view.resolve(&c.dest, true)?.is_some_and(|r| r.is_dir);
+    for (src, is_dir) in &sources {
+        let dest = if *is_dir {
+            c.dest.clone()
+        } else if dest_is_dir {
+            let base = src.rsplit('/').next().unwrap_or(src);
+            format!("{}/{}", c.dest.trim_end_matches('/'), base)
+        } else {
+            c.dest.clone()
+        };
+        let target = prepare_dest(&dest, dest_view, layer)?;
+        match (&c.source, src_view) {
+            (graph::CopySource::Context, _) => copy_from_context(ctx, src, &target, &c.exclude)?,
+            (_, Some(view)) => view
+                .copy_out(src, &target, true)
+                .with_context(|| format!("copying {src} from the source stage"))?,
+            _ => unreachable!("checked above"),
+        }
+        let default_owner = match c.source {
+            graph::CopySource::Context => Some((0, 0)),
+            _ => None,
+        };
+        if let Some((uid, gid)) = owner.or(default_owner) {
+            walk_apply(&target, &|p, _| {
+                std::os::unix::fs::lchown(p, Some(uid), Some(gid))
+            })?;
+        }
+        if let Some(mode) = c.chmod {
+            walk_apply(&target, &|p, md| {
+                if md.file_type().is_symlink() {
+                    Ok(())
+                } else {
+                    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+                }
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates WORKDIR `path` in `layer`, owned by `user` (root when empty).
+pub(crate) fn mkdir(path: &str, user: &str, view: &MergedView, layer: &Path) -> Result<()> {
+    let target = prepare_dest(path, view, layer)?;
+    fs_err::create_dir_all(&target)?;
+    fs_err::set_permissions(&target, std::fs::Permissions::from_mode(0o755))?;
+    if !user.is_empty() {
+        let (uid, gid) = lookup_owner(user, view, true)?;
+        std::os::unix::fs::lchown(&target, Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
+/// Matches a COPY --from source (wildcards in the last component) in a stage's rootfs.
+fn stage_matches(view: &MergedView, src: &str) -> Result<Vec<(String, bool)>> {
+    let src = format!("/{}", src.trim_start_matches('/'));
+    let (parent, name) = src.rsplit_once('/').unwrap_or(("", &src));
+    let candidates: Vec<String> = if has_wildcard(name) {
+        match view.read_dir(if parent.is_empty() { "/" } else { parent }) {
+            Ok(names) => names
+                .into_iter()
+                .filter(|n| path_match(name, n))
+                .map(|n| format!("{parent}/{n}"))
+                .collect(),
+            Err(_) => vec![],
+        }
+    } else {
+        vec![src.clone()]
+    };
+    let mut out = Vec::new();
+    for cand in candidates {
+        if let Some(r) = view.resolve(&cand, true)? {
+            out.push((cand, r.is_dir));
+        }
+    }
+    Ok(out)
+}
+
+/// Resolves `dest` (absolute, in the target rootfs) to a path inside `layer`, creating its parents there
+/// with the metadata they have in the rootfs (or root 0755 when new).
+fn prepare_dest(dest: &str, view: &MergedView, layer: &Path) -> Result<PathBuf> {
+    let comps: Vec<&str> = dest
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    if comps.iter().any(|c| *c == "..") {
+        // Frontend joins paths; a remaining `..` is resolved lexically, never above the root.
+        let joined = clean_abs(dest);
+        return prepare_dest(&joined, view, layer);
+    }
+    // Canonicalise the parent path inside the rootfs, component by component.
+    let mut canon = String::new();
+    let mut existing = true;
+    for c in &comps[..comps.len().saturating_sub(1)] {
+        let candidate = format!("{canon}/{c}");
+        if existing {
+            if let Some(r) = view.resolve(&candidate, true)? {
+                if !r.is_dir {
+                    bail!("COPY destination {dest}: {candidate} is not a directory");
+                }
+                canon = if r.merged_path == "/" {
+                    String::new()
+                } else {
+                    r.merged_path
+                };
+                continue;
+            }
+            existing = false;
+        }
+        canon = candidate;
+    }
+    // Create the parents in the layer.
+    let mut host = layer.to_path_buf();
+    let mut merged = String::new();
+    for c in canon.split('/').filter(|c| !c.is_empty()) {
+        merged.push('/');
+        merged.push_str(c);
+        host.push(c);
+        if host.symlink_metadata().is_ok() {
+            continue;
+        }
+        fs_err::create_dir(&host)?;
+        match view.resolve(&merged, false)? {
+            Some(r) if r.is_dir => {
+                let md = fs_err::metadata(&r.host_path)?;
+                fs_err::set_permissions(
+                    &host,
+                    std::fs::Permissions::from_mode(md.mode() & 0o7777),
+                )?;
+                std::os::unix::fs::lchown(&host, Some(md.uid()), Some(md.gid()))?;
+                let mtime = filetime::FileTime::from_last_modification_time(&md);
+                filetime::set_file_mtime(&host, mtime)?;
+            }
+            _ => fs_err::set_permissions(&host, std::fs::Permissions::from_mode(0o755))?,
+        }
+    }
+    match comps.last() {
+        Some(last) => Ok(host.join(last)),
+        None => Ok(host),
+    }
+}
+
+fn clean_abs(p: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
+/// Copies a context path (file, symlink, or directory contents) to `target`.
+fn copy_from_context(ctx: &Context, rel: &str, target: &Path, exclude: &[String]) -> Result<()> {
+    let entry = ctx
+        .entry(rel)
+        .ok_or_else(|| anyhow!("{rel} vanished from the build context"))?;
+    match entry.kind {
+        Kind::Dir => {
+            if target
+                .symlink_metadata()
+                .map(|m| !m.is_dir())
+                .unwrap_or(false)
+            {
+                fs_err::remove_file(target)?;
+            }
+            if !target.exists() {
+                fs_err::create_dir(target)?;
+            }
+            copy_meta(&ctx.host_path(rel), target)?;
+            let prefix_len = if rel.is_empty() { 0 } else { rel.len() + 1 };
+            for (path, e) in ctx.below(rel) {
+                if exclude
+                    .iter()
+                    .any(|x| path_match(x.trim_start_matches('/'), path))
+                {
+                    continue;
+                }
+                let dst = target.join(&path[prefix_len..]);
+                if !dst.parent().is_some_and(Path::exists) {
+                    continue; // its parent directory was excluded
+                }
+                copy_one(ctx, path, e.kind, &dst)?;
+            }
+        }
+        kind => copy_one(ctx, rel, kind, target)?,
+    }
+    Ok(())
+}
+
+fn copy_one(ctx: &Context, rel: &str, kind: Kind, dst: &Path) -> Result<()> {
+    let src = ctx.host_path(rel);
+    if let Ok(md) = dst.symlink_metadata() {
+        if md.is_dir() && kind != Kind::Dir {
+            fs_err::remove_dir_all(dst)?;
+        } else if !md.is_dir() {
+            fs_err::remove_file(dst)?;
+        }
+    }
+    match kind {
+        Kind::Dir => {
+            if !dst.exists() {
+                fs_err::create_dir(dst)?;
+            }
+            copy_meta(&src, dst)?;
+        }
+        Kind::File => {
+            fs_err::copy(&src, dst)?;
+            copy_meta(&src, dst)?;
+        }
+        Kind::Symlink => {
+            let t = fs_err::read_link(&src)?;
+            std::os::unix::fs::symlink(&t, dst)
+                .with_context(|| format!("creating symlink {}", dst.display()))?;
+            let md = fs_err::symlink_metadata(&src)?;
+            filetime::set_symlink_file_times(
+                dst,
+                filetime::FileTime::from_last_access_time(&md),
+                filetime::FileTime::from_last_modification_time(&md),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn copy_meta(src: &Path, dst: &Path) -> Result<()> {
+    let md = fs_err::metadata(src)?;
+    fs_err::set_permissions(dst, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
+    filetime::set_file_mtime(dst, filetime::FileTime::from_last_modification_time(&md))?;
+    Ok(())
+}
+
+fn walk_apply(
+    root: &Path,
+    f: &dyn Fn(&Path, &std::fs::Metadata) -> std::io::Result<()>,
+) -> Result<()> {
+    for e in walkdir::WalkDir::new(root).follow_links(false) {
+        let e = e?;
+        let md = e.path().symlink_metadata()?;
+        f(e.path(), &md)
+            .with_context(|| format!("setting owner or mode of {}", e.path().display()))?;
+    }
+    Ok(())
+}
+
+/// Resolves `user[:group]` (names or ids) with the rootfs's /etc/passwd and /etc/group.
+///
+/// Without a group, `primary_group` picks the user's passwd group (WORKDIR, as BuildKit); otherwise the
+/// gid equals the uid (COPY --chown, as Docker documents).
+pub(crate) fn lookup_owner(
+    spec: &str,
+    view: &MergedView,
+    primary_group: bool,
+) -> Result<(u32, u32)> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let read = |path: &str| -> Result<String> {
+        match view.resolve(path, true)? {
+            Some(r) if !r.is_dir => Ok(fs_err::read_to_string(&r.host_path)?),
+            _ => Ok(String::new()),
+        }
+    };
+    let (uid, passwd_gid) = match user.parse::<u32>() {
+        Ok(uid) => (uid, None),
+        Err(_) => {
+            let passwd = read("/etc/passwd")?;
+            let fields = passwd
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() >= 4 && f[0] == user)
+                .ok_or_else(|| anyhow!("unknown user {user:?}: not in the image's /etc/passwd"))?;
+            (fields[2].parse()?, Some(fields[3].parse::<u32>()?))
+        }
+    };
+    let gid = match group {
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => {
+                let groups = read("/etc/group")?;
+                groups
+                    .lines()
+                    .map(|l| l.split(':').collect::<Vec<_>>())
+                    .find(|f| f.len() >= 3 && f[0] == g)
+                    .ok_or_else(|| anyhow!("unknown group {g:?}: not in the image's /etc/group"))?
+                    [2]
+                .parse()?
+            }
+        },
+        None if primary_group => passwd_gid.unwrap_or(uid),
+        None => uid,
+    };
+    Ok((uid, gid))
+}

@@ -1,0 +1,506 @@
+//! The [`solver::Worker`] of the binary: pulls base images, unpacks snapshots lazily, runs RUN in the
+//! runner, and performs COPY/WORKDIR as file operations that produce layers.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _, Result};
+use graph::{CopySource, Mount, Network, Node, Op};
+use oci::{Descriptor, ImageConfig, LayerOptions, Manifest, MergedView, Platform, Reference};
+use solver::{ExecContext, Layer, Outcome, WorkerError};
+
+use crate::context::Context;
+use crate::copy;
+
+/// A base image resolved to a manifest, with its config.
+#[derive(Clone, Debug)]
+pub(crate) struct ResolvedImage {
+    pub(crate) reference: Option<Reference>,
+    pub(crate) manifest_desc: Descriptor,
+    pub(crate) manifest: Manifest,
+    pub(crate) config: ImageConfig,
+}
+
+/// Resolves image references (local tags first, then registries) and remembers the answers for one build,
+/// so the lowering and the pull see the same manifest.
+pub(crate) struct Images {
+    pub(crate) store: Arc<cache::Store>,
+    pub(crate) client: registry::Client,
+    pub(crate) rt: tokio::runtime::Handle,
+    pub(crate) platform: Platform,
+    resolved: Mutex<HashMap<String, ResolvedImage>>,
+}
+
+impl Images {
+    pub(crate) fn new(
+        store: Arc<cache::Store>,
+        client: registry::Client,
+        rt: tokio::runtime::Handle,
+        platform: Platform,
+    ) -> Self {
+        Self {
+            store,
+            client,
+            rt,
+            platform,
+            resolved: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Resolves `name`: a tag in the local store, else the registry it names.
+    pub(crate) fn resolve(&self, name: &str) -> Result<ResolvedImage> {
+        if let Some(r) = self.resolved.lock().expect("images lock").get(name) {
+            return Ok(r.clone());
+        }
+        let r = self.resolve_uncached(name)?;
+        self.resolved
+            .lock()
+            .expect("images lock")
+            .insert(name.to_owned(), r.clone());
+        Ok(r)
+    }
+
+    fn resolve_uncached(&self, name: &str) -> Result<ResolvedImage> {
+        let reference: Reference = name.parse().with_context(|| format!("image {name:?}"))?;
+        if let Some(desc) = self.store.resolve_tag(&reference.familiar())? {
+            return self.local(Some(reference), desc);
+        }
+        let pulled = self
+            .rt
+            .block_on(self.client.get_manifest(&reference, &self.platform));
+        let pulled = match pulled {
+            Ok(p) => p,
+            Err(e @ registry::Error::Unreachable { .. }) => {
+                // Offline rebuild: reuse what this store resolved last time, if it is all still here.
+                if let Some(desc) = self.store.base_get(&reference.to_string())? {
+                    tracing::warn!(%reference, "registry unreachable; using the last resolved manifest");
+                    return self.local(Some(reference), desc);
+                }
+                return Err(
+                    anyhow!(e).context(format!("resolving base image {}", reference.familiar()))
+                );
+            }
+            Err(e) => {
+                return Err(
+                    anyhow!(e).context(format!("resolving base image {}", reference.familiar()))
+                )
+            }
+        };
+        let config_bytes = if self.store.has_blob(&pulled.manifest.config.digest) {
+            self.store.read_blob(&pulled.manifest.config.digest)?
+        } else {
+            let bytes = self
+                .rt
+                .block_on(
+                    self.client
+                        .fetch_blob_bytes(&reference, &pulled.manifest.config),
+                )
+                .with_context(|| format!("fetching config of {}", reference.familiar()))?;
+            self.store.put_blob(&bytes)?;
+            bytes
+        };
+        let config: ImageConfig = serde_json::from_slice(&config_bytes)
+            .with_context(|| format!("parsing config of {}", reference.familiar()))?;
+        self.store.put_blob(&pulled.bytes)?;
+        let manifest_desc = Descriptor::new(
+            &pulled.media_type,
+            pulled.digest.clone(),
+            pulled.bytes.len() as u64,
+        );
+        self.store
+            .base_put(&reference.to_string(), &manifest_desc)?;
+        Ok(ResolvedImage {
+            reference: Some(reference),
+            manifest_desc,
+            manifest: pulled.manifest,
+            config,
+        })
+    }
+
+    /// An image whose manifest is in the local store.
+    pub(crate) fn local(
+        &self,
+        reference: Option<Reference>,
+        desc: Descriptor,
+    ) -> Result<ResolvedImage> {
+        let manifest: Manifest = serde_json::from_slice(&self.store.read_blob(&desc.digest)?)
+            .with_context(|| format!("parsing manifest {}", desc.digest))?;
+        let config: ImageConfig =
+            serde_json::from_slice(&self.store.read_blob(&manifest.config.digest)?)
+                .with_context(|| format!("parsing config {}", manifest.config.digest))?;
+        Ok(ResolvedImage {
+            reference,
+            manifest_desc: desc,
+            manifest,
+            config,
+        })
+    }
+
+    /// Makes sure every layer blob of `image` is in the store, downloading the missing ones.
+    pub(crate) fn fetch_layers(&self, image: &ResolvedImage) -> Result<Vec<Layer>> {
+        let diff_ids = &image.config.rootfs.diff_ids;
+        if diff_ids.len() != image.manifest.layers.len() {
+            return Err(anyhow!(
+                "image {} has {} layers but its config lists {} diff_ids",
+                image.manifest_desc.digest,
+                image.manifest.layers.len(),
+                diff_ids.len()
+            ));
+        }
+        for desc in &image.manifest.layers {
+            if self.store.has_blob(&desc.digest) {
+                continue;
+            }
+            let reference = image.reference.as_ref().ok_or_else(|| {
+                anyhow!(
+                    "layer {} of a local image is missing from the store",
+                    desc.digest
+                )
+            })?;
+            let mut w = self.store.blob_writer()?;
+            self.rt
+                .block_on(self.client.fetch_blob(reference, desc, &mut w))
+                .with_context(|| {
+                    format!("pulling layer {} of {}", desc.digest, reference.familiar())
+                })?;
+            w.commit(Some(&desc.digest))?;
+        }
+        Ok(diff_ids
+            .iter()
+            .zip(&image.manifest.layers)
+            .map(|(d, b)| Layer {
+                diff_id: d.clone(),
+                blob: b.clone(),
+            })
+            .collect())
+    }
+}
+
+/// Unpacks a layer into its snapshot dir unless it already is, returning the dir.
+pub(crate) fn ensure_snapshot(store: &cache::Store, layer: &Layer) -> Result<PathBuf> {
+    if let Some(p) = store.snapshot_path(&layer.diff_id) {
+        return Ok(p);
+    }
+    let tmp = store.tmp_dir()?;
+    let dir = tmp.path().join("fs");
+    fs_err::create_dir(&dir)?;
+    let blob = store.open_blob(&layer.blob.digest)?;
+    let diff_id = oci::unpack_layer(std::io::BufReader::new(blob), &layer.blob.media_type, &dir)
+        .with_context(|| format!("unpacking layer {}", layer.blob.digest))?;
+    if diff_id != layer.diff_id {
+        return Err(anyhow!(
+            "layer {} unpacks to diff_id {diff_id}, expected {}",
+            layer.blob.digest,
+            layer.diff_id
+        ));
+    }
+    Ok(store.commit_snapshot(&dir, &layer.diff_id)?)
+}
+
+/// Snapshot dirs of a layer stack, base first.
+pub(crate) fn snapshots(store: &cache::Store, layers: &[Layer]) -> Result<Vec<PathBuf>> {
+    layers.iter().map(|l| ensure_snapshot(store, l)).collect()
+}
+
+pub(crate) struct BuildWorker {
+    pub(crate) images: Arc<Images>,
+    pub(crate) store: Arc<cache::Store>,
+    pub(crate) context: Arc<Context>,
+    pub(crate) exe: PathBuf,
+    pub(crate) layer_opts: LayerOptions,
+}
+
+fn werr(e: anyhow::Error) -> WorkerError {
+    WorkerError::Other {
+        message: format!("{e:#}"),
+        source: None,
+    }
+}
+
+impl solver::Worker for BuildWorker {
+    fn content_key(&self, node: &Node) -> Result<Option<String>, WorkerError> {
+        match &node.op {
+            Op::Image { reference } => {
+                let img = self.images.resolve(reference).map_err(werr)?;
+                Ok(Some(img.manifest_desc.digest.to_string()))
+            }
+            Op::Copy(c) if c.source == CopySource::Context => self
+                .context
+                .content_key(&c.srcs, &c.exclude, c.chmod.is_some())
+                .map(Some)
+                .map_err(werr),
+            _ => Ok(None),
+        }
+    }
+
+    fn execute(
+        &self,
+        node: &Node,
+        inputs: &[Outcome],
+        ctx: &ExecContext<'_>,
+    ) -> Result<Outcome, WorkerError> {
+        match &node.op {
+            Op::Scratch => Ok(Outcome::default()),
+            Op::Image { reference } => {
+                let img = self.images.resolve(reference).map_err(werr)?;
+                let layers = self.images.fetch_layers(&img).map_err(werr)?;
+                Ok(Outcome {
+                    layers,
+                    added_layer: false,
+                })
+            }
+            Op::Exec(exec) => self.exec(exec, inputs, ctx),
+            Op::Copy(c) => {
+                let base = &inputs[0];
+                let from = match &c.source {
+                    CopySource::Input { index } => Some(&inputs[*index]),
+                    _ => None,
+                };
+                self.file_op(base, |layer_dir| {
+                    let dest_view = MergedView::new(snapshots(&self.store, &base.layers)?);
+                    let src_view = match from {
+                        Some(o) => Some(MergedView::new(snapshots(&self.store, &o.layers)?)),
+                        None => None,
+                    };
+                    copy::copy(c, &self.context, src_view.as_ref(), &dest_view, layer_dir)
+                })
+            }
+            Op::Mkdir(m) => {
+                let base = &inputs[0];
+                let view = MergedView::new(snapshots(&self.store, &base.layers).map_err(werr)?);
+                if view
+                    .resolve(&m.path, true)
+                    .map_err(|e| werr(e.into()))?
+                    .is_some_and(|r| r.is_dir)
+                {
+                    return Ok(Outcome {
+                        layers: base.layers.clone(),
+                        added_layer: false,
+                    });
+                }
+                self.file_op(base, |layer_dir| {
+                    copy::mkdir(&m.path, &m.user, &view, layer_dir)
+                })
+            }
+        }
+    }
+
+    fn is_usable(&self, outcome: &Outcome) -> bool {
+        outcome
+            .layers
+            .iter()
+            .all(|l| self.store.has_blob(&l.blob.digest))
+    }
+}
+
+impl BuildWorker {
+    /// Runs `fill` on a fresh layer dir and turns the dir into a layer on top of `base`.
+    fn file_op(
+        &self,
+        base: &Outcome,
+        fill: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<Outcome, WorkerError> {
+        let tmp = self.store.tmp_dir().map_err(|e| werr(e.into()))?;
+        let dir = tmp.path().join("layer");
+        fs_err::create_dir(&dir).map_err(|e| werr(e.into()))?;
+        fill(&dir).map_err(werr)?;
+        self.commit_layer(base, &dir).map_err(werr)
+    }
+
+    /// Writes `dir` (overlay format) as a layer blob and keeps `dir` as its snapshot.
+    fn commit_layer(&self, base: &Outcome, dir: &Path) -> Result<Outcome> {
+        if oci::is_empty_dir(dir)? {
+            return Ok(Outcome {
+                layers: base.layers.clone(),
+                added_layer: false,
+            });
+        }
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, self.store.blob_writer()?);
+        let info = oci::write_layer(dir, &mut w, &self.layer_opts).context("writing layer")?;
+        let w = w
+            .into_inner()
+            .map_err(|e| anyhow!("writing layer: {}", e.error()))?;
+        let (digest, size) = w.commit(Some(&info.digest))?;
+        self.store.commit_snapshot(dir, &info.diff_id)?;
+        let mut layers = base.layers.clone();
+        layers.push(Layer {
+            diff_id: info.diff_id,
+            blob: Descriptor::new(info.media_type, digest, size),
+        });
+        Ok(Outcome {
+            layers,
+            added_layer: true,
+        })
+    }
+
+    fn exec(
+        &self,
+        exec: &graph::Exec,
+        inputs: &[Outcome],
+        ctx: &ExecContext<'_>,
+    ) -> Result<Outcome, WorkerError> {
+        let base = &inputs[0];
+        let mut lowers = snapshots(&self.store, &base.layers).map_err(werr)?;
+        if lowers.is_empty() {
+            lowers.push(self.store.empty_dir().map_err(|e| werr(e.into()))?);
+        }
+        let tmp = self.store.tmp_dir().map_err(|e| werr(e.into()))?;
+        let upper = tmp.path().join("upper");
+        let work = tmp.path().join("work");
+        fs_err::create_dir(&upper).map_err(|e| werr(e.into()))?;
+        fs_err::create_dir(&work).map_err(|e| werr(e.into()))?;
+
+        let mut mounts = Vec::new();
+        let mut _locks = Vec::new();
+        for m in &exec.mounts {
+            match m {
+                Mount::Cache {
+                    id,
+                    target,
+                    readonly,
+                    sharing,
+                    ..
+                } => {
+                    let dir = self.store.cache_mount_dir(id).map_err(|e| werr(e.into()))?;
+                    if sharing == "locked" {
+                        _locks.push(
+                            self.store
+                                .lock_cache_mount(id)
+                                .map_err(|e| werr(e.into()))?,
+                        );
+                    }
+                    mounts.push(runner::MountSpec::Bind {
+                        source: dir,
+                        target: target.clone(),
+                        readonly: *readonly,
+                    });
+                }
+                Mount::Tmpfs { target, size } => {
+                    mounts.push(runner::MountSpec::Tmpfs {
+                        target: target.clone(),
+                        size: *size,
+                    });
+                }
+                Mount::Bind {
+                    input: None,
+                    source,
+                    target,
+                    readwrite: false,
+                } => {
+                    let rel = crate::context::clean_rel(source).map_err(werr)?;
+                    mounts.push(runner::MountSpec::Bind {
+                        source: self.context.host_path(&rel),
+                        target: target.clone(),
+                        readonly: true,
+                    });
+                }
+                // TODO(#5): bind mounts from stages, rw binds, secrets and ssh.
+                other => {
+                    return Err(WorkerError::msg(format!(
+                        "RUN --mount {other:?} is not supported yet"
+                    )));
+                }
+            }
+        }
+
+        let spec = runner::Spec {
+            lowers,
+            upper: upper.clone(),
+            work,
+            args: exec.args.clone(),
+            env: exec.env.clone(),
+            cwd: exec.cwd.clone(),
+            user: exec.user.clone(),
+            hostname: String::new(),
+            network: match exec.network {
+                Network::None => runner::Network::None,
+                Network::Default | Network::Host => runner::Network::Host,
+            },
+            mounts,
+            readonly_rootfs: false,
+        };
+        let mut child = runner::spawn(
+            &spec,
+            &self.exe,
+            Stdio::null(),
+            Stdio::piped(),
+            Stdio::piped(),
+        )
+        .map_err(|e| WorkerError::other("starting the sandbox", e))?;
+        let setup_error = Arc::new(Mutex::new(Vec::<String>::new()));
+        let readers: Vec<_> = [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|stream| {
+            let setup_error = Arc::clone(&setup_error);
+            let reporter_lines = std::sync::mpsc::channel::<String>();
+            let (tx, rx) = reporter_lines;
+            let handle = std::thread::spawn(move || {
+                for line in BufReader::new(stream)
+                    .lines()
+                    .map_while(std::result::Result::ok)
+                {
+                    if line.starts_with("rbuild-runner: ") {
+                        setup_error
+                            .lock()
+                            .expect("setup error lock")
+                            .push(line.clone());
+                    }
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            (handle, rx)
+        })
+        .collect();
+        let status = loop {
+            for (_, rx) in &readers {
+                while let Ok(line) = rx.try_recv() {
+                    ctx.log(&line);
+                }
+            }
+            if ctx.cancel.is_cancelled() {
+                // Killing the outside process kills the sandbox (its PID 1 has PDEATHSIG).
+                let _ = child.kill(); // already-exited is fine: we wait next
+                let _ = child.wait();
+                return Err(WorkerError::Cancelled);
+            }
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Err(e) => return Err(WorkerError::other("waiting for the sandbox", e)),
+            }
+        };
+        for (handle, rx) in readers {
+            let _ = handle.join(); // a reader thread only ends by EOF; its panics are impossible here
+            while let Ok(line) = rx.try_recv() {
+                ctx.log(&line);
+            }
+        }
+        let code = status.code().unwrap_or(128);
+        if code == runner::EXIT_SETUP_FAILED {
+            let lines = setup_error.lock().expect("setup error lock").join("; ");
+            if !lines.is_empty() {
+                return Err(WorkerError::msg(format!("sandbox setup failed: {lines}")));
+            }
+        }
+        if code != 0 {
+            return Err(WorkerError::ExitCode { code });
+        }
+        self.commit_layer(base, &upper).map_err(werr)
+    }
+}
