@@ -309,6 +309,9 @@ struct Program {
     path_dirs: Vec<String>,
     cwd: String,
     identity: crate::user::Identity,
+    no_new_privs: bool,
+    /// Seccomp programs, in installation order (empty when unconfined).
+    seccomp: Vec<seccompiler::BpfProgram>,
 }
 
 fn cstring(s: &str) -> Result<CString, SetupError> {
@@ -345,6 +348,8 @@ impl Program {
             env: env.iter().map(|e| cstring(e)).collect::<Result<_, _>>()?,
             cwd: spec.cwd.clone(),
             identity,
+            no_new_privs: spec.no_new_privs,
+            seccomp: crate::seccomp::filters(spec.seccomp)?,
         })
     }
 
@@ -399,6 +404,13 @@ impl Program {
             .trim()
             .parse()
             .map_err(|_| SetupError::msg("unreadable /proc/sys/kernel/cap_last_cap"))?;
+        // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: do it now, while it is
+        // still held (as runc does). The filter then also covers the remaining setup syscalls
+        // (prctl, setgroups, setres[ug]id, capset, chdir, close_range, execve), which the
+        // default profile allows. With no_new_privs, install as late as possible instead.
+        if !self.no_new_privs {
+            self.install_seccomp()?;
+        }
         for cap in 0..=last_cap {
             if cap >= 64 || DEFAULT_CAPS & (1 << cap) == 0 {
                 sys::drop_bounding_capability(cap)
@@ -436,6 +448,18 @@ impl Program {
         rustix::process::chdir(self.cwd.as_str())
             .ctx(|| format!("failed to change directory to {}", self.cwd))?;
         sys::close_fds_from(3).ctx(|| "failed to close inherited file descriptors".into())?;
+        if self.no_new_privs {
+            rustix::thread::set_no_new_privs(true).ctx(|| "failed to set no_new_privs".into())?;
+            self.install_seccomp()?;
+        }
+        Ok(())
+    }
+
+    fn install_seccomp(&self) -> Result<(), SetupError> {
+        for program in &self.seccomp {
+            sys::install_seccomp_filter(program)
+                .ctx(|| "failed to install the seccomp filter".into())?;
+        }
         Ok(())
     }
 }

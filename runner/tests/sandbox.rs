@@ -10,11 +10,12 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use runner::{MountSpec, Network, Spec};
+use runner::{MountSpec, Network, Seccomp, Spec};
 
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "ls", "id", "sleep", "touch", "mkdir", "rm", "hostname", "grep", "wc",
-    "pwd", "test", "true", "head", "stat", "kill", "env", "readlink", "mount",
+    "pwd", "test", "true", "head", "stat", "kill", "env", "readlink", "mount", "unshare",
+    "nsenter", "linux32", "chroot",
 ];
 
 /// A busybox-only rootfs with no /etc, /proc, /dev or /sys (like a `FROM scratch` image).
@@ -78,6 +79,8 @@ impl Sandbox {
             network: Network::None,
             mounts: vec![],
             readonly_rootfs: false,
+            no_new_privs: false,
+            seccomp: Seccomp::Default,
         };
         Self { _dir: dir, spec }
     }
@@ -577,8 +580,153 @@ fn exe_without_init_is_an_error() {
     assert!(matches!(err, runner::Error::NotInit { .. }), "{err:?}");
 }
 
+fn status_fields(out: &Output) -> (String, String) {
+    let field = |name: &str| {
+        out.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {out:?}"))
+            .trim()
+            .to_owned()
+    };
+    (field("Seccomp:"), field("NoNewPrivs:"))
+}
+
+const STATUS_SCRIPT: &str = "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status";
+
+fn seccomp_filter_is_on_by_default() {
+    let out = Sandbox::sh(STATUS_SCRIPT).run().ok();
+    assert_eq!(status_fields(&out), ("2".into(), "0".into()), "{out:?}");
+    // A non-root user has no CAP_SYS_ADMIN when the filter would be installed after setuid;
+    // it is installed before, so it is there too.
+    let mut sb = Sandbox::sh(STATUS_SCRIPT);
+    sb.spec.user = "1000:1000".into();
+    let out = sb.run().ok();
+    assert_eq!(status_fields(&out), ("2".into(), "0".into()), "{out:?}");
+}
+
+fn seccomp_blocks_user_namespaces() {
+    // Without CAP_SYS_ADMIN the kernel still lets anyone create a user namespace; only the
+    // filter stops it (clone/unshare with namespace flags), as in Docker.
+    let script = "unshare -U true && echo unshared; \
+                  unshare -n true 2>/dev/null && echo netns; \
+                  chroot / true && echo chroot; linux32 true && echo linux32";
+    let out = Sandbox::sh(script).run().ok();
+    assert_eq!(out.stdout, "chroot\nlinux32\n", "{out:?}");
+    assert!(out.stderr.contains("Operation not permitted"), "{out:?}");
+
+    let mut sb = Sandbox::sh(script);
+    sb.spec.seccomp = Seccomp::Unconfined;
+    let out = sb.run().ok();
+    assert_eq!(out.stdout, "unshared\nchroot\nlinux32\n", "{out:?}");
+}
+
+fn unconfined_has_no_filter() {
+    let mut sb = Sandbox::sh(STATUS_SCRIPT);
+    sb.spec.seccomp = Seccomp::Unconfined;
+    let out = sb.run().ok();
+    assert_eq!(status_fields(&out), ("0".into(), "0".into()), "{out:?}");
+}
+
+fn no_new_privs_when_asked() {
+    for user in ["", "1000:1000"] {
+        let mut sb = Sandbox::sh(STATUS_SCRIPT);
+        sb.spec.user = user.into();
+        sb.spec.no_new_privs = true;
+        let out = sb.run().ok();
+        assert_eq!(status_fields(&out), ("2".into(), "1".into()), "{out:?}");
+    }
+    let mut sb = Sandbox::sh(STATUS_SCRIPT);
+    sb.spec.no_new_privs = true;
+    sb.spec.seccomp = Seccomp::Unconfined;
+    let out = sb.run().ok();
+    assert_eq!(status_fields(&out), ("0".into(), "1".into()), "{out:?}");
+}
+
+fn spec_without_security_fields_uses_defaults() {
+    // Specs serialized before these fields existed still deserialize, with the safe defaults.
+    let sb = Sandbox::new(&["true"]);
+    let mut json = serde_json::to_value(&sb.spec).unwrap();
+    let obj = json.as_object_mut().unwrap();
+    obj.remove("seccomp").unwrap();
+    obj.remove("no_new_privs").unwrap();
+    let spec: Spec = serde_json::from_value(json).unwrap();
+    assert_eq!(spec.seccomp, Seccomp::Default);
+    assert!(!spec.no_new_privs);
+}
+
+/// Runs in the sandbox (the test binary itself, with the host's libc bind-mounted): things a
+/// real program does under the filter.
+fn seccomp_probe() {
+    // glibc creates threads with clone3 and falls back to clone only on ENOSYS.
+    let sum: u32 = (0..8u32)
+        .map(|i| std::thread::spawn(move || i * 2))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .sum();
+    println!("threads {sum}");
+    let status = std::process::Command::new("/bin/true").status().unwrap();
+    println!("spawn {}", status.success());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::net::TcpStream::connect(addr).unwrap();
+    println!("tcp ok");
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    drop(a);
+    println!("unix ok");
+    std::fs::create_dir_all("/tmp/m").unwrap();
+    let err = rustix::mount::mount(
+        "none",
+        "/tmp/m",
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .unwrap_err();
+    println!("mount errno {}", err.raw_os_error());
+}
+
+fn real_program_works_under_the_filter() {
+    // The test binary is dynamically linked: give it the host's /usr and /lib* layout.
+    let layer = tempfile::tempdir().unwrap();
+    let mut sb = Sandbox::new(&["/probe", "seccomp-probe"]);
+    sb.spec.lowers.push(layer.path().to_owned());
+    sb.spec.mounts.push(MountSpec::Bind {
+        source: "/usr".into(),
+        target: "/usr".into(),
+        readonly: true,
+    });
+    for dir in ["lib", "lib64", "lib32"] {
+        let host = Path::new("/").join(dir);
+        match std::fs::read_link(&host) {
+            Ok(target) => std::os::unix::fs::symlink(target, layer.path().join(dir)).unwrap(),
+            Err(_) if host.is_dir() => sb.spec.mounts.push(MountSpec::Bind {
+                source: host.clone(),
+                target: format!("/{dir}"),
+                readonly: true,
+            }),
+            Err(_) => {}
+        }
+    }
+    sb.spec.mounts.push(MountSpec::Bind {
+        source: std::env::current_exe().unwrap(),
+        target: "/probe".into(),
+        readonly: true,
+    });
+    let out = sb.run().ok();
+    assert_eq!(
+        out.stdout, "threads 56\nspawn true\ntcp ok\nunix ok\nmount errno 1\n",
+        "{out:?}"
+    );
+}
+
 fn main() {
     runner::init_if_requested();
+    if std::env::args().nth(1).as_deref() == Some("seccomp-probe") {
+        seccomp_probe();
+        return;
+    }
     let tests: &[(&str, fn())] = &[
         ("echo_output_is_captured", echo_output_is_captured),
         ("exit_code_passes_through", exit_code_passes_through),
@@ -644,6 +792,24 @@ fn main() {
         ),
         ("parallel_spawns_from_threads", parallel_spawns_from_threads),
         ("exe_without_init_is_an_error", exe_without_init_is_an_error),
+        (
+            "seccomp_filter_is_on_by_default",
+            seccomp_filter_is_on_by_default,
+        ),
+        (
+            "seccomp_blocks_user_namespaces",
+            seccomp_blocks_user_namespaces,
+        ),
+        ("unconfined_has_no_filter", unconfined_has_no_filter),
+        ("no_new_privs_when_asked", no_new_privs_when_asked),
+        (
+            "spec_without_security_fields_uses_defaults",
+            spec_without_security_fields_uses_defaults,
+        ),
+        (
+            "real_program_works_under_the_filter",
+            real_program_works_under_the_filter,
+        ),
     ];
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
     let (mut passed, mut failed) = (0, 0);

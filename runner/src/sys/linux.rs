@@ -207,6 +207,37 @@ pub(crate) fn drop_bounding_capability(cap: u32) -> io::Result<()> {
     }
 }
 
+/// Installs a seccomp BPF program on the calling thread.
+///
+/// Unlike `seccompiler::apply_filter`, this does not set `no_new_privs` first: the caller must
+/// either have set it or hold `CAP_SYS_ADMIN` (as runc does when no-new-privileges is off).
+pub(crate) fn install_seccomp_filter(program: &[seccompiler::sock_filter]) -> io::Result<()> {
+    let len =
+        u16::try_from(program.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let prog = libc::sock_fprog {
+        len,
+        // seccompiler's `sock_filter` is `#[repr(C)]` with the kernel's fields (u16, u8, u8,
+        // u32), exactly like libc's.
+        filter: program.as_ptr().cast_mut().cast::<libc::sock_filter>(),
+    };
+    // SAFETY: `prog` points to `len` valid instructions for the duration of the call; the
+    // kernel copies the program and keeps no pointer to our memory. It only reads through
+    // the pointer, so casting away const is fine.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0 as libc::c_uint,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// `struct mount_attr` from `<linux/mount.h>`.
 #[repr(C)]
 struct MountAttr {
