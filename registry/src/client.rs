@@ -10,7 +10,8 @@ use oci::{media_type, Descriptor, Digest, Hasher, Index, Manifest, Platform, Ref
 use reqwest::{header, StatusCode};
 use tokio_util::io::ReaderStream;
 
-use crate::auth::{self, Auth, Credentials};
+use crate::auth::Auth;
+use crate::credentials::{self, Credentials};
 use crate::Error;
 
 /// Settings for a [`Client`].
@@ -23,7 +24,30 @@ pub struct ClientOptions {
     /// The Docker `config.json` to read credentials from; when `None`, `$DOCKER_CONFIG/config.json` or
     /// `~/.docker/config.json`. A missing file means anonymous access.
     pub docker_config: Option<PathBuf>,
+    /// The containers (podman) auth.json, read for registries config.json has nothing for; when `None`,
+    /// `$REGISTRY_AUTH_FILE` or `$XDG_RUNTIME_DIR/containers/auth.json`.
+    pub containers_auth: Option<PathBuf>,
+    /// A directory searched for `docker-credential-<name>` helpers before `PATH`.
+    pub credential_helper_dir: Option<PathBuf>,
+    /// How blobs are uploaded; monolithic (with a chunked fallback) by default.
+    pub upload: UploadMethod,
+    /// Bytes per PATCH in chunked uploads; [`DEFAULT_CHUNK_SIZE`] when `None`.
+    pub chunk_size: Option<u64>,
 }
+
+/// How [`Client::push_blob`] sends a blob's bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UploadMethod {
+    /// One PUT with the whole file; when the registry refuses it (400, 405, 415 or 501, other than for a
+    /// bad digest or size), a chunked upload in a new session.
+    #[default]
+    Monolithic,
+    /// PATCH requests of [`ClientOptions::chunk_size`] bytes, then a PUT with the digest.
+    Chunked,
+}
+
+/// Bytes per PATCH in chunked uploads unless [`ClientOptions::chunk_size`] says otherwise.
+pub const DEFAULT_CHUNK_SIZE: u64 = 8 << 20;
 
 /// A registry client; cheap to clone, and clones share connections and cached tokens.
 #[derive(Clone, Debug)]
@@ -39,6 +63,8 @@ struct Inner {
     http_direct: reqwest::Client,
     insecure: Vec<String>,
     auth: Auth,
+    upload: UploadMethod,
+    chunk_size: u64,
 }
 
 /// A single-image manifest resolved from a reference.
@@ -61,13 +87,19 @@ pub enum PushOutcome {
     Uploaded,
     /// The registry already had it; nothing was sent.
     Exists,
+    /// The registry linked it from another repository (cross-repository mount); nothing was sent.
+    Mounted,
 }
 
 /// Which repository permissions a request needs (the token scope).
 #[derive(Clone, Copy)]
-enum Access {
+enum Access<'a> {
     Pull,
     Push,
+    /// Push to this repository and pull from `from` (a cross-repository mount).
+    Mount {
+        from: &'a str,
+    },
 }
 
 /// Whether `send` may repeat a request after a connection error, 5xx, 408 or 429.
@@ -78,7 +110,9 @@ enum Retry {
 }
 
 /// Retries after the first attempt, with [`backoff`] between them.
-const MAX_RETRIES: u32 = 3;
+pub(crate) const MAX_RETRIES: u32 = 3;
+/// The longest `Retry-After` we honour; a registry asking for more gets it capped.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Manifests larger than this are refused (the distribution spec suggests registries accept at least 4 MiB).
 const MANIFEST_LIMIT: usize = 4 << 20;
 /// Read size when streaming a blob file into an upload.
@@ -90,12 +124,25 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// 200 ms, 400 ms, 800 ms.
-fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(200 << attempt.min(5))
 }
 
-fn retryable_status(s: StatusCode) -> bool {
+pub(crate) fn retryable_status(s: StatusCode) -> bool {
     s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS || s == StatusCode::REQUEST_TIMEOUT
+}
+
+/// How long to wait before retrying after `resp`: its `Retry-After` in seconds when it has one (429 and
+/// 503 answers do), capped at [`MAX_RETRY_AFTER`]; else [`backoff`].
+pub(crate) fn retry_delay(resp: &reqwest::Response, attempt: u32) -> Duration {
+    resp.headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or_else(
+            || backoff(attempt),
+            |secs| Duration::from_secs(secs).min(MAX_RETRY_AFTER),
+        )
 }
 
 fn strip_scheme(s: &str) -> &str {
@@ -130,8 +177,16 @@ impl Client {
         let config_path = opts
             .docker_config
             .clone()
-            .or_else(auth::default_docker_config);
-        let creds = Credentials::load(config_path.as_deref())?;
+            .or_else(credentials::default_docker_config);
+        let containers_auth = opts
+            .containers_auth
+            .clone()
+            .or_else(credentials::default_containers_auth);
+        let creds = Credentials::load(
+            config_path.as_deref(),
+            containers_auth.as_deref(),
+            opts.credential_helper_dir.clone(),
+        )?;
         let insecure = opts
             .insecure_registries
             .iter()
@@ -143,6 +198,8 @@ impl Client {
                 http_direct,
                 insecure,
                 auth: Auth::new(creds),
+                upload: opts.upload,
+                chunk_size: opts.chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE).max(1),
             }),
         })
     }
@@ -309,13 +366,30 @@ impl Client {
     /// Pushes the blob stored at `path` unless the registry has it already.
     ///
     /// HEAD first; if missing, POST an upload session and PUT the file streamed from disk with its
-    /// Content-Length (a monolithic upload; the file is never held in memory). On a transient failure the
-    /// whole upload restarts from a new session, up to three times.
+    /// Content-Length (a monolithic upload; the file is never held in memory), or PATCH it in chunks (see
+    /// [`UploadMethod`]). On a transient failure the whole upload restarts from a new session, up to three
+    /// times.
     pub async fn push_blob(
         &self,
         r: &Reference,
         desc: &Descriptor,
         path: &Path,
+    ) -> Result<PushOutcome, Error> {
+        self.push_blob_from(r, desc, path, None).await
+    }
+
+    /// [`Client::push_blob`], first asking the registry to mount the blob from repository `from_repo` of
+    /// the same registry (e.g. the base image's repository: `library/alpine`).
+    ///
+    /// A registry that mounts answers 201 and nothing is sent ([`PushOutcome::Mounted`]); one that can't
+    /// (blob missing there, no pull access, mounting unsupported) answers 202 with an upload session,
+    /// which is then used for a normal upload.
+    pub async fn push_blob_from(
+        &self,
+        r: &Reference,
+        desc: &Descriptor,
+        path: &Path,
+        from_repo: Option<&str>,
     ) -> Result<PushOutcome, Error> {
         if self.blob_exists(r, &desc.digest, Access::Push).await? {
             tracing::debug!(digest = %desc.digest, repository = %r.name(), "blob already present");
@@ -335,12 +409,13 @@ impl Client {
                 actual: len,
             });
         }
+        let from_repo = from_repo.filter(|f| *f != r.repository);
         let mut attempt = 0;
         loop {
-            match self.upload_once(r, desc, path).await {
-                Ok(()) => {
-                    tracing::debug!(digest = %desc.digest, size = desc.size, repository = %r.name(), "blob uploaded");
-                    return Ok(PushOutcome::Uploaded);
+            match self.upload_once(r, desc, path, from_repo).await {
+                Ok(outcome) => {
+                    tracing::debug!(digest = %desc.digest, size = desc.size, repository = %r.name(), ?outcome, "blob pushed");
+                    return Ok(outcome);
                 }
                 Err(e) if e.is_transient() && attempt < MAX_RETRIES => {
                     tracing::warn!(digest = %desc.digest, error = %e, attempt, "blob upload failed, restarting");
@@ -424,10 +499,17 @@ impl Client {
         format!("{scheme}://{host}/v2/{}", r.repository)
     }
 
-    fn scope(r: &Reference, access: Access) -> String {
+    /// The token scope(s) for `access`, space-separated.
+    fn scope(r: &Reference, access: Access<'_>) -> String {
         match access {
             Access::Pull => format!("repository:{}:pull", r.repository),
             Access::Push => format!("repository:{}:pull,push", r.repository),
+            Access::Mount { from } => {
+                format!(
+                    "repository:{}:pull,push repository:{from}:pull",
+                    r.repository
+                )
+            }
         }
     }
 
@@ -438,7 +520,7 @@ impl Client {
     async fn send<F>(
         &self,
         r: &Reference,
-        access: Access,
+        access: Access<'_>,
         retry: Retry,
         build: F,
     ) -> Result<reqwest::Response, Error>
@@ -479,7 +561,7 @@ impl Client {
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED {
                 if challenged {
-                    let reason = if self.inner.auth.has_credentials(&r.registry) {
+                    let reason = if self.inner.auth.has_credentials(&r.registry).await {
                         "it rejected the configured credentials".to_owned()
                     } else {
                         self.inner.auth.no_credentials(&r.registry)
@@ -503,8 +585,9 @@ impl Client {
                 continue;
             }
             if retryable_status(status) && may_retry {
-                tracing::debug!(registry = r.registry, %status, attempt, "registry busy or failing, retrying");
-                tokio::time::sleep(backoff(attempt)).await;
+                let wait = retry_delay(&resp, attempt);
+                tracing::debug!(registry = r.registry, %status, attempt, ?wait, "registry busy or failing, retrying");
+                tokio::time::sleep(wait).await;
                 attempt += 1;
                 continue;
             }
@@ -516,7 +599,7 @@ impl Client {
         &self,
         r: &Reference,
         digest: &Digest,
-        access: Access,
+        access: Access<'_>,
     ) -> Result<bool, Error> {
         let url = format!("{}/blobs/{digest}", self.base(r));
         let resp = self
@@ -531,38 +614,114 @@ impl Client {
         }
     }
 
-    /// One POST + PUT monolithic upload.
+    /// One upload: a session (or a mount), then the bytes, monolithic or chunked.
     async fn upload_once(
         &self,
         r: &Reference,
         desc: &Descriptor,
         path: &Path,
-    ) -> Result<(), Error> {
-        let start = format!("{}/blobs/uploads/", self.base(r));
+        from_repo: Option<&str>,
+    ) -> Result<PushOutcome, Error> {
+        let Some(session) = self.start_upload(r, desc, from_repo).await? else {
+            return Ok(PushOutcome::Mounted);
+        };
+        if self.inner.upload == UploadMethod::Chunked {
+            self.upload_chunked(r, desc, path, session).await?;
+            return Ok(PushOutcome::Uploaded);
+        }
+        let Some((status, raw, url)) = self.put_monolithic(r, desc, path, session).await? else {
+            return Ok(PushOutcome::Uploaded);
+        };
+        if !refuses_monolithic(status, &raw) {
+            let what = format!("blob {}", desc.digest);
+            return Err(self.unexpected_parts(r, "PUT", &what, status, url, &raw));
+        }
+        tracing::info!(digest = %desc.digest, %status, registry = r.registry, "registry refused a monolithic upload, uploading in chunks");
+        let Some(session) = self.start_upload(r, desc, None).await? else {
+            return Ok(PushOutcome::Mounted);
+        };
+        self.upload_chunked(r, desc, path, session).await?;
+        Ok(PushOutcome::Uploaded)
+    }
+
+    /// POSTs a new upload session, with a mount request when `from_repo` is given: `None` when the
+    /// registry mounted the blob (201), else the session URL (from the 202's Location).
+    async fn start_upload(
+        &self,
+        r: &Reference,
+        desc: &Descriptor,
+        from_repo: Option<&str>,
+    ) -> Result<Option<reqwest::Url>, Error> {
+        let mut start =
+            reqwest::Url::parse(&format!("{}/blobs/uploads/", self.base(r))).map_err(|e| {
+                Error::Protocol {
+                    registry: r.registry.clone(),
+                    detail: format!("repository {} makes no valid URL: {e}", r.repository),
+                }
+            })?;
+        let access = match from_repo {
+            Some(from) => {
+                start
+                    .query_pairs_mut()
+                    .append_pair("mount", &desc.digest.to_string())
+                    .append_pair("from", from);
+                Access::Mount { from }
+            }
+            None => Access::Push,
+        };
         let resp = self
-            .send(r, Access::Push, Retry::Never, || {
-                Ok(self.http(r).post(&start).header(header::CONTENT_LENGTH, 0))
+            .send(r, access, Retry::Never, || {
+                Ok(self
+                    .http(r)
+                    .post(start.clone())
+                    .header(header::CONTENT_LENGTH, 0))
             })
             .await?;
-        if resp.status() != StatusCode::ACCEPTED {
-            return Err(self
+        match resp.status() {
+            StatusCode::CREATED if from_repo.is_some() => {
+                tracing::debug!(digest = %desc.digest, from = from_repo, repository = %r.name(), "blob mounted");
+                Ok(None)
+            }
+            StatusCode::ACCEPTED => {
+                if from_repo.is_some() {
+                    tracing::debug!(digest = %desc.digest, from = from_repo, "registry did not mount, uploading");
+                }
+                self.location(r, &resp).map(Some)
+            }
+            _ => Err(self
                 .unexpected(r, "POST", &format!("upload of blob {}", desc.digest), resp)
-                .await);
+                .await),
         }
+    }
+
+    /// The absolute URL of an upload answer's Location (which may be relative and usually carries its own
+    /// query, `_state=…`).
+    fn location(&self, r: &Reference, resp: &reqwest::Response) -> Result<reqwest::Url, Error> {
         let location = resp
             .headers()
             .get(header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| Error::Protocol {
                 registry: r.registry.clone(),
-                detail: "upload session answer has no Location header".to_owned(),
+                detail: format!("upload answer {} has no Location header", resp.status()),
             })?;
-        // Location may be relative or absolute, and usually carries its own query (`_state=…`).
-        let mut url = resp.url().join(location).map_err(|e| Error::Protocol {
+        resp.url().join(location).map_err(|e| Error::Protocol {
             registry: r.registry.clone(),
             detail: format!("upload Location {location:?} is not a URL: {e}"),
-        })?;
-        url.query_pairs_mut()
+        })
+    }
+
+    /// PUTs the whole file into `session`; `Ok(None)` when stored, else the failing status, body and URL
+    /// for the caller to judge (it may fall back to a chunked upload).
+    async fn put_monolithic(
+        &self,
+        r: &Reference,
+        desc: &Descriptor,
+        path: &Path,
+        mut session: reqwest::Url,
+    ) -> Result<Option<(StatusCode, Bytes, String)>, Error> {
+        session
+            .query_pairs_mut()
             .append_pair("digest", &desc.digest.to_string());
         let resp = self
             .send(r, Access::Push, Retry::Never, || {
@@ -575,7 +734,7 @@ impl Client {
                     ReaderStream::with_capacity(tokio::fs::File::from_std(file), UPLOAD_CHUNK);
                 Ok(self
                     .http(r)
-                    .put(url.clone())
+                    .put(session.clone())
                     .header(header::CONTENT_TYPE, "application/octet-stream")
                     // An explicit length makes hyper send a sized body instead of chunked encoding, which
                     // some registries and proxies refuse for blob uploads.
@@ -583,12 +742,117 @@ impl Client {
                     .body(reqwest::Body::wrap_stream(stream)))
             })
             .await?;
-        if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(None);
+        }
+        let url = resp.url().to_string();
+        // The body is only for the message; failing to read it must not hide the status.
+        let raw = resp.bytes().await.unwrap_or_default();
+        Ok(Some((status, raw, url)))
+    }
+
+    /// PATCHes the file into `session` in chunks of `chunk_size` bytes, then PUTs the digest.
+    ///
+    /// A chunk that fails transiently is not simply resent: the session's status (GET, `Range: 0-<last>`)
+    /// says how much the registry kept, and the upload goes on from there.
+    async fn upload_chunked(
+        &self,
+        r: &Reference,
+        desc: &Descriptor,
+        path: &Path,
+        mut session: reqwest::Url,
+    ) -> Result<(), Error> {
+        let read_err = |source| Error::ReadFile {
+            digest: desc.digest.clone(),
+            source,
+        };
+        let mut file = fs_err::File::open(path).map_err(read_err)?;
+        let mut offset = 0u64;
+        let mut failures = 0;
+        while offset < desc.size {
+            let len = self.inner.chunk_size.min(desc.size - offset);
+            let chunk = read_at(&mut file, offset, len).map_err(read_err)?;
+            let end = offset + len - 1;
+            let result = self
+                .send(r, Access::Push, Retry::Never, || {
+                    Ok(self
+                        .http(r)
+                        .patch(session.clone())
+                        .header(header::CONTENT_TYPE, "application/octet-stream")
+                        .header(header::CONTENT_RANGE, format!("{offset}-{end}"))
+                        .header(header::CONTENT_LENGTH, len)
+                        .body(chunk.clone()))
+                })
+                .await;
+            let error = match result {
+                Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
+                    let next = self.location(r, &resp)?;
+                    // The registry says what it holds; trust it over what we sent.
+                    offset = range_end(&resp).map_or(end + 1, |last| last + 1);
+                    session = next;
+                    continue;
+                }
+                Ok(resp) if retryable_status(resp.status()) => status_error("PATCH", resp).await,
+                Ok(resp) => {
+                    let what = format!("chunk of blob {}", desc.digest);
+                    return Err(self.unexpected(r, "PATCH", &what, resp).await);
+                }
+                Err(e) if e.is_transient() => e,
+                Err(e) => return Err(e),
+            };
+            if failures >= MAX_RETRIES {
+                return Err(error);
+            }
+            tracing::warn!(digest = %desc.digest, offset, error = %error, "blob chunk failed, resuming from the registry's offset");
+            tokio::time::sleep(backoff(failures)).await;
+            failures += 1;
+            (offset, session) = self.upload_status(r, &session).await?;
+        }
+        session
+            .query_pairs_mut()
+            .append_pair("digest", &desc.digest.to_string());
+        let resp = self
+            .send(r, Access::Push, Retry::Never, || {
+                Ok(self
+                    .http(r)
+                    .put(session.clone())
+                    .header(header::CONTENT_LENGTH, 0))
+            })
+            .await?;
+        if !resp.status().is_success() {
             return Err(self
                 .unexpected(r, "PUT", &format!("blob {}", desc.digest), resp)
                 .await);
         }
         Ok(())
+    }
+
+    /// Asks an upload session how many bytes it holds: (next offset, session URL to go on with).
+    async fn upload_status(
+        &self,
+        r: &Reference,
+        session: &reqwest::Url,
+    ) -> Result<(u64, reqwest::Url), Error> {
+        let resp = self
+            .send(r, Access::Push, Retry::Idempotent, || {
+                Ok(self.http(r).get(session.clone()))
+            })
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self.unexpected(r, "GET", "blob upload status", resp).await);
+        }
+        // distribution answers `0-0` for an empty session too; resending one byte is harmless there but
+        // skipping one is not, so `0-0` means "start over".
+        let next = range_end(&resp)
+            .filter(|last| *last > 0)
+            .map_or(0, |last| last + 1);
+        let url = if resp.headers().contains_key(header::LOCATION) {
+            self.location(r, &resp)?
+        } else {
+            session.clone()
+        };
+        Ok((next, url))
     }
 
     /// GETs `manifests/<selector>`, checks it against `expect`, and works out its media type.
@@ -661,6 +925,29 @@ impl Client {
             digest,
             media_type,
         })
+    }
+
+    /// [`Client::unexpected`] for a response already read.
+    fn unexpected_parts(
+        &self,
+        r: &Reference,
+        method: &str,
+        what: &str,
+        status: StatusCode,
+        url: String,
+        raw: &[u8],
+    ) -> Error {
+        match status {
+            StatusCode::FORBIDDEN => Error::Denied {
+                registry: r.registry.clone(),
+                repository: r.repository.clone(),
+            },
+            StatusCode::PAYLOAD_TOO_LARGE => Error::TooLarge {
+                registry: r.registry.clone(),
+                what: what.to_owned(),
+            },
+            _ => status_error_parts(method, status, url, raw),
+        }
     }
 
     /// Maps an unexpected response to the most specific error.
@@ -770,6 +1057,15 @@ fn platform_string(p: &Platform) -> String {
 
 /// An [`Error::Status`] with the start of the body; registry error JSON becomes `CODE: message` lines.
 pub(crate) async fn status_error(method: &str, resp: reqwest::Response) -> Error {
+    let status = resp.status();
+    let url = resp.url().to_string();
+    // The body is only for the message; failing to read it must not hide the status.
+    let raw = resp.bytes().await.unwrap_or_default();
+    status_error_parts(method, status, url, &raw)
+}
+
+/// [`status_error`] for a response already read.
+fn status_error_parts(method: &str, status: StatusCode, url: String, raw: &[u8]) -> Error {
     #[derive(serde::Deserialize)]
     struct Errors {
         errors: Vec<RegistryError>,
@@ -781,11 +1077,7 @@ pub(crate) async fn status_error(method: &str, resp: reqwest::Response) -> Error
         #[serde(default)]
         message: String,
     }
-    let status = resp.status().as_u16();
-    let url = resp.url().to_string();
-    // The body is only for the message; failing to read it must not hide the status.
-    let raw = resp.bytes().await.unwrap_or_default();
-    let body = match serde_json::from_slice::<Errors>(&raw) {
+    let body = match serde_json::from_slice::<Errors>(raw) {
         Ok(e) if !e.errors.is_empty() => e
             .errors
             .iter()
@@ -793,7 +1085,7 @@ pub(crate) async fn status_error(method: &str, resp: reqwest::Response) -> Error
             .collect::<Vec<_>>()
             .join("; "),
         _ => {
-            let text = String::from_utf8_lossy(&raw);
+            let text = String::from_utf8_lossy(raw);
             let text = text.trim();
             match text.char_indices().nth(300) {
                 Some((i, _)) => format!("{}…", &text[..i]),
@@ -803,11 +1095,35 @@ pub(crate) async fn status_error(method: &str, resp: reqwest::Response) -> Error
         }
     };
     Error::Status {
-        status,
+        status: status.as_u16(),
         method: method.to_owned(),
         url,
         body,
     }
+}
+
+/// Whether a failed monolithic PUT means "this registry wants chunks" rather than "this blob is bad".
+fn refuses_monolithic(status: StatusCode, body: &[u8]) -> bool {
+    let has = |code: &[u8]| body.windows(code.len()).any(|w| w == code);
+    matches!(status.as_u16(), 400 | 405 | 415 | 501)
+        && !has(b"DIGEST_INVALID")
+        && !has(b"SIZE_INVALID")
+}
+
+/// Reads `len` bytes of `file` at `offset` (one upload chunk, bounded by the chunk size).
+fn read_at(file: &mut fs_err::File, offset: u64, len: u64) -> std::io::Result<Bytes> {
+    use std::io::{Read, Seek, SeekFrom};
+    file.seek(SeekFrom::Start(offset))?;
+    let mut buf = vec![0; usize::try_from(len).expect("chunk sizes fit in memory")];
+    file.read_exact(&mut buf)?;
+    Ok(Bytes::from(buf))
+}
+
+/// The last byte offset of an upload answer's `Range: 0-<last>` (some registries write `bytes=0-<last>`).
+fn range_end(resp: &reqwest::Response) -> Option<u64> {
+    let v = resp.headers().get(header::RANGE)?.to_str().ok()?.trim();
+    let v = v.strip_prefix("bytes=").unwrap_or(v);
+    v.split_once('-')?.1.trim().parse().ok()
 }
 
 #[cfg(test)]

@@ -23,6 +23,26 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A Docker credential helper (`docker-credential-<name> get`) could not be run or failed.
+    #[error("credential helper {helper} failed for registry {registry}")]
+    CredentialHelper {
+        /// The helper program, e.g. `docker-credential-pass`.
+        helper: String,
+        /// Registry host asked about.
+        registry: String,
+        /// Underlying cause: the spawn error, or the exit status with what the helper printed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The Docker config file could not be written by [`crate::login`] or [`crate::logout`].
+    #[error("failed to write registry credentials to {}", path.display())]
+    WriteDockerConfig {
+        /// The config.json being written.
+        path: PathBuf,
+        /// Underlying cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The tag or digest does not exist in the repository (or the repository does not exist).
     #[error("manifest unknown: image {reference} not found")]
     NotFound {

@@ -1,5 +1,8 @@
 //! A client for the OCI distribution API (registries): resolve and pull manifests, stream blobs out and in,
 //! push manifests; with anonymous, Bearer-token and Basic auth and retries of transient failures.
+//! Credentials come from Docker's config.json (`auths`, `identitytoken`, `credHelpers`, `credsStore`) and
+//! podman's auth.json; [`login`]/[`logout`] edit config.json. Pushes mount blobs across repositories when
+//! asked ([`Client::push_blob_from`]) and fall back to chunked uploads when a registry wants them.
 //!
 //! It never writes the local store: fetched blobs go to a caller-provided writer (verified against their
 //! digest and size as they stream), pushed blobs are read from a caller-provided file path. It doesn't
@@ -24,7 +27,11 @@
 
 mod auth;
 mod client;
+mod credentials;
 mod error;
 
-pub use client::{Client, ClientOptions, PulledManifest, PushOutcome};
+pub use client::{
+    Client, ClientOptions, PulledManifest, PushOutcome, UploadMethod, DEFAULT_CHUNK_SIZE,
+};
+pub use credentials::{default_containers_auth, default_docker_config, login, logout};
 pub use error::Error;

@@ -246,6 +246,7 @@ pub fn client_with_credentials(
     .unwrap();
     let client = registry::Client::new(registry::ClientOptions {
         docker_config: Some(path),
+        containers_auth: Some(PathBuf::from("/nonexistent/rbuild-test/auth.json")),
         ..Default::default()
     })
     .unwrap();
@@ -256,6 +257,7 @@ pub fn client_with_credentials(
 pub fn anonymous_client() -> registry::Client {
     registry::Client::new(registry::ClientOptions {
         docker_config: Some(PathBuf::from("/nonexistent/rbuild-test/config.json")),
+        containers_auth: Some(PathBuf::from("/nonexistent/rbuild-test/auth.json")),
         ..Default::default()
     })
     .unwrap()

@@ -1,6 +1,7 @@
 //! A small HTTP/1.1 proxy in front of a real registry that adds Bearer-token auth (with its own token
 //! endpoint) and injects faults: the real registry still does all the distribution API work.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -28,6 +29,9 @@ pub enum TokenAuth {
     Anonymous,
     /// Tokens only with these Basic credentials.
     Basic { user: String, password: String },
+    /// Tokens only for an OAuth2 refresh-token POST (`grant_type=refresh_token`, `client_id=rbuild`)
+    /// with this refresh token; answered as `access_token`.
+    Refresh { refresh_token: String },
 }
 
 struct State {
@@ -37,6 +41,9 @@ struct State {
     faults: Mutex<Vec<Fault>>,
     truncations: Mutex<Vec<Truncate>>,
     seen: Mutex<Vec<String>>,
+    fault_headers: Mutex<Vec<(String, String)>>,
+    reject_monolithic: AtomicBool,
+    ignore_mount: AtomicBool,
 }
 
 /// The running proxy; stops on drop.
@@ -64,6 +71,9 @@ impl Proxy {
             faults: Mutex::new(Vec::new()),
             truncations: Mutex::new(Vec::new()),
             seen: Mutex::new(Vec::new()),
+            fault_headers: Mutex::new(Vec::new()),
+            reject_monolithic: AtomicBool::new(false),
+            ignore_mount: AtomicBool::new(false),
         });
         let s = state.clone();
         let task = tokio::spawn(async move {
@@ -84,6 +94,25 @@ impl Proxy {
     /// Adds a fault rule.
     pub fn inject(&self, fault: Fault) {
         self.state.faults.lock().unwrap().push(fault);
+    }
+
+    /// Adds a header to every injected fault answer (e.g. `Retry-After`).
+    pub fn fault_header(&self, name: &str, value: &str) {
+        self.state
+            .fault_headers
+            .lock()
+            .unwrap()
+            .push((name.to_owned(), value.to_owned()));
+    }
+
+    /// Answers 415 to every blob upload PUT with a body, as registries that only take chunks do.
+    pub fn reject_monolithic_uploads(&self) {
+        self.state.reject_monolithic.store(true, Ordering::SeqCst);
+    }
+
+    /// Drops `mount`/`from` from upload POSTs, so the registry opens a plain session (202) instead.
+    pub fn ignore_mounts(&self) {
+        self.state.ignore_mount.store(true, Ordering::SeqCst);
     }
 
     /// Adds a truncation rule.
@@ -230,10 +259,13 @@ async fn handle(state: &State, mut conn: TcpStream) -> std::io::Result<()> {
             })
     };
     if let Some(status) = fault {
+        let extra: Vec<(String, String)> = state.fault_headers.lock().unwrap().clone();
+        let extra: Vec<(&str, String)> =
+            extra.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         return respond(
             &mut conn,
             status,
-            &[],
+            &extra,
             "{\"errors\":[{\"code\":\"INJECTED\",\"message\":\"fault\"}]}",
         )
         .await;
@@ -241,13 +273,46 @@ async fn handle(state: &State, mut conn: TcpStream) -> std::io::Result<()> {
 
     if let Some(bearer) = &state.bearer {
         if path == "/token" {
-            if let TokenAuth::Basic { user, password } = bearer {
-                let want = format!("Basic {}", base64(format!("{user}:{password}").as_bytes()));
-                if header("authorization").as_deref() != Some(want.as_str()) {
-                    return respond(&mut conn, 401, &[], "{\"details\":\"bad credentials\"}").await;
+            let scope = match bearer {
+                TokenAuth::Anonymous => query_param(&target, "scope").unwrap_or_default(),
+                TokenAuth::Basic { user, password } => {
+                    let want = format!("Basic {}", base64(format!("{user}:{password}").as_bytes()));
+                    if header("authorization").as_deref() != Some(want.as_str()) {
+                        return respond(&mut conn, 401, &[], "{\"details\":\"bad credentials\"}")
+                            .await;
+                    }
+                    query_param(&target, "scope").unwrap_or_default()
                 }
-            }
-            let scope = query_param(&target, "scope").unwrap_or_default();
+                TokenAuth::Refresh { refresh_token } => {
+                    let form = format!("?{}", String::from_utf8_lossy(&body));
+                    let ok = method == "POST"
+                        && header("content-type").as_deref()
+                            == Some("application/x-www-form-urlencoded")
+                        && query_param(&form, "grant_type").as_deref() == Some("refresh_token")
+                        && query_param(&form, "client_id").as_deref() == Some("rbuild")
+                        && query_param(&form, "service").as_deref() == Some("proxy-test")
+                        && query_param(&form, "refresh_token").as_ref() == Some(refresh_token);
+                    if !ok {
+                        return respond(&mut conn, 401, &[], "{\"error\":\"invalid_grant\"}").await;
+                    }
+                    // Several scopes come space-separated; the first is the one for the target repo.
+                    let scopes = query_param(&form, "scope").unwrap_or_default();
+                    let first = scopes.split(' ').next().unwrap_or("").to_owned();
+                    let body = serde_json::json!({
+                        "access_token": format!("tok|{first}"),
+                        "expires_in": 300,
+                        "scope": scopes,
+                    })
+                    .to_string();
+                    return respond(
+                        &mut conn,
+                        200,
+                        &[("Content-Type", "application/json".into())],
+                        &body,
+                    )
+                    .await;
+                }
+            };
             let body =
                 serde_json::json!({"token": format!("tok|{scope}"), "expires_in": 300}).to_string();
             return respond(
@@ -302,6 +367,24 @@ async fn handle(state: &State, mut conn: TcpStream) -> std::io::Result<()> {
             )
             .await;
         }
+    }
+
+    if state.reject_monolithic.load(Ordering::SeqCst)
+        && method == "PUT"
+        && path.contains("/blobs/uploads/")
+        && len > 0
+    {
+        return respond(
+            &mut conn,
+            415,
+            &[],
+            "{\"errors\":[{\"code\":\"UNSUPPORTED\",\"message\":\"monolithic uploads are not supported\"}]}",
+        )
+        .await;
+    }
+    let mut target = target;
+    if state.ignore_mount.load(Ordering::SeqCst) && method == "POST" && target.contains("mount=") {
+        target = path.clone();
     }
 
     let mut up = TcpStream::connect(&state.upstream).await?;
