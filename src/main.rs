@@ -38,6 +38,11 @@ fn default_root() -> PathBuf {
 fn main() -> ExitCode {
     // The sandbox init must run before any thread exists (it forks), so this comes first.
     runner::init_if_requested();
+    // Keep each message on one line: image names and paths must stay greppable in CI logs.
+    // set_hook only fails when a hook is already installed, and none is at this point.
+    let _ = miette::set_hook(Box::new(|_| {
+        Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())
+    }));
     let cli = Cli::parse_from(cli::with_default_command(std::env::args_os().collect()));
     let filter = match cli.verbose {
         0 => "warn",

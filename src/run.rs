@@ -94,6 +94,8 @@ pub(crate) fn run(
         },
         mounts: Vec::new(),
         readonly_rootfs: false,
+        no_new_privs: false,
+        seccomp: runner::Seccomp::Default,
     };
     let exe = std::env::current_exe().context("locating the rbuild executable")?;
     let mut child = runner::spawn(

@@ -422,6 +422,8 @@ impl BuildWorker {
             },
             mounts,
             readonly_rootfs: false,
+            no_new_privs: false,
+            seccomp: runner::Seccomp::Default,
         };
         let mut child = runner::spawn(
             &spec,

@@ -1,0 +1,193 @@
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub(crate) const RBUILD: &str = env!("CARGO_BIN_EXE_rbuild");
+
+/// Fails (never skips) when a tool the tests need is missing, naming the package to install.
+pub(crate) fn require(bin: &str, package: &str) {
+    assert!(
+        Path::new(bin).exists(),
+        "{bin} is missing: install it with `apt-get install {package}` (or run scripts/test.sh)"
+    );
+}
+
+/// A temporary store plus a scratch dir for contexts.
+pub(crate) struct Env {
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub(crate) fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub(crate) fn root(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// `rbuild --root <store> ARGS…` (plain progress), with its output.
+    pub(crate) fn rbuild(&self, args: &[&str]) -> Output {
+        Command::new(RBUILD)
+            .arg("--root")
+            .arg(self.root())
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("running rbuild")
+    }
+
+    /// Like [`Env::rbuild`], asserting success; returns (stdout, stderr).
+    pub(crate) fn ok(&self, args: &[&str]) -> (String, String) {
+        let out = self.rbuild(args);
+        let (so, se) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert!(
+            out.status.success(),
+            "rbuild {args:?} failed ({:?})\nstdout:\n{so}\nstderr:\n{se}",
+            out.status
+        );
+        (so, se)
+    }
+
+    /// Like [`Env::rbuild`], asserting failure; returns stderr.
+    pub(crate) fn fails(&self, args: &[&str]) -> String {
+        let out = self.rbuild(args);
+        let se = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success(),
+            "rbuild {args:?} unexpectedly succeeded\nstderr:\n{se}"
+        );
+        assert_ne!(
+            out.status.code(),
+            None,
+            "rbuild was killed by a signal: {se}"
+        );
+        assert!(!se.contains("panicked"), "rbuild panicked: {se}");
+        se
+    }
+
+    /// A build context with these files.
+    pub(crate) fn context(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = self.dir.path().join(name);
+        for (path, content) in files {
+            let p = dir.join(path);
+            std::fs::create_dir_all(p.parent().expect("file has a parent")).expect("mkdir");
+            std::fs::write(&p, content).expect("write context file");
+        }
+        std::fs::create_dir_all(&dir).expect("mkdir context");
+        dir
+    }
+
+    /// Builds the busybox base image (`busybox:local`) from Debian's busybox-static with rbuild itself.
+    pub(crate) fn busybox(&self) {
+        require("/bin/busybox", "busybox-static");
+        let ctx = self.dir.path().join("busybox");
+        std::fs::create_dir_all(&ctx).expect("mkdir");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/busybox");
+        for f in ["Dockerfile", "passwd", "group", "nsswitch.conf"] {
+            std::fs::copy(src.join(f), ctx.join(f)).expect("copy busybox example");
+        }
+        std::fs::copy("/bin/busybox", ctx.join("busybox")).expect("copy /bin/busybox");
+        self.ok(&[
+            "build",
+            "-t",
+            "busybox:local",
+            ctx.to_str().expect("utf-8 path"),
+        ]);
+    }
+}
+
+/// The CNCF distribution registry from Debian, on a free loopback port, storage in a temp dir.
+pub(crate) struct Registry {
+    child: Child,
+    pub(crate) addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub(crate) fn start() -> Self {
+        require("/usr/bin/docker-registry", "docker-registry");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("write registry config");
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting docker-registry");
+        let reg = Self {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while http_status(&reg.addr, "/v2/") != Some(200) {
+            assert!(
+                Instant::now() < deadline,
+                "registry on {} did not come up",
+                reg.addr
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        reg
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill(); // already dead is fine
+        let _ = self.child.wait();
+    }
+}
+
+/// Status code of a plain HTTP GET, or None when nothing answers.
+pub(crate) fn http_status(addr: &str, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).ok()?;
+    std::str::from_utf8(&buf[..n])
+        .ok()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Runs a command, asserting success; returns stdout.
+pub(crate) fn sh(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
