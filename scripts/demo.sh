@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-cargo build --release --locked
-RB="$PWD/target/release/rbuild"
+cargo build --locked
+RB="$PWD/target/debug/rbuild"
 ROOT="${RBUILD_ROOT:-$PWD/target/demo-store}"
 cp /bin/busybox examples/busybox/busybox
 "$RB" --root "$ROOT" build -t busybox:local examples/busybox
