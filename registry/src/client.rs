@@ -755,7 +755,8 @@ impl Client {
     /// PATCHes the file into `session` in chunks of `chunk_size` bytes, then PUTs the digest.
     ///
     /// A chunk that fails transiently is not simply resent: the session's status (GET, `Range: 0-<last>`)
-    /// says how much the registry kept, and the upload goes on from there.
+    /// says how much the registry kept, and the upload goes on from there. When the status can't be had,
+    /// the chunk's error is returned (transient, so the caller restarts in a new session).
     async fn upload_chunked(
         &self,
         r: &Reference,
@@ -807,7 +808,15 @@ impl Client {
             tracing::warn!(digest = %desc.digest, offset, error = %error, "blob chunk failed, resuming from the registry's offset");
             tokio::time::sleep(backoff(failures)).await;
             failures += 1;
-            (offset, session) = self.upload_status(r, &session).await?;
+            // A registry that can't say (distribution refuses a status query with a stale `_state` after a
+            // lost answer) gets the transient error back, and push_blob restarts in a new session.
+            match self.upload_status(r, &session).await {
+                Ok(status) => (offset, session) = status,
+                Err(e) => {
+                    tracing::debug!(error = %e, "upload status unknown, restarting the upload");
+                    return Err(error);
+                }
+            }
         }
         session
             .query_pairs_mut()

@@ -42,6 +42,8 @@ struct State {
     truncations: Mutex<Vec<Truncate>>,
     seen: Mutex<Vec<String>>,
     fault_headers: Mutex<Vec<(String, String)>>,
+    /// (method, path part, matching requests still to let through, status): fails one request once.
+    fail_after: Mutex<Vec<(&'static str, &'static str, u32, u16)>>,
     reject_monolithic: AtomicBool,
     ignore_mount: AtomicBool,
 }
@@ -72,6 +74,7 @@ impl Proxy {
             truncations: Mutex::new(Vec::new()),
             seen: Mutex::new(Vec::new()),
             fault_headers: Mutex::new(Vec::new()),
+            fail_after: Mutex::new(Vec::new()),
             reject_monolithic: AtomicBool::new(false),
             ignore_mount: AtomicBool::new(false),
         });
@@ -103,6 +106,22 @@ impl Proxy {
             .lock()
             .unwrap()
             .push((name.to_owned(), value.to_owned()));
+    }
+
+    /// Lets `skip` requests matching `method` and `path_contains` through, then answers the next one with
+    /// `status` (without forwarding it), once.
+    pub fn fail_after(
+        &self,
+        method: &'static str,
+        path_contains: &'static str,
+        skip: u32,
+        status: u16,
+    ) {
+        self.state
+            .fail_after
+            .lock()
+            .unwrap()
+            .push((method, path_contains, skip, status));
     }
 
     /// Answers 415 to every blob upload PUT with a body, as registries that only take chunks do.
@@ -258,6 +277,17 @@ async fn handle(state: &State, mut conn: TcpStream) -> std::io::Result<()> {
                 f.status
             })
     };
+    let fault = fault.or_else(|| {
+        let mut rules = state.fail_after.lock().unwrap();
+        let i = rules
+            .iter()
+            .position(|(m, p, _, _)| *m == method && path.contains(p))?;
+        if rules[i].2 > 0 {
+            rules[i].2 -= 1;
+            return None;
+        }
+        Some(rules.remove(i).3)
+    });
     if let Some(status) = fault {
         let extra: Vec<(String, String)> = state.fault_headers.lock().unwrap().clone();
         let extra: Vec<(&str, String)> =
