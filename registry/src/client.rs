@@ -1179,6 +1179,26 @@ mod tests {
     }
 
     #[test]
+    fn only_refusals_of_the_method_fall_back_to_chunks() {
+        let unsupported = br#"{"errors":[{"code":"UNSUPPORTED","message":"x"}]}"#;
+        for status in [400, 405, 415, 501] {
+            let s = StatusCode::from_u16(status).unwrap();
+            assert!(refuses_monolithic(s, unsupported), "{status}");
+            assert!(refuses_monolithic(s, b""), "{status}");
+        }
+        let bad_digest = br#"{"errors":[{"code":"DIGEST_INVALID","message":"x"}]}"#;
+        assert!(!refuses_monolithic(StatusCode::BAD_REQUEST, bad_digest));
+        assert!(!refuses_monolithic(
+            StatusCode::BAD_REQUEST,
+            br#"{"errors":[{"code":"SIZE_INVALID"}]}"#
+        ));
+        for status in [401, 403, 404, 413, 500] {
+            let s = StatusCode::from_u16(status).unwrap();
+            assert!(!refuses_monolithic(s, unsupported), "{status}");
+        }
+    }
+
+    #[test]
     fn backoff_doubles() {
         assert_eq!(backoff(0), Duration::from_millis(200));
         assert_eq!(backoff(1), Duration::from_millis(400));
