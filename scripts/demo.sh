@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo build --locked
-RB="$PWD/target/debug/rbuild"
+RB="${CARGO_TARGET_DIR:-$PWD/target}/debug/rbuild"
 ROOT="${RBUILD_ROOT:-$PWD/target/demo-store}"
 cp /bin/busybox examples/busybox/busybox
 "$RB" --root "$ROOT" build -t busybox:local examples/busybox

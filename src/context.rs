@@ -94,10 +94,6 @@ impl Context {
         })
     }
 
-    pub(crate) fn root(&self) -> &Path {
-        &self.root
-    }
-
     pub(crate) fn host_path(&self, rel: &str) -> PathBuf {
         if rel.is_empty() {
             self.root.clone()
