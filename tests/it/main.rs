@@ -9,3 +9,15 @@ mod common;
 mod errors;
 /// `rbuild run`.
 mod run;
+/// Dockerfile features end to end: instructions, flags, heredocs, ADD, .dockerignore, `--check`.
+mod frontend;
+/// RUN --mount (cache, bind, tmpfs, secret, ssh) end to end.
+mod mounts;
+/// The sandbox as a security boundary: escapes refused, nothing leaked, nothing left behind.
+mod security;
+/// Outputs and formats: archives, compression, reproducibility, history and inspect.
+mod export;
+/// The store under concurrency and crashes, GC, cache policies.
+mod cache;
+/// The Node/Express acceptance scenario (issue #8).
+mod node;
