@@ -40,54 +40,18 @@ impl frontend::BaseImages for Bases<'_> {
     }
 }
 
-/// Where an image goes after the build.
-enum Output {
-    Oci(PathBuf),
-}
-
-fn parse_outputs(specs: &[String], push: &mut bool) -> Result<Vec<Output>> {
-    let mut out = Vec::new();
-    for spec in specs {
-        let mut fields: BTreeMap<&str, &str> = BTreeMap::new();
-        for part in spec.split(',') {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| anyhow!("--output {spec:?}: expected key=value pairs"))?;
-            fields.insert(k.trim(), v.trim());
-        }
-        match fields.get("type").copied() {
-            Some("oci") => {
-                let dest = fields
-                    .get("dest")
-                    .ok_or_else(|| anyhow!("--output {spec:?}: type=oci needs dest=FILE"))?;
-                out.push(Output::Oci(PathBuf::from(dest)));
-            }
-            Some("image") => {
-                if fields.get("push") == Some(&"true") {
-                    *push = true;
-                }
-            }
-            Some("registry") => *push = true,
-            Some(other) => bail!(
-                "--output {spec:?}: type={other} is not supported yet (oci, image, registry are)"
-            ),
-            None => bail!("--output {spec:?}: missing type="),
-        }
-    }
-    Ok(out)
-}
-
 /// Runs one build; returns the image config digest (the image ID).
 pub(crate) fn build(
     args: &BuildArgs,
     store: Arc<cache::Store>,
     rt: &tokio::runtime::Runtime,
 ) -> Result<oci::Digest> {
-    let mut push = args.push;
-    let outputs = parse_outputs(&args.outputs, &mut push)?;
+    let outputs = export::parse_outputs(&args.outputs)?;
+    let push = args.push || outputs.iter().any(export::Output::pushes);
     let tags: Vec<Reference> = args
         .tags
         .iter()
+        .chain(outputs.iter().flat_map(export::Output::image_names))
         .map(|t| t.parse::<Reference>().map_err(|e| anyhow!("-t {t:?}: {e}")))
         .collect::<Result<_>>()?;
 
@@ -121,6 +85,21 @@ pub(crate) fn build(
                 .flatten(),
         };
     }
+    let export_opts = export::ExportOptions {
+        compression: match args.compression {
+            crate::cli::CompressionArg::Gzip => oci::Compression::Gzip,
+            crate::cli::CompressionArg::Zstd => oci::Compression::Zstd,
+            crate::cli::CompressionArg::Uncompressed => oci::Compression::Uncompressed,
+        },
+        level: args.compression_level,
+        force_compression: args.force_compression,
+        oci_mediatypes: args.oci_mediatypes,
+        labels: export::key_values("--label", &args.labels)?,
+        annotations: export::key_values("--annotation", &args.annotations)?,
+        source_date_epoch: export::source_date_epoch(&build_args)?,
+        rewrite_timestamp: args.rewrite_timestamp,
+        base: None,
+    };
     let platform = Platform::host();
     let opts = frontend::LowerOptions {
         build_args,
@@ -152,7 +131,7 @@ pub(crate) fn build(
         store: Arc::clone(&store),
         context,
         exe: std::env::current_exe().context("locating the rbuild executable")?,
-        layer_opts: oci::LayerOptions::default(),
+        layer_opts: export_opts.layer_options(),
     };
     let verbosity = match (args.quiet, args.progress) {
         (true, _) | (_, ProgressMode::Quiet) => Verbosity::Quiet,
@@ -195,7 +174,9 @@ pub(crate) fn build(
         solver::SolveError::Records(_) => anyhow!(e),
     })?;
 
-    let image = export::assemble(&store, stage, &solved)?;
+    let mut export_opts = export_opts;
+    export_opts.base = base_of(&lowered.stages, stage, &images);
+    let image = export::assemble(&store, stage, &solved, &export_opts)?;
     let id = image.config_digest.clone();
     if !args.quiet {
         eprintln!("writing image {id}");
@@ -207,16 +188,7 @@ pub(crate) fn build(
         }
     }
     let names: Vec<String> = tags.iter().map(Reference::familiar).collect();
-    for o in &outputs {
-        match o {
-            Output::Oci(dest) => {
-                export::write_oci_archive(&store, &image, &names, dest)?;
-                if !args.quiet {
-                    eprintln!("exported OCI archive to {}", dest.display());
-                }
-            }
-        }
-    }
+    export::write_outputs(&store, &image, &names, &outputs, args.quiet)?;
     if push {
         if tags.is_empty() {
             bail!("--push needs a -t NAME that names the registry");
@@ -232,10 +204,38 @@ pub(crate) fn build(
     if let Some(path) = &args.iidfile {
         fs_err::write(path, id.to_string())?;
     }
+    if let Some(path) = &args.metadata_file {
+        let full: Vec<String> = tags.iter().map(Reference::to_string).collect();
+        export::write_metadata(path, &image, &full)?;
+    }
     if args.quiet {
         println!("{id}");
     }
     Ok(id)
+}
+
+/// The image the target stage starts from (through earlier stages), for the base-image annotations.
+fn base_of(
+    stages: &[frontend::Stage],
+    stage: &frontend::Stage,
+    images: &Images,
+) -> Option<(String, oci::Digest)> {
+    let mut s = stage;
+    for _ in 0..=stages.len() {
+        match &s.base {
+            frontend::Base::Scratch => return None,
+            frontend::Base::Image(name) => {
+                let r = images.resolve(name).ok()?;
+                let shown = r
+                    .reference
+                    .as_ref()
+                    .map_or_else(|| name.clone(), Reference::to_string);
+                return Some((shown, r.manifest_desc.digest));
+            }
+            frontend::Base::Stage(i) => s = stages.iter().find(|t| t.index == *i)?,
+        }
+    }
+    None
 }
 
 fn read_dockerignore(dockerfile: &Path, context: &Path) -> Result<frontend::DockerIgnore> {

@@ -24,6 +24,8 @@ const SUBCOMMANDS: &[&str] = &[
     "run",
     "images",
     "push",
+    "history",
+    "inspect",
     "debug",
     "help",
     "-h",
@@ -64,6 +66,19 @@ pub(crate) enum Command {
     Images,
     /// Push an image from the local store to a registry.
     Push(PushArgs),
+    /// Show the history of an image in the local store, like `docker history`.
+    History {
+        /// Image (a tag in the local store).
+        image: String,
+        /// Do not truncate the output.
+        #[arg(long)]
+        no_trunc: bool,
+    },
+    /// Print the manifest and config of an image in the local store as JSON.
+    Inspect {
+        /// Image (a tag in the local store).
+        image: String,
+    },
     /// Inspect internals.
     Debug {
         #[command(subcommand)]
@@ -92,6 +107,16 @@ pub(crate) enum ProgressMode {
     Quiet,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum CompressionArg {
+    /// gzip, on every core with a deterministic block scheme.
+    Gzip,
+    /// zstd, through libzstd's multithreaded path.
+    Zstd,
+    /// Plain tar.
+    Uncompressed,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct BuildArgs {
     /// Name and optionally a tag (`name:tag`); repeatable.
@@ -112,7 +137,9 @@ pub(crate) struct BuildArgs {
     /// Push the image to its registry (the tag names the registry).
     #[arg(long)]
     pub(crate) push: bool,
-    /// Output: `type=oci,dest=FILE`, `type=image`, `type=registry`; repeatable.
+    /// Output, as buildx spells it: `type=image[,name=N][,push=true]`, `type=registry`,
+    /// `type=oci,dest=FILE|DIR[,tar=false]`, `type=docker,dest=FILE`, `type=local,dest=DIR`,
+    /// `type=tar,dest=FILE` (`-` is stdout); repeatable.
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub(crate) outputs: Vec<String>,
     /// Progress output.
@@ -124,6 +151,30 @@ pub(crate) struct BuildArgs {
     /// Write the image ID to this file.
     #[arg(long, value_name = "FILE")]
     pub(crate) iidfile: Option<PathBuf>,
+    /// Write build result metadata (image digest, config digest, descriptor, names) as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) metadata_file: Option<PathBuf>,
+    /// Layer compression.
+    #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]
+    pub(crate) compression: CompressionArg,
+    /// Compression level (gzip 0-9, zstd 1-22).
+    #[arg(long, value_name = "N")]
+    pub(crate) compression_level: Option<u32>,
+    /// Recompress base and cached layers to the chosen compression.
+    #[arg(long)]
+    pub(crate) force_compression: bool,
+    /// OCI media types; `--oci-mediatypes=false` writes Docker schema2 ones.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub(crate) oci_mediatypes: bool,
+    /// Image label; repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub(crate) labels: Vec<String>,
+    /// Manifest annotation; repeatable.
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    pub(crate) annotations: Vec<String>,
+    /// With SOURCE_DATE_EPOCH, also clamp the file times of base layers (rewrites them).
+    #[arg(long)]
+    pub(crate) rewrite_timestamp: bool,
     /// Steps that may run at once.
     #[arg(long, value_name = "N")]
     pub(crate) jobs: Option<usize>,

@@ -1,12 +1,103 @@
-//! Exporters: the image config and manifest of a solved stage, local tags, an OCI archive, and push.
+//! Exporters: the image config and manifest of a solved stage, local tags, outputs (`-o` as buildx spells
+//! them: image, registry, oci, docker, local, tar), the metadata file, push, and `history` / `inspect`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context as _, Result};
-use oci::{media_type, Descriptor, Digest, ImageConfig, Manifest, Reference};
+use anyhow::{anyhow, bail, Context as _, Result};
+use oci::{
+    media_type, Compression, Descriptor, Digest, ImageConfig, LayerOptions, Manifest, Reference,
+};
 use solver::{Layer, Solved};
+
+/// Docker's media type for an uncompressed layer.
+const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
+
+/// How the image is assembled: compression, media types, metadata, timestamps.
+#[derive(Debug, Clone)]
+pub(crate) struct ExportOptions {
+    /// Compression of the layers this build writes (and of all layers with `force_compression`).
+    pub(crate) compression: Compression,
+    /// Compression level; `None` is the compressor's default.
+    pub(crate) level: Option<u32>,
+    /// Recompress layers (base layers, cache hits) whose compression differs from `compression`.
+    pub(crate) force_compression: bool,
+    /// OCI media types (default) or Docker schema2 ones.
+    pub(crate) oci_mediatypes: bool,
+    /// Image labels (`--label`), added to the config's `Labels`.
+    pub(crate) labels: BTreeMap<String, String>,
+    /// Manifest annotations (`--annotation`).
+    pub(crate) annotations: BTreeMap<String, String>,
+    /// `SOURCE_DATE_EPOCH`: timestamps in the config, history and layers are clamped to it.
+    pub(crate) source_date_epoch: Option<i64>,
+    /// Rewrite every layer (base layers too) with mtimes clamped to `source_date_epoch`.
+    pub(crate) rewrite_timestamp: bool,
+    /// The base image (name, manifest digest) for the `org.opencontainers.image.base.*` annotations.
+    pub(crate) base: Option<(String, Digest)>,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        Self {
+            compression: Compression::Gzip,
+            level: None,
+            force_compression: false,
+            oci_mediatypes: true,
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            source_date_epoch: None,
+            rewrite_timestamp: false,
+            base: None,
+        }
+    }
+}
+
+impl ExportOptions {
+    /// The layer writer's options: compression on every core with a deterministic scheme (same bytes for
+    /// any core count), mtimes clamped to `SOURCE_DATE_EPOCH`.
+    pub(crate) fn layer_options(&self) -> LayerOptions {
+        LayerOptions {
+            compression: self.compression,
+            level: self.level,
+            source_date_epoch: self.source_date_epoch,
+            threads: Some(
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            ),
+        }
+    }
+}
+
+/// `SOURCE_DATE_EPOCH` from `--build-arg`, else the environment.
+pub(crate) fn source_date_epoch(build_args: &BTreeMap<String, String>) -> Result<Option<i64>> {
+    let v = build_args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+        .filter(|v| !v.is_empty());
+    v.map(|v| {
+        v.trim()
+            .parse::<i64>()
+            .map_err(|_| anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))
+    })
+    .transpose()
+}
+
+/// Parses `KEY=VALUE` flags (`--label`, `--annotation`).
+pub(crate) fn key_values(flag: &str, items: &[String]) -> Result<BTreeMap<String, String>> {
+    items
+        .iter()
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| anyhow!("{flag} {kv:?}: expected KEY=VALUE"))?;
+            if k.is_empty() {
+                bail!("{flag} {kv:?}: empty key");
+            }
+            Ok((k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
 
 /// An image assembled in the local store.
 #[derive(Debug, Clone)]
@@ -17,16 +108,13 @@ pub(crate) struct Image {
 }
 
 /// Time of the build as RFC 3339 UTC; `SOURCE_DATE_EPOCH` wins when set (reproducible builds).
-pub(crate) fn build_time() -> String {
-    let secs = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-        .unwrap_or_else(|| {
-            let d = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            i64::try_from(d.as_secs()).unwrap_or(0)
-        });
+pub(crate) fn build_time(epoch: Option<i64>) -> String {
+    let secs = epoch.unwrap_or_else(|| {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        i64::try_from(d.as_secs()).unwrap_or(0)
+    });
     rfc3339(secs)
 }
 
@@ -56,9 +144,98 @@ pub(crate) fn rfc3339(secs: i64) -> String {
 fn oci_layer_type(mt: &str) -> &str {
     match mt {
         media_type::DOCKER_LAYER_GZIP => media_type::OCI_LAYER_GZIP,
-        "application/vnd.docker.image.rootfs.diff.tar" => media_type::OCI_LAYER_TAR,
+        DOCKER_LAYER_TAR => media_type::OCI_LAYER_TAR,
         other => other,
     }
+}
+
+/// Docker schema2 media type for a layer blob (zstd keeps the OCI name, as BuildKit does).
+fn docker_layer_type(mt: &str) -> &str {
+    match mt {
+        media_type::OCI_LAYER_GZIP => media_type::DOCKER_LAYER_GZIP,
+        media_type::OCI_LAYER_TAR => DOCKER_LAYER_TAR,
+        other => other,
+    }
+}
+
+/// The number of layers of the base image (0 for scratch or when its manifest is not at hand).
+fn base_layer_count(store: &cache::Store, opts: &ExportOptions) -> usize {
+    opts.base
+        .as_ref()
+        .and_then(|(_, d)| store.read_blob(d).ok())
+        .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+        .map_or(0, |m| m.layers.len())
+}
+
+/// Makes the layers match `opts`: recompresses those of another compression (the base image's only with
+/// `--force-compression`; layers of this build can come from cache records written with another
+/// `--compression`) and rewrites all of them with clamped mtimes (`--rewrite-timestamp`). Results are remembered in the store's
+/// cache records, so the next build does not redo the work.
+fn convert_layers(
+    store: &cache::Store,
+    layers: &[Layer],
+    opts: &ExportOptions,
+) -> Result<Vec<Layer>> {
+    let rewrite = opts.rewrite_timestamp && opts.source_date_epoch.is_some();
+    let keep = if opts.force_compression || rewrite {
+        0
+    } else {
+        base_layer_count(store, opts)
+    };
+    let lopts = opts.layer_options();
+    let mut out = Vec::with_capacity(layers.len());
+    for (i, l) in layers.iter().enumerate() {
+        let same = Compression::of_media_type(&l.blob.media_type) == Some(opts.compression);
+        if i < keep || (!rewrite && same) {
+            out.push(l.clone());
+            continue;
+        }
+        let key = format!(
+            "export-convert-v1 {} {:?} {:?} {:?}",
+            l.blob.digest,
+            opts.compression,
+            opts.level,
+            rewrite.then_some(opts.source_date_epoch)
+        );
+        if let Some(v) = store.cache_get(&key)? {
+            if let Ok(done) = serde_json::from_slice::<Layer>(&v) {
+                if store.has_blob(&done.blob.digest) {
+                    out.push(done);
+                    continue;
+                }
+            }
+        }
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, store.blob_writer()?);
+        let info = if rewrite {
+            let dir = crate::worker::ensure_snapshot(store, l)?;
+            oci::write_layer(&dir, &mut w, &lopts)
+                .with_context(|| format!("rewriting layer {}", l.blob.digest))?
+        } else {
+            let blob = store.open_blob(&l.blob.digest)?;
+            oci::recompress_layer(
+                std::io::BufReader::new(blob),
+                &l.blob.media_type,
+                &mut w,
+                &lopts,
+            )
+            .with_context(|| format!("recompressing layer {}", l.blob.digest))?
+        };
+        let w = w
+            .into_inner()
+            .map_err(|e| anyhow!("writing layer: {}", e.error()))?;
+        let (digest, size) = w.commit(Some(&info.digest))?;
+        let done = Layer {
+            diff_id: info.diff_id,
+            blob: Descriptor::new(info.media_type, digest, size),
+        };
+        store.cache_put_with_refs(
+            &key,
+            &serde_json::to_vec(&done)?,
+            &[done.blob.digest.clone()],
+        )?;
+        out.push(done);
+    }
+    Ok(out)
 }
 
 /// Writes the config and manifest of `stage` (solved) into the store.
@@ -66,15 +243,20 @@ pub(crate) fn assemble(
     store: &cache::Store,
     stage: &frontend::Stage,
     solved: &Solved,
+    opts: &ExportOptions,
 ) -> Result<Image> {
     let head = solved
         .outcomes
         .get(&stage.head)
         .ok_or_else(|| anyhow!("internal error: the target stage has no result"))?;
-    let layers: &[Layer] = &head.layers;
+    let layers = convert_layers(store, &head.layers, opts)?;
     let mut config: ImageConfig = stage.config.clone();
     config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
-    let now = build_time();
+    if !opts.labels.is_empty() {
+        let labels = config.config.labels.get_or_insert_with(BTreeMap::new);
+        labels.extend(opts.labels.clone());
+    }
+    let now = build_time(opts.source_date_epoch);
     for (index, node) in &stage.layer_history {
         if let Some(h) = config.history.get_mut(*index) {
             // A node whose outcome is unknown was below a cache hit; its record said it added a layer
@@ -96,6 +278,14 @@ pub(crate) fn assemble(
             h.created = Some(now.clone());
         }
     }
+    if opts.rewrite_timestamp && opts.source_date_epoch.is_some() {
+        // Base history too: the rewritten image must not depend on when its base was built.
+        for h in &mut config.history {
+            if h.created.is_some() {
+                h.created = Some(now.clone());
+            }
+        }
+    }
     config.created = Some(now);
     let non_empty = config.history.iter().filter(|h| !h.empty_layer).count();
     if non_empty != layers.len() {
@@ -107,30 +297,48 @@ pub(crate) fn assemble(
     }
     let config_bytes = serde_json::to_vec(&config).context("encoding image config")?;
     let config_digest = store.put_blob(&config_bytes)?;
+    let (manifest_type, config_type) = if opts.oci_mediatypes {
+        (media_type::OCI_MANIFEST, media_type::OCI_CONFIG)
+    } else {
+        (media_type::DOCKER_MANIFEST, media_type::DOCKER_CONFIG)
+    };
+    let mut annotations = BTreeMap::new();
+    if let Some((name, digest)) = &opts.base {
+        annotations.insert(
+            "org.opencontainers.image.base.name".to_owned(),
+            name.clone(),
+        );
+        annotations.insert(
+            "org.opencontainers.image.base.digest".to_owned(),
+            digest.to_string(),
+        );
+    }
+    annotations.extend(opts.annotations.clone());
     let manifest = Manifest {
         schema_version: 2,
-        media_type: Some(media_type::OCI_MANIFEST.to_owned()),
+        media_type: Some(manifest_type.to_owned()),
         config: Descriptor::new(
-            media_type::OCI_CONFIG,
+            config_type,
             config_digest.clone(),
             config_bytes.len() as u64,
         ),
         layers: layers
             .iter()
             .map(|l| Descriptor {
-                media_type: oci_layer_type(&l.blob.media_type).to_owned(),
+                media_type: if opts.oci_mediatypes {
+                    oci_layer_type(&l.blob.media_type).to_owned()
+                } else {
+                    docker_layer_type(&l.blob.media_type).to_owned()
+                },
                 ..l.blob.clone()
             })
             .collect(),
-        annotations: BTreeMap::new(),
+        annotations,
     };
     let manifest_bytes = serde_json::to_vec(&manifest).context("encoding manifest")?;
     let manifest_digest = store.put_blob(&manifest_bytes)?;
-    let manifest_desc = Descriptor::new(
-        media_type::OCI_MANIFEST,
-        manifest_digest,
-        manifest_bytes.len() as u64,
-    );
+    let manifest_desc =
+        Descriptor::new(manifest_type, manifest_digest, manifest_bytes.len() as u64);
     Ok(Image {
         config_digest,
         manifest,
@@ -143,78 +351,644 @@ pub(crate) fn image_size(m: &Manifest) -> u64 {
     m.config.size + m.layers.iter().map(|l| l.size).sum::<u64>()
 }
 
-/// Writes an OCI image layout as a tar archive to `dest` (`-o type=oci,dest=FILE`).
-pub(crate) fn write_oci_archive(
+/// Where an image goes after the build (`-o`, as buildx spells it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Output {
+    /// `type=image` (the local store; the default) or `type=registry` (`push: true`).
+    Image {
+        /// `name=`: more names for the image (comma-separated in a quoted field).
+        names: Vec<String>,
+        /// `push=true`, or `type=registry`.
+        push: bool,
+    },
+    /// `type=oci,dest=FILE|DIR`: an OCI image layout, as a tar or (`tar=false`, an existing directory or a
+    /// dest ending in `/`) as a directory.
+    Oci {
+        /// Where; `-` is stdout (tar only).
+        dest: PathBuf,
+        /// A tar archive rather than a directory.
+        tar: bool,
+        /// `name=`: names in the index instead of the tags.
+        names: Vec<String>,
+    },
+    /// `type=docker,dest=FILE`: a `docker load` archive (`manifest.json` plus an OCI layout).
+    Docker {
+        /// Where; `-` is stdout.
+        dest: PathBuf,
+        /// `name=`: `RepoTags` instead of the tags.
+        names: Vec<String>,
+    },
+    /// `type=local,dest=DIR`: the final rootfs as files.
+    Local {
+        /// The directory (created if missing; contents merge into an existing one).
+        dest: PathBuf,
+    },
+    /// `type=tar,dest=FILE`: the final rootfs as one tar.
+    Tar {
+        /// Where; `-` is stdout.
+        dest: PathBuf,
+    },
+}
+
+impl Output {
+    /// Whether this output pushes to a registry.
+    pub(crate) fn pushes(&self) -> bool {
+        matches!(self, Self::Image { push: true, .. })
+    }
+    /// The `name=` names of an image output (they become tags like `-t`).
+    pub(crate) fn image_names(&self) -> &[String] {
+        match self {
+            Self::Image { names, .. } => names,
+            _ => &[],
+        }
+    }
+}
+
+/// Splits an output spec on commas outside double quotes (buildx's CSV: `type=image,"name=a,b"`).
+fn csv_fields(spec: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    for c in spec.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(String::new()),
+            c => fields.last_mut().expect("one field at least").push(c),
+        }
+    }
+    fields
+}
+
+/// Parses `-o` specs. `-o DIR` alone means `type=local,dest=DIR` and `-o -` means `type=tar,dest=-`, as
+/// with buildx.
+pub(crate) fn parse_outputs(specs: &[String]) -> Result<Vec<Output>> {
+    let mut out = Vec::new();
+    for spec in specs {
+        if !spec.contains('=') {
+            out.push(if spec == "-" {
+                Output::Tar { dest: "-".into() }
+            } else {
+                Output::Local { dest: spec.into() }
+            });
+            continue;
+        }
+        let mut fields: BTreeMap<String, String> = BTreeMap::new();
+        for part in csv_fields(spec) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--output {spec:?}: expected key=value pairs"))?;
+            fields.insert(k.trim().to_owned(), v.trim().to_owned());
+        }
+        let ty = fields
+            .remove("type")
+            .ok_or_else(|| anyhow!("--output {spec:?}: missing type="))?;
+        let names: Vec<String> = fields
+            .remove("name")
+            .map(|n| {
+                n.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let flag =
+            |fields: &mut BTreeMap<String, String>, key: &str, default: bool| -> Result<bool> {
+                match fields.remove(key).as_deref() {
+                    None => Ok(default),
+                    Some("true") | Some("1") => Ok(true),
+                    Some("false") | Some("0") => Ok(false),
+                    Some(v) => bail!("--output {spec:?}: {key}={v} is not true or false"),
+                }
+            };
+        let dest = |fields: &mut BTreeMap<String, String>| -> Result<PathBuf> {
+            fields
+                .remove("dest")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .ok_or_else(|| anyhow!("--output {spec:?}: type={ty} needs dest="))
+        };
+        let o = match ty.as_str() {
+            "image" => Output::Image {
+                push: flag(&mut fields, "push", false)?,
+                names,
+            },
+            "registry" => Output::Image { push: true, names },
+            "oci" => {
+                let dest = dest(&mut fields)?;
+                let dir_like = dest.is_dir() || dest.as_os_str().to_string_lossy().ends_with('/');
+                let tar = flag(&mut fields, "tar", !dir_like)?;
+                if !tar && dest.as_os_str() == "-" {
+                    bail!("--output {spec:?}: an OCI directory cannot go to stdout");
+                }
+                Output::Oci { dest, tar, names }
+            }
+            "docker" => Output::Docker {
+                dest: dest(&mut fields)?,
+                names,
+            },
+            "local" => Output::Local {
+                dest: dest(&mut fields)?,
+            },
+            "tar" => Output::Tar {
+                dest: dest(&mut fields)?,
+            },
+            other => bail!(
+                "--output {spec:?}: unknown type={other} (image, registry, oci, docker, local, tar are known)"
+            ),
+        };
+        // Options buildx has that change nothing here.
+        for k in [
+            "compression",
+            "compression-level",
+            "force-compression",
+            "oci-mediatypes",
+            "push-by-digest",
+        ] {
+            if fields.remove(k).is_some() {
+                tracing::warn!("--output {spec:?}: {k}= is taken from the build flags (--{k})");
+            }
+        }
+        if let Some(k) = fields.keys().next() {
+            bail!("--output {spec:?}: unknown option {k}= for type={ty}");
+        }
+        out.push(o);
+    }
+    Ok(out)
+}
+
+/// Writes every non-registry output of `image`. `names` are the image's tags (familiar form).
+pub(crate) fn write_outputs(
     store: &cache::Store,
     image: &Image,
     names: &[String],
-    dest: &Path,
+    outputs: &[Output],
+    quiet: bool,
 ) -> Result<()> {
+    let say = |m: String| {
+        if !quiet {
+            eprintln!("{m}");
+        }
+    };
+    for o in outputs {
+        match o {
+            Output::Image { .. } => {}
+            Output::Oci {
+                dest,
+                tar,
+                names: own,
+            } => {
+                let names = if own.is_empty() { names } else { own };
+                if *tar {
+                    write_file_or_stdout(dest, |w| {
+                        let mut sink = TarSink::new(w);
+                        write_layout(&mut sink, store, image, names, false)?;
+                        sink.finish()
+                    })?;
+                    say(format!("exported OCI archive to {}", dest.display()));
+                } else {
+                    let mut sink = DirSink { root: dest.clone() };
+                    write_layout(&mut sink, store, image, names, false)?;
+                    say(format!("exported OCI layout to {}", dest.display()));
+                }
+            }
+            Output::Docker { dest, names: own } => {
+                let names = if own.is_empty() { names } else { own };
+                write_file_or_stdout(dest, |w| {
+                    let mut sink = TarSink::new(w);
+                    write_layout(&mut sink, store, image, names, true)?;
+                    sink.finish()
+                })?;
+                say(format!("exported docker archive to {}", dest.display()));
+            }
+            Output::Local { dest } => {
+                let view = oci::MergedView::new(crate::worker::snapshots(
+                    store,
+                    &image_layers(store, image)?,
+                )?);
+                fs_err::create_dir_all(dest)?;
+                view.copy_out("/", dest, true)
+                    .with_context(|| format!("copying the rootfs to {}", dest.display()))?;
+                say(format!("exported rootfs to {}", dest.display()));
+            }
+            Output::Tar { dest } => {
+                let view = oci::MergedView::new(crate::worker::snapshots(
+                    store,
+                    &image_layers(store, image)?,
+                )?);
+                let tmp = store.tmp_dir()?;
+                let root = tmp.path().join("rootfs");
+                view.copy_out("/", &root, true)
+                    .context("copying the rootfs out of the snapshots")?;
+                let opts = LayerOptions {
+                    compression: Compression::Uncompressed,
+                    ..LayerOptions::default()
+                };
+                write_file_or_stdout(dest, |w| {
+                    oci::write_layer(&root, w, &opts).context("writing the rootfs tar")?;
+                    Ok(())
+                })?;
+                say(format!("exported rootfs tar to {}", dest.display()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The layers of an image in the store (diff_ids from its config).
+pub(crate) fn image_layers(store: &cache::Store, image: &Image) -> Result<Vec<Layer>> {
+    let config: ImageConfig = serde_json::from_slice(&store.read_blob(&image.config_digest)?)
+        .with_context(|| format!("parsing config {}", image.config_digest))?;
+    if config.rootfs.diff_ids.len() != image.manifest.layers.len() {
+        bail!(
+            "image {} lists {} layers but {} diff_ids",
+            image.manifest_desc.digest,
+            image.manifest.layers.len(),
+            config.rootfs.diff_ids.len()
+        );
+    }
+    Ok(config
+        .rootfs
+        .diff_ids
+        .into_iter()
+        .zip(image.manifest.layers.iter().cloned())
+        .map(|(diff_id, blob)| Layer { diff_id, blob })
+        .collect())
+}
+
+/// Runs `write` on `dest` (atomically: a temp file renamed into place) or on stdout for `-`.
+fn write_file_or_stdout(
+    dest: &Path,
+    write: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
+    if dest.as_os_str() == "-" {
+        let stdout = std::io::stdout();
+        let mut lock = std::io::BufWriter::new(stdout.lock());
+        write(&mut lock)?;
+        lock.flush()?;
+        return Ok(());
+    }
     let dir = dest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    fs_err::create_dir_all(dir)?;
     let tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("creating {}", dest.display()))?;
     {
-        let mut tar = tar::Builder::new(std::io::BufWriter::new(tmp.as_file()));
-        let mut add_bytes = |path: &str, bytes: &[u8]| -> Result<()> {
-            let mut h = tar::Header::new_ustar();
-            h.set_size(bytes.len() as u64);
-            h.set_mode(0o644);
-            h.set_mtime(0);
-            h.set_entry_type(tar::EntryType::Regular);
-            tar.append_data(&mut h, path, bytes)
-                .with_context(|| format!("writing {path} to the archive"))?;
-            Ok(())
-        };
-        add_bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-        let mut manifests = Vec::new();
-        for name in names
-            .iter()
-            .map(Some)
-            .chain(names.is_empty().then_some(None))
-        {
-            let mut d = image.manifest_desc.clone();
-            if let Some(n) = name {
-                d.annotations
-                    .insert("org.opencontainers.image.ref.name".into(), n.clone());
-            }
-            manifests.push(d);
-        }
-        let index = oci::Index {
-            schema_version: 2,
-            media_type: Some(media_type::OCI_INDEX.into()),
-            manifests,
-            annotations: BTreeMap::new(),
-        };
-        add_bytes("index.json", &serde_json::to_vec(&index)?)?;
-        let mut blobs = vec![
-            image.manifest_desc.digest.clone(),
-            image.manifest.config.digest.clone(),
-        ];
-        blobs.extend(image.manifest.layers.iter().map(|l| l.digest.clone()));
-        let mut seen = std::collections::HashSet::new();
-        for d in blobs {
-            if !seen.insert(d.clone()) {
-                continue;
-            }
-            let path = store.blob_path(&d);
-            let mut f = fs_err::File::open(&path)?;
-            let mut h = tar::Header::new_ustar();
-            h.set_size(f.metadata()?.len());
-            h.set_mode(0o644);
-            h.set_mtime(0);
-            h.set_entry_type(tar::EntryType::Regular);
-            tar.append_data(&mut h, format!("blobs/sha256/{}", d.hex()), &mut f)
-                .with_context(|| format!("writing blob {d} to the archive"))?;
-        }
-        tar.into_inner()?.flush()?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
+        write(&mut w)?;
+        w.flush()
+            .with_context(|| format!("writing {}", dest.display()))?;
     }
     tmp.as_file().sync_all()?;
     tmp.persist(dest)
         .with_context(|| format!("writing {}", dest.display()))?;
     Ok(())
+}
+
+/// Where the files of an image layout go.
+trait Sink {
+    fn bytes(&mut self, path: &str, data: &[u8]) -> Result<()>;
+    fn file(&mut self, path: &str, src: &Path) -> Result<()>;
+}
+
+/// A tar archive (entries owned by root, mode 0644, mtime 0: the same image gives the same bytes).
+struct TarSink<'a> {
+    tar: tar::Builder<&'a mut dyn Write>,
+}
+
+impl<'a> TarSink<'a> {
+    fn new(w: &'a mut dyn Write) -> Self {
+        Self {
+            tar: tar::Builder::new(w),
+        }
+    }
+    fn finish(self) -> Result<()> {
+        self.tar.into_inner()?.flush()?;
+        Ok(())
+    }
+    fn header(size: u64) -> tar::Header {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        h
+    }
+}
+
+impl Sink for TarSink<'_> {
+    fn bytes(&mut self, path: &str, data: &[u8]) -> Result<()> {
+        let mut h = Self::header(data.len() as u64);
+        self.tar
+            .append_data(&mut h, path, data)
+            .with_context(|| format!("writing {path} to the archive"))
+    }
+    fn file(&mut self, path: &str, src: &Path) -> Result<()> {
+        let mut f = fs_err::File::open(src)?;
+        let mut h = Self::header(f.metadata()?.len());
+        self.tar
+            .append_data(&mut h, path, &mut f)
+            .with_context(|| format!("writing {path} to the archive"))
+    }
+}
+
+/// A directory (an OCI layout dir); blobs already there are kept.
+struct DirSink {
+    root: PathBuf,
+}
+
+impl Sink for DirSink {
+    fn bytes(&mut self, path: &str, data: &[u8]) -> Result<()> {
+        let p = self.root.join(path);
+        if let Some(parent) = p.parent() {
+            fs_err::create_dir_all(parent)?;
+        }
+        let tmp = tempfile::NamedTempFile::new_in(p.parent().unwrap_or(&self.root))?;
+        fs_err::write(tmp.path(), data)?;
+        tmp.persist(&p)
+            .with_context(|| format!("writing {}", p.display()))?;
+        Ok(())
+    }
+    fn file(&mut self, path: &str, src: &Path) -> Result<()> {
+        let p = self.root.join(path);
+        if p.exists() {
+            return Ok(());
+        }
+        if let Some(parent) = p.parent() {
+            fs_err::create_dir_all(parent)?;
+        }
+        let tmp = tempfile::NamedTempFile::new_in(p.parent().unwrap_or(&self.root))?;
+        fs_err::copy(src, tmp.path())?;
+        tmp.persist(&p)
+            .with_context(|| format!("writing {}", p.display()))?;
+        Ok(())
+    }
+}
+
+/// Writes an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/…`) and, for `docker`, the
+/// `manifest.json` that `docker load` reads (pointing at the same blobs, as BuildKit's docker exporter does).
+fn write_layout(
+    sink: &mut dyn Sink,
+    store: &cache::Store,
+    image: &Image,
+    names: &[String],
+    docker: bool,
+) -> Result<()> {
+    sink.bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let mut manifests = Vec::new();
+    for name in names
+        .iter()
+        .map(Some)
+        .chain(names.is_empty().then_some(None))
+    {
+        let mut d = image.manifest_desc.clone();
+        if let Some(n) = name {
+            d.annotations
+                .insert("org.opencontainers.image.ref.name".into(), n.clone());
+        }
+        manifests.push(d);
+    }
+    let index = oci::Index {
+        schema_version: 2,
+        media_type: Some(media_type::OCI_INDEX.into()),
+        manifests,
+        annotations: BTreeMap::new(),
+    };
+    sink.bytes("index.json", &serde_json::to_vec(&index)?)?;
+    let blob_path = |d: &Digest| format!("blobs/sha256/{}", d.hex());
+    if docker {
+        let repo_tags: Vec<String> = names
+            .iter()
+            .map(|n| {
+                n.parse::<Reference>()
+                    .map(|r| {
+                        let f = r.familiar();
+                        if r.tag.is_none() && r.digest.is_none() {
+                            format!("{f}:latest")
+                        } else {
+                            f
+                        }
+                    })
+                    .unwrap_or_else(|_| n.clone())
+            })
+            .collect();
+        let manifest = serde_json::json!([{
+            "Config": blob_path(&image.manifest.config.digest),
+            "RepoTags": repo_tags,
+            "Layers": image.manifest.layers.iter().map(|l| blob_path(&l.digest)).collect::<Vec<_>>(),
+        }]);
+        sink.bytes("manifest.json", &serde_json::to_vec(&manifest)?)?;
+    }
+    let mut blobs = vec![
+        image.manifest_desc.digest.clone(),
+        image.manifest.config.digest.clone(),
+    ];
+    blobs.extend(image.manifest.layers.iter().map(|l| l.digest.clone()));
+    let mut seen = std::collections::HashSet::new();
+    for d in blobs {
+        if seen.insert(d.clone()) {
+            sink.file(&blob_path(&d), &store.blob_path(&d))
+                .with_context(|| format!("writing blob {d}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes buildx's `--metadata-file` JSON for `image`; `names` are full image names.
+pub(crate) fn write_metadata(path: &Path, image: &Image, names: &[String]) -> Result<()> {
+    let mut m = serde_json::Map::new();
+    m.insert(
+        "containerimage.config.digest".into(),
+        image.config_digest.to_string().into(),
+    );
+    m.insert(
+        "containerimage.descriptor".into(),
+        serde_json::to_value(&image.manifest_desc)?,
+    );
+    m.insert(
+        "containerimage.digest".into(),
+        image.manifest_desc.digest.to_string().into(),
+    );
+    if !names.is_empty() {
+        m.insert("image.name".into(), names.join(",").into());
+    }
+    let mut bytes = serde_json::to_vec_pretty(&serde_json::Value::Object(m))?;
+    bytes.push(b'\n');
+    fs_err::write(path, bytes)?;
+    Ok(())
+}
+
+/// An image of the local store by tag.
+pub(crate) fn local_image(store: &cache::Store, name: &str) -> Result<Image> {
+    let reference: Reference = name.parse().map_err(|e| anyhow!("image {name:?}: {e}"))?;
+    let desc = store
+        .resolve_tag(&reference.familiar())?
+        .ok_or_else(|| anyhow!("no image {} in the local store", reference.familiar()))?;
+    let manifest: Manifest = serde_json::from_slice(&store.read_blob(&desc.digest)?)
+        .with_context(|| format!("parsing manifest {}", desc.digest))?;
+    Ok(Image {
+        config_digest: manifest.config.digest.clone(),
+        manifest,
+        manifest_desc: desc,
+    })
+}
+
+/// `rbuild inspect IMAGE`: descriptor, manifest and config as one JSON document on stdout.
+pub(crate) fn inspect(store: &cache::Store, name: &str) -> Result<()> {
+    let image = local_image(store, name)?;
+    let config: serde_json::Value =
+        serde_json::from_slice(&store.read_blob(&image.config_digest)?)?;
+    let doc = serde_json::json!({
+        "Name": name,
+        "Id": image.config_digest.to_string(),
+        "Descriptor": image.manifest_desc,
+        "Manifest": image.manifest,
+        "Config": config,
+    });
+    println!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(())
+}
+
+/// `rbuild history IMAGE`: one line per history entry, newest first, like `docker history`.
+pub(crate) fn history(store: &cache::Store, name: &str, no_trunc: bool) -> Result<()> {
+    let image = local_image(store, name)?;
+    let config: ImageConfig = serde_json::from_slice(&store.read_blob(&image.config_digest)?)
+        .with_context(|| format!("parsing config {}", image.config_digest))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+    let mut sizes = image.manifest.layers.iter().map(|l| l.size);
+    let mut rows: Vec<[String; 5]> = config
+        .history
+        .iter()
+        .map(|h| {
+            let size = if h.empty_layer {
+                0
+            } else {
+                sizes.next().unwrap_or(0)
+            };
+            let created = h
+                .created
+                .as_deref()
+                .and_then(parse_rfc3339)
+                .map_or_else(|| "<unknown>".to_owned(), |t| ago(now - t));
+            let mut by = h.created_by.clone().unwrap_or_default().replace('\n', " ");
+            if !no_trunc && by.chars().count() > 45 {
+                by = by.chars().take(44).collect::<String>() + "…";
+            }
+            [
+                "<missing>".to_owned(),
+                created,
+                by,
+                human_size(size),
+                h.comment.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    rows.reverse();
+    if let Some(top) = rows.first_mut() {
+        top[0] = if no_trunc {
+            image.config_digest.to_string()
+        } else {
+            image.config_digest.short().to_owned()
+        };
+    }
+    let header = ["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"];
+    let mut widths = header.map(|h| h.chars().count());
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: [&str; 5]| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(c);
+                s.push_str(&" ".repeat(w - c.chars().count() + 3));
+            }
+        }
+        s.trim_end().to_owned()
+    };
+    println!("{}", line(header));
+    for r in &rows {
+        println!(
+            "{}",
+            line([&r[0], &r[1], &r[2], &r[3], &r[4]].map(String::as_str))
+        );
+    }
+    Ok(())
+}
+
+/// `1700000000` from `2023-11-14T22:13:20Z` (fractions and offsets other than `Z` are accepted).
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let hms: String = time.chars().take(8).collect();
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    let rest = &time[8.min(time.len())..];
+    let rest = rest.trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
+    let offset = match rest {
+        "" | "Z" | "z" => 0,
+        o => {
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            let mut p = o[1..].splitn(2, ':').map(|p| p.parse::<i64>().ok());
+            sign * (p.next()?? * 3600 + p.next().flatten().unwrap_or(0) * 60)
+        }
+    };
+    // Inverse of civil_from_days.
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss - offset)
+}
+
+/// `docker history`'s relative times.
+fn ago(secs: i64) -> String {
+    let s = secs.max(0);
+    let (n, unit) = match s {
+        0..=59 => return "Less than a minute ago".to_owned(),
+        60..=3599 => (s / 60, "minute"),
+        3600..=86_399 => (s / 3600, "hour"),
+        86_400..=604_799 => (s / 86_400, "day"),
+        604_800..=2_591_999 => (s / 604_800, "week"),
+        2_592_000..=31_535_999 => (s / 2_592_000, "month"),
+        _ => (s / 31_536_000, "year"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+}
+
+/// `1.5MB`, as docker prints sizes (powers of 1000).
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
+    #[allow(clippy::cast_precision_loss)] // display only
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes}B")
+    } else {
+        let n = format!("{v:.3}");
+        format!(
+            "{}{}",
+            n.trim_end_matches('0').trim_end_matches('.'),
+            UNITS[u]
+        )
+    }
 }
 
 /// Pushes `image` (all of its blobs in the store) to `reference`; blobs the registry has are skipped.
@@ -252,5 +1026,89 @@ mod tests {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn rfc3339_parses_back() {
+        for t in [0, 951_782_400, 1_700_000_000, 4_102_444_800] {
+            assert_eq!(super::parse_rfc3339(&super::rfc3339(t)), Some(t));
+        }
+        assert_eq!(
+            super::parse_rfc3339("2023-11-14T23:13:20.123456789+01:00"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(super::parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn outputs_parse_as_buildx_spells_them() {
+        use super::Output;
+        use std::path::PathBuf;
+        let o = super::parse_outputs(&[
+            "type=image,\"name=a:1,b:2\",push=true".into(),
+            "type=registry".into(),
+            "type=oci,dest=x.tar".into(),
+            "type=oci,dest=layout,tar=false".into(),
+            "type=docker,dest=d.tar".into(),
+            "type=local,dest=out".into(),
+            "type=tar,dest=-".into(),
+            "rootfs".into(),
+        ])
+        .unwrap();
+        assert_eq!(
+            o,
+            vec![
+                Output::Image {
+                    names: vec!["a:1".into(), "b:2".into()],
+                    push: true
+                },
+                Output::Image {
+                    names: vec![],
+                    push: true
+                },
+                Output::Oci {
+                    dest: PathBuf::from("x.tar"),
+                    tar: true,
+                    names: vec![]
+                },
+                Output::Oci {
+                    dest: PathBuf::from("layout"),
+                    tar: false,
+                    names: vec![]
+                },
+                Output::Docker {
+                    dest: PathBuf::from("d.tar"),
+                    names: vec![]
+                },
+                Output::Local {
+                    dest: PathBuf::from("out")
+                },
+                Output::Tar {
+                    dest: PathBuf::from("-")
+                },
+                Output::Local {
+                    dest: PathBuf::from("rootfs")
+                },
+            ]
+        );
+        for bad in [
+            "type=oci",
+            "type=nope,dest=x",
+            "dest=x",
+            "type=local,dest=x,color=red",
+            "type=image,push=maybe",
+        ] {
+            assert!(super::parse_outputs(&[bad.into()]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn history_sizes_and_times_read_like_docker() {
+        assert_eq!(super::human_size(0), "0B");
+        assert_eq!(super::human_size(1_500_000), "1.5MB");
+        assert_eq!(super::human_size(4_096), "4.096kB");
+        assert_eq!(super::ago(30), "Less than a minute ago");
+        assert_eq!(super::ago(7_200), "2 hours ago");
+        assert_eq!(super::ago(86_400), "1 day ago");
     }
 }

@@ -126,6 +126,14 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             println!("{}@{digest}", reference.name());
             Ok(ExitCode::SUCCESS)
         }
+        Command::History { image, no_trunc } => {
+            export::history(&*open()?, &image, no_trunc)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { image } => {
+            export::inspect(&*open()?, &image)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Debug {
             what: DebugCommand::Ast { file },
         } => {

@@ -16,7 +16,7 @@ mod unpack;
 mod write;
 
 pub use unpack::unpack_layer;
-pub use write::{is_empty_dir, write_layer};
+pub use write::{is_empty_dir, recompress_layer, write_layer};
 
 /// Prefix of a whiteout entry in a layer tar (`.wh.<name>` deletes `<name>`).
 pub const WHITEOUT_PREFIX: &str = ".wh.";
@@ -33,6 +33,33 @@ pub enum Compression {
     Gzip,
     /// A plain tar; media type `application/vnd.oci.image.layer.v1.tar`.
     Uncompressed,
+    /// zstd, always through libzstd's multithreaded path (at least one worker), so the bytes are the same
+    /// for every [`LayerOptions::threads`]; media type `application/vnd.oci.image.layer.v1.tar+zstd`.
+    Zstd,
+}
+
+impl Compression {
+    /// The compression a layer media type names (`None` for one we cannot tell).
+    pub fn of_media_type(mt: &str) -> Option<Self> {
+        if crate::media_type::is_gzip_layer(mt) {
+            Some(Self::Gzip)
+        } else if crate::media_type::is_zstd_layer(mt) {
+            Some(Self::Zstd)
+        } else if mt.ends_with(".tar") || mt.ends_with("rootfs.diff.tar") {
+            Some(Self::Uncompressed)
+        } else {
+            None
+        }
+    }
+
+    /// The OCI layer media type of blobs with this compression.
+    pub fn oci_media_type(self) -> &'static str {
+        match self {
+            Self::Gzip => crate::media_type::OCI_LAYER_GZIP,
+            Self::Uncompressed => crate::media_type::OCI_LAYER_TAR,
+            Self::Zstd => crate::media_type::OCI_LAYER_ZSTD,
+        }
+    }
 }
 
 /// Options for [`write_layer`].
@@ -40,13 +67,14 @@ pub enum Compression {
 pub struct LayerOptions {
     /// The compression of the written blob.
     pub compression: Compression,
-    /// The compression level (gzip: 0–9); `None` means the default (6).
+    /// The compression level (gzip: 0–9, default 6; zstd: 1–22, default 3); `None` means the default.
     pub level: Option<u32>,
     /// Clamps every mtime in the tar to at most this many seconds since the epoch (`SOURCE_DATE_EPOCH`).
     pub source_date_epoch: Option<i64>,
     /// Gzip only: `None` writes one classic gzip stream on the calling thread; `Some(n)` compresses
     /// 128 KiB blocks on `n` threads (each primed with the previous 32 KiB), whose output is the same
     /// for every `n` — but differs from `None`'s, so keep the choice fixed for reproducible digests.
+    /// zstd: the number of libzstd workers (`None` means 1); the bytes do not depend on it.
     pub threads: Option<usize>,
 }
 

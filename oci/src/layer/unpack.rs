@@ -19,9 +19,25 @@ use crate::{Digest, Hasher};
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
+/// The uncompressed tar stream of a layer blob: gzip or zstd per the magic bytes, else a plain tar.
+pub(super) fn decoder<'a>(
+    blob: impl Read + 'a,
+    _media_type: &str,
+) -> Result<Box<dyn Read + 'a>, LayerError> {
+    let mut blob = BufReader::with_capacity(128 * 1024, blob);
+    let head = blob.fill_buf().map_err(LayerError::Blob)?;
+    Ok(if head.starts_with(&GZIP_MAGIC) {
+        Box::new(flate2::bufread::MultiGzDecoder::new(blob))
+    } else if head.starts_with(&ZSTD_MAGIC) {
+        Box::new(zstd::stream::read::Decoder::with_buffer(blob).map_err(LayerError::Blob)?)
+    } else {
+        Box::new(blob)
+    })
+}
+
 /// Unpacks a layer blob into `dest` in overlay format and returns its diff_id.
 ///
-/// The blob is gzip or an uncompressed tar, per `media_type` and the gzip magic bytes. `.wh.<name>`
+/// The blob is gzip, zstd or an uncompressed tar, per `media_type` and the magic bytes. `.wh.<name>`
 /// becomes a character device 0/0 named `<name>`; `.wh..wh..opq` sets `trusted.overlay.opaque=y` on its
 /// directory. Leading `/` is dropped from entry paths; an entry with a `..` component, a hardlink target
 /// outside `dest`, or a path through a non-directory (such as a symlink unpacked earlier) is refused.
@@ -29,22 +45,7 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// mtimes and `SCHILY.xattr.*` records are applied, except `trusted.overlay.*` xattrs. The diff_id is the
 /// sha256 of the whole uncompressed tar stream, computed while reading. `dest` is created if missing.
 pub fn unpack_layer(blob: impl Read, media_type: &str, dest: &Path) -> Result<Digest, LayerError> {
-    if media_type.contains("zstd") {
-        return Err(LayerError::Unsupported {
-            media_type: media_type.to_owned(),
-        });
-    }
-    let mut blob = BufReader::with_capacity(128 * 1024, blob);
-    let head = blob.fill_buf().map_err(LayerError::Blob)?;
-    let stream: Box<dyn Read> = if head.starts_with(&GZIP_MAGIC) {
-        Box::new(flate2::bufread::MultiGzDecoder::new(blob))
-    } else if head.starts_with(&ZSTD_MAGIC) {
-        return Err(LayerError::Unsupported {
-            media_type: format!("{media_type} (zstd data)"),
-        });
-    } else {
-        Box::new(blob)
-    };
+    let stream = decoder(blob, media_type)?;
     let mut hashed = HashingReader {
         inner: stream,
         hasher: Hasher::new(),

@@ -15,7 +15,7 @@ use super::{
     Compression, LayerError, LayerInfo, LayerOptions, OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR,
     WHITEOUT_PREFIX,
 };
-use crate::{media_type, Hasher, HashingWriter};
+use crate::{Hasher, HashingWriter};
 
 /// The longest name or link name that fits a ustar header field without a PAX record.
 const NAME_FIELD: usize = 100;
@@ -37,36 +37,83 @@ pub fn write_layer(
     out: impl Write,
     opts: &LayerOptions,
 ) -> Result<LayerInfo, LayerError> {
+    let info = compress(out, opts, |w| write_tar(dir, w, opts))?;
+    tracing::debug!(dir = %dir.display(), diff_id = %info.diff_id, digest = %info.digest, size = info.size, "wrote layer");
+    Ok(info)
+}
+
+/// Re-encodes a layer blob (gzip, zstd or a plain tar, per `media_type` and its magic bytes) with the
+/// compression of `opts`, hashing in the same streaming pass. The tar bytes are copied unchanged, so the
+/// diff_id stays the same; [`LayerOptions::source_date_epoch`] does not apply here.
+pub fn recompress_layer(
+    blob: impl Read,
+    media_type: &str,
+    out: impl Write,
+    opts: &LayerOptions,
+) -> Result<LayerInfo, LayerError> {
+    let mut tar = super::unpack::decoder(blob, media_type)?;
+    compress(out, opts, |w| {
+        io::copy(&mut tar, w).map_err(LayerError::Blob)?;
+        Ok(())
+    })
+}
+
+/// Runs `body` on a writer whose bytes are hashed (the diff_id), compressed per `opts`, hashed again (the
+/// digest) and written to `out`.
+fn compress<W: Write>(
+    out: W,
+    opts: &LayerOptions,
+    body: impl FnOnce(&mut dyn Write) -> Result<(), LayerError>,
+) -> Result<LayerInfo, LayerError> {
+    fn feed<E: Write>(
+        enc: E,
+        body: impl FnOnce(&mut dyn Write) -> Result<(), LayerError>,
+    ) -> Result<(crate::Digest, E), LayerError> {
+        let mut tee = DiffIdWriter {
+            inner: enc,
+            hasher: Hasher::new(),
+        };
+        body(&mut tee)?;
+        tee.flush().map_err(LayerError::Write)?;
+        Ok((tee.hasher.finish(), tee.inner))
+    }
     let hashed_out = HashingWriter::new(out);
     let (diff_id, hashed_out) = match opts.compression {
         Compression::Gzip if opts.threads.is_some() => {
             let threads = opts.threads.unwrap_or(1).max(1);
             let gz = ParallelGzEncoder::new(hashed_out, opts.level.unwrap_or(6), threads)
                 .map_err(LayerError::Write)?;
-            let (diff_id, gz) = write_tar(dir, gz, opts)?;
+            let (diff_id, gz) = feed(gz, body)?;
             (diff_id, gz.finish().map_err(LayerError::Write)?)
         }
         Compression::Gzip => {
             let level = flate2::Compression::new(opts.level.unwrap_or(6).min(9));
             // GzBuilder writes mtime 0 and no file name, so the header is the same for the same input.
             let gz = flate2::GzBuilder::new().write(hashed_out, level);
-            let (diff_id, gz) = write_tar(dir, gz, opts)?;
+            let (diff_id, gz) = feed(gz, body)?;
             (diff_id, gz.finish().map_err(LayerError::Write)?)
         }
-        Compression::Uncompressed => write_tar(dir, hashed_out, opts)?,
+        Compression::Zstd => {
+            let level = i32::try_from(opts.level.unwrap_or(3).clamp(1, 22)).unwrap_or(3);
+            let mut enc =
+                zstd::stream::write::Encoder::new(hashed_out, level).map_err(LayerError::Write)?;
+            // Always the multithreaded path (even with one worker): its frames do not depend on the
+            // number of workers, unlike the single-threaded path's.
+            let workers = u32::try_from(opts.threads.unwrap_or(1).max(1)).unwrap_or(1);
+            enc.multithread(workers).map_err(LayerError::Write)?;
+            enc.include_checksum(false).map_err(LayerError::Write)?;
+            let (diff_id, enc) = feed(enc, body)?;
+            (diff_id, enc.finish().map_err(LayerError::Write)?)
+        }
+        Compression::Uncompressed => feed(hashed_out, body)?,
     };
     let (mut out, digest, size) = hashed_out.finish();
     out.flush().map_err(LayerError::Write)?;
-    let media_type = match opts.compression {
-        Compression::Gzip => media_type::OCI_LAYER_GZIP,
-        Compression::Uncompressed => media_type::OCI_LAYER_TAR,
-    };
-    tracing::debug!(dir = %dir.display(), %diff_id, %digest, size, "wrote layer");
     Ok(LayerInfo {
         diff_id,
         digest,
         size,
-        media_type,
+        media_type: opts.compression.oci_media_type(),
     })
 }
 
@@ -75,18 +122,10 @@ pub fn is_empty_dir(dir: &Path) -> io::Result<bool> {
     Ok(fs_err::read_dir(dir)?.next().is_none())
 }
 
-/// Writes the uncompressed tar into `out`, returning its digest (the diff_id) and `out`.
-fn write_tar<W: Write>(
-    dir: &Path,
-    out: W,
-    opts: &LayerOptions,
-) -> Result<(crate::Digest, W), LayerError> {
-    let tee = DiffIdWriter {
-        inner: out,
-        hasher: Hasher::new(),
-    };
+/// Writes the uncompressed tar of `dir` into `out`.
+fn write_tar(dir: &Path, out: &mut dyn Write, opts: &LayerOptions) -> Result<(), LayerError> {
     // Tar headers are 512-byte writes; batch them before hashing and compressing.
-    let buffered = BufWriter::with_capacity(256 * 1024, tee);
+    let buffered = BufWriter::with_capacity(256 * 1024, out);
     let mut writer = TarWriter {
         builder: tar::Builder::new(buffered),
         epoch: opts.source_date_epoch,
@@ -94,11 +133,9 @@ fn write_tar<W: Write>(
     };
     writer.builder.sparse(false);
     writer.walk(dir, &mut Vec::new())?;
-    let buffered = writer.builder.into_inner().map_err(LayerError::Write)?;
-    let tee = buffered
-        .into_inner()
-        .map_err(|e| LayerError::Write(e.into_error()))?;
-    Ok((tee.hasher.finish(), tee.inner))
+    let mut buffered = writer.builder.into_inner().map_err(LayerError::Write)?;
+    buffered.flush().map_err(LayerError::Write)?;
+    Ok(())
 }
 
 /// Hashes the uncompressed tar bytes on their way to the compressor.
