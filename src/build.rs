@@ -77,12 +77,12 @@ fn parse_outputs(specs: &[String], push: &mut bool) -> Result<Vec<Output>> {
     Ok(out)
 }
 
-/// Runs one build; returns the image config digest (the image ID).
+/// Runs one build; returns the image config digest (the image ID), or `None` for `--check`.
 pub(crate) fn build(
     args: &BuildArgs,
     store: Arc<cache::Store>,
     rt: &tokio::runtime::Runtime,
-) -> Result<oci::Digest> {
+) -> Result<Option<oci::Digest>> {
     let mut push = args.push;
     let outputs = parse_outputs(&args.outputs, &mut push)?;
     let tags: Vec<Reference> = args
@@ -141,6 +141,9 @@ pub(crate) fn build(
         .map_err(|d| diagnostics::from_frontend(&file_label, &src, &d))?;
     for w in &lowered.warnings {
         eprintln!("warning: {file_label}:{}: {}", w.span.line, w.message);
+    }
+    if args.check {
+        return check_done(&lowered, &file_label);
     }
     let stage = &lowered.stages[lowered.target];
 
@@ -235,7 +238,17 @@ pub(crate) fn build(
     if args.quiet {
         println!("{id}");
     }
-    Ok(id)
+    Ok(Some(id))
+}
+
+/// `--check`: the Dockerfile parsed and lowered; report and stop before running anything.
+fn check_done(lowered: &frontend::Lowered, file_label: &str) -> Result<Option<oci::Digest>> {
+    let steps = lowered.graph.len();
+    let stages = lowered.stages.len();
+    eprintln!(
+        "check complete, no errors: {file_label} ({stages} stage(s), {steps} step(s) to build)"
+    );
+    Ok(None)
 }
 
 fn read_dockerignore(dockerfile: &Path, context: &Path) -> Result<frontend::DockerIgnore> {

@@ -130,6 +130,9 @@ pub(crate) struct BuildArgs {
     /// Registry hosts (host[:port]) reached over plain HTTP; loopback always is.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub(crate) insecure_registries: Vec<String>,
+    /// Only check the Dockerfile: parse and lower it (resolving base images), run nothing.
+    #[arg(long)]
+    pub(crate) check: bool,
     /// Build context directory.
     #[arg(value_name = "CONTEXT")]
     pub(crate) context: PathBuf,
