@@ -123,6 +123,38 @@ pub(crate) fn inherit_fds_as(cmd: &mut Command, fds: &[(RawFd, RawFd)]) {
     unsafe { cmd.pre_exec(hook) };
 }
 
+/// Makes the child of `cmd` get SIGKILL when the thread that spawns it dies (a killed rbuild
+/// must not leave a sandbox running). If the spawning process is already gone by the time the
+/// hook runs, the child fails to start instead.
+pub(crate) fn kill_with_parent(cmd: &mut Command) {
+    let parent = std::process::id();
+    let hook = move || {
+        // SAFETY: prctl(PR_SET_PDEATHSIG) and getppid are plain, async-signal-safe syscalls.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: getppid has no preconditions.
+        let ppid = unsafe { libc::getppid() };
+        if u32::try_from(ppid).ok() != Some(parent) {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only makes async-signal-safe syscalls and allocates nothing.
+    unsafe { cmd.pre_exec(hook) };
+}
+
+/// Makes the calling process a session leader with `fd` (a terminal) as its controlling
+/// terminal.
+pub(crate) fn take_controlling_terminal(fd: RawFd) -> io::Result<()> {
+    rustix::process::setsid()?;
+    // SAFETY: TIOCSCTTY takes an int argument and touches no memory of ours.
+    if unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// A set of signals.
 #[derive(Clone, Copy)]
 pub(crate) struct SignalSet(libc::sigset_t);
