@@ -153,6 +153,7 @@ pub(crate) fn build(
         context,
         exe: std::env::current_exe().context("locating the rbuild executable")?,
         layer_opts: oci::LayerOptions::default(),
+        secrets: Arc::new(crate::secrets::Secrets::parse(&args.secrets, &args.ssh)?),
     };
     let verbosity = match (args.quiet, args.progress) {
         (true, _) | (_, ProgressMode::Quiet) => Verbosity::Quiet,

@@ -47,11 +47,47 @@ pub(crate) fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std
         } else {
             if !SUBCOMMANDS.contains(&a.as_ref()) {
                 args.insert(i, "build".into());
+            } else if a == "run" {
+                run_volume_flags(&mut args[i + 1..]);
             }
             return args;
         }
     }
     args
+}
+
+/// `docker run -v HOST:CTR`: `-v` is the global `--verbose`, so before the image name of `run` it is
+/// rewritten to `--volume`.
+fn run_volume_flags(args: &mut [std::ffi::OsString]) {
+    const TAKES_VALUE: &[&str] = &[
+        "-e",
+        "--env",
+        "-w",
+        "--workdir",
+        "-u",
+        "--user",
+        "--network",
+        "--entrypoint",
+        "--env-file",
+        "--volume",
+    ];
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].to_string_lossy().into_owned();
+        if a == "-v" {
+            args[i] = "--volume".into();
+            i += 2;
+        } else if let Some(rest) = a.strip_prefix("-v").filter(|r| r.starts_with('/')) {
+            args[i] = format!("--volume={rest}").into();
+            i += 1;
+        } else if TAKES_VALUE.contains(&a.as_str()) {
+            i += 2;
+        } else if a.starts_with('-') {
+            i += 1;
+        } else {
+            return;
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +166,12 @@ pub(crate) struct BuildArgs {
     /// Registry hosts (host[:port]) reached over plain HTTP; loopback always is.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub(crate) insecure_registries: Vec<String>,
+    /// Secret for `RUN --mount=type=secret`: `id=ID,src=FILE` or `id=ID,env=VAR`; repeatable.
+    #[arg(long = "secret", value_name = "id=ID,src=FILE")]
+    pub(crate) secrets: Vec<String>,
+    /// SSH agent for `RUN --mount=type=ssh`: `default` (SSH_AUTH_SOCK) or `ID=SOCKET`; repeatable.
+    #[arg(long = "ssh", value_name = "default|ID=SOCKET")]
+    pub(crate) ssh: Vec<String>,
     /// Build context directory.
     #[arg(value_name = "CONTEXT")]
     pub(crate) context: PathBuf,
@@ -152,6 +194,18 @@ pub(crate) struct RunArgs {
     /// Override the image's ENTRYPOINT.
     #[arg(long)]
     pub(crate) entrypoint: Option<String>,
+    /// Bind mount `HOST:CONTAINER[:ro]`; repeatable.
+    #[arg(long = "volume", value_name = "HOST:CTR[:ro]")]
+    pub(crate) volumes: Vec<String>,
+    /// Read environment variables from a file (`KEY=value` lines, `#` comments); repeatable.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub(crate) env_files: Vec<PathBuf>,
+    /// Keep stdin open (without it the command reads /dev/null).
+    #[arg(short = 'i', long)]
+    pub(crate) interactive: bool,
+    /// Give the command a terminal (a pty).
+    #[arg(short = 't', long)]
+    pub(crate) tty: bool,
     /// Remove the container's filesystem afterwards (always done; accepted for docker compatibility).
     #[arg(long)]
     pub(crate) rm: bool,
@@ -169,4 +223,46 @@ pub(crate) struct PushArgs {
     /// Registry hosts reached over plain HTTP; loopback always is.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub(crate) insecure_registries: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_dash_v_is_a_volume_before_the_image() {
+        let args = |v: &[&str]| {
+            v.iter()
+                .map(Into::into)
+                .collect::<Vec<std::ffi::OsString>>()
+        };
+        assert_eq!(
+            with_default_command(args(&[
+                "rbuild",
+                "-v",
+                "run",
+                "-e",
+                "A=1",
+                "-v",
+                "/h:/c",
+                "-v/x:/y:ro",
+                "img",
+                "ls",
+                "-v"
+            ])),
+            args(&[
+                "rbuild",
+                "-v",
+                "run",
+                "-e",
+                "A=1",
+                "--volume",
+                "/h:/c",
+                "--volume=/x:/y:ro",
+                "img",
+                "ls",
+                "-v"
+            ])
+        );
+    }
 }

@@ -10,6 +10,7 @@ mod diagnostics;
 mod export;
 mod progress;
 mod run;
+mod secrets;
 mod worker;
 
 use std::path::PathBuf;

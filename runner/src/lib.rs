@@ -247,3 +247,17 @@ pub fn spawn(
         Err(Error::Unsupported)
     }
 }
+
+/// Opens a new pseudo-terminal pair: `(master, slave)`, both close-on-exec.
+///
+/// Give the slave as the command's stdio with [`Spec::tty`] set; relay the master.
+pub fn open_pty() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    #[cfg(target_os = "linux")]
+    {
+        sys::open_pty()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+    }
+}

@@ -348,3 +348,32 @@ pub(crate) fn unshare(flags: rustix::thread::UnshareFlags) -> io::Result<()> {
     // the only hazard `unshare_unsafe` documents.
     unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(io::Error::from)
 }
+
+/// `posix_openpt` + `grantpt` + `unlockpt` + open of the slave.
+pub(crate) fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
+    // SAFETY: posix_openpt returns a new descriptor (or -1) that we own immediately below.
+    let raw = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor owned by nobody else.
+    let master = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: the descriptor is a pty master; ptsname_r writes at most `name.len()` bytes.
+    let ok = unsafe {
+        libc::grantpt(raw) == 0
+            && libc::unlockpt(raw) == 0
+            && libc::ptsname_r(raw, name.as_mut_ptr(), name.len()) == 0
+    };
+    if !ok {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: ptsname_r succeeded, so `name` holds a NUL-terminated string.
+    let path = unsafe { CStr::from_ptr(name.as_ptr()) };
+    let slave = rustix::fs::open(
+        path,
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    Ok((master, slave))
+}
