@@ -94,7 +94,7 @@ run_bench() { # tool bench scenarios...
   local f="$WORK/ctx/$b/$(editfile "$b")" build clean orig
   orig=$(cat "$f"); build=$(build_cmd "$tool" "$b"); clean=$(clean_cmd "$tool")
   for s in "$@"; do
-    local j="$OUT/$b__$s__$tool.json"; j="$OUT/${b}__${s}__${tool}.json"
+    local j="$OUT/${b}__${s}__${tool}.json"
     echo ">>> $tool $b $s" >&2
     case $s in
       cold)  hf "$j" "$clean" "$RUNS_COLD" "$build" ;;

@@ -264,7 +264,23 @@ fn cache_policy(args: &BuildArgs, lowered: &frontend::Lowered) -> Result<solver:
             }
         }
     }
-    Ok(solver::CachePolicy::IgnoreNodes(nodes))
+    // The solver looks records up from the target down, so a hit on a consumer would hide the stage:
+    // everything that (transitively) reads a filtered node ignores the cache too.
+    let mut ignored: std::collections::HashSet<graph::NodeId> = nodes.iter().copied().collect();
+    loop {
+        let before = ignored.len();
+        for n in lowered.graph.nodes() {
+            if n.inputs.iter().any(|i| ignored.contains(i)) {
+                ignored.insert(n.id);
+            }
+        }
+        if ignored.len() == before {
+            break;
+        }
+    }
+    Ok(solver::CachePolicy::IgnoreNodes(
+        ignored.into_iter().collect(),
+    ))
 }
 
 fn read_dockerignore(dockerfile: &Path, context: &Path) -> Result<frontend::DockerIgnore> {

@@ -128,11 +128,13 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Prune(args) => {
-            prune::prune(&args, &open()?)?;
+            let store = open()?;
+            prune::prune(&args, &store)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Du => {
-            prune::du(&open()?)?;
+            let store = open()?;
+            prune::du(&store)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Debug {
