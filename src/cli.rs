@@ -25,6 +25,8 @@ const SUBCOMMANDS: &[&str] = &[
     "images",
     "push",
     "debug",
+    "prune",
+    "du",
     "help",
     "-h",
     "--help",
@@ -100,6 +102,10 @@ pub(crate) enum Command {
     Images,
     /// Push an image from the local store to a registry.
     Push(PushArgs),
+    /// Remove build cache: unused records, base resolutions, cache mounts, and unreferenced blobs/snapshots.
+    Prune(PruneArgs),
+    /// Show the disk usage of the local store.
+    Du,
     /// Inspect internals.
     Debug {
         #[command(subcommand)]
@@ -122,8 +128,11 @@ pub(crate) enum ProgressMode {
     Auto,
     /// One line per event, BuildKit style.
     Plain,
-    /// Live view (falls back to plain for now).
+    /// Live view: running steps with timers and their last output lines.
     Tty,
+    /// One JSON object per event line.
+    #[value(name = "rawjson")]
+    RawJson,
     /// Only errors.
     Quiet,
 }
@@ -145,6 +154,12 @@ pub(crate) struct BuildArgs {
     /// Do not use cache records.
     #[arg(long)]
     pub(crate) no_cache: bool,
+    /// Do not use cache records for the steps of these stages (name or index); repeatable or comma-separated.
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    pub(crate) no_cache_filter: Vec<String>,
+    /// Always resolve base images from their registry, even when a local tag or an earlier resolution exists.
+    #[arg(long)]
+    pub(crate) pull: bool,
     /// Push the image to its registry (the tag names the registry).
     #[arg(long)]
     pub(crate) push: bool,
@@ -223,6 +238,19 @@ pub(crate) struct PushArgs {
     /// Registry hosts reached over plain HTTP; loopback always is.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub(crate) insecure_registries: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PruneArgs {
+    /// Remove all build cache (tagged images and what they use stay).
+    #[arg(short, long)]
+    pub(crate) all: bool,
+    /// Evict least recently used cache until the store fits in SIZE (e.g. 10GB, 512MB, 1000000).
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) keep_storage: Option<String>,
+    /// `until=DURATION`: remove cache not used for DURATION (e.g. 24h, 30m, 7d).
+    #[arg(long, value_name = "FILTER")]
+    pub(crate) filter: Vec<String>,
 }
 
 #[cfg(test)]

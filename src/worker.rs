@@ -34,6 +34,8 @@ pub(crate) struct Images {
     pub(crate) rt: tokio::runtime::Handle,
     pub(crate) platform: Platform,
     resolved: Mutex<HashMap<String, ResolvedImage>>,
+    /// `--pull`: ignore local tags and earlier resolutions of base images; always ask the registry.
+    pull: bool,
 }
 
 impl Images {
@@ -49,7 +51,14 @@ impl Images {
             rt,
             platform,
             resolved: Mutex::new(HashMap::new()),
+            pull: false,
         }
+    }
+
+    /// With `pull`, base images always come from their registry (`--pull`).
+    pub(crate) fn with_pull(mut self, pull: bool) -> Self {
+        self.pull = pull;
+        self
     }
 
     /// Resolves `name`: a tag in the local store, else the registry it names.
@@ -67,15 +76,17 @@ impl Images {
 
     fn resolve_uncached(&self, name: &str) -> Result<ResolvedImage> {
         let reference: Reference = name.parse().with_context(|| format!("image {name:?}"))?;
-        if let Some(desc) = self.store.resolve_tag(&reference.familiar())? {
-            return self.local(Some(reference), desc);
+        if !self.pull {
+            if let Some(desc) = self.store.resolve_tag(&reference.familiar())? {
+                return self.local(Some(reference), desc);
+            }
         }
         let pulled = self
             .rt
             .block_on(self.client.get_manifest(&reference, &self.platform));
         let pulled = match pulled {
             Ok(p) => p,
-            Err(e @ registry::Error::Unreachable { .. }) => {
+            Err(e @ registry::Error::Unreachable { .. }) if !self.pull => {
                 // Offline rebuild: reuse what this store resolved last time, if it is all still here.
                 if let Some(desc) = self.store.base_get(&reference.to_string())? {
                     tracing::warn!(%reference, "registry unreachable; using the last resolved manifest");
