@@ -40,12 +40,12 @@ impl frontend::BaseImages for Bases<'_> {
     }
 }
 
-/// Runs one build; returns the image config digest (the image ID).
+/// Runs one build; returns the image config digest (the image ID), or `None` for `--check`.
 pub(crate) fn build(
     args: &BuildArgs,
     store: Arc<cache::Store>,
     rt: &tokio::runtime::Runtime,
-) -> Result<oci::Digest> {
+) -> Result<Option<oci::Digest>> {
     let outputs = export::parse_outputs(&args.outputs)?;
     let push = args.push || outputs.iter().any(export::Output::pushes);
     let tags: Vec<Reference> = args
@@ -110,21 +110,28 @@ pub(crate) fn build(
         insecure_registries: args.insecure_registries.clone(),
         ..Default::default()
     })?;
-    let images = Arc::new(Images::new(
-        Arc::clone(&store),
-        client.clone(),
-        rt.handle().clone(),
-        platform,
-    ));
+    let images = Arc::new(
+        Images::new(
+            Arc::clone(&store),
+            client.clone(),
+            rt.handle().clone(),
+            platform,
+        )
+        .with_pull(args.pull),
+    );
     let lowered = frontend::lower(&df, &opts, &mut Bases(&images))
         .map_err(|d| diagnostics::from_frontend(&file_label, &src, &d))?;
     for w in &lowered.warnings {
         eprintln!("warning: {file_label}:{}: {}", w.span.line, w.message);
     }
+    if args.check {
+        return check_done(&lowered, &file_label);
+    }
     let stage = &lowered.stages[lowered.target];
 
     let ignore = read_dockerignore(&dockerfile, context_dir)?;
-    let context = Arc::new(Context::load(context_dir, &ignore)?);
+    let context =
+        Arc::new(Context::load(context_dir, &ignore)?.with_stat_cache(Arc::clone(&store)));
 
     let worker = BuildWorker {
         images: Arc::clone(&images),
@@ -132,20 +139,20 @@ pub(crate) fn build(
         context,
         exe: std::env::current_exe().context("locating the rbuild executable")?,
         layer_opts: export_opts.layer_options(),
+        secrets: Arc::new(crate::secrets::Secrets::parse(&args.secrets, &args.ssh)?),
     };
     let verbosity = match (args.quiet, args.progress) {
         (true, _) | (_, ProgressMode::Quiet) => Verbosity::Quiet,
+        (_, ProgressMode::Tty) => Verbosity::Tty,
+        (_, ProgressMode::RawJson) => Verbosity::Json,
+        (_, ProgressMode::Auto) => Verbosity::auto(),
         _ => Verbosity::Plain,
     };
     let reporter = PlainReporter::new(&lowered.graph, verbosity);
     let identities = node_identities(&lowered.graph, &dockerfile);
     let solve_opts = solver::SolveOptions {
         jobs: args.jobs.unwrap_or(8).max(1),
-        cache: if args.no_cache {
-            solver::CachePolicy::Ignore
-        } else {
-            solver::CachePolicy::Use
-        },
+        cache: cache_policy(args, &lowered)?,
         identities,
     };
     let _lease = store.lease()?;
@@ -211,7 +218,59 @@ pub(crate) fn build(
     if args.quiet {
         println!("{id}");
     }
-    Ok(id)
+    Ok(Some(id))
+}
+
+/// `--check`: the Dockerfile parsed and lowered; report and stop before running anything.
+fn check_done(lowered: &frontend::Lowered, file_label: &str) -> Result<Option<oci::Digest>> {
+    let steps = lowered.graph.len();
+    let stages = lowered.stages.len();
+    eprintln!(
+        "check complete, no errors: {file_label} ({stages} stage(s), {steps} step(s) to build)"
+    );
+    Ok(None)
+}
+
+/// `--no-cache` ignores every record; `--no-cache-filter STAGE` those of the named stages' steps.
+fn cache_policy(args: &BuildArgs, lowered: &frontend::Lowered) -> Result<solver::CachePolicy> {
+    if args.no_cache {
+        return Ok(solver::CachePolicy::Ignore);
+    }
+    if args.no_cache_filter.is_empty() {
+        return Ok(solver::CachePolicy::Use);
+    }
+    let mut nodes = Vec::new();
+    for want in &args.no_cache_filter {
+        let want_lc = want.to_lowercase();
+        let stage = lowered
+            .stages
+            .iter()
+            .find(|s| s.name.as_deref() == Some(want_lc.as_str()) || s.index.to_string() == *want);
+        match stage {
+            Some(s) => nodes.extend(s.layer_history.iter().map(|(_, n)| *n)),
+            // A stage the target does not need is not built at all; nothing to re-run.
+            None => {
+                tracing::info!(stage = %want, "--no-cache-filter: stage not part of this build")
+            }
+        }
+    }
+    // The solver looks records up from the target down, so a hit on a consumer would hide the stage:
+    // everything that (transitively) reads a filtered node ignores the cache too.
+    let mut ignored: std::collections::HashSet<graph::NodeId> = nodes.iter().copied().collect();
+    loop {
+        let before = ignored.len();
+        for n in lowered.graph.nodes() {
+            if n.inputs.iter().any(|i| ignored.contains(i)) {
+                ignored.insert(n.id);
+            }
+        }
+        if ignored.len() == before {
+            break;
+        }
+    }
+    Ok(solver::CachePolicy::IgnoreNodes(
+        ignored.into_iter().collect(),
+    ))
 }
 
 /// The image the target stage starts from (through earlier stages), for the base-image annotations.

@@ -27,6 +27,8 @@ const SUBCOMMANDS: &[&str] = &[
     "history",
     "inspect",
     "debug",
+    "prune",
+    "du",
     "help",
     "-h",
     "--help",
@@ -49,11 +51,47 @@ pub(crate) fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std
         } else {
             if !SUBCOMMANDS.contains(&a.as_ref()) {
                 args.insert(i, "build".into());
+            } else if a == "run" {
+                run_volume_flags(&mut args[i + 1..]);
             }
             return args;
         }
     }
     args
+}
+
+/// `docker run -v HOST:CTR`: `-v` is the global `--verbose`, so before the image name of `run` it is
+/// rewritten to `--volume`.
+fn run_volume_flags(args: &mut [std::ffi::OsString]) {
+    const TAKES_VALUE: &[&str] = &[
+        "-e",
+        "--env",
+        "-w",
+        "--workdir",
+        "-u",
+        "--user",
+        "--network",
+        "--entrypoint",
+        "--env-file",
+        "--volume",
+    ];
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].to_string_lossy().into_owned();
+        if a == "-v" {
+            args[i] = "--volume".into();
+            i += 2;
+        } else if let Some(rest) = a.strip_prefix("-v").filter(|r| r.starts_with('/')) {
+            args[i] = format!("--volume={rest}").into();
+            i += 1;
+        } else if TAKES_VALUE.contains(&a.as_str()) {
+            i += 2;
+        } else if a.starts_with('-') {
+            i += 1;
+        } else {
+            return;
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +117,10 @@ pub(crate) enum Command {
         /// Image (a tag in the local store).
         image: String,
     },
+    /// Remove build cache: unused records, base resolutions, cache mounts, and unreferenced blobs/snapshots.
+    Prune(PruneArgs),
+    /// Show the disk usage of the local store.
+    Du,
     /// Inspect internals.
     Debug {
         #[command(subcommand)]
@@ -101,8 +143,11 @@ pub(crate) enum ProgressMode {
     Auto,
     /// One line per event, BuildKit style.
     Plain,
-    /// Live view (falls back to plain for now).
+    /// Live view: running steps with timers and their last output lines.
     Tty,
+    /// One JSON object per event line.
+    #[value(name = "rawjson")]
+    RawJson,
     /// Only errors.
     Quiet,
 }
@@ -134,6 +179,12 @@ pub(crate) struct BuildArgs {
     /// Do not use cache records.
     #[arg(long)]
     pub(crate) no_cache: bool,
+    /// Do not use cache records for the steps of these stages (name or index); repeatable or comma-separated.
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    pub(crate) no_cache_filter: Vec<String>,
+    /// Always resolve base images from their registry, even when a local tag or an earlier resolution exists.
+    #[arg(long)]
+    pub(crate) pull: bool,
     /// Push the image to its registry (the tag names the registry).
     #[arg(long)]
     pub(crate) push: bool,
@@ -181,6 +232,15 @@ pub(crate) struct BuildArgs {
     /// Registry hosts (host[:port]) reached over plain HTTP; loopback always is.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub(crate) insecure_registries: Vec<String>,
+    /// Only check the Dockerfile: parse and lower it (resolving base images), run nothing.
+    #[arg(long)]
+    pub(crate) check: bool,
+    /// Secret for `RUN --mount=type=secret`: `id=ID,src=FILE` or `id=ID,env=VAR`; repeatable.
+    #[arg(long = "secret", value_name = "id=ID,src=FILE")]
+    pub(crate) secrets: Vec<String>,
+    /// SSH agent for `RUN --mount=type=ssh`: `default` (SSH_AUTH_SOCK) or `ID=SOCKET`; repeatable.
+    #[arg(long = "ssh", value_name = "default|ID=SOCKET")]
+    pub(crate) ssh: Vec<String>,
     /// Build context directory.
     #[arg(value_name = "CONTEXT")]
     pub(crate) context: PathBuf,
@@ -203,6 +263,18 @@ pub(crate) struct RunArgs {
     /// Override the image's ENTRYPOINT.
     #[arg(long)]
     pub(crate) entrypoint: Option<String>,
+    /// Bind mount `HOST:CONTAINER[:ro]`; repeatable.
+    #[arg(long = "volume", value_name = "HOST:CTR[:ro]")]
+    pub(crate) volumes: Vec<String>,
+    /// Read environment variables from a file (`KEY=value` lines, `#` comments); repeatable.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub(crate) env_files: Vec<PathBuf>,
+    /// Keep stdin open (without it the command reads /dev/null).
+    #[arg(short = 'i', long)]
+    pub(crate) interactive: bool,
+    /// Give the command a terminal (a pty).
+    #[arg(short = 't', long)]
+    pub(crate) tty: bool,
     /// Remove the container's filesystem afterwards (always done; accepted for docker compatibility).
     #[arg(long)]
     pub(crate) rm: bool,
@@ -220,4 +292,59 @@ pub(crate) struct PushArgs {
     /// Registry hosts reached over plain HTTP; loopback always is.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub(crate) insecure_registries: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PruneArgs {
+    /// Remove all build cache (tagged images and what they use stay).
+    #[arg(short, long)]
+    pub(crate) all: bool,
+    /// Evict least recently used cache until the store fits in SIZE (e.g. 10GB, 512MB, 1000000).
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) keep_storage: Option<String>,
+    /// `until=DURATION`: remove cache not used for DURATION (e.g. 24h, 30m, 7d).
+    #[arg(long, value_name = "FILTER")]
+    pub(crate) filter: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_dash_v_is_a_volume_before_the_image() {
+        let args = |v: &[&str]| {
+            v.iter()
+                .map(Into::into)
+                .collect::<Vec<std::ffi::OsString>>()
+        };
+        assert_eq!(
+            with_default_command(args(&[
+                "rbuild",
+                "-v",
+                "run",
+                "-e",
+                "A=1",
+                "-v",
+                "/h:/c",
+                "-v/x:/y:ro",
+                "img",
+                "ls",
+                "-v"
+            ])),
+            args(&[
+                "rbuild",
+                "-v",
+                "run",
+                "-e",
+                "A=1",
+                "--volume",
+                "/h:/c",
+                "--volume=/x:/y:ro",
+                "img",
+                "ls",
+                "-v"
+            ])
+        );
+    }
 }

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{bail, Context as _, Result};
 
@@ -13,6 +14,8 @@ use anyhow::{bail, Context as _, Result};
 pub(crate) struct Entry {
     pub(crate) kind: Kind,
     pub(crate) mode: u32,
+    /// Stat fields from the listing, for the stat cache (files only).
+    stat: Option<cache::StatKey>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +32,42 @@ pub(crate) struct Context {
     entries: BTreeMap<String, Entry>,
     /// Content digests already computed in this build.
     digests: Mutex<BTreeMap<String, String>>,
+    /// Digests of earlier builds, by stat fields; None without a store.
+    stat_cache: Option<StatCache>,
+}
+
+/// The persistent stat cache of one context: (path, ino, size, mtime, ctime) → content digest.
+struct StatCache {
+    store: Arc<cache::Store>,
+    /// The canonical context root: the key under which this context's entries are stored.
+    root: String,
+    /// Entries of earlier builds, loaded on the first digest asked for.
+    known: OnceLock<std::collections::HashMap<String, cache::StatEntry>>,
+    /// Digests computed in this build, written back when the context is dropped.
+    pending: Mutex<Vec<(String, cache::StatEntry)>>,
+    /// Files whose digest came from the stat cache.
+    hits: AtomicUsize,
+    /// Files whose contents were read.
+    reads: AtomicUsize,
+}
+
+/// A file changed less than this long before it was read is not put in the stat cache: a later write in
+/// the same timestamp tick could leave every stat field equal (git's "racily clean" entries).
+const RACY_NS: i64 = 2_000_000_000;
+
+fn stat_key(md: &std::fs::Metadata) -> cache::StatKey {
+    cache::StatKey {
+        ino: md.ino(),
+        size: md.size(),
+        mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+        ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 impl Context {
@@ -45,6 +84,7 @@ impl Context {
             Entry {
                 kind: Kind::Dir,
                 mode: meta.permissions().mode() & 0o7777,
+                stat: None,
             },
         );
         let mut walker = walkdir::WalkDir::new(root)
@@ -84,6 +124,7 @@ impl Context {
                 Entry {
                     kind,
                     mode: md.mode() & 0o7777,
+                    stat: (kind == Kind::File).then(|| stat_key(&md)),
                 },
             );
         }
@@ -91,7 +132,22 @@ impl Context {
             root: root.to_owned(),
             entries,
             digests: Mutex::new(BTreeMap::new()),
+            stat_cache: None,
         })
+    }
+
+    /// Uses (and updates) the stat cache in `store`, so unchanged files are not read again.
+    pub(crate) fn with_stat_cache(mut self, store: Arc<cache::Store>) -> Self {
+        let root = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
+        self.stat_cache = Some(StatCache {
+            store,
+            root: root.to_string_lossy().into_owned(),
+            known: OnceLock::new(),
+            pending: Mutex::new(Vec::new()),
+            hits: AtomicUsize::new(0),
+            reads: AtomicUsize::new(0),
+        });
+        self
     }
 
     pub(crate) fn host_path(&self, rel: &str) -> PathBuf {
@@ -196,6 +252,24 @@ impl Context {
         if let Some(d) = self.digests.lock().expect("digest cache lock").get(rel) {
             return Ok(d.clone());
         }
+        let stat = self.entries.get(rel).and_then(|e| e.stat);
+        if let (Some(sc), Some(stat)) = (&self.stat_cache, stat) {
+            let known = sc.known.get_or_init(|| {
+                sc.store.stat_cache_load(&sc.root).unwrap_or_else(|e| {
+                    tracing::warn!("stat cache unavailable, reading every context file: {e:#}");
+                    std::collections::HashMap::new()
+                })
+            });
+            if let Some(e) = known.get(rel).filter(|e| e.stat == stat) {
+                sc.hits.fetch_add(1, Ordering::Relaxed);
+                self.digests
+                    .lock()
+                    .expect("digest cache lock")
+                    .insert(rel.to_owned(), e.digest.clone());
+                return Ok(e.digest.clone());
+            }
+        }
+        let read_at = now_ns();
         let mut h = blake3::Hasher::new();
         let path = self.host_path(rel);
         let mut f = std::fs::File::open(&path)
@@ -203,11 +277,42 @@ impl Context {
         std::io::copy(&mut f, &mut h)
             .with_context(|| format!("reading {} in build context", path.display()))?;
         let d = h.finalize().to_hex().to_string();
+        if let (Some(sc), Some(stat)) = (&self.stat_cache, stat) {
+            sc.reads.fetch_add(1, Ordering::Relaxed);
+            // The stat is from the listing, taken before the read: a write in between changes ctime,
+            // so the entry can only miss later, never vouch for other contents.
+            if stat.ctime_ns < read_at - RACY_NS && stat.mtime_ns < read_at - RACY_NS {
+                sc.pending.lock().expect("stat cache lock").push((
+                    rel.to_owned(),
+                    cache::StatEntry {
+                        stat,
+                        digest: d.clone(),
+                    },
+                ));
+            }
+        }
         self.digests
             .lock()
             .expect("digest cache lock")
             .insert(rel.to_owned(), d.clone());
         Ok(d)
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        let Some(sc) = &self.stat_cache else { return };
+        let pending = std::mem::take(&mut *sc.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        tracing::debug!(
+            hits = sc.hits.load(Ordering::Relaxed),
+            reads = sc.reads.load(Ordering::Relaxed),
+            stored = pending.len(),
+            "context stat cache"
+        );
+        if let Err(e) = sc.store.stat_cache_store(&sc.root, &pending) {
+            // Only a speed-up is lost: the next build reads these files again.
+            tracing::warn!("could not save the context stat cache: {e:#}");
+        }
     }
 }
 

@@ -42,6 +42,9 @@ pub(crate) fn copy(
         return Ok(());
     }
 
+    if c.parents {
+        return copy_parents(c, ctx, src_view, dest_view, layer, owner);
+    }
     // Expand sources.
     let mut sources: Vec<(String, bool)> = Vec::new(); // (path in source, is_dir)
     for src in &c.srcs {
@@ -73,7 +76,7 @@ pub(crate) fn copy(
     });
 
     let dest_is_dir = c.dest.ends_with('/')
-        || c.srcs.len() > 1
+        || c.srcs.len() + c.inline.len() > 1
         || c.srcs.iter().any(|s| has_wildcard(s))
         || dest_view.resolve(&c.dest, true)?.is_some_and(|r| r.is_dir);
     for (src, is_dir) in &sources {
@@ -85,6 +88,20 @@ pub(crate) fn copy(
         } else {
             c.dest.clone()
         };
+        if c.unpack && !is_dir && c.source == graph::CopySource::Context {
+            let host = ctx.host_path(src);
+            let is_file = ctx.entry(src).is_some_and(|e| e.kind == Kind::File);
+            if let Some(kind) = if is_file { archive_kind(&host)? } else { None } {
+                // ADD of a local tar archive: its contents go into the destination directory, owners
+                // and modes as archived unless --chown/--chmod say otherwise.
+                let target = prepare_dest(&c.dest, dest_view, layer)?;
+                keep_dir_meta(&c.dest, dest_view, &target)?;
+                unpack_archive(&host, kind, &target)
+                    .with_context(|| format!("ADD: unpacking the archive {src}"))?;
+                apply_owner_mode(&target, owner, c.chmod)?;
+                continue;
+            }
+        }
         let target = prepare_dest(&dest, dest_view, layer)?;
         match (&c.source, src_view) {
             (graph::CopySource::Context, _) => copy_from_context(ctx, src, &target, &c.exclude)?,
@@ -97,21 +114,274 @@ pub(crate) fn copy(
             graph::CopySource::Context => Some((0, 0)),
             _ => None,
         };
-        if let Some((uid, gid)) = owner.or(default_owner) {
-            walk_apply(&target, &|p, _| {
-                std::os::unix::fs::lchown(p, Some(uid), Some(gid))
-            })?;
+        apply_owner_mode(&target, owner.or(default_owner), c.chmod)?;
+    }
+    for f in &c.inline {
+        let dest = if dest_is_dir {
+            format!("{}/{}", c.dest.trim_end_matches('/'), f.name)
+        } else {
+            c.dest.clone()
+        };
+        let target = prepare_dest(&dest, dest_view, layer)?;
+        if target.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+            fs_err::remove_dir_all(&target)?;
         }
-        if let Some(mode) = c.chmod {
-            walk_apply(&target, &|p, md| {
-                if md.file_type().is_symlink() {
-                    Ok(())
-                } else {
-                    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        fs_err::write(&target, &f.content)?;
+        fs_err::set_permissions(
+            &target,
+            std::fs::Permissions::from_mode(c.chmod.unwrap_or(0o644)),
+        )?;
+        let (uid, gid) = owner.unwrap_or((0, 0));
+        std::os::unix::fs::lchown(&target, Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
+/// `COPY --parents`: each match keeps its path below the pivot (`a/./b/c` → `b/c`; no pivot → the whole
+/// path) under the destination directory.
+fn copy_parents(
+    c: &graph::Copy,
+    ctx: &Context,
+    src_view: Option<&MergedView>,
+    dest_view: &MergedView,
+    layer: &Path,
+    owner: Option<(u32, u32)>,
+) -> Result<()> {
+    for src in &c.srcs {
+        let (pivot, pattern) = src.split_once("/./").unwrap_or(("", src));
+        let pivot = crate::context::clean_rel(pivot)?;
+        let pattern = crate::context::clean_rel(pattern)?;
+        let full = if pivot.is_empty() {
+            pattern
+        } else {
+            format!("{pivot}/{pattern}")
+        };
+        let found: Vec<(String, bool)> = match (&c.source, src_view) {
+            (graph::CopySource::Context, _) => ctx
+                .matches(&full)?
+                .into_iter()
+                .map(|m| {
+                    let is_dir = ctx.entry(&m).is_some_and(|e| e.kind == Kind::Dir);
+                    (m, is_dir)
+                })
+                .collect(),
+            (graph::CopySource::Input { .. }, Some(view)) => stage_matches(view, &full)?
+                .into_iter()
+                .map(|(p, d)| (p.trim_start_matches('/').to_owned(), d))
+                .collect(),
+            _ => bail!("COPY source has no input"),
+        };
+        if found.is_empty() {
+            bail!("COPY source {src:?} not found");
+        }
+        for (path, _) in found {
+            if c.exclude
+                .iter()
+                .any(|x| path_match(x.trim_start_matches('/'), &path))
+            {
+                continue;
+            }
+            let rel = if pivot.is_empty() {
+                path.as_str()
+            } else {
+                path.strip_prefix(&pivot)
+                    .map_or(path.as_str(), |r| r.trim_start_matches('/'))
+            };
+            let dest = format!("{}/{rel}", c.dest.trim_end_matches('/'));
+            let target = prepare_dest(&dest, dest_view, layer)?;
+            match (&c.source, src_view) {
+                (graph::CopySource::Context, _) => {
+                    copy_from_context(ctx, &path, &target, &c.exclude)?;
                 }
-            })?;
+                (_, Some(view)) => view
+                    .copy_out(&format!("/{path}"), &target, true)
+                    .with_context(|| format!("copying {path} from the source stage"))?,
+                _ => unreachable!("checked above"),
+            }
+            let default_owner = match c.source {
+                graph::CopySource::Context => Some((0, 0)),
+                _ => None,
+            };
+            apply_owner_mode(&target, owner.or(default_owner), c.chmod)?;
         }
     }
+    Ok(())
+}
+
+/// Sets the owner and/or mode of `target` and everything below it (symlinks keep their mode).
+fn apply_owner_mode(target: &Path, owner: Option<(u32, u32)>, chmod: Option<u32>) -> Result<()> {
+    if let Some((uid, gid)) = owner {
+        walk_apply(target, &|p, _| {
+            std::os::unix::fs::lchown(p, Some(uid), Some(gid))
+        })?;
+    }
+    if let Some(mode) = chmod {
+        walk_apply(target, &|p, md| {
+            if md.file_type().is_symlink() {
+                Ok(())
+            } else {
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// How a local file ADD would unpack is compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Archive {
+    Tar,
+    Gzip,
+    Bzip2,
+    Xz,
+    Zstd,
+}
+
+impl Archive {
+    /// The host program that decompresses this format (`None`: done in process).
+    fn program(self) -> Option<&'static str> {
+        match self {
+            Self::Tar | Self::Gzip => None,
+            Self::Bzip2 => Some("bzip2"),
+            Self::Xz => Some("xz"),
+            Self::Zstd => Some("zstd"),
+        }
+    }
+}
+
+/// Decompressed contents of `path` as a stream (bzip2, xz and zstd through the host's programs).
+fn decompressed(path: &Path, kind: Archive) -> Result<Box<dyn std::io::Read>> {
+    let file = fs_err::File::open(path)?;
+    Ok(match kind.program() {
+        None if kind == Archive::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
+        None => Box::new(file),
+        Some(prog) => {
+            let child = std::process::Command::new(prog)
+                .arg("-dc")
+                .stdin(std::process::Stdio::from(std::fs::File::from(file)))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .with_context(|| {
+                    format!(
+                        "{} is compressed with {prog}, and running {prog} to decompress it failed",
+                        path.display()
+                    )
+                })?;
+            Box::new(ChildOutput(child))
+        }
+    })
+}
+
+/// A child's stdout that reaps the child when dropped.
+struct ChildOutput(std::process::Child);
+
+impl std::io::Read for ChildOutput {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.0.stdout.as_mut() {
+            Some(out) => out.read(buf),
+            None => Ok(0),
+        }
+    }
+}
+
+impl Drop for ChildOutput {
+    fn drop(&mut self) {
+        drop(self.0.stdout.take());
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether `path` is a tar archive (plain, gzip, bzip2, xz or zstd), detected by content as Docker does:
+/// the (decompressed) data must start with a valid tar header. Anything else is copied as a file.
+fn archive_kind(path: &Path) -> Result<Option<Archive>> {
+    use std::io::Read as _;
+    let mut head = [0u8; 6];
+    let n = {
+        let mut f = fs_err::File::open(path)?;
+        let mut n = 0;
+        while n < head.len() {
+            match f.read(&mut head[n..])? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        n
+    };
+    let head = &head[..n];
+    let kind = if head.starts_with(&[0x1f, 0x8b]) {
+        Archive::Gzip
+    } else if head.starts_with(b"BZh") {
+        Archive::Bzip2
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Archive::Xz
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Archive::Zstd
+    } else {
+        Archive::Tar
+    };
+    let mut block = [0u8; 512];
+    let mut reader = decompressed(path, kind)?;
+    let mut got = 0;
+    while got < block.len() {
+        match reader.read(&mut block[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            // Not valid data in that format after all: a plain file.
+            Err(_) => return Ok(None),
+        }
+    }
+    Ok((got == block.len() && is_tar_header(&block)).then_some(kind))
+}
+
+/// A tar header block: its checksum field matches the sum of its bytes (with the field as spaces).
+fn is_tar_header(block: &[u8; 512]) -> bool {
+    let field = &block[148..156];
+    let text: String = field
+        .iter()
+        .take_while(|b| **b != 0)
+        .map(|b| *b as char)
+        .collect();
+    let Ok(expected) = u32::from_str_radix(text.trim(), 8) else {
+        return false;
+    };
+    let sum: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(*b)
+            }
+        })
+        .sum();
+    block[0] != 0 && sum == expected
+}
+
+/// Creates `target` (in the layer) as a directory with the metadata `dest` has in the rootfs, if any.
+fn keep_dir_meta(dest: &str, view: &MergedView, target: &Path) -> Result<()> {
+    let Some(r) = view.resolve(dest, true)?.filter(|r| r.is_dir) else {
+        return Ok(());
+    };
+    if target.symlink_metadata().is_ok() {
+        return Ok(());
+    }
+    fs_err::create_dir(target)?;
+    let md = fs_err::metadata(&r.host_path)?;
+    fs_err::set_permissions(target, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
+    std::os::unix::fs::lchown(target, Some(md.uid()), Some(md.gid()))?;
+    Ok(())
+}
+
+/// Unpacks the tar archive at `path` into `target` (created if missing) with the safe layer unpacker.
+fn unpack_archive(path: &Path, kind: Archive, target: &Path) -> Result<()> {
+    if target.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
+        fs_err::remove_file(target)?;
+    }
+    let reader = decompressed(path, kind)?;
+    oci::unpack_layer(reader, oci::media_type::OCI_LAYER_TAR, target)?;
     Ok(())
 }
 

@@ -9,7 +9,9 @@ mod copy;
 mod diagnostics;
 mod export;
 mod progress;
+mod prune;
 mod run;
+mod secrets;
 mod worker;
 
 use std::path::PathBuf;
@@ -134,6 +136,16 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             export::inspect(&*open()?, &image)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Prune(args) => {
+            let store = open()?;
+            prune::prune(&args, &store)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Du => {
+            let store = open()?;
+            prune::du(&store)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Debug {
             what: DebugCommand::Ast { file },
         } => {
@@ -147,7 +159,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn human_size(bytes: u64) -> String {
+pub(crate) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
     #[allow(clippy::cast_precision_loss)] // display only
     let mut v = bytes as f64;

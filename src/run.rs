@@ -9,6 +9,9 @@ use oci::Platform;
 use crate::cli::RunArgs;
 use crate::worker::{snapshots, Images};
 
+/// How long a stopped container may take before it is killed.
+const GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Runs the container and returns its exit code.
 pub(crate) fn run(
     args: &RunArgs,
@@ -50,7 +53,12 @@ pub(crate) fn run(
         ));
     }
     let mut run_cfg = cfg.clone();
-    for kv in &args.env {
+    let mut pairs = Vec::new();
+    for file in &args.env_files {
+        pairs.extend(read_env_file(&fs_err::read_to_string(file)?));
+    }
+    pairs.extend(args.env.iter().cloned());
+    for kv in &pairs {
         match kv.split_once('=') {
             Some((k, v)) => run_cfg.env_set(k, v),
             None => {
@@ -92,21 +100,40 @@ pub(crate) fn run(
             "host" | "default" => runner::Network::Host,
             other => return Err(anyhow!("--network {other:?}: expected host or none")),
         },
-        mounts: Vec::new(),
+        mounts: args
+            .volumes
+            .iter()
+            .map(|v| parse_volume(v))
+            .collect::<Result<_>>()?,
         readonly_rootfs: false,
         no_new_privs: false,
         seccomp: runner::Seccomp::Default,
+        tty: args.tty,
     };
     let exe = std::env::current_exe().context("locating the rbuild executable")?;
-    let mut child = runner::spawn(
-        &spec,
-        &exe,
-        Stdio::inherit(),
-        Stdio::inherit(),
-        Stdio::inherit(),
-    )
-    .context("starting the container")?;
-    // Forward termination signals to the sandbox's outside process, which relays them to PID 1's child.
+    let (stdin, stdout, stderr, relay) = if args.tty {
+        let (master, slave) = runner::open_pty().context("allocating a pty")?;
+        let relay = relay_pty(master, args.interactive)?;
+        (
+            Stdio::from(slave.try_clone()?),
+            Stdio::from(slave.try_clone()?),
+            Stdio::from(slave),
+            Some(relay),
+        )
+    } else {
+        let stdin = if args.interactive {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        (stdin, Stdio::inherit(), Stdio::inherit(), None)
+    };
+    let mut child =
+        runner::spawn(&spec, &exe, stdin, stdout, stderr).context("starting the container")?;
+    // The first SIGTERM/SIGINT/SIGHUP goes to the command (through the sandbox's init). If the
+    // command ignores it, a second signal or a 10 s grace kills the sandbox: SIGKILL to its
+    // outside process, whose PID 1 dies with it (parent death signal), and with PID 1 every
+    // process of the pid namespace.
     let pid = child.id();
     rt.spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
@@ -117,19 +144,139 @@ pub(crate) fn run(
         ) else {
             return;
         };
+        let Some(p) = rustix::process::Pid::from_raw(pid.cast_signed()) else {
+            return;
+        };
+        let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         loop {
+            let grace = async {
+                match deadline.as_mut() {
+                    Some(d) => d.await,
+                    None => std::future::pending().await,
+                }
+            };
             let sig = tokio::select! {
                 _ = term.recv() => rustix::process::Signal::TERM,
                 _ = int.recv() => rustix::process::Signal::INT,
                 _ = hup.recv() => rustix::process::Signal::HUP,
+                () = grace => rustix::process::Signal::KILL,
             };
-            if let Some(p) = rustix::process::Pid::from_raw(pid.cast_signed()) {
-                // The child may have just exited; then there is nothing left to signal.
-                let _ = rustix::process::kill_process(p, sig);
+            let sig = if deadline.is_some() {
+                rustix::process::Signal::KILL
+            } else {
+                deadline = Some(Box::pin(tokio::time::sleep(GRACE)));
+                sig
+            };
+            // The child may have just exited; then there is nothing left to signal.
+            let _ = rustix::process::kill_process(p, sig);
+            if sig == rustix::process::Signal::KILL {
+                return;
             }
         }
     });
     let status = child.wait().context("waiting for the container")?;
+    drop(relay);
     drop(tmp);
     Ok(status.code().unwrap_or(128))
+}
+
+/// `KEY=value` (or bare `KEY`, taken from our environment) lines of a Docker env file.
+fn read_env_file(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim_start)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `-v HOST:CTR[:ro|:rw]`: a bind mount of an absolute host path.
+fn parse_volume(v: &str) -> Result<runner::MountSpec> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let (host, target, readonly) = match parts.as_slice() {
+        [h, t] => (*h, *t, false),
+        [h, t, "ro"] => (*h, *t, true),
+        [h, t, "rw"] => (*h, *t, false),
+        _ => return Err(anyhow!("-v {v:?}: expected HOST:CONTAINER[:ro]")),
+    };
+    if !host.starts_with('/') || !target.starts_with('/') {
+        return Err(anyhow!(
+            "-v {v:?}: both paths must be absolute (named volumes are not supported)"
+        ));
+    }
+    let source = fs_err::canonicalize(host).with_context(|| format!("-v {v}"))?;
+    Ok(runner::MountSpec::Bind {
+        source,
+        target: target.to_owned(),
+        readonly,
+    })
+}
+
+/// Copies between our stdio and the pty master until the container's side closes.
+struct PtyRelay {
+    output: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for PtyRelay {
+    fn drop(&mut self) {
+        if let Some(h) = self.output.take() {
+            // The output thread ends at EOF/EIO once every slave descriptor is closed.
+            let _ = h.join();
+        }
+    }
+}
+
+fn relay_pty(master: std::os::fd::OwnedFd, interactive: bool) -> Result<PtyRelay> {
+    use std::io::{Read, Write};
+    let mut reader = std::fs::File::from(master);
+    if interactive {
+        let mut writer = reader.try_clone()?;
+        // Detached: it blocks on our stdin, which may never close.
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            let mut stdin = std::io::stdin();
+            while let Ok(n) = stdin.read(&mut buf) {
+                if n == 0 || writer.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let output = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut stdout = std::io::stdout();
+        // EIO once the last slave descriptor is closed: the normal end.
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 || stdout.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            let _ = stdout.flush(); // a closed stdout ends the loop on the next write
+        }
+    });
+    Ok(PtyRelay {
+        output: Some(output),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volumes_and_env_files() {
+        assert_eq!(
+            parse_volume("/tmp:/data:ro").unwrap(),
+            runner::MountSpec::Bind {
+                source: fs_err::canonicalize("/tmp").unwrap(),
+                target: "/data".into(),
+                readonly: true
+            }
+        );
+        assert!(parse_volume("/tmp:/data").is_ok());
+        assert!(parse_volume("named:/data").is_err());
+        assert!(parse_volume("/tmp:/data:xx").is_err());
+        assert_eq!(
+            read_env_file("# c\nA=1\n\n  B=two words\nC\n"),
+            ["A=1", "B=two words", "C"]
+        );
+    }
 }

@@ -15,6 +15,7 @@ use solver::{ExecContext, Layer, Outcome, WorkerError};
 
 use crate::context::Context;
 use crate::copy;
+use crate::secrets::Secrets;
 
 /// A base image resolved to a manifest, with its config.
 #[derive(Clone, Debug)]
@@ -33,6 +34,8 @@ pub(crate) struct Images {
     pub(crate) rt: tokio::runtime::Handle,
     pub(crate) platform: Platform,
     resolved: Mutex<HashMap<String, ResolvedImage>>,
+    /// `--pull`: ignore local tags and earlier resolutions of base images; always ask the registry.
+    pull: bool,
 }
 
 impl Images {
@@ -48,7 +51,14 @@ impl Images {
             rt,
             platform,
             resolved: Mutex::new(HashMap::new()),
+            pull: false,
         }
+    }
+
+    /// With `pull`, base images always come from their registry (`--pull`).
+    pub(crate) fn with_pull(mut self, pull: bool) -> Self {
+        self.pull = pull;
+        self
     }
 
     /// Resolves `name`: a tag in the local store, else the registry it names.
@@ -66,15 +76,17 @@ impl Images {
 
     fn resolve_uncached(&self, name: &str) -> Result<ResolvedImage> {
         let reference: Reference = name.parse().with_context(|| format!("image {name:?}"))?;
-        if let Some(desc) = self.store.resolve_tag(&reference.familiar())? {
-            return self.local(Some(reference), desc);
+        if !self.pull {
+            if let Some(desc) = self.store.resolve_tag(&reference.familiar())? {
+                return self.local(Some(reference), desc);
+            }
         }
         let pulled = self
             .rt
             .block_on(self.client.get_manifest(&reference, &self.platform));
         let pulled = match pulled {
             Ok(p) => p,
-            Err(e @ registry::Error::Unreachable { .. }) => {
+            Err(e @ registry::Error::Unreachable { .. }) if !self.pull => {
                 // Offline rebuild: reuse what this store resolved last time, if it is all still here.
                 if let Some(desc) = self.store.base_get(&reference.to_string())? {
                     tracing::warn!(%reference, "registry unreachable; using the last resolved manifest");
@@ -212,6 +224,16 @@ pub(crate) struct BuildWorker {
     pub(crate) context: Arc<Context>,
     pub(crate) exe: PathBuf,
     pub(crate) layer_opts: LayerOptions,
+    pub(crate) secrets: Arc<Secrets>,
+}
+
+/// The runner mounts of one RUN, with what must live as long as the RUN does.
+struct Mounts {
+    specs: Vec<runner::MountSpec>,
+    /// `KEY=value` entries added to the command's environment (secrets with `env=`, SSH_AUTH_SOCK).
+    env: Vec<String>,
+    /// Cache mount locks and scratch dirs, released and deleted after the RUN.
+    _guards: Vec<Box<dyn std::any::Any>>,
 }
 
 fn werr(e: anyhow::Error) -> WorkerError {
@@ -337,6 +359,151 @@ impl BuildWorker {
         })
     }
 
+    /// Turns a RUN's `--mount`s into runner mounts.
+    fn mounts(&self, exec: &graph::Exec, inputs: &[Outcome]) -> Result<Mounts> {
+        let mut out = Mounts {
+            specs: Vec::new(),
+            env: Vec::new(),
+            _guards: Vec::new(),
+        };
+        for m in &exec.mounts {
+            match m {
+                Mount::Cache {
+                    id,
+                    target,
+                    readonly,
+                    sharing,
+                    mode,
+                    uid,
+                    gid,
+                } => {
+                    let dir = match sharing.as_str() {
+                        "locked" => {
+                            out._guards.push(Box::new(self.store.lock_cache_mount(id)?));
+                            self.store.cache_mount_dir(id)?
+                        }
+                        // One writer at a time gets the persistent dir; the others a fresh one.
+                        "private" => {
+                            match self.store.try_lock(&format!("cache-mount-private:{id}"))? {
+                                Some(guard) => {
+                                    out._guards.push(Box::new(guard));
+                                    self.store.cache_mount_dir(id)?
+                                }
+                                None => {
+                                    let tmp = self.store.tmp_dir()?;
+                                    let dir = tmp.path().join("cache");
+                                    fs_err::create_dir(&dir)?;
+                                    out._guards.push(Box::new(tmp));
+                                    dir
+                                }
+                            }
+                        }
+                        _ => self.store.cache_mount_dir(id)?,
+                    };
+                    init_cache_dir(&dir, *mode, *uid, *gid)?;
+                    out.specs.push(runner::MountSpec::Bind {
+                        source: dir,
+                        target: target.clone(),
+                        readonly: *readonly,
+                    });
+                }
+                Mount::Tmpfs { target, size } => {
+                    out.specs.push(runner::MountSpec::Tmpfs {
+                        target: target.clone(),
+                        size: *size,
+                    });
+                }
+                Mount::Bind {
+                    input,
+                    source,
+                    target,
+                    readwrite,
+                } => {
+                    let (lowers, source) = match input {
+                        None => {
+                            let rel = crate::context::clean_rel(source)?;
+                            (vec![self.context.host_path("")], format!("/{rel}"))
+                        }
+                        Some(index) => {
+                            let input = inputs.get(*index).ok_or_else(|| {
+                                anyhow!("RUN --mount from= names input {index}, which is missing")
+                            })?;
+                            (snapshots(&self.store, &input.layers)?, source.clone())
+                        }
+                    };
+                    let scratch = if *readwrite {
+                        let tmp = self.store.tmp_dir()?;
+                        let dir = tmp.path().to_owned();
+                        out._guards.push(Box::new(tmp));
+                        Some(dir)
+                    } else {
+                        None
+                    };
+                    out.specs.push(runner::MountSpec::Overlay {
+                        lowers,
+                        source,
+                        target: target.clone(),
+                        scratch,
+                    });
+                }
+                Mount::Secret {
+                    id,
+                    target,
+                    env,
+                    required,
+                    mode,
+                    uid,
+                    gid,
+                } => {
+                    let Some(value) = self.secrets.value(id)? else {
+                        if *required {
+                            return Err(anyhow!(
+                                "secret {id} is required but was not given (use --secret id={id},src=FILE or --secret id={id},env=VAR)"
+                            ));
+                        }
+                        continue;
+                    };
+                    if let Some(var) = env {
+                        let text = String::from_utf8(value.clone()).map_err(|_| {
+                            anyhow!("secret {id} is not UTF-8, so it cannot be put in {var}")
+                        })?;
+                        out.env.push(format!("{var}={text}"));
+                    }
+                    if !target.is_empty() {
+                        out.specs.push(runner::MountSpec::File {
+                            content: runner::SecretBytes(value),
+                            target: target.clone(),
+                            mode: *mode,
+                            uid: *uid,
+                            gid: *gid,
+                        });
+                    }
+                }
+                Mount::Ssh {
+                    id,
+                    target,
+                    required,
+                } => {
+                    let Some(socket) = self.secrets.ssh_socket(id)? else {
+                        if *required {
+                            return Err(anyhow!(
+                                "ssh agent {id} is required but was not given (use --ssh {id} or --ssh {id}=SOCKET)"
+                            ));
+                        }
+                        continue;
+                    };
+                    out.specs.push(runner::MountSpec::Bind {
+                        source: socket,
+                        target: target.clone(),
+                        readonly: false,
+                    });
+                    out.env.push(format!("SSH_AUTH_SOCK={target}"));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn exec(
         &self,
         exec: &graph::Exec,
@@ -354,65 +521,21 @@ impl BuildWorker {
         fs_err::create_dir(&upper).map_err(|e| werr(e.into()))?;
         fs_err::create_dir(&work).map_err(|e| werr(e.into()))?;
 
-        let mut mounts = Vec::new();
-        let mut _locks = Vec::new();
-        for m in &exec.mounts {
-            match m {
-                Mount::Cache {
-                    id,
-                    target,
-                    readonly,
-                    sharing,
-                    ..
-                } => {
-                    let dir = self.store.cache_mount_dir(id).map_err(|e| werr(e.into()))?;
-                    if sharing == "locked" {
-                        _locks.push(
-                            self.store
-                                .lock_cache_mount(id)
-                                .map_err(|e| werr(e.into()))?,
-                        );
-                    }
-                    mounts.push(runner::MountSpec::Bind {
-                        source: dir,
-                        target: target.clone(),
-                        readonly: *readonly,
-                    });
-                }
-                Mount::Tmpfs { target, size } => {
-                    mounts.push(runner::MountSpec::Tmpfs {
-                        target: target.clone(),
-                        size: *size,
-                    });
-                }
-                Mount::Bind {
-                    input: None,
-                    source,
-                    target,
-                    readwrite: false,
-                } => {
-                    let rel = crate::context::clean_rel(source).map_err(werr)?;
-                    mounts.push(runner::MountSpec::Bind {
-                        source: self.context.host_path(&rel),
-                        target: target.clone(),
-                        readonly: true,
-                    });
-                }
-                // TODO(#5): bind mounts from stages, rw binds, secrets and ssh.
-                other => {
-                    return Err(WorkerError::msg(format!(
-                        "RUN --mount {other:?} is not supported yet"
-                    )));
-                }
-            }
-        }
+        let mounts = self.mounts(exec, inputs).map_err(werr)?;
+        let Mounts {
+            specs: mounts,
+            env: extra_env,
+            _guards,
+        } = mounts;
+        let mut env = exec.env.clone();
+        env.extend(extra_env);
 
         let spec = runner::Spec {
             lowers,
             upper: upper.clone(),
             work,
             args: exec.args.clone(),
-            env: exec.env.clone(),
+            env,
             cwd: exec.cwd.clone(),
             user: exec.user.clone(),
             hostname: String::new(),
@@ -424,6 +547,7 @@ impl BuildWorker {
             readonly_rootfs: false,
             no_new_privs: false,
             seccomp: runner::Seccomp::Default,
+            tty: false,
         };
         let mut child = runner::spawn(
             &spec,
@@ -505,4 +629,22 @@ impl BuildWorker {
         }
         self.commit_layer(base, &upper).map_err(werr)
     }
+}
+
+/// Gives a cache dir its `mode`, `uid` and `gid` while it is empty (just created, as BuildKit
+/// sets them only on creation).
+fn init_cache_dir(dir: &Path, mode: u32, uid: u32, gid: u32) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if fs_err::read_dir(dir)?.next().is_some() {
+        return Ok(());
+    }
+    let meta = fs_err::metadata(dir)?;
+    if meta.uid() != uid || meta.gid() != gid {
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+            .with_context(|| format!("chown {}", dir.display()))?;
+    }
+    if meta.mode() & 0o7777 != mode & 0o7777 {
+        fs_err::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o7777))?;
+    }
+    Ok(())
 }

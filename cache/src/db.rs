@@ -49,6 +49,18 @@ const MIGRATIONS: &[&str] = &[
     // 2: base-image resolutions get a last use, for LRU pruning.
     "ALTER TABLE bases ADD COLUMN last_used INTEGER NOT NULL DEFAULT 0;
      UPDATE bases SET last_used = updated;",
+    // 3: the build-context stat cache: (context root, path) + stat fields -> content digest.
+    "CREATE TABLE stat_cache (
+        root TEXT NOT NULL,
+        path TEXT NOT NULL,
+        ino INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        ctime_ns INTEGER NOT NULL,
+        digest TEXT NOT NULL,
+        last_used INTEGER NOT NULL,
+        PRIMARY KEY (root, path)
+    ) WITHOUT ROWID;",
 ];
 
 /// The newest schema version this build knows.

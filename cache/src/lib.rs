@@ -33,6 +33,7 @@ mod db;
 mod error;
 mod gc;
 mod session;
+mod stat;
 
 use std::collections::BTreeMap;
 use std::fs::{File, Permissions};
@@ -47,6 +48,7 @@ use rustix::fs::FlockOperation;
 pub use blob::BlobWriter;
 pub use error::Error;
 pub use gc::{GcItem, Lease, PruneOptions, PruneReport};
+pub use stat::{StatEntry, StatKey};
 
 use crate::blob::{atomic_write, fsync_dir, rename_noreplace};
 use crate::db::Db;

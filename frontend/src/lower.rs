@@ -122,6 +122,9 @@ pub fn lower(
     bases: &mut dyn BaseImages,
 ) -> Result<Lowered, Vec<Diagnostic>> {
     let mut errors = Vec::new();
+    if let Err(d) = df.directives.check_syntax() {
+        return Err(vec![d]);
+    }
     let mut globals: Vec<(&Instruction, Command)> = Vec::new();
     let mut defs: Vec<StageDef<'_>> = Vec::new();
     for ins in &df.instructions {
@@ -378,6 +381,19 @@ fn join_path(base: &str, rel: &str) -> String {
 /// (and quotes removed) when the line expands cleanly.
 fn display_expanded(ins: &Instruction, lex: Lex, env: &dyn Env) -> String {
     let text = display(ins);
+    lex.process_word(&text, env).unwrap_or(text)
+}
+
+/// Node name text of a RUN as BuildKit prints it: the line as written (quotes and JSON kept), with
+/// variables that are set expanded and unset ones left as written (BuildKit's `RawQuotes` and
+/// `SkipUnsetEnv`).
+fn display_run(ins: &Instruction, lex: Lex, env: &dyn Env) -> String {
+    let text = display(ins);
+    let lex = Lex {
+        raw_quotes: true,
+        skip_unset_env: true,
+        ..lex
+    };
     lex.process_word(&text, env).unwrap_or(text)
 }
 
@@ -897,7 +913,7 @@ impl Lowerer<'_> {
     ) -> Result<(), ()> {
         let span = ins.span;
         let env = st.expand_env();
-        let mut name_text = display_expanded(ins, self.lex(), &env);
+        let mut name_text = display_run(ins, self.lex(), &env);
         let args = if run.cmd.shell_form {
             let script = run.cmd.args.join(" ");
             let script = if run.heredocs.is_empty() {
@@ -1032,13 +1048,6 @@ impl Lowerer<'_> {
         let span = ins.span;
         let env = st.expand_env();
         let kw = if is_add { "ADD" } else { "COPY" };
-        if c.parents {
-            self.errors.push(
-                Diagnostic::new("COPY --parents is not supported yet", span)
-                    .with_help("copy each directory to its destination explicitly"),
-            );
-            return Err(());
-        }
         let mut srcs = Vec::new();
         let mut inline: Vec<Heredoc> = Vec::new();
         let mut heredocs = c.heredocs.iter();
@@ -1106,15 +1115,8 @@ impl Lowerer<'_> {
             }
         }
         let mut inputs = vec![st.head];
-        let source = if !inline.is_empty() {
-            if inline.len() > 1 || !srcs.is_empty() || c.from.is_some() {
-                self.errors.push(
-                    Diagnostic::new(format!("{kw} with several heredocs or heredocs mixed with files is not supported yet"), span)
-                        .with_help("use one heredoc per instruction"),
-                );
-                return Err(());
-            }
-            let h = &inline[0];
+        let mut files = Vec::new();
+        for h in &inline {
             let body = h.body();
             let content = if h.expand {
                 let lex = Lex {
@@ -1126,10 +1128,19 @@ impl Lowerer<'_> {
             } else {
                 body
             };
-            srcs.push(h.name.clone());
-            CopySource::Inline {
+            files.push(graph::InlineFile {
                 name: h.name.clone(),
                 content,
+            });
+        }
+        let mut extra_inline = Vec::new();
+        let source = if files.len() == 1 && srcs.is_empty() && c.from.is_none() {
+            // One heredoc alone: the original single-file form (its cache keys stay as they were).
+            let f = files.remove(0);
+            srcs.push(f.name.clone());
+            CopySource::Inline {
+                name: f.name,
+                content: f.content,
             }
         } else if let Some(from) = &c.from {
             let from = self.expand(from, &env, span)?;
@@ -1139,8 +1150,18 @@ impl Lowerer<'_> {
         } else {
             CopySource::Context
         };
+        extra_inline.append(&mut files);
         let mut created_by = kw.to_owned();
-        if inline.is_empty() {
+        if c.parents {
+            created_by.push_str(" --parents");
+        }
+        if let Some(o) = &chown {
+            created_by.push_str(&format!(" --chown={o}"));
+        }
+        if let Some(m) = &c.chmod {
+            created_by.push_str(&format!(" --chmod={m}"));
+        }
+        if !matches!(source, CopySource::Inline { .. }) {
             for s in &srcs {
                 created_by.push_str(&format!(" {s}"));
             }
@@ -1157,6 +1178,8 @@ impl Lowerer<'_> {
             chmod,
             exclude,
             unpack: is_add,
+            parents: c.parents,
+            inline: extra_inline,
         };
         let name = st.next_name(&display_expanded(ins, self.lex(), &env));
         st.head = self.graph.add(Op::Copy(op), inputs, Some(span), name);

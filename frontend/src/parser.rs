@@ -56,6 +56,8 @@ pub struct Directives {
     pub syntax: Option<String>,
     /// `# check=` lint settings, recorded but not used.
     pub check: Option<String>,
+    /// Where the `# syntax=` line is, when there is one.
+    pub syntax_span: Option<Span>,
 }
 
 impl Default for Directives {
@@ -64,8 +66,61 @@ impl Default for Directives {
             escape: '\\',
             syntax: None,
             check: None,
+            syntax_span: None,
         }
     }
+}
+
+impl Directives {
+    /// Checks `# syntax=`: `docker/dockerfile` with any 1.x tag (or none, or `-labs`), with or without
+    /// `docker.io/` and a digest, is served by rbuild's built-in frontend, offline; any other frontend
+    /// image is an error, since rbuild runs no external frontends.
+    ///
+    /// # Errors
+    /// A diagnostic at the `# syntax=` line when it names another frontend.
+    pub fn check_syntax(&self) -> Result<(), Diagnostic> {
+        let Some(syntax) = self.syntax.as_deref() else {
+            return Ok(());
+        };
+        if builtin_syntax(syntax) {
+            return Ok(());
+        }
+        Err(Diagnostic::new(
+            format!("external frontends are not supported: # syntax={syntax}"),
+            self.syntax_span.unwrap_or_default(),
+        )
+        .with_help(
+            "rbuild builds with its built-in Dockerfile frontend; use `# syntax=docker/dockerfile:1` or remove the line",
+        ))
+    }
+}
+
+/// Whether a `# syntax=` image is BuildKit's Dockerfile frontend at a 1.x version.
+fn builtin_syntax(image: &str) -> bool {
+    let image = image.trim();
+    let image = image.split_once('@').map_or(image, |(name, _digest)| name);
+    let (name, tag) = match image.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => (n, Some(t)),
+        _ => (image, None),
+    };
+    let name = ["docker.io/", "index.docker.io/", "registry-1.docker.io/"]
+        .iter()
+        .find_map(|p| name.strip_prefix(p))
+        .unwrap_or(name);
+    if name != "docker/dockerfile" && name != "docker/dockerfile-upstream" {
+        return false;
+    }
+    let Some(tag) = tag else {
+        return true;
+    };
+    let version = tag.strip_suffix("-labs").unwrap_or(tag);
+    if version == "latest" || version == "labs" {
+        return true;
+    }
+    let mut parts = version.split('.');
+    parts.next() == Some("1")
+        && parts.all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && version.split('.').count() <= 3
 }
 
 /// A heredoc attached to an instruction (`<<EOF` … `EOF`).
@@ -328,6 +383,9 @@ pub fn parse(src: &str) -> Result<Dockerfile, Vec<Diagnostic>> {
         }
         if let Some(message) = err {
             errors.push(Diagnostic::new(message, line_span(line, i + 1)));
+        }
+        if is_directive && directives.syntax.is_some() && directives.syntax_span.is_none() {
+            directives.syntax_span = Some(line_span(line, i + 1));
         }
         let first = i;
         i += 1;
@@ -944,5 +1002,40 @@ mod tests {
         assert_eq!(df.directives.syntax.as_deref(), Some("docker/dockerfile:1"));
         assert_eq!(df.instructions[1].args, vec!["x  y"]);
         assert!(parse("# escape=x\nFROM a\n").is_err());
+    }
+
+    #[test]
+    fn syntax_directive_builtin_or_refused() {
+        for ok in [
+            "docker/dockerfile:1",
+            "docker/dockerfile:1.6",
+            "docker/dockerfile:1.7.1",
+            "docker/dockerfile:1-labs",
+            "docker/dockerfile:1.4-labs",
+            "docker.io/docker/dockerfile:1",
+            "docker.io/docker/dockerfile:1.6@sha256:ac85f380a63b13dfcefa89046420e1781752bab202122f8f50032edf31be0021",
+            "docker/dockerfile",
+            "docker/dockerfile:latest",
+        ] {
+            let df = parse(&format!("# syntax={ok}\nFROM a\n")).unwrap();
+            assert_eq!(df.directives.check_syntax(), Ok(()), "{ok}");
+        }
+        for bad in [
+            "someone/else",
+            "docker/dockerfile:0.9",
+            "docker/dockerfile:2",
+            "docker/dockerfile:1.x",
+            "example.com/docker/dockerfile:1",
+            "tonistiigi/dockerfile:runmount",
+        ] {
+            let df = parse(&format!("#syntax = {bad}\nFROM a\n")).unwrap();
+            let e = df.directives.check_syntax().unwrap_err();
+            assert!(
+                e.message
+                    .starts_with("external frontends are not supported"),
+                "{bad}: {e}"
+            );
+            assert_eq!(e.span.line, 1);
+        }
     }
 }

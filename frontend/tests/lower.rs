@@ -261,3 +261,86 @@ fn onbuild_triggers_of_base_run_first() {
     assert_eq!(runs[1][2], "mine");
     assert_eq!(l.stages[0].config.config.on_build, None);
 }
+
+#[test]
+fn run_names_keep_the_instruction_as_written() {
+    let src = "FROM img AS build\nARG WHO=you\nrun tr 'a-z' 'A-Z' < greeting.txt\n\
+               RUN [\"/bin/busybox\", \"mkdir\", \"-p\", \"/x\"]\n\
+               RUN echo \"hi $WHO\" $UNSET ${ALSO_UNSET:-d} > /o\n\
+               COPY \"a\" /c/\n";
+    let (l, _) = build(src, &[], None);
+    let names: Vec<&str> = l.graph.nodes().iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "[1/6] FROM img",
+            "[3/6] RUN tr 'a-z' 'A-Z' < greeting.txt",
+            r#"[4/6] RUN ["/bin/busybox", "mkdir", "-p", "/x"]"#,
+            r#"[5/6] RUN echo "hi you" $UNSET ${ALSO_UNSET:-d} > /o"#,
+            // COPY/ADD/WORKDIR names are expanded with quotes removed, as BuildKit prints them.
+            "[6/6] COPY a /c/",
+        ]
+    );
+}
+
+#[test]
+fn copy_parents_and_several_heredocs_lower_to_one_copy() {
+    let src = "FROM img\nCOPY --parents src/./app/*.js /dst/\n\
+               COPY <<A <<\"B\" file.txt /multi/\nfirst $X\nA\nsecond $X\nB\n\
+               COPY <<only /one\nbody\nonly\n";
+    let (l, _) = build(src, &[], None);
+    let copies: Vec<&graph::Copy> = l
+        .graph
+        .nodes()
+        .iter()
+        .filter_map(|n| match &n.op {
+            Op::Copy(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(copies.len(), 3);
+    assert!(copies[0].parents);
+    assert_eq!(copies[0].srcs, vec!["src/./app/*.js"]);
+    assert_eq!(copies[1].source, CopySource::Context);
+    assert_eq!(copies[1].srcs, vec!["file.txt"]);
+    let inline: Vec<(&str, &str)> = copies[1]
+        .inline
+        .iter()
+        .map(|f| (f.name.as_str(), f.content.as_str()))
+        .collect();
+    assert_eq!(inline, vec![("A", "first \n"), ("B", "second $X\n")]);
+    assert!(!copies[2].parents && copies[2].inline.is_empty());
+    assert!(
+        matches!(&copies[2].source, CopySource::Inline { name, content } if name == "only" && content == "body\n")
+    );
+    let history: Vec<&str> = l.stages[0]
+        .config
+        .history
+        .iter()
+        .filter_map(|h| h.created_by.as_deref())
+        .collect();
+    assert!(
+        history.contains(&"COPY --parents src/./app/*.js /dst/ # buildkit"),
+        "{history:?}"
+    );
+    assert!(
+        history.contains(&"COPY file.txt <<A <<B /multi/ # buildkit"),
+        "{history:?}"
+    );
+}
+
+#[test]
+fn syntax_directive_other_than_dockerfile_1_is_refused_before_lowering() {
+    let df = parse("# syntax=docker/dockerfile:1.6\nFROM img\n").unwrap();
+    assert!(lower(&df, &LowerOptions::default(), &mut Bases::new()).is_ok());
+    let df = parse("# syntax=someone/else\nFROM img\n").unwrap();
+    let mut bases = Bases::new();
+    let errs = lower(&df, &LowerOptions::default(), &mut bases).unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert_eq!(
+        errs[0].message,
+        "external frontends are not supported: # syntax=someone/else"
+    );
+    assert_eq!(errs[0].span.line, 1);
+    assert!(bases.requested.is_empty(), "no base image resolved");
+}

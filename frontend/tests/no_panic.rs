@@ -120,11 +120,32 @@ const FRAGMENTS: &[&str] = &[
     "-",
     ",",
     "ro",
+    "--parents ",
+    "--exclude=*.md ",
+    "--checksum=sha256:",
+    "https://example.com/a.tar.gz",
+    "# syntax=docker/dockerfile:1\n",
+    "# syntax=other/frontend\n",
+    "<<A <<B",
+    "A",
+    "B",
 ];
+
+/// Iterations: 3000 by default; `FRONTEND_FUZZ_ITERS=N` runs N, `FRONTEND_FUZZ_SEED=S` starts at seed S (so
+/// several long runs can cover disjoint seeds).
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 #[test]
 fn random_inputs_do_not_panic() {
-    for seed in 1..=3000u64 {
+    let first = env_u64("FRONTEND_FUZZ_SEED", 1);
+    let iters = env_u64("FRONTEND_FUZZ_ITERS", 3000);
+    let started = std::time::Instant::now();
+    for seed in first..first + iters {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         let len = 1 + rng.next() % 40;
         let src: String = (0..len).map(|_| rng.pick(FRAGMENTS)).collect();
@@ -146,4 +167,9 @@ fn random_inputs_do_not_panic() {
         });
         assert!(result.is_ok(), "seed {seed} panicked on {src:?}");
     }
+    eprintln!(
+        "no_panic: {iters} inputs (seeds {first}..{}) in {:.1}s",
+        first + iters,
+        started.elapsed().as_secs_f64()
+    );
 }

@@ -184,6 +184,23 @@ pub struct Copy {
     pub exclude: Vec<String>,
     /// ADD semantics: unpack local tar archives.
     pub unpack: bool,
+    /// `COPY --parents`: keep each source's path (below an optional `/./` pivot) under `dest`.
+    /// Left out of the encoding when false, so cache keys of other copies do not change.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parents: bool,
+    /// More inline files (`COPY <<A <<B /dst/`, or heredocs beside other sources), each written into
+    /// `dest` like a file source. Left out of the encoding when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inline: Vec<InlineFile>,
+}
+
+/// A file given inline in the Dockerfile (a COPY/ADD heredoc).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct InlineFile {
+    /// File name (the heredoc's delimiter).
+    pub name: String,
+    /// Content, expanded unless the delimiter was quoted.
+    pub content: String,
 }
 
 /// Create a directory (WORKDIR) on the input rootfs, owned by `user`.
@@ -250,8 +267,17 @@ impl BuildGraph {
     /// If an input is not already in the graph (which would break topological order).
     pub fn add(&mut self, op: Op, inputs: Vec<NodeId>, span: Option<Span>, name: String) -> NodeId {
         let id = NodeId(self.nodes.len());
-        assert!(inputs.iter().all(|i| i.0 < id.0), "node inputs must already be in the graph");
-        self.nodes.push(Node { id, op, inputs, span, name });
+        assert!(
+            inputs.iter().all(|i| i.0 < id.0),
+            "node inputs must already be in the graph"
+        );
+        self.nodes.push(Node {
+            id,
+            op,
+            inputs,
+            span,
+            name,
+        });
         id
     }
 
@@ -301,11 +327,46 @@ mod tests {
     fn ancestors_prune_unrelated_branches() {
         let mut g = BuildGraph::default();
         let a = g.add(Op::Scratch, vec![], None, "a".into());
-        let slow = g.add(Op::Exec(Exec::shell("sleep 6")), vec![a], None, "slow".into());
+        let slow = g.add(
+            Op::Exec(Exec::shell("sleep 6")),
+            vec![a],
+            None,
+            "slow".into(),
+        );
         let fast = g.add(Op::Exec(Exec::shell("true")), vec![a], None, "fast".into());
-        let both = g.add(Op::Exec(Exec::shell("x")), vec![slow, fast], None, "both".into());
+        let both = g.add(
+            Op::Exec(Exec::shell("x")),
+            vec![slow, fast],
+            None,
+            "both".into(),
+        );
         assert_eq!(g.ancestors(fast), BTreeSet::from([a, fast]));
         assert_eq!(g.ancestors(both).len(), 4);
+    }
+
+    #[test]
+    fn copy_parents_only_encoded_when_set() {
+        let mut c = Copy {
+            source: CopySource::Context,
+            srcs: vec!["a".into()],
+            dest: "/d/".into(),
+            chown: None,
+            chmod: None,
+            exclude: vec![],
+            unpack: false,
+            parents: false,
+            inline: vec![],
+        };
+        let plain = String::from_utf8(Op::Copy(c.clone()).canonical_bytes()).unwrap();
+        assert!(!plain.contains("parents"), "{plain}");
+        let back: Op = serde_json::from_str(&plain).unwrap();
+        assert_eq!(back, Op::Copy(c.clone()));
+        c.parents = true;
+        let with = String::from_utf8(Op::Copy(c).canonical_bytes()).unwrap();
+        assert!(
+            with.ends_with(r#""unpack":false,"parents":true}"#),
+            "{with}"
+        );
     }
 
     #[test]

@@ -109,6 +109,7 @@ pub(crate) fn spawn(
             (ack_writer.as_raw_fd(), ACK_FD),
         ],
     );
+    sys::kill_with_parent(&mut cmd);
     let mut child = cmd.spawn().map_err(|source| Error::Spawn {
         exe: exe.to_owned(),
         source,
@@ -310,6 +311,7 @@ struct Program {
     cwd: String,
     identity: crate::user::Identity,
     no_new_privs: bool,
+    tty: bool,
     /// Seccomp programs, in installation order (empty when unconfined).
     seccomp: Vec<seccompiler::BpfProgram>,
 }
@@ -349,6 +351,7 @@ impl Program {
             cwd: spec.cwd.clone(),
             identity,
             no_new_privs: spec.no_new_privs,
+            tty: spec.tty,
             seccomp: crate::seccomp::filters(spec.seccomp)?,
         })
     }
@@ -396,6 +399,10 @@ impl Program {
 
     fn drop_privileges(&self, original_mask: &SignalSet) -> Result<(), SetupError> {
         sys::reset_signal_dispositions();
+        if self.tty {
+            sys::take_controlling_terminal(0)
+                .ctx(|| "failed to make stdin the controlling terminal".into())?;
+        }
         original_mask
             .set_mask()
             .ctx(|| "failed to restore the signal mask".into())?;

@@ -45,6 +45,7 @@
 //!     readonly_rootfs: false,
 //!     no_new_privs: false,
 //!     seccomp: runner::Seccomp::Default,
+//!     tty: false,
 //! };
 //! let exe = std::env::current_exe().unwrap();
 //! let io = std::process::Stdio::inherit;
@@ -110,6 +111,10 @@ pub struct Spec {
     /// System call filter of the command.
     #[serde(default)]
     pub seccomp: Seccomp,
+    /// The command's stdin is a terminal (the slave side of a pty): run it in a new session
+    /// with that terminal as its controlling terminal, as `docker run -t` does.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// System call filter applied to the command (never to the runner's own setup).
@@ -147,6 +152,37 @@ pub enum MountSpec {
     },
     /// A fresh tmpfs; `size` in bytes, 0 for the kernel default (half of RAM).
     Tmpfs { target: String, size: u64 },
+    /// An overlay of `lowers` (base first, may be empty), of which the directory or file at
+    /// `source` is mounted at `target`. `source` is resolved inside the overlay (symlinks
+    /// cannot leave it). Read-only when `scratch` is `None`; otherwise writes go to an upper
+    /// dir made inside `scratch` (an existing directory on a filesystem that can hold an
+    /// overlay upper dir), which the caller discards afterwards.
+    Overlay {
+        lowers: Vec<PathBuf>,
+        source: String,
+        target: String,
+        scratch: Option<PathBuf>,
+    },
+    /// A read-only file holding `content`, on a tmpfs private to the sandbox (never on disk),
+    /// with the given permission bits and owner. Meant for build secrets.
+    File {
+        content: SecretBytes,
+        target: String,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+}
+
+/// Bytes that must not be shown: `Debug` prints only their length.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretBytes(pub Vec<u8>);
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} secret bytes>", self.0.len())
+    }
 }
 
 /// Error starting the sandbox process. Failures inside the sandbox are reported through the
@@ -209,5 +245,19 @@ pub fn spawn(
     {
         let _ = (spec, exe, stdin, stdout, stderr); // unused off linux
         Err(Error::Unsupported)
+    }
+}
+
+/// Opens a new pseudo-terminal pair: `(master, slave)`, both close-on-exec.
+///
+/// Give the slave as the command's stdio with [`Spec::tty`] set; relay the master.
+pub fn open_pty() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    #[cfg(target_os = "linux")]
+    {
+        sys::open_pty()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
     }
 }

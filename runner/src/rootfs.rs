@@ -13,7 +13,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use rustix::fs::{AtFlags, Mode, OFlags, CWD};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, CWD};
 use rustix::mount::{
     FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MountPropagationFlags, MoveMountFlags,
     OpenTreeFlags, UnmountFlags,
@@ -233,8 +233,14 @@ fn fs_log(fs: &OwnedFd) -> String {
     out.join("; ")
 }
 
-fn mount_overlay(spec: &Spec, target: &Path) -> Result<(), SetupError> {
-    let work = &spec.work;
+/// Where an overlay's changes go.
+struct Upper<'a> {
+    upper: &'a Path,
+    work: &'a Path,
+}
+
+/// Creates a detached overlay mount of `lowers` (base first, at least one).
+fn overlay(lowers: &[&Path], upper: Option<Upper<'_>>) -> Result<OwnedFd, SetupError> {
     let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
         .ctx(|| "failed to open an overlay filesystem context".into())?;
     let fail = |what: String, e: rustix::io::Errno| {
@@ -246,33 +252,28 @@ fn mount_overlay(spec: &Spec, target: &Path) -> Result<(), SetupError> {
         };
         Err::<(), _>(e).ctx(|| what)
     };
-    let empty;
-    let lowers: Vec<&Path> = if spec.lowers.is_empty() {
-        empty = work.join("empty");
-        fs_err::create_dir_all(&empty).ctx(|| "failed to create an empty lower dir".into())?;
-        vec![empty.as_path()]
-    } else {
-        spec.lowers.iter().map(PathBuf::as_path).collect()
-    };
     // `lowerdir+` appends below the layers given so far: the top layer comes first.
     for lower in lowers.iter().rev() {
         if let Err(e) = rustix::mount::fsconfig_set_string(&fs, "lowerdir+", *lower) {
-            return fail(
+            fail(
                 format!("failed to add overlay lower dir {}", lower.display()),
                 e,
-            );
+            )?;
         }
     }
-    let ovl_work = work.join("ovl");
-    fs_err::create_dir_all(&ovl_work).ctx(|| "failed to create the overlay work dir".into())?;
-    let options: [(&str, &Path); 2] = [("upperdir", &spec.upper), ("workdir", &ovl_work)];
-    for (key, value) in options {
-        if let Err(e) = rustix::mount::fsconfig_set_string(&fs, key, value) {
-            return fail(
-                format!("failed to set overlay {key} {}", value.display()),
-                e,
-            );
+    let mut attrs = MountAttrFlags::empty();
+    if let Some(Upper { upper, work }) = upper {
+        fs_err::create_dir_all(work).ctx(|| "failed to create the overlay work dir".into())?;
+        for (key, value) in [("upperdir", upper), ("workdir", work)] {
+            if let Err(e) = rustix::mount::fsconfig_set_string(&fs, key, value) {
+                fail(
+                    format!("failed to set overlay {key} {}", value.display()),
+                    e,
+                )?;
+            }
         }
+    } else {
+        attrs |= MountAttrFlags::MOUNT_ATTR_RDONLY;
     }
     // The upper dir becomes an OCI layer: no metadata-only copy-ups or redirects it could not
     // express, and no index tying the upper dir to these exact lower dirs.
@@ -282,15 +283,152 @@ fn mount_overlay(spec: &Spec, target: &Path) -> Result<(), SetupError> {
         ("index", "off"),
     ] {
         if let Err(e) = rustix::mount::fsconfig_set_string(&fs, key, value) {
-            return fail(format!("failed to set overlay option {key}={value}"), e);
+            fail(format!("failed to set overlay option {key}={value}"), e)?;
         }
     }
     if let Err(e) = rustix::mount::fsconfig_create(&fs) {
-        return fail("failed to create the overlay filesystem".into(), e);
+        fail("failed to create the overlay filesystem".into(), e)?;
     }
-    let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
-        .ctx(|| "failed to mount the overlay filesystem".into())?;
+    rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
+        .ctx(|| "failed to mount the overlay filesystem".into())
+}
+
+fn mount_overlay(spec: &Spec, target: &Path) -> Result<(), SetupError> {
+    let work = &spec.work;
+    let empty;
+    let lowers: Vec<&Path> = if spec.lowers.is_empty() {
+        empty = work.join("empty");
+        fs_err::create_dir_all(&empty).ctx(|| "failed to create an empty lower dir".into())?;
+        vec![empty.as_path()]
+    } else {
+        spec.lowers.iter().map(PathBuf::as_path).collect()
+    };
+    let ovl_work = work.join("ovl");
+    let mnt = overlay(
+        &lowers,
+        Some(Upper {
+            upper: &spec.upper,
+            work: &ovl_work,
+        }),
+    )?;
     attach(&mnt, target)
+}
+
+/// Clones the tree at `source` inside an overlay of `lowers` (see [`MountSpec::Overlay`]).
+/// `n` numbers the mount, for its scratch paths in the work dir.
+fn overlay_tree(
+    work: &Path,
+    n: usize,
+    lowers: &[PathBuf],
+    source: &str,
+    scratch: Option<&PathBuf>,
+) -> Result<(OwnedFd, Leaf), SetupError> {
+    // A read-only overlay (no upper dir) needs two lower dirs, any overlay one; distinct empty
+    // dirs pad them (the same dir twice would be "overlapping layers").
+    let needed = if scratch.is_some() { 1 } else { 2 };
+    let empties: Vec<PathBuf> = (lowers.len()..needed)
+        .map(|i| work.join(format!("empty-lower{i}")))
+        .collect();
+    for e in &empties {
+        fs_err::create_dir_all(e).ctx(|| "failed to create an empty lower dir".into())?;
+    }
+    let all: Vec<&Path> = empties.iter().chain(lowers).map(PathBuf::as_path).collect();
+    let (upper, ovl_work) = match scratch {
+        Some(dir) => {
+            let upper = dir.join("upper");
+            fs_err::create_dir_all(&upper)
+                .ctx(|| format!("failed to create {}", upper.display()))?;
+            (Some(upper), dir.join("work"))
+        }
+        None => (None, PathBuf::new()),
+    };
+    let mnt = overlay(
+        &all,
+        upper.as_deref().map(|upper| Upper {
+            upper,
+            work: &ovl_work,
+        }),
+    )?;
+    // Attached in this (private) mount namespace only, to clone the selected subtree from it.
+    let at = work.join(format!("mnt{n}"));
+    fs_err::create_dir_all(&at).ctx(|| format!("failed to create {}", at.display()))?;
+    attach(&mnt, &at)?;
+    let root = rustix::fs::open(
+        &at,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| format!("failed to open {}", at.display()))?;
+    let rel = source.trim_start_matches('/');
+    let rel = if rel.is_empty() { "." } else { rel };
+    let fd = rustix::fs::openat2(
+        &root,
+        rel,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV,
+    )
+    .ctx(|| format!("failed to open mount source {source}"))?;
+    let leaf = if rustix::fs::fstat(&fd)
+        .ctx(|| format!("failed to stat mount source {source}"))?
+        .st_mode
+        & libc::S_IFMT
+        == libc::S_IFDIR
+    {
+        Leaf::Dir
+    } else {
+        Leaf::File
+    };
+    let tree = rustix::mount::open_tree(
+        &fd,
+        "",
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_EMPTY_PATH,
+    )
+    .ctx(|| format!("failed to clone mount source {source}"))?;
+    Ok((tree, leaf))
+}
+
+/// A read-only file holding `content` on a fresh tmpfs (see [`MountSpec::File`]).
+fn file_tree(
+    work: &Path,
+    n: usize,
+    content: &[u8],
+    mode: u32,
+    uid: u32,
+    gid: u32,
+) -> Result<OwnedFd, SetupError> {
+    let dir = work.join(format!("file{n}"));
+    fs_err::create_dir_all(&dir).ctx(|| format!("failed to create {}", dir.display()))?;
+    mount(
+        "tmpfs",
+        &dir,
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        "mode=0700",
+    )?;
+    let path = dir.join("f");
+    let fd = rustix::fs::open(
+        &path,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .ctx(|| "failed to create a file mount".into())?;
+    let mut file = std::fs::File::from(fd);
+    std::io::Write::write_all(&mut file, content).ctx(|| "failed to write a file mount".into())?;
+    rustix::fs::fchown(
+        &file,
+        Some(rustix::process::Uid::from_raw(uid)),
+        Some(rustix::process::Gid::from_raw(gid)),
+    )
+    .ctx(|| "failed to chown a file mount".into())?;
+    rustix::fs::fchmod(&file, Mode::from_raw_mode(mode & 0o7777))
+        .ctx(|| "failed to chmod a file mount".into())?;
+    drop(file);
+    let tree = clone_tree(&path, false)?;
+    crate::sys::make_tree_readonly(&tree).ctx(|| "failed to make a file mount read-only".into())?;
+    Ok(tree)
 }
 
 fn hosts_file(hostname: &str) -> String {
@@ -350,31 +488,53 @@ pub(crate) fn prepare(spec: &Spec, created: &mut Vec<Created>) -> Result<(), Set
     let hosts_tree = clone_tree(&hosts, false)?;
     let resolv_tree = clone_tree(&resolv, false)?;
     let mut binds = Vec::new();
-    for m in &spec.mounts {
-        if let MountSpec::Bind {
-            source, readonly, ..
-        } = m
-        {
-            let tree = clone_tree(source, true)?;
-            if *readonly {
-                crate::sys::make_tree_readonly(&tree).ctx(|| {
-                    format!(
-                        "failed to make the bind mount of {} read-only",
-                        source.display()
-                    )
-                })?;
+    for (n, m) in spec.mounts.iter().enumerate() {
+        match m {
+            MountSpec::Bind {
+                source, readonly, ..
+            } => {
+                let tree = clone_tree(source, true)?;
+                if *readonly {
+                    crate::sys::make_tree_readonly(&tree).ctx(|| {
+                        format!(
+                            "failed to make the bind mount of {} read-only",
+                            source.display()
+                        )
+                    })?;
+                }
+                let leaf = if fs_err::metadata(source)
+                    .ctx(|| "failed to stat a bind source".into())?
+                    .is_dir()
+                {
+                    Leaf::Dir
+                } else {
+                    Leaf::File
+                };
+                binds.push(Some((tree, leaf)));
             }
-            let leaf = if fs_err::metadata(source)
-                .ctx(|| "failed to stat a bind source".into())?
-                .is_dir()
-            {
-                Leaf::Dir
-            } else {
-                Leaf::File
-            };
-            binds.push(Some((tree, leaf)));
-        } else {
-            binds.push(None);
+            MountSpec::Overlay {
+                lowers,
+                source,
+                scratch,
+                ..
+            } => binds.push(Some(overlay_tree(
+                work,
+                n,
+                lowers,
+                source,
+                scratch.as_ref(),
+            )?)),
+            MountSpec::File {
+                content,
+                mode,
+                uid,
+                gid,
+                ..
+            } => binds.push(Some((
+                file_tree(work, n, &content.0, *mode, *uid, *gid)?,
+                Leaf::File,
+            ))),
+            MountSpec::Tmpfs { .. } => binds.push(None),
         }
     }
 
@@ -458,7 +618,12 @@ pub(crate) fn prepare(spec: &Spec, created: &mut Vec<Created>) -> Result<(), Set
 
     for (m, bind) in spec.mounts.iter().zip(&binds) {
         match (m, bind) {
-            (MountSpec::Bind { target, .. }, Some((tree, leaf))) => {
+            (
+                MountSpec::Bind { target, .. }
+                | MountSpec::Overlay { target, .. }
+                | MountSpec::File { target, .. },
+                Some((tree, leaf)),
+            ) => {
                 let target = ensure(target, *leaf)?;
                 attach(tree, &target)?;
             }
@@ -477,7 +642,9 @@ pub(crate) fn prepare(spec: &Spec, created: &mut Vec<Created>) -> Result<(), Set
                     &data,
                 )?;
             }
-            (MountSpec::Bind { .. }, None) => unreachable!("every bind mount was cloned above"),
+            (MountSpec::Bind { .. } | MountSpec::Overlay { .. } | MountSpec::File { .. }, None) => {
+                unreachable!("every bind, overlay and file mount was cloned above")
+            }
         }
     }
 

@@ -81,6 +81,7 @@ impl Sandbox {
             readonly_rootfs: false,
             no_new_privs: false,
             seccomp: Seccomp::Default,
+            tty: false,
         };
         Self { _dir: dir, spec }
     }
@@ -721,6 +722,134 @@ fn real_program_works_under_the_filter() {
     );
 }
 
+fn overlay_mount_is_readonly_and_resolves_inside() {
+    // Two layers: the upper one deletes nothing but adds a file and a symlink that tries to leave.
+    let bottom = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(bottom.path().join("src/sub")).unwrap();
+    std::fs::write(bottom.path().join("src/sub/a"), "bottom a").unwrap();
+    let top = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(top.path().join("src/sub")).unwrap();
+    std::fs::write(top.path().join("src/sub/b"), "top b").unwrap();
+    std::os::unix::fs::symlink("/etc", top.path().join("src/escape")).unwrap();
+    std::os::unix::fs::symlink("/../../../src/sub", top.path().join("src/up")).unwrap();
+    let mut sb = Sandbox::sh(
+        "cat /m/a /m/b; echo; touch /m/c 2>/dev/null || echo ro-denied; cat /e/passwd 2>/dev/null || echo no-host-passwd; ls /whole",
+    );
+    let lowers = vec![bottom.path().to_owned(), top.path().to_owned()];
+    sb.spec.mounts = vec![
+        MountSpec::Overlay {
+            lowers: lowers.clone(),
+            source: "/src/sub".into(),
+            target: "/m".into(),
+            scratch: None,
+        },
+        // Symlinks in the source resolve inside the overlay: `..` stops at its root.
+        MountSpec::Overlay {
+            lowers: lowers.clone(),
+            source: "/src/up".into(),
+            target: "/whole".into(),
+            scratch: None,
+        },
+    ];
+    let out = sb.run().ok();
+    assert_eq!(
+        out.stdout, "bottom atop b\nro-denied\nno-host-passwd\na\nb\n",
+        "{out:?}"
+    );
+    // A source that resolves to a missing path fails the setup instead of reaching the host.
+    sb.spec.mounts = vec![MountSpec::Overlay {
+        lowers,
+        source: "/src/escape/passwd".into(),
+        target: "/e".into(),
+        scratch: None,
+    }];
+    let out = sb.run();
+    assert_eq!(out.code(), runner::EXIT_SETUP_FAILED, "{out:?}");
+    assert!(!sb.upper().join("e").exists());
+}
+
+fn overlay_mount_writes_are_discarded() {
+    let lower = tempfile::tempdir().unwrap();
+    std::fs::write(lower.path().join("f"), "orig").unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut sb = Sandbox::sh("echo changed > /m/f; echo new > /m/g; rm -f /m/f; ls /m");
+    sb.spec.mounts = vec![MountSpec::Overlay {
+        lowers: vec![],
+        source: "/".into(),
+        target: "/m".into(),
+        scratch: Some(scratch.path().to_owned()),
+    }];
+    // No lowers: an empty directory.
+    assert_eq!(sb.run().ok().stdout, "g\n");
+    let scratch2 = tempfile::tempdir().unwrap();
+    sb.spec.mounts = vec![MountSpec::Overlay {
+        lowers: vec![lower.path().to_owned()],
+        source: "/".into(),
+        target: "/m".into(),
+        scratch: Some(scratch2.path().to_owned()),
+    }];
+    assert_eq!(sb.run().ok().stdout, "g\n");
+    assert_eq!(
+        std::fs::read_to_string(lower.path().join("f")).unwrap(),
+        "orig"
+    );
+    assert!(!lower.path().join("g").exists());
+    assert_eq!(upper_entries(sb.upper()), Vec::<String>::new());
+}
+
+fn file_mount_holds_content_mode_and_owner() {
+    let mut sb = Sandbox::sh(
+        "cat /run/secrets/tok; echo; stat -c '%a %u %g' /run/secrets/tok; \
+         echo x > /run/secrets/tok 2>/dev/null || echo ro-denied; grep -c ' /run/secrets/tok tmpfs ' /proc/mounts",
+    );
+    sb.spec.mounts = vec![MountSpec::File {
+        content: runner::SecretBytes(b"s3cr3t-value".to_vec()),
+        target: "/run/secrets/tok".into(),
+        mode: 0o440,
+        uid: 1234,
+        gid: 1235,
+    }];
+    let out = sb.run().ok();
+    assert_eq!(
+        out.stdout, "s3cr3t-value\n440 1234 1235\nro-denied\n1\n",
+        "{out:?}"
+    );
+    assert_eq!(upper_entries(sb.upper()), Vec::<String>::new());
+    assert!(!format!("{:?}", sb.spec).contains("s3cr3t"));
+    // The work dir keeps only an empty mountpoint: the content was never on disk.
+    for p in walk(&sb.spec.work) {
+        if p.is_file() {
+            assert!(
+                !std::fs::read(&p)
+                    .unwrap()
+                    .windows(6)
+                    .any(|w| w == b"s3cr3t"),
+                "{p:?}"
+            );
+        }
+    }
+}
+
+fn sandbox_dies_with_the_spawning_thread() {
+    let sb = Sandbox::new(&["sleep", "876543"]);
+    let spec = sb.spec.clone();
+    let child = std::thread::spawn(move || {
+        let exe = std::env::current_exe().unwrap();
+        runner::spawn(&spec, &exe, Stdio::null(), Stdio::null(), Stdio::null()).unwrap()
+    })
+    .join()
+    .unwrap();
+    // The spawning thread has exited (as if rbuild had been killed): the sandbox must follow.
+    wait_until("the sandbox is gone", || {
+        host_pids_with_cmdline("sleep 876543").is_empty()
+    });
+    let status = child.wait_with_output().unwrap().status;
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+}
+
 fn main() {
     runner::init_if_requested();
     if std::env::args().nth(1).as_deref() == Some("seccomp-probe") {
@@ -780,6 +909,22 @@ fn main() {
         ),
         ("bind_mounts_and_readonly", bind_mounts_and_readonly),
         ("tmpfs_mount_is_not_in_upper", tmpfs_mount_is_not_in_upper),
+        (
+            "overlay_mount_is_readonly_and_resolves_inside",
+            overlay_mount_is_readonly_and_resolves_inside,
+        ),
+        (
+            "overlay_mount_writes_are_discarded",
+            overlay_mount_writes_are_discarded,
+        ),
+        (
+            "file_mount_holds_content_mode_and_owner",
+            file_mount_holds_content_mode_and_owner,
+        ),
+        (
+            "sandbox_dies_with_the_spawning_thread",
+            sandbox_dies_with_the_spawning_thread,
+        ),
         ("readonly_rootfs", readonly_rootfs),
         (
             "symlinked_mountpoint_stays_inside_rootfs",

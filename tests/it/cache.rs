@@ -1,1 +1,323 @@
 //! Tests for this area live here; see the mod comment in main.rs.
+//! The store under concurrency and crashes, the context stat cache, GC, cache policies.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::{Env, RBUILD};
+
+/// Removes ANSI escape sequences (tracing colours its fields when it thinks it may).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Per step of a `--progress plain` log: name → "CACHED" or "RAN".
+fn steps(stderr: &str) -> HashMap<String, &'static str> {
+    let mut names: HashMap<String, String> = HashMap::new();
+    let mut status = HashMap::new();
+    for line in stderr.lines() {
+        let Some(rest) = line.strip_prefix('#') else {
+            continue;
+        };
+        let Some((num, what)) = rest.split_once(' ') else {
+            continue;
+        };
+        if what == "CACHED" {
+            if let Some(n) = names.get(num) {
+                status.insert(n.clone(), "CACHED");
+            }
+        } else if what.starts_with("cache miss") {
+            if let Some(n) = names.get(num) {
+                status.insert(n.clone(), "RAN");
+            }
+        } else if what.starts_with('[') && !names.contains_key(num) {
+            names.insert(num.to_owned(), what.to_owned());
+        }
+    }
+    status
+}
+
+/// The value of `key=N` in the stat cache debug line.
+fn stat_field(stderr: &str, key: &str) -> usize {
+    let clean = strip_ansi(stderr);
+    let line = clean
+        .lines()
+        .find(|l| l.contains("context stat cache"))
+        .unwrap_or_else(|| panic!("no stat cache debug line in:\n{clean}"));
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+}
+
+fn build_logged(env: &Env, ctx: &Path, tag: &str) -> String {
+    let out = Command::new(RBUILD)
+        .arg("--root")
+        .arg(env.root())
+        .args(["build", "--progress", "plain", "-t", tag])
+        .arg(ctx)
+        .env("NO_COLOR", "1")
+        .env("RBUILD_LOG", "warn,rbuild::context=debug")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running rbuild");
+    let se = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "build failed:\n{se}");
+    se
+}
+
+#[test]
+fn noop_rebuild_reads_no_context_file_contents() {
+    let env = Env::new();
+    env.busybox();
+    let mut files: Vec<(String, String)> = (0..50)
+        .map(|i| (format!("src/f{i}.txt"), format!("file {i}\n")))
+        .collect();
+    files.push((
+        "Dockerfile".into(),
+        "FROM busybox:local\nCOPY . /app\nRUN cat /app/src/f7.txt > /seen\n".into(),
+    ));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let ctx = env.context("ctx", &refs);
+    // Files changed in the last 2 s are not trusted to the stat cache (same-tick rewrites); age them.
+    std::thread::sleep(Duration::from_millis(2100));
+
+    let first = build_logged(&env, &ctx, "app:1");
+    assert_eq!(stat_field(&first, "hits"), 0, "{first}");
+    assert_eq!(stat_field(&first, "reads"), 51, "{first}");
+
+    let noop = build_logged(&env, &ctx, "app:1");
+    assert_eq!(stat_field(&noop, "reads"), 0, "{noop}");
+    assert_eq!(stat_field(&noop, "hits"), 51, "{noop}");
+    assert!(steps(&noop).values().all(|s| *s == "CACHED"), "{noop}");
+
+    // touch: stat changes, contents do not: the file is read again and the build is a full hit.
+    let f7 = ctx.join("src/f7.txt");
+    filetime::set_file_mtime(&f7, filetime::FileTime::from_unix_time(1_600_000_000, 0)).unwrap();
+    let touched = build_logged(&env, &ctx, "app:1");
+    assert_eq!(stat_field(&touched, "reads"), 1, "{touched}");
+    assert!(steps(&touched).values().all(|s| *s == "CACHED"), "{touched}");
+
+    // Same size, mtime put back: ctime still changes, so the new contents are seen.
+    std::fs::write(&f7, "FILE 7\n").unwrap();
+    filetime::set_file_mtime(&f7, filetime::FileTime::from_unix_time(1_600_000_000, 0)).unwrap();
+    let edited = build_logged(&env, &ctx, "app:1");
+    assert_eq!(stat_field(&edited, "reads"), 1, "{edited}");
+    let st = steps(&edited);
+    assert!(
+        st.iter().any(|(n, s)| n.contains("RUN cat") && *s == "RAN"),
+        "{edited}"
+    );
+    let (out, _) = env.ok(&["run", "app:1", "cat", "/seen"]);
+    assert_eq!(out, "FILE 7\n");
+}
+
+const SHARED: &str = "FROM busybox:local
+COPY a.txt /a.txt
+RUN sleep 1 && cat /a.txt > /b.txt && head -c 200000 /dev/urandom > /rand
+RUN wc -c /rand > /size
+";
+
+#[test]
+fn three_processes_on_one_store_all_succeed_and_share_hits() {
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context("ctx", &[("Dockerfile", SHARED), ("a.txt", "a\n")]);
+    let spawn = |tag: &str| {
+        Command::new(RBUILD)
+            .arg("--root")
+            .arg(env.root())
+            .args(["build", "--progress", "plain", "-t", tag])
+            .arg(&ctx)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rbuild")
+    };
+    let round = |prefix: &str| -> Vec<String> {
+        let children: Vec<_> = (0..3).map(|i| spawn(&format!("{prefix}:{i}"))).collect();
+        children
+            .into_iter()
+            .map(|c| {
+                let out = c.wait_with_output().unwrap();
+                let se = String::from_utf8_lossy(&out.stderr).into_owned();
+                assert!(out.status.success(), "concurrent build failed:\n{se}");
+                se
+            })
+            .collect()
+    };
+    round("first");
+    for i in 0..3 {
+        let (out, _) = env.ok(&["run", &format!("first:{i}"), "cat", "/b.txt"]);
+        assert_eq!(out, "a\n");
+    }
+    // A second round of three at once: every step is a hit on what the first round recorded.
+    for se in round("second") {
+        let st = steps(&se);
+        assert!(!st.is_empty(), "{se}");
+        assert!(st.values().all(|s| *s == "CACHED"), "not shared:\n{se}");
+    }
+}
+
+/// Every blob a tag reaches exists.
+fn assert_tags_complete(root: &Path) {
+    let store = cache::Store::open(root).unwrap();
+    for (name, desc) in store.list_tags().unwrap() {
+        let manifest: oci::Manifest =
+            serde_json::from_slice(&store.read_blob(&desc.digest).unwrap()).unwrap();
+        assert!(store.has_blob(&manifest.config.digest), "{name}: config");
+        for l in &manifest.layers {
+            assert!(store.has_blob(&l.digest), "{name}: layer {}", l.digest);
+        }
+    }
+}
+
+#[test]
+fn kill_9_at_any_point_leaves_a_store_the_next_build_uses() {
+    let env = Env::new();
+    env.busybox();
+    let df = "FROM busybox:local
+COPY a.txt /a.txt
+RUN head -c 3000000 /dev/urandom > /r1 && sleep 0.3
+RUN cat /a.txt /a.txt > /b.txt && head -c 3000000 /dev/zero > /r2
+COPY c.txt /c.txt
+";
+    let ctx = env.context("ctx", &[("Dockerfile", df), ("a.txt", "a\n"), ("c.txt", "c\n")]);
+    // Deterministic "random" kill points spread over a build (about 1-2 s here).
+    let delays_ms = [40u64, 170, 330, 520, 760, 1010, 1400];
+    for (i, delay) in delays_ms.iter().enumerate() {
+        // Vary the content so that each attempt has work to do.
+        std::fs::write(ctx.join("a.txt"), format!("a{}\n", i % 3)).unwrap();
+        let mut child = Command::new(RBUILD)
+            .arg("--root")
+            .arg(env.root())
+            .args(["build", "-q", "-t", "app:killed"])
+            .arg(&ctx)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(*delay));
+        let _ = child.kill(); // SIGKILL; it may have finished already
+        let _ = child.wait();
+        assert_tags_complete(&env.root());
+    }
+    // The next builds succeed, reuse whatever the killed ones recorded, and give working images.
+    for v in 0..3 {
+        std::fs::write(ctx.join("a.txt"), format!("a{v}\n")).unwrap();
+        let tag = format!("app:{v}");
+        env.ok(&["build", "-t", &tag, ctx.to_str().unwrap()]);
+        let (out, _) = env.ok(&["run", &tag, "cat", "/b.txt", "/c.txt"]);
+        assert_eq!(out, format!("a{v}\na{v}\nc\n"));
+        let (out, _) = env.ok(&["run", &tag, "wc", "-c", "/r2"]);
+        assert!(out.contains("3000000"), "{out}");
+    }
+    assert_tags_complete(&env.root());
+}
+
+#[test]
+fn prune_keeps_tagged_images_runnable_and_du_reports() {
+    let env = Env::new();
+    env.busybox();
+    let df = "FROM busybox:local\nCOPY v.txt /v.txt\nRUN head -c 2000000 /dev/urandom > /big\n";
+    let ctx = env.context("ctx", &[("Dockerfile", df), ("v.txt", "1\n")]);
+    env.ok(&["build", "-t", "keep:1", ctx.to_str().unwrap()]);
+    // An untagged build result: only cache records reach it.
+    std::fs::write(ctx.join("v.txt"), "2\n").unwrap();
+    env.ok(&["build", ctx.to_str().unwrap()]);
+    let (du_before, _) = env.ok(&["du"]);
+    assert!(du_before.contains("blobs"), "{du_before}");
+
+    // A filter that matches nothing recent removes no records.
+    let (out, _) = env.ok(&["prune", "--filter", "until=24h"]);
+    assert!(out.contains("removed 0 cache records"), "{out}");
+    let (out, _) = env.ok(&["prune", "--all"]);
+    assert!(!out.contains("removed 0 cache records"), "{out}");
+    let (du_after, _) = env.ok(&["du"]);
+    let blob_count = |du: &str| -> u64 {
+        du.lines()
+            .find(|l| l.starts_with("blobs"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no blobs line in {du}"))
+    };
+    assert!(
+        blob_count(&du_after) < blob_count(&du_before),
+        "before:\n{du_before}\nafter:\n{du_after}"
+    );
+    // Tagged images still run (busybox:local and keep:1), and still build on.
+    let (out, _) = env.ok(&["run", "keep:1", "cat", "/v.txt"]);
+    assert_eq!(out, "1\n");
+    let (out, _) = env.ok(&["run", "keep:1", "wc", "-c", "/big"]);
+    assert!(out.contains("2000000"), "{out}");
+    assert_tags_complete(&env.root());
+    env.ok(&["build", "-t", "again:1", ctx.to_str().unwrap()]);
+
+    let bad = env.fails(&["prune", "--keep-storage", "lots"]);
+    assert!(bad.contains("lots"), "{bad}");
+    env.ok(&["prune", "--keep-storage", "1KB"]);
+    let (out, _) = env.ok(&["run", "again:1", "cat", "/v.txt"]);
+    assert_eq!(out, "2\n");
+}
+
+#[test]
+fn no_cache_filter_reruns_only_that_stage() {
+    let env = Env::new();
+    env.busybox();
+    let df = "FROM busybox:local AS deps
+RUN echo deps > /deps.txt
+
+FROM busybox:local AS tools
+RUN echo tools > /tools.txt
+
+FROM busybox:local
+COPY --from=deps /deps.txt /deps.txt
+COPY --from=tools /tools.txt /tools.txt
+RUN cat /deps.txt /tools.txt > /all.txt
+";
+    let ctx = env.context("ctx", &[("Dockerfile", df)]);
+    let c = ctx.to_str().unwrap();
+    env.ok(&["build", "--progress", "plain", "-t", "app:1", c]);
+    let (_, se) = env.ok(&[
+        "build",
+        "--progress",
+        "plain",
+        "--no-cache-filter",
+        "tools",
+        "-t",
+        "app:1",
+        c,
+    ]);
+    let st = steps(&se);
+    let status = |needle: &str| {
+        st.iter()
+            .find(|(n, _)| n.contains(needle))
+            .map(|(_, s)| *s)
+            .unwrap_or_else(|| panic!("no step {needle:?} in:\n{se}"))
+    };
+    assert_eq!(status("echo tools"), "RAN", "{se}");
+    assert_eq!(status("echo deps"), "CACHED", "{se}");
+    let (out, _) = env.ok(&["run", "app:1", "cat", "/all.txt"]);
+    assert_eq!(out, "deps\ntools\n");
+}

@@ -1,1 +1,247 @@
-//! Tests for this area live here; see the mod comment in main.rs.
+//! Dockerfile features end to end: ADD archives, COPY --parents, heredocs, node names, `# syntax=`,
+//! `--check`.
+
+use std::process::Command;
+
+use crate::common::{sh, Env};
+
+fn path(p: &std::path::Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// `rbuild run IMAGE sh -c SCRIPT`, returning stdout.
+fn run_sh(env: &Env, image: &str, script: &str) -> String {
+    env.ok(&["run", image, "sh", "-c", script]).0
+}
+
+#[test]
+fn add_unpacks_local_tar_archives_but_copy_and_plain_files_stay_as_they_are() {
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "add",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox:local\n\
+                 ADD app.tar.gz /opt/\n\
+                 ADD plain.tar /plain\n\
+                 ADD --chown=7:8 app.tar.gz /owned/\n\
+                 COPY app.tar.gz /copied/\n\
+                 ADD notes.gz /raw/\n",
+            ),
+            ("src/app/hello.txt", "hello from the archive\n"),
+            ("src/app/bin/tool", "#!/bin/sh\necho tool\n"),
+            ("src/plain/x.txt", "plain tar\n"),
+        ],
+    );
+    let src = ctx.join("src");
+    sh(Command::new("chmod")
+        .arg("755")
+        .arg(src.join("app/bin/tool")));
+    sh(Command::new("tar")
+        .arg("-czf")
+        .arg(ctx.join("app.tar.gz"))
+        .arg("-C")
+        .arg(&src)
+        .arg("app"));
+    sh(Command::new("tar")
+        .arg("-cf")
+        .arg(ctx.join("plain.tar"))
+        .arg("-C")
+        .arg(src.join("plain"))
+        .arg("x.txt"));
+    // gzip data that is not a tar archive is copied as a file.
+    sh(Command::new("sh").arg("-c").arg(format!(
+        "echo not a tarball | gzip > {}",
+        path(&ctx.join("notes.gz"))
+    )));
+    let mut has_xz = false;
+    if std::path::Path::new("/usr/bin/xz").exists() {
+        sh(Command::new("tar")
+            .arg("-cJf")
+            .arg(ctx.join("app.tar.xz"))
+            .arg("-C")
+            .arg(&src)
+            .arg("app"));
+        let df = std::fs::read_to_string(ctx.join("Dockerfile")).unwrap();
+        std::fs::write(ctx.join("Dockerfile"), df + "ADD app.tar.xz /xz/\n").unwrap();
+        has_xz = true;
+    }
+    env.ok(&["build", "-t", "add:1", path(&ctx)]);
+    let out = run_sh(
+        &env,
+        "add:1",
+        "cat /opt/app/hello.txt /plain/x.txt; /opt/app/bin/tool; \
+         stat -c '%u:%g' /owned/app/hello.txt; ls /copied; ls /raw; gunzip -c /raw/notes.gz",
+    );
+    assert_eq!(
+        out,
+        "hello from the archive\nplain tar\ntool\n7:8\napp.tar.gz\nnotes.gz\nnot a tarball\n"
+    );
+    if has_xz {
+        assert_eq!(
+            run_sh(&env, "add:1", "cat /xz/app/hello.txt"),
+            "hello from the archive\n"
+        );
+    }
+}
+
+#[test]
+fn copy_parents_keeps_source_paths_below_the_pivot() {
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "parents",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox:local\n\
+                 COPY --parents a/*/*.txt /dst/\n\
+                 COPY --parents src/./app/x.js /p/\n\
+                 COPY --parents --exclude=docs/*.md docs /d/\n",
+            ),
+            ("a/b/one.txt", "1"),
+            ("a/c/two.txt", "2"),
+            ("a/c/skip.log", "no"),
+            ("src/app/x.js", "x"),
+            ("docs/keep.txt", "k"),
+            ("docs/drop.md", "d"),
+        ],
+    );
+    env.ok(&["build", "-t", "parents:1", path(&ctx)]);
+    let out = run_sh(
+        &env,
+        "parents:1",
+        "cd / && find dst p d -type f | sort && cat dst/a/b/one.txt dst/a/c/two.txt",
+    );
+    assert_eq!(
+        out,
+        "d/docs/keep.txt\ndst/a/b/one.txt\ndst/a/c/two.txt\np/app/x.js\n12"
+    );
+}
+
+#[test]
+fn heredocs_and_node_names_as_written() {
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "heredoc",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\n\
+             ARG NAME=world\n\
+             RUN <<EOF\n\
+             echo one > /one.txt\n\
+             echo two >> /one.txt\n\
+             EOF\n\
+             COPY <<EOF /etc/greeting\n\
+             hello $NAME\n\
+             EOF\n\
+             COPY <<A <<B /multi/\n\
+             first\n\
+             A\n\
+             second\n\
+             B\n\
+             RUN tr 'a-z' 'A-Z' < /etc/greeting > /shout\n\
+             RUN [\"/bin/busybox\", \"mkdir\", \"-p\", \"/x\"]\n",
+        )],
+    );
+    let (_, stderr) = env.ok(&["build", "--progress", "plain", "-t", "hd:1", path(&ctx)]);
+    for name in [
+        "RUN tr 'a-z' 'A-Z' < /etc/greeting > /shout",
+        r#"RUN ["/bin/busybox", "mkdir", "-p", "/x"]"#,
+        "RUN <<EOF (echo one > /one.txt...)",
+    ] {
+        assert!(
+            stderr.contains(name),
+            "no step named {name:?} in:\n{stderr}"
+        );
+    }
+    let out = run_sh(
+        &env,
+        "hd:1",
+        "cat /one.txt /etc/greeting /shout /multi/A /multi/B; test -d /x && echo x",
+    );
+    assert_eq!(
+        out,
+        "one\ntwo\nhello world\nHELLO WORLD\nfirst\nsecond\nx\n"
+    );
+}
+
+#[test]
+fn syntax_directive_for_dockerfile_1x_builds_and_other_frontends_are_refused() {
+    let env = Env::new();
+    env.busybox();
+    let ok = env.context(
+        "syntax-ok",
+        &[(
+            "Dockerfile",
+            "# syntax=docker/dockerfile:1.6\nFROM busybox:local\nRUN echo ok > /ok\n",
+        )],
+    );
+    env.ok(&["build", "-t", "syntax:1", path(&ok)]);
+    assert_eq!(run_sh(&env, "syntax:1", "cat /ok"), "ok\n");
+
+    let bad = env.context(
+        "syntax-bad",
+        &[(
+            "Dockerfile",
+            "# syntax=someone/else\nFROM busybox:local\nRUN echo never > /x\n",
+        )],
+    );
+    let err = env.fails(&["build", "-t", "syntax:2", path(&bad)]);
+    assert!(
+        err.contains("external frontends are not supported: # syntax=someone/else"),
+        "{err}"
+    );
+    assert!(
+        err.contains("Dockerfile:1"),
+        "error points at the directive: {err}"
+    );
+    let err = env.fails(&["build", "--check", path(&bad)]);
+    assert!(
+        err.contains("external frontends are not supported"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_validates_without_running_anything() {
+    let env = Env::new();
+    env.busybox();
+    let valid = env.context(
+        "check-ok",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local AS build\nRUN false\nFROM build\nCOPY --from=build /etc/passwd /p\n",
+        )],
+    );
+    // `RUN false` would fail the build: --check must not run it.
+    let (_, stderr) = env.ok(&["build", "--check", "-t", "checked:1", path(&valid)]);
+    assert!(stderr.contains("check complete, no errors"), "{stderr}");
+    let (images, _) = env.ok(&["images"]);
+    assert!(
+        !images.contains("checked"),
+        "--check tagged an image: {images}"
+    );
+
+    let invalid = env.context(
+        "check-bad",
+        &[(
+            "Other.Dockerfile",
+            "FROM busybox:local\nRUNN echo hi\nCOPY --bogus=1 a b\n",
+        )],
+    );
+    let file = invalid.join("Other.Dockerfile");
+    let err = env.fails(&["build", "--check", "-f", path(&file), path(&invalid)]);
+    assert!(err.contains("RUNN"), "{err}");
+    assert!(
+        err.contains("RUN"),
+        "suggests the nearest instruction: {err}"
+    );
+    assert!(
+        err.contains("Other.Dockerfile:2"),
+        "names file and line: {err}"
+    );
+}

@@ -1,1 +1,255 @@
-//! Tests for this area live here; see the mod comment in main.rs.
+use std::path::Path;
+
+use crate::common::Env;
+
+fn build(env: &Env, tag: &str, ctx: &Path, extra: &[&str]) -> (String, String) {
+    let mut args = vec!["build", "--progress", "plain", "-t", tag];
+    args.extend_from_slice(extra);
+    args.push(ctx.to_str().unwrap());
+    env.ok(&args)
+}
+
+fn run(env: &Env, tag: &str, script: &str) -> String {
+    env.ok(&["run", tag, "sh", "-c", script]).0
+}
+
+#[test]
+fn cache_mount_persists_with_owner_and_mode_and_stays_out_of_the_layer() {
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "cache",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\n\
+             RUN --mount=type=cache,id=c1,target=/c,uid=1000,gid=1001,mode=0710 \
+             stat -c '%u %g %a' /c > /stat && echo x >> /c/log && wc -l < /c/log > /count\n",
+        )],
+    );
+    build(&env, "cache:1", &ctx, &[]);
+    build(&env, "cache:2", &ctx, &["--no-cache"]);
+    assert_eq!(
+        run(&env, "cache:1", "cat /count /stat"),
+        "1\n1000 1001 710\n"
+    );
+    assert_eq!(
+        run(&env, "cache:2", "cat /count; test -e /c || echo no-c"),
+        "2\nno-c\n"
+    );
+}
+
+#[test]
+fn bind_mounts_from_stage_image_and_context_with_discarded_writes() {
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "bind",
+        &[
+            ("dir/a", "ctx-a\n"),
+            (
+                "Dockerfile",
+                "FROM busybox:local AS data\n\
+                 RUN mkdir -p /out/sub && echo from-stage > /out/sub/f\n\
+                 FROM busybox:local\n\
+                 RUN --mount=type=bind,from=data,source=/out,target=/in cat /in/sub/f > /got && (touch /in/x 2>/dev/null || echo ro >> /got)\n\
+                 RUN --mount=type=bind,from=data,source=/out/sub,target=/in,rw echo changed > /in/f && cat /in/f >> /got\n\
+                 RUN --mount=type=bind,from=data,source=out/sub/f,target=/one cat /one >> /got\n\
+                 RUN --mount=type=bind,from=busybox:local,target=/img test -x /img/bin/busybox && echo img >> /got\n\
+                 RUN --mount=type=bind,source=dir,target=/ctx,rw cat /ctx/a >> /got && echo w > /ctx/a && echo w > /ctx/new\n\
+                 RUN --mount=type=bind,source=dir/a,target=/a cat /a >> /got\n",
+            ),
+        ],
+    );
+    build(&env, "bind:1", &ctx, &[]);
+    assert_eq!(
+        run(
+            &env,
+            "bind:1",
+            "cat /got; ls /in /one /img /ctx /a 2>/dev/null | wc -l"
+        ),
+        "from-stage\nro\nchanged\nfrom-stage\nimg\nctx-a\nctx-a\n0\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ctx.join("dir/a")).unwrap(),
+        "ctx-a\n"
+    );
+    assert!(!ctx.join("dir/new").exists());
+}
+
+#[test]
+fn context_bind_cannot_follow_a_symlink_out_of_the_context() {
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "bindleak",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\nRUN --mount=type=bind,source=leak,target=/l cat /l/passwd\n",
+        )],
+    );
+    std::os::unix::fs::symlink("/etc", ctx.join("leak")).unwrap();
+    let err = env.fails(&["build", "--progress", "plain", ctx.to_str().unwrap()]);
+    assert!(
+        !err.contains("root:x:0:0"),
+        "host /etc/passwd leaked: {err}"
+    );
+}
+
+const SECRET: &str = "Sup3rS3cretValue-4711";
+
+fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let ft = e.file_type().unwrap();
+        if ft.is_dir() {
+            files_under(&e.path(), out);
+        } else if ft.is_file() {
+            out.push(e.path());
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn secrets_are_mounted_and_never_stored_or_logged() {
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "secret",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\n\
+             RUN --mount=type=secret,id=tok wc -c < /run/secrets/tok > /out && stat -c '%a %u' /run/secrets/tok >> /out\n\
+             RUN --mount=type=secret,id=tok,env=TOKEN,target=/s,mode=0440,uid=7 \
+             sh -c 'test \"$TOKEN\" = \"$(cat /s)\" && echo match >> /out; stat -c \"%a %u\" /s >> /out'\n\
+             RUN --mount=type=secret,id=tok,env=ONLY_ENV test -n \"$ONLY_ENV\" && test ! -e /run/secrets/tok && echo env-only >> /out\n\
+             RUN --mount=type=secret,id=absent echo optional-skipped >> /out\n",
+        )],
+    );
+    let file = env.dir.path().join("tok.txt");
+    std::fs::write(&file, SECRET).unwrap();
+    let src = format!("id=tok,src={}", file.display());
+    let (so, se) = build(&env, "sec:1", &ctx, &["--secret", &src]);
+    let expected = format!(
+        "{}\n400 0\nmatch\n440 7\nenv-only\noptional-skipped\n",
+        SECRET.len()
+    );
+    assert_eq!(
+        run(
+            &env,
+            "sec:1",
+            "cat /out; test -e /run/secrets || echo clean"
+        ),
+        expected + "clean\n"
+    );
+
+    // From an environment variable, without the cache: the same result.
+    let out = std::process::Command::new(crate::common::RBUILD)
+        .args([
+            "--root",
+            env.root().to_str().unwrap(),
+            "build",
+            "--no-cache",
+            "--progress",
+            "plain",
+        ])
+        .args([
+            "-t",
+            "sec:2",
+            "--secret",
+            "id=tok,env=RB_TEST_TOK",
+            ctx.to_str().unwrap(),
+        ])
+        .env("RB_TEST_TOK", SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A required secret that is missing fails the build, naming the flag to use.
+    let req = env.context(
+        "secret-req",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\nRUN --mount=type=secret,id=nope,required=true true\n",
+        )],
+    );
+    let err = env.fails(&["build", "--progress", "plain", req.to_str().unwrap()]);
+    assert!(
+        err.contains("secret nope is required") && err.contains("--secret"),
+        "{err}"
+    );
+
+    // Nowhere in the store (blobs decompressed, records, snapshots) nor in any output.
+    for text in [
+        &so,
+        &se,
+        &String::from_utf8_lossy(&out.stdout).into_owned(),
+        &String::from_utf8_lossy(&out.stderr).into_owned(),
+        &err,
+    ] {
+        assert!(!text.contains(SECRET), "secret in build output: {text}");
+    }
+    let mut files = Vec::new();
+    files_under(&env.root(), &mut files);
+    assert!(files.len() > 10, "store looks empty: {files:?}");
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !contains(&bytes, SECRET.as_bytes()),
+            "secret found in {}",
+            f.display()
+        );
+        if bytes.starts_with(&[0x1f, 0x8b]) {
+            let mut plain = Vec::new();
+            std::io::Read::read_to_end(
+                &mut flate2::read::MultiGzDecoder::new(&bytes[..]),
+                &mut plain,
+            )
+            .unwrap();
+            assert!(
+                !contains(&plain, SECRET.as_bytes()),
+                "secret found in layer {}",
+                f.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn ssh_agent_socket_is_forwarded() {
+    let env = Env::new();
+    env.busybox();
+    let sock = env.dir.path().join("agent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let ctx = env.context(
+        "ssh",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\n\
+             RUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo \"$SSH_AUTH_SOCK\" > /out\n\
+             RUN --mount=type=ssh,id=other,target=/agent test -S /agent && echo other >> /out\n",
+        )],
+    );
+    let default = format!("default={}", sock.display());
+    let other = format!("other={}", sock.display());
+    build(&env, "ssh:1", &ctx, &["--ssh", &default, "--ssh", &other]);
+    assert_eq!(
+        run(&env, "ssh:1", "cat /out"),
+        "/run/buildkit/ssh_agent.0\nother\n"
+    );
+    let req = env.context(
+        "ssh-req",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\nRUN --mount=type=ssh,required=true true\n",
+        )],
+    );
+    let err = env.fails(&["build", "--progress", "plain", req.to_str().unwrap()]);
+    assert!(err.contains("--ssh default"), "{err}");
+}

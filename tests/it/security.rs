@@ -1,1 +1,255 @@
-//! Tests for this area live here; see the mod comment in main.rs.
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{Env, RBUILD};
+
+fn build(env: &Env, tag: &str, ctx: &Path) -> (String, String) {
+    env.ok(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        tag,
+        ctx.to_str().unwrap(),
+    ])
+}
+
+fn run(env: &Env, tag: &str, script: &str) -> String {
+    env.ok(&["run", tag, "sh", "-c", script]).0
+}
+
+#[test]
+fn copy_of_an_absolute_host_path_reads_the_context() {
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "abs",
+        &[
+            ("Dockerfile", "FROM busybox:local\nCOPY /etc/shadow /got\n"),
+            ("etc/shadow", "from-context\n"),
+        ],
+    );
+    build(&env, "abs:1", &ctx);
+    assert_eq!(run(&env, "abs:1", "cat /got"), "from-context\n");
+    std::fs::remove_file(ctx.join("etc/shadow")).unwrap();
+    let err = env.fails(&["build", "--progress", "plain", ctx.to_str().unwrap()]);
+    assert!(!err.contains("root:"), "{err}");
+}
+
+#[test]
+fn context_symlink_to_a_host_file_is_copied_as_a_symlink() {
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "link",
+        &[("Dockerfile", "FROM busybox:local\nCOPY leak /leak\n")],
+    );
+    std::os::unix::fs::symlink("/etc/hostname", ctx.join("leak")).unwrap();
+    build(&env, "link:1", &ctx);
+    let out = run(
+        &env,
+        "link:1",
+        "readlink /leak; cat /leak 2>/dev/null || echo dangling",
+    );
+    assert_eq!(out, "/etc/hostname\ndangling\n");
+}
+
+#[test]
+fn workdir_through_proc_self_fd_reaches_no_host_file() {
+    let env = Env::new();
+    env.busybox();
+    let marker = format!("rbuild-host-marker-{}", std::process::id());
+    std::fs::write(env.dir.path().join(&marker), "host").unwrap();
+    for n in 3..=8 {
+        let ctx = env.context(
+            &format!("fd{n}"),
+            &[(
+                "Dockerfile",
+                &format!(
+                    "FROM busybox:local\nWORKDIR /proc/self/fd/{n}\n\
+                     RUN find ../../../../../../../../../../ -maxdepth 4 -name 'rbuild-host-marker-*' > /out 2>/dev/null; true\n"
+                ),
+            )],
+        );
+        let tag = format!("fd:{n}");
+        let out = env.rbuild(&[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            &tag,
+            ctx.to_str().unwrap(),
+        ]);
+        if out.status.success() {
+            assert_eq!(run(&env, &tag, "cat /out"), "", "fd {n} reached the host");
+        }
+    }
+}
+
+#[test]
+fn run_sees_no_host_process_or_mount() {
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "proc",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\nRUN tr '\\0' ' ' < /proc/1/cmdline > /pid1; cat /proc/mounts > /mounts; ls /proc | grep -c '^[0-9]' > /n\n",
+        )],
+    );
+    build(&env, "proc:1", &ctx);
+    let pid1 = run(&env, "proc:1", "cat /pid1");
+    assert!(
+        pid1.contains("__rbuild-runner-init"),
+        "PID 1 is not the sandbox init: {pid1}"
+    );
+    let n: usize = run(&env, "proc:1", "cat /n").trim().parse().unwrap();
+    assert!(n <= 5, "{n} processes visible");
+    let mounts = run(&env, "proc:1", "cat /mounts");
+    for line in mounts.lines() {
+        let target = line.split_whitespace().nth(1).unwrap();
+        assert!(
+            target == "/"
+                || ["/proc", "/dev", "/sys", "/etc/hosts", "/etc/resolv.conf"]
+                    .iter()
+                    .any(|p| target == *p || target.starts_with(&format!("{p}/"))),
+            "unexpected mount in the sandbox: {line}"
+        );
+        // Only the rootfs overlay names host dirs (its lower/upper options, as under Docker).
+        assert!(
+            target == "/" || !line.contains(env.dir.path().to_str().unwrap()),
+            "host path shown: {line}"
+        );
+    }
+}
+
+#[test]
+fn locked_cache_mount_serialises_concurrent_builds() {
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "locked",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\n\
+             RUN --mount=type=cache,id=counter,target=/c,sharing=locked \
+             i=0; while [ $i -lt 1000 ]; do n=$(cat /c/n 2>/dev/null || echo 0); echo $((n+1)) > /c/n; i=$((i+1)); done\n\
+             RUN --mount=type=cache,id=counter,target=/c,sharing=locked cat /c/n > /count\n",
+        )],
+    );
+    let spawn = |tag: &str| {
+        Command::new(RBUILD)
+            .args([
+                "--root",
+                env.root().to_str().unwrap(),
+                "build",
+                "--no-cache",
+                "--progress",
+                "plain",
+                "-t",
+                tag,
+            ])
+            .arg(&ctx)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn("lk:a"), spawn("lk:b"));
+    for c in [a, b] {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let counts: Vec<String> = ["lk:a", "lk:b"]
+        .iter()
+        .map(|t| run(&env, t, "cat /count"))
+        .collect();
+    assert!(
+        counts.contains(&"2000\n".to_owned()),
+        "lost updates: {counts:?}"
+    );
+}
+
+fn sandbox_processes(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            if String::from_utf8_lossy(&cmd).replace('\0', " ").trim() == needle {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+fn host_mounts_under(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(dir.to_str().unwrap()))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn nothing_is_left_behind_after_success_failure_or_kill() {
+    let env = Env::new();
+    env.busybox();
+    let ok = env.context(
+        "ok",
+        &[("Dockerfile", "FROM busybox:local\nRUN echo ok > /f\n")],
+    );
+    build(&env, "ok:1", &ok);
+    let fail = env.context(
+        "fail",
+        &[("Dockerfile", "FROM busybox:local\nRUN exit 3\n")],
+    );
+    env.fails(&["build", "--progress", "plain", fail.to_str().unwrap()]);
+    assert_eq!(host_mounts_under(env.dir.path()), Vec::<String>::new());
+
+    let slow = env.context(
+        "slow",
+        &[("Dockerfile", "FROM busybox:local\nRUN sleep 31337\n")],
+    );
+    let mut child = Command::new(RBUILD)
+        .args([
+            "--root",
+            env.root().to_str().unwrap(),
+            "build",
+            "--progress",
+            "plain",
+        ])
+        .arg(&slow)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the RUN is running", || {
+        !sandbox_processes("sleep 31337").is_empty()
+    });
+    child.kill().unwrap(); // SIGKILL: rbuild gets no chance to clean up
+    child.wait().unwrap();
+    wait_until("the sandbox is gone", || {
+        sandbox_processes("sleep 31337").is_empty()
+    });
+    assert_eq!(host_mounts_under(env.dir.path()), Vec::<String>::new());
+}

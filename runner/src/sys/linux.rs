@@ -123,6 +123,38 @@ pub(crate) fn inherit_fds_as(cmd: &mut Command, fds: &[(RawFd, RawFd)]) {
     unsafe { cmd.pre_exec(hook) };
 }
 
+/// Makes the child of `cmd` get SIGKILL when the thread that spawns it dies (a killed rbuild
+/// must not leave a sandbox running). If the spawning process is already gone by the time the
+/// hook runs, the child fails to start instead.
+pub(crate) fn kill_with_parent(cmd: &mut Command) {
+    let parent = std::process::id();
+    let hook = move || {
+        // SAFETY: prctl(PR_SET_PDEATHSIG) and getppid are plain, async-signal-safe syscalls.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: getppid has no preconditions.
+        let ppid = unsafe { libc::getppid() };
+        if u32::try_from(ppid).ok() != Some(parent) {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only makes async-signal-safe syscalls and allocates nothing.
+    unsafe { cmd.pre_exec(hook) };
+}
+
+/// Makes the calling process a session leader with `fd` (a terminal) as its controlling
+/// terminal.
+pub(crate) fn take_controlling_terminal(fd: RawFd) -> io::Result<()> {
+    rustix::process::setsid()?;
+    // SAFETY: TIOCSCTTY takes an int argument and touches no memory of ours.
+    if unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// A set of signals.
 #[derive(Clone, Copy)]
 pub(crate) struct SignalSet(libc::sigset_t);
@@ -315,4 +347,33 @@ pub(crate) fn unshare(flags: rustix::thread::UnshareFlags) -> io::Result<()> {
     // SAFETY: without CLONE_FILES no thread can observe a descriptor table change, which is
     // the only hazard `unshare_unsafe` documents.
     unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(io::Error::from)
+}
+
+/// `posix_openpt` + `grantpt` + `unlockpt` + open of the slave.
+pub(crate) fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
+    // SAFETY: posix_openpt returns a new descriptor (or -1) that we own immediately below.
+    let raw = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor owned by nobody else.
+    let master = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: the descriptor is a pty master; ptsname_r writes at most `name.len()` bytes.
+    let ok = unsafe {
+        libc::grantpt(raw) == 0
+            && libc::unlockpt(raw) == 0
+            && libc::ptsname_r(raw, name.as_mut_ptr(), name.len()) == 0
+    };
+    if !ok {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: ptsname_r succeeded, so `name` holds a NUL-terminated string.
+    let path = unsafe { CStr::from_ptr(name.as_ptr()) };
+    let slave = rustix::fs::open(
+        path,
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    Ok((master, slave))
 }
