@@ -140,6 +140,10 @@ pub(crate) fn build(
         exe: std::env::current_exe().context("locating the rbuild executable")?,
         layer_opts: export_opts.layer_options(),
         secrets: Arc::new(crate::secrets::Secrets::parse(&args.secrets, &args.ssh)?),
+        downloads: Arc::new(crate::fetch::Downloads::new(
+            Arc::clone(&store),
+            rt.handle().clone(),
+        )?),
     };
     let verbosity = match (args.quiet, args.progress) {
         (true, _) | (_, ProgressMode::Quiet) => Verbosity::Quiet,

@@ -8,6 +8,7 @@ mod context;
 mod copy;
 mod diagnostics;
 mod export;
+mod fetch;
 mod progress;
 mod prune;
 mod run;

@@ -225,6 +225,7 @@ pub(crate) struct BuildWorker {
     pub(crate) exe: PathBuf,
     pub(crate) layer_opts: LayerOptions,
     pub(crate) secrets: Arc<Secrets>,
+    pub(crate) downloads: Arc<crate::fetch::Downloads>,
 }
 
 /// The runner mounts of one RUN, with what must live as long as the RUN does.
@@ -255,6 +256,7 @@ impl solver::Worker for BuildWorker {
                 .content_key(&c.srcs, &c.exclude, c.chmod.is_some())
                 .map(Some)
                 .map_err(werr),
+            Op::Http(h) => self.downloads.content_key(h).map(Some).map_err(werr),
             _ => Ok(None),
         }
     }
@@ -276,6 +278,9 @@ impl solver::Worker for BuildWorker {
                 })
             }
             Op::Exec(exec) => self.exec(exec, inputs, ctx),
+            Op::Http(h) => self.file_op(&Outcome::default(), |dir| {
+                self.downloads.materialize(h, dir)
+            }),
             Op::Copy(c) => {
                 let base = &inputs[0];
                 let from = match &c.source {

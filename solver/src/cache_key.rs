@@ -7,7 +7,9 @@
 //! | input cache keys, in order| yes            | a changed parent changes every child                       |
 //! | content key from worker   | yes            | base image manifest digest; digest of exactly the context  |
 //! |                           |                | files a COPY reads (path, content, mode, uid/gid, symlink  |
-//! |                           |                | target; never mtime; mode bits omitted under `--chmod`)    |
+//! |                           |                | target; never mtime; mode bits omitted under `--chmod`);   |
+//! |                           |                | a download's sha256 (its `--checksum`, or the digest of    |
+//! |                           |                | the bytes fetched this build)                              |
 //! | node name, span, stage    | no             | renaming a stage or moving a line must not bust the cache  |
 //! | secret values, cache-mount contents | no   | they never decide what the layer is allowed to contain    |
 //!
