@@ -144,6 +144,11 @@ pub(crate) fn build(
             Arc::clone(&store),
             rt.handle().clone(),
         )?),
+        default_network: match args.network {
+            crate::cli::NetworkArg::None => runner::Network::None,
+            crate::cli::NetworkArg::Default | crate::cli::NetworkArg::Host => runner::Network::Host,
+        },
+        no_new_privs: args.no_new_privileges,
     };
     let verbosity = match (args.quiet, args.progress) {
         (true, _) | (_, ProgressMode::Quiet) => Verbosity::Quiet,
