@@ -77,6 +77,7 @@ pub(crate) fn run(
     let work = tmp.path().join("work");
     fs_err::create_dir(&upper)?;
     fs_err::create_dir(&work)?;
+    let security = security_opts(&args.security_opts)?;
     let spec = runner::Spec {
         lowers,
         upper,
@@ -106,8 +107,8 @@ pub(crate) fn run(
             .map(|v| parse_volume(v))
             .collect::<Result<_>>()?,
         readonly_rootfs: false,
-        no_new_privs: no_new_privs(&args.security_opts)?,
-        seccomp: runner::Seccomp::Default,
+        no_new_privs: security.no_new_privs,
+        seccomp: security.seccomp,
         tty: args.tty,
     };
     let exe = std::env::current_exe().context("locating the rbuild executable")?;
@@ -281,19 +282,32 @@ mod tests {
     }
 }
 
-/// `--security-opt` values: `no-new-privileges[=true|false]`; others are refused by name.
-fn no_new_privs(opts: &[String]) -> Result<bool> {
-    let mut on = false;
+/// What `--security-opt` asked for.
+struct Security {
+    no_new_privs: bool,
+    seccomp: runner::Seccomp,
+}
+
+/// `--security-opt` values, as docker run spells them: `no-new-privileges[=true|false]`,
+/// `seccomp=unconfined`; others are refused by name.
+fn security_opts(opts: &[String]) -> Result<Security> {
+    let mut out = Security {
+        no_new_privs: false,
+        seccomp: runner::Seccomp::Default,
+    };
     for o in opts {
-        on = match o.as_str() {
-            "no-new-privileges" | "no-new-privileges=true" | "no-new-privileges:true" => true,
-            "no-new-privileges=false" | "no-new-privileges:false" => false,
-            other => {
-                return Err(anyhow!(
-                    "--security-opt {other:?}: only no-new-privileges is supported"
-                ))
+        match o.as_str() {
+            "no-new-privileges" | "no-new-privileges=true" | "no-new-privileges:true" => {
+                out.no_new_privs = true;
             }
-        };
+            "no-new-privileges=false" | "no-new-privileges:false" => out.no_new_privs = false,
+            "seccomp=unconfined" | "seccomp:unconfined" => {
+                out.seccomp = runner::Seccomp::Unconfined
+            }
+            other => return Err(anyhow!(
+                "--security-opt {other:?}: supported are no-new-privileges and seccomp=unconfined"
+            )),
+        }
     }
-    Ok(on)
+    Ok(out)
 }

@@ -315,15 +315,23 @@ fn build_network_none_and_no_new_privileges_reach_run_steps_and_the_cache_key() 
         ])
         .0;
     assert!(out.contains('1'), "{out}");
-    let err = env.fails(&[
-        "run",
-        "--security-opt",
-        "seccomp=unconfined",
-        "net:default",
-        "true",
-    ]);
+    let err = env.fails(&["run", "--security-opt", "apparmor=x", "net:default", "true"]);
     assert!(
-        err.contains("--security-opt") && err.contains("seccomp=unconfined"),
+        err.contains("--security-opt") && err.contains("apparmor=x"),
         "{err}"
     );
+    // seccomp=unconfined drops the filter (Seccomp: 0 in /proc/self/status), as docker run's option.
+    let status = |opts: &[&str]| {
+        let mut a = vec!["run"];
+        a.extend_from_slice(opts);
+        a.extend_from_slice(&["net:default", "grep", "^Seccomp:", "/proc/self/status"]);
+        env.ok(&a)
+            .0
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert_eq!(status(&[]), "2");
+    assert_eq!(status(&["--security-opt", "seccomp=unconfined"]), "0");
 }
