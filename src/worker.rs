@@ -396,6 +396,8 @@ impl BuildWorker {
                     mode,
                     uid,
                     gid,
+                    from,
+                    source,
                 } => {
                     let dir = match sharing.as_str() {
                         "locked" => {
@@ -420,6 +422,9 @@ impl BuildWorker {
                         }
                         _ => self.store.cache_mount_dir(id)?,
                     };
+                    if let Some(index) = from {
+                        seed_cache_dir(&self.store, &dir, inputs, *index, source)?;
+                    }
                     init_cache_dir(&dir, *mode, *uid, *gid)?;
                     out.specs.push(runner::MountSpec::Bind {
                         source: dir,
@@ -650,6 +655,28 @@ impl BuildWorker {
         }
         self.commit_layer(base, &upper).map_err(werr)
     }
+}
+
+/// Fills a new (empty) cache dir with `source` of input `index` (`RUN --mount=type=cache,from=…`); a cache
+/// dir that already has contents keeps them, as BuildKit seeds only on creation.
+fn seed_cache_dir(
+    store: &cache::Store,
+    dir: &Path,
+    inputs: &[Outcome],
+    index: usize,
+    source: &str,
+) -> Result<()> {
+    if fs_err::read_dir(dir)?.next().is_some() {
+        return Ok(());
+    }
+    let input = inputs
+        .get(index)
+        .ok_or_else(|| anyhow!("RUN --mount cache from= names input {index}, which is missing"))?;
+    let view = MergedView::new(snapshots(store, &input.layers)?);
+    let src = if source.is_empty() { "/" } else { source };
+    view.copy_out(src, dir, true)
+        .with_context(|| format!("seeding the cache mount from {src}"))?;
+    Ok(())
 }
 
 /// Gives a cache dir its `mode`, `uid` and `gid` while it is empty (just created, as BuildKit

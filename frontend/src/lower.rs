@@ -1015,6 +1015,17 @@ impl Lowerer<'_> {
                     target,
                     readwrite,
                 },
+                MountSpec::CacheFrom { from, mut mount } => {
+                    let node = self.node_for_from(defs, i, &from, span)?;
+                    let idx = inputs.iter().position(|n| *n == node).unwrap_or_else(|| {
+                        inputs.push(node);
+                        inputs.len() - 1
+                    });
+                    if let Mount::Cache { from, .. } = &mut mount {
+                        *from = Some(idx);
+                    }
+                    mount
+                }
                 MountSpec::Other(m) => m,
             };
             mounts.push(mount);
@@ -1403,6 +1414,11 @@ enum MountSpec {
         target: String,
         readwrite: bool,
     },
+    /// A cache mount seeded from a stage, image or context (`from=`), resolved to an input when lowered.
+    CacheFrom {
+        from: String,
+        mount: Mount,
+    },
     Other(Mount),
 }
 
@@ -1523,11 +1539,8 @@ fn parse_mount(value: &str, workdir: &str, ssh_count: &mut usize) -> Result<Moun
             })
         }
         "cache" => {
-            if from.is_some() {
-                return Err("cache mounts seeded with from= are not supported yet".into());
-            }
             let target = abs(target.ok_or("mount target is required")?);
-            Ok(MountSpec::Other(Mount::Cache {
+            let mount = Mount::Cache {
                 id: id.unwrap_or_else(|| target.clone()),
                 target,
                 readonly: readonly.unwrap_or(false),
@@ -1535,7 +1548,17 @@ fn parse_mount(value: &str, workdir: &str, ssh_count: &mut usize) -> Result<Moun
                 mode: mode.unwrap_or(0o755),
                 uid,
                 gid,
-            }))
+                from: None,
+                source: if from.is_some() {
+                    source.unwrap_or_default()
+                } else {
+                    String::new()
+                },
+            };
+            Ok(match from {
+                Some(from) => MountSpec::CacheFrom { from, mount },
+                None => MountSpec::Other(mount),
+            })
         }
         "tmpfs" => Ok(MountSpec::Other(Mount::Tmpfs {
             target: abs(target.ok_or("mount target is required")?),

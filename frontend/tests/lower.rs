@@ -206,7 +206,9 @@ fn run_mount_defaults() {
             sharing: "shared".into(),
             mode: 0o755,
             uid: 0,
-            gid: 0
+            gid: 0,
+            from: None,
+            source: String::new(),
         }
     );
     assert_eq!(

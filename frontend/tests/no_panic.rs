@@ -131,8 +131,8 @@ const FRAGMENTS: &[&str] = &[
     "B",
 ];
 
-/// Iterations: 3000 by default; `FRONTEND_FUZZ_ITERS=N` runs N, `FRONTEND_FUZZ_SEED=S` starts at seed S (so
-/// several long runs can cover disjoint seeds).
+/// Iterations: 3000 by default; `FRONTEND_FUZZ_ITERS=N` runs N, `FRONTEND_FUZZ_SECS=T` runs for T seconds
+/// instead, `FRONTEND_FUZZ_SEED=S` starts at seed S (so several long runs can cover disjoint seeds).
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -143,9 +143,19 @@ fn env_u64(name: &str, default: u64) -> u64 {
 #[test]
 fn random_inputs_do_not_panic() {
     let first = env_u64("FRONTEND_FUZZ_SEED", 1);
-    let iters = env_u64("FRONTEND_FUZZ_ITERS", 3000);
+    let secs = env_u64("FRONTEND_FUZZ_SECS", 0);
+    let iters = if secs > 0 {
+        u64::MAX - first
+    } else {
+        env_u64("FRONTEND_FUZZ_ITERS", 3000)
+    };
     let started = std::time::Instant::now();
+    let mut done = 0u64;
     for seed in first..first + iters {
+        if secs > 0 && started.elapsed().as_secs() >= secs {
+            break;
+        }
+        done += 1;
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         let len = 1 + rng.next() % 40;
         let src: String = (0..len).map(|_| rng.pick(FRAGMENTS)).collect();
@@ -168,8 +178,8 @@ fn random_inputs_do_not_panic() {
         assert!(result.is_ok(), "seed {seed} panicked on {src:?}");
     }
     eprintln!(
-        "no_panic: {iters} inputs (seeds {first}..{}) in {:.1}s",
-        first + iters,
+        "no_panic: {done} inputs (seeds {first}..{}) in {:.1}s",
+        first + done,
         started.elapsed().as_secs_f64()
     );
 }

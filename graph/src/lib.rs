@@ -68,6 +68,13 @@ pub enum Mount {
         uid: u32,
         /// Group of a newly created cache dir.
         gid: u32,
+        /// Input (index into the node's inputs) whose `source` seeds a new, empty cache dir (`from=`).
+        /// Left out of the encoding when absent, so other cache mounts keep their keys.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<usize>,
+        /// Path in `from` copied into a new cache dir (`source=`); empty for its root.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        source: String,
     },
     /// Bind of a directory from an input node or the context (`type=bind`); input given by index into
     /// the node's inputs, `None` for the build context.

@@ -39,6 +39,41 @@ fn cache_mount_persists_with_owner_and_mode_and_stays_out_of_the_layer() {
 }
 
 #[test]
+fn cache_mount_from_a_stage_is_seeded_once_then_kept() {
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "cache-from",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local AS seed
+             RUN mkdir -p /seed/sub && echo seeded > /seed/sub/a.txt
+             FROM busybox:local
+             RUN --mount=type=cache,id=seeded,target=/c,from=seed,source=/seed              cat /c/sub/a.txt > /out && echo run >> /c/runs && wc -l < /c/runs >> /out
+",
+        )],
+    );
+    build(&env, "seeded:1", &ctx, &[]);
+    assert_eq!(run(&env, "seeded:1", "cat /out"), "seeded\n1\n");
+    // The cache dir is not empty any more: not seeded again, its contents persist.
+    build(&env, "seeded:2", &ctx, &["--no-cache"]);
+    assert_eq!(run(&env, "seeded:2", "cat /out"), "seeded\n2\n");
+    // A source that is not in the stage fails the RUN with a clear error.
+    let bad = env.context(
+        "cache-from-bad",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local AS seed
+             FROM busybox:local
+             RUN --mount=type=cache,id=seeded-bad,target=/c,from=seed,source=/nope true
+",
+        )],
+    );
+    let err = env.fails(&["build", "--progress", "plain", bad.to_str().unwrap()]);
+    assert!(err.contains("seeding the cache mount from /nope"), "{err}");
+}
+
+#[test]
 fn bind_mounts_from_stage_image_and_context_with_discarded_writes() {
     let env = Env::new();
     env.busybox();
