@@ -100,7 +100,7 @@ pub(crate) fn build(
         rewrite_timestamp: args.rewrite_timestamp,
         base: None,
     };
-    let platform = Platform::host();
+    let platform = args.platform.clone().unwrap_or_else(Platform::host);
     let opts = frontend::LowerOptions {
         build_args,
         target: args.target.clone(),

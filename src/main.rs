@@ -8,8 +8,10 @@ mod context;
 mod copy;
 mod diagnostics;
 mod export;
+mod login;
 mod progress;
 mod prune;
+mod pull;
 mod run;
 mod secrets;
 mod worker;
@@ -126,6 +128,18 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             })?;
             let digest = rt.block_on(export::push(&client, &store, &image, &reference))?;
             println!("{}@{digest}", reference.name());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pull(args) => {
+            pull::pull(&args, open()?, &rt()?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Login(args) => {
+            login::login(&args, &rt()?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Logout { registry } => {
+            login::logout(registry.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::History { image, no_trunc } => {

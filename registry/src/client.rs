@@ -476,6 +476,85 @@ impl Client {
         Ok(digest)
     }
 
+    /// Checks that `registry` accepts `username`/`password`, as `docker login` does before saving them:
+    /// `GET /v2/`, answering its challenge (Basic, or a token fetched with these credentials) with only
+    /// them. A registry that asks for no credentials accepts any.
+    ///
+    /// Rejected credentials are [`Error::Unauthorized`] with a reason naming the user.
+    pub async fn check_login(
+        &self,
+        registry: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<(), Error> {
+        let host = credentials::normalise_host(registry);
+        let probe = Reference {
+            registry: host.clone(),
+            repository: String::new(),
+            tag: None,
+            digest: None,
+        };
+        let url = self.base(&probe);
+        let auth = Auth::new(Credentials::single(&host, username, password));
+        let http = self.http(&probe);
+        let rejected = || Error::Unauthorized {
+            registry: host.clone(),
+            reason: format!("wrong username or password for user {username:?}"),
+        };
+        let mut challenged = false;
+        loop {
+            let mut req = http.get(&url);
+            if let Some(h) = auth.header(&host, "") {
+                req = req.header(header::AUTHORIZATION, h);
+            }
+            let resp = req.send().await.map_err(|e| {
+                if e.is_connect() || e.is_timeout() {
+                    Error::Unreachable {
+                        registry: host.clone(),
+                        source: e,
+                    }
+                } else {
+                    Error::Transfer {
+                        registry: host.clone(),
+                        source: e,
+                    }
+                }
+            })?;
+            let status = resp.status();
+            if status.is_success() {
+                return Ok(());
+            }
+            if status != StatusCode::UNAUTHORIZED {
+                return Err(status_error("GET", resp).await);
+            }
+            if challenged {
+                return Err(rejected());
+            }
+            challenged = true;
+            let challenge = resp
+                .headers()
+                .get(header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            match auth
+                .authenticate(http, &host, "", challenge.as_deref())
+                .await
+            {
+                Ok(()) => {}
+                // The token service refusing these credentials is the same answer as a second 401.
+                Err(Error::Unauthorized { .. })
+                    if challenge
+                        .as_deref()
+                        .and_then(crate::auth::Challenge::parse)
+                        .is_some() =>
+                {
+                    return Err(rejected())
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     // ---- internals ----
 
     fn http(&self, r: &Reference) -> &reqwest::Client {

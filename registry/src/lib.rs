@@ -33,5 +33,7 @@ mod error;
 pub use client::{
     Client, ClientOptions, PulledManifest, PushOutcome, UploadMethod, DEFAULT_CHUNK_SIZE,
 };
-pub use credentials::{default_containers_auth, default_docker_config, login, logout};
+pub use credentials::{
+    default_containers_auth, default_docker_config, login, logout, normalise_host,
+};
 pub use error::Error;

@@ -114,6 +114,15 @@ pub(crate) struct Registry {
 
 impl Registry {
     pub(crate) fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A registry with htpasswd (HTTP Basic) auth accepting only `user`/`password`.
+    pub(crate) fn start_htpasswd(user: &str, password: &str) -> Self {
+        Self::start_with(Some((user, password)))
+    }
+
+    fn start_with(basic: Option<(&str, &str)>) -> Self {
         require("/usr/bin/docker-registry", "docker-registry");
         let dir = tempfile::tempdir().expect("temp dir");
         let port = TcpListener::bind("127.0.0.1:0")
@@ -123,10 +132,24 @@ impl Registry {
             .port();
         let addr = format!("127.0.0.1:{port}");
         let cfg = dir.path().join("config.yml");
+        let auth = match basic {
+            None => String::new(),
+            Some((user, password)) => {
+                require("/usr/bin/htpasswd", "apache2-utils");
+                let file = dir.path().join("htpasswd");
+                // bcrypt (-B): the only hash docker-registry accepts.
+                let line = sh(Command::new("/usr/bin/htpasswd").args(["-Bbn", user, password]));
+                std::fs::write(&file, line).expect("write htpasswd");
+                format!(
+                    "auth:\n  htpasswd:\n    realm: rbuild-test\n    path: {}\n",
+                    file.display()
+                )
+            }
+        };
         std::fs::write(
             &cfg,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
                 dir.path().join("data").display()
             ),
         )
@@ -144,7 +167,8 @@ impl Registry {
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
-        while http_status(&reg.addr, "/v2/") != Some(200) {
+        let up = if basic.is_some() { 401 } else { 200 };
+        while http_status(&reg.addr, "/v2/") != Some(up) {
             assert!(
                 Instant::now() < deadline,
                 "registry on {} did not come up",
