@@ -106,10 +106,7 @@ pub(crate) fn build(
         target: args.target.clone(),
         platform: platform.clone(),
     };
-    let client = registry::Client::new(registry::ClientOptions {
-        insecure_registries: args.insecure_registries.clone(),
-        ..Default::default()
-    })?;
+    let client = registry::Client::new(args.registry.client_options(&args.insecure_registries))?;
     let images = Arc::new(
         Images::new(
             Arc::clone(&store),

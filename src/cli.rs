@@ -258,6 +258,8 @@ pub(crate) struct BuildArgs {
     /// image's os/architecture; RUN steps can only run for the host's platform (no emulation).
     #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
     pub(crate) platform: Option<oci::Platform>,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
     /// Build context directory.
     #[arg(value_name = "CONTEXT")]
     pub(crate) context: PathBuf,
@@ -309,6 +311,47 @@ pub(crate) struct PushArgs {
     /// Registry hosts reached over plain HTTP; loopback always is.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub(crate) insecure_registries: Vec<String>,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
+}
+
+/// Registry TLS trust and Docker Hub mirrors, shared by the commands that talk to registries.
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct RegistryArgs {
+    /// Trust this CA (PEM file) for this registry (`host[:port]`); repeatable. Docker's
+    /// `/etc/docker/certs.d/HOST/*.crt` (or `$RBUILD_CERTS_D/HOST/*.crt`) are trusted too.
+    #[arg(long = "registry-ca", value_name = "HOST=FILE", value_parser = parse_registry_ca)]
+    pub(crate) registry_cas: Vec<(String, PathBuf)>,
+    /// Mirror of Docker Hub tried first for docker.io images (falling back to Docker Hub); repeatable or
+    /// comma-separated.
+    #[arg(
+        long = "registry-mirror",
+        value_name = "URL",
+        env = "RBUILD_REGISTRY_MIRRORS",
+        value_delimiter = ','
+    )]
+    pub(crate) registry_mirrors: Vec<String>,
+}
+
+impl RegistryArgs {
+    /// Client options with these settings and the `--insecure-registry` hosts.
+    pub(crate) fn client_options(&self, insecure: &[String]) -> registry::ClientOptions {
+        registry::ClientOptions {
+            insecure_registries: insecure.to_vec(),
+            registry_cas: self.registry_cas.clone(),
+            mirrors: self.registry_mirrors.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+fn parse_registry_ca(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((host, file)) if !host.is_empty() && !file.is_empty() => {
+            Ok((host.to_owned(), PathBuf::from(file)))
+        }
+        _ => Err(format!("invalid --registry-ca {s:?}: expected HOST=FILE")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -324,6 +367,8 @@ pub(crate) struct PullArgs {
     /// Print only the digest.
     #[arg(short, long)]
     pub(crate) quiet: bool,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -342,6 +387,8 @@ pub(crate) struct LoginArgs {
     /// Registry hosts reached over plain HTTP; loopback always is.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub(crate) insecure_registries: Vec<String>,
+    #[command(flatten)]
+    pub(crate) registry_args: RegistryArgs,
 }
 
 /// Parses `os/arch[/variant]` (docker's `--platform`), accepting `x86_64`/`aarch64` for the architecture.

@@ -49,10 +49,8 @@ pub(crate) fn login(args: &LoginArgs, rt: &tokio::runtime::Runtime) -> Result<()
     if password.is_empty() {
         bail!("login to {host}: the password is empty");
     }
-    let client = registry::Client::new(registry::ClientOptions {
-        insecure_registries: args.insecure_registries.clone(),
-        ..Default::default()
-    })?;
+    let client =
+        registry::Client::new(args.registry_args.client_options(&args.insecure_registries))?;
     rt.block_on(client.check_login(&host, &username, &password))
         .with_context(|| format!("logging in to {host}"))?;
     let path = config_path()?;

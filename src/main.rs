@@ -122,10 +122,8 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 manifest,
                 manifest_desc: desc,
             };
-            let client = registry::Client::new(registry::ClientOptions {
-                insecure_registries: args.insecure_registries,
-                ..Default::default()
-            })?;
+            let client =
+                registry::Client::new(args.registry.client_options(&args.insecure_registries))?;
             let digest = rt.block_on(export::push(&client, &store, &image, &reference))?;
             println!("{}@{digest}", reference.name());
             Ok(ExitCode::SUCCESS)

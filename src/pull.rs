@@ -19,10 +19,7 @@ pub(crate) fn pull(
         .parse()
         .with_context(|| format!("image {:?}", args.image))?;
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
-    let client = registry::Client::new(registry::ClientOptions {
-        insecure_registries: args.insecure_registries.clone(),
-        ..Default::default()
-    })?;
+    let client = registry::Client::new(args.registry.client_options(&args.insecure_registries))?;
     let images = Images::new(
         Arc::clone(&store),
         client,

@@ -122,7 +122,23 @@ impl Registry {
         Self::start_with(Some((user, password)))
     }
 
+    /// A registry serving https with this certificate and key (PEM files).
+    pub(crate) fn start_tls(cert: &Path, key: &Path) -> Self {
+        Self::start_opts(
+            None,
+            Some(format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            )),
+        )
+    }
+
     fn start_with(basic: Option<(&str, &str)>) -> Self {
+        Self::start_opts(basic, None)
+    }
+
+    fn start_opts(basic: Option<(&str, &str)>, tls: Option<String>) -> Self {
         require("/usr/bin/docker-registry", "docker-registry");
         let dir = tempfile::tempdir().expect("temp dir");
         let port = TcpListener::bind("127.0.0.1:0")
@@ -149,8 +165,9 @@ impl Registry {
         std::fs::write(
             &cfg,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
-                dir.path().join("data").display()
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{}{auth}",
+                dir.path().join("data").display(),
+                tls.as_deref().unwrap_or("")
             ),
         )
         .expect("write registry config");
@@ -167,7 +184,12 @@ impl Registry {
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
-        let up = if basic.is_some() { 401 } else { 200 };
+        // Plain http to a TLS listener gets a 400 answer: enough to know it is up.
+        let up = match (basic.is_some(), tls.is_some()) {
+            (_, true) => 400,
+            (true, false) => 401,
+            (false, false) => 200,
+        };
         while http_status(&reg.addr, "/v2/") != Some(up) {
             assert!(
                 Instant::now() < deadline,

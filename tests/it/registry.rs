@@ -2,7 +2,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use crate::common::{sh, Env, Registry, RBUILD};
+use crate::common::{require, sh, Env, Registry, RBUILD};
 
 /// `rbuild ARGS…` on `env`'s store with credentials only from `docker_config` (a temp dir), `stdin` fed.
 fn rbuild_auth(env: &Env, docker_config: &Path, args: &[&str], stdin: &str) -> Output {
@@ -304,4 +304,223 @@ fn pull_and_build_select_the_platform_of_a_multi_platform_index() {
     assert!(se.contains(&format!("platform {other}")), "{se}");
     assert!(se.contains("emulation is not supported"), "{se}");
     assert!(se.contains("RUN /bin/true"), "{se}");
+}
+
+/// `rbuild ARGS…` on `env`'s store with extra environment variables.
+fn rbuild_env(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Output {
+    Command::new(RBUILD)
+        .arg("--root")
+        .arg(env.root())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .envs(vars.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("running rbuild")
+}
+
+/// A CA (`<name>-ca.crt`) and a server certificate for 127.0.0.1 it signed (`<name>.crt`, `<name>.key`).
+fn make_certs(dir: &Path, name: &str) {
+    require("/usr/bin/openssl", "openssl");
+    let p = |f: &str| dir.join(f).to_str().expect("utf-8 path").to_owned();
+    let (ca_key, ca, key, csr, crt, ext) = (
+        p(&format!("{name}-ca.key")),
+        p(&format!("{name}-ca.crt")),
+        p(&format!("{name}.key")),
+        p(&format!("{name}.csr")),
+        p(&format!("{name}.crt")),
+        p(&format!("{name}.ext")),
+    );
+    sh(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN=rbuild test CA {name}"),
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+    ]));
+    sh(Command::new("openssl").args([
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+    ]));
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write ext file");
+    sh(Command::new("openssl").args([
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+        "-out",
+        &crt,
+    ]));
+}
+
+#[test]
+fn private_ca_from_flag_or_certs_d_reaches_a_tls_registry() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    make_certs(certs.path(), "server");
+    make_certs(certs.path(), "stranger");
+    let reg = Registry::start_tls(
+        &certs.path().join("server.crt"),
+        &certs.path().join("server.key"),
+    );
+    let env = Env::new();
+    let ctx = env.context(
+        "tls",
+        &[
+            ("Dockerfile", "FROM scratch\nCOPY f /f\n"),
+            ("f", "over tls"),
+        ],
+    );
+    let image = format!("{}/tls/app:1", reg.addr);
+    let ca = certs.path().join("server-ca.crt");
+    let empty_certs_d = certs.path().join("no-certs.d");
+
+    // A CA that did not sign the registry's certificate is refused.
+    let stranger = format!(
+        "{}={}",
+        reg.addr,
+        certs.path().join("stranger-ca.crt").display()
+    );
+    let out = rbuild_env(
+        &env,
+        &[
+            "build",
+            "-t",
+            &image,
+            "--push",
+            "--registry-ca",
+            &stranger,
+            ctx.to_str().unwrap(),
+        ],
+        &[("RBUILD_CERTS_D", empty_certs_d.to_str().unwrap())],
+    );
+    let se = failed(&out, "push with the wrong CA");
+    assert!(se.contains(&reg.addr), "{se}");
+    assert!(se.to_lowercase().contains("certificate"), "{se}");
+
+    // --registry-ca HOST=FILE: the push goes over https.
+    let flag = format!("{}={}", reg.addr, ca.display());
+    let out = rbuild_env(
+        &env,
+        &[
+            "build",
+            "-t",
+            &image,
+            "--push",
+            "--registry-ca",
+            &flag,
+            ctx.to_str().unwrap(),
+        ],
+        &[("RBUILD_CERTS_D", empty_certs_d.to_str().unwrap())],
+    );
+    let (so, _) = ok(&out, "push with --registry-ca");
+    let digest = pushed_digest(&so);
+
+    // certs.d/HOST/ca.crt, as docker reads it.
+    let certs_d = certs.path().join("certs.d");
+    std::fs::create_dir_all(certs_d.join(&reg.addr)).unwrap();
+    std::fs::copy(&ca, certs_d.join(&reg.addr).join("ca.crt")).unwrap();
+    let fresh = Env::new();
+    let out = rbuild_env(
+        &fresh,
+        &["pull", &image],
+        &[("RBUILD_CERTS_D", certs_d.to_str().unwrap())],
+    );
+    let (so, se) = ok(&out, "pull with certs.d");
+    assert_eq!(pushed_digest(&so), digest, "{se}");
+    let out = rbuild_env(&fresh, &["inspect", &image], &[]);
+    ok(&out, "inspect the pulled image");
+}
+
+#[test]
+fn docker_hub_pulls_go_through_a_mirror() {
+    let reg = Registry::start();
+    let env = Env::new();
+    let ctx = env.context(
+        "mirrored",
+        &[
+            ("Dockerfile", "FROM scratch\nCOPY f /f\n"),
+            ("f", "from the mirror"),
+        ],
+    );
+    let (so, _) = env.ok(&[
+        "build",
+        "-t",
+        &format!("{}/library/mirrored:1", reg.addr),
+        "--push",
+        ctx.to_str().unwrap(),
+    ]);
+    let digest = pushed_digest(&so);
+    let mirror = format!("http://{}", reg.addr);
+
+    // Docker Hub is unreachable here: success proves the mirror served the image.
+    let fresh = Env::new();
+    let (so, se) = fresh.ok(&["pull", "--registry-mirror", &mirror, "mirrored:1"]);
+    assert_eq!(pushed_digest(&so), digest, "{se}");
+    assert!(so.contains("docker.io/library/mirrored@"), "{so}");
+    let (so, _) = fresh.ok(&["images"]);
+    assert!(so.contains("mirrored:1"), "{so}");
+
+    // RBUILD_REGISTRY_MIRRORS for FROM in a build, with a dead mirror first to fall back from.
+    let fresh = Env::new();
+    let ctx = fresh.context(
+        "from-hub",
+        &[
+            (
+                "Dockerfile",
+                "FROM docker.io/library/mirrored:1\nCOPY g /g\n",
+            ),
+            ("g", "g"),
+        ],
+    );
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let mirrors = format!("{dead},{mirror}");
+    let out = rbuild_env(
+        &fresh,
+        &["build", "-t", "on-mirrored", ctx.to_str().unwrap()],
+        &[("RBUILD_REGISTRY_MIRRORS", &mirrors)],
+    );
+    ok(
+        &out,
+        "build FROM a Docker Hub name through RBUILD_REGISTRY_MIRRORS",
+    );
+    let (so, _) = fresh.ok(&["inspect", "on-mirrored"]);
+    let v: serde_json::Value = serde_json::from_str(&so).unwrap();
+    assert_eq!(v["Manifest"]["layers"].as_array().map(Vec::len), Some(2));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
