@@ -137,6 +137,15 @@ pub(crate) fn build(
         exe: std::env::current_exe().context("locating the rbuild executable")?,
         layer_opts: export_opts.layer_options(),
         secrets: Arc::new(crate::secrets::Secrets::parse(&args.secrets, &args.ssh)?),
+        downloads: Arc::new(crate::fetch::Downloads::new(
+            Arc::clone(&store),
+            rt.handle().clone(),
+        )?),
+        default_network: match args.network {
+            crate::cli::NetworkArg::None => runner::Network::None,
+            crate::cli::NetworkArg::Default | crate::cli::NetworkArg::Host => runner::Network::Host,
+        },
+        no_new_privs: args.no_new_privileges,
     };
     let verbosity = match (args.quiet, args.progress) {
         (true, _) | (_, ProgressMode::Quiet) => Verbosity::Quiet,

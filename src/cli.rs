@@ -166,6 +166,16 @@ pub(crate) enum ProgressMode {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum NetworkArg {
+    /// The host's network (BuildKit's default for RUN).
+    Default,
+    /// A new network namespace with only loopback.
+    None,
+    /// The host's network.
+    Host,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum CompressionArg {
     /// gzip, on every core with a deterministic block scheme.
     Gzip,
@@ -242,6 +252,12 @@ pub(crate) struct BuildArgs {
     /// Steps that may run at once.
     #[arg(long, value_name = "N")]
     pub(crate) jobs: Option<usize>,
+    /// Network of RUN steps without their own `--network`: default (the host's, as BuildKit), none, host.
+    #[arg(long, value_enum, default_value_t = NetworkArg::Default)]
+    pub(crate) network: NetworkArg,
+    /// Run RUN steps with no_new_privs (setuid binaries then do not raise privileges).
+    #[arg(long)]
+    pub(crate) no_new_privileges: bool,
     /// Registry hosts (host[:port]) reached over plain HTTP; loopback always is.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub(crate) insecure_registries: Vec<String>,
@@ -279,6 +295,9 @@ pub(crate) struct RunArgs {
     /// Network: host (default) or none.
     #[arg(long, default_value = "host")]
     pub(crate) network: String,
+    /// `no-new-privileges`: run the command with no_new_privs (as docker run's option).
+    #[arg(long = "security-opt", value_name = "OPT")]
+    pub(crate) security_opts: Vec<String>,
     /// Override the image's ENTRYPOINT.
     #[arg(long)]
     pub(crate) entrypoint: Option<String>,

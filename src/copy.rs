@@ -211,8 +211,13 @@ fn copy_parents(
 /// Sets the owner and/or mode of `target` and everything below it (symlinks keep their mode).
 fn apply_owner_mode(target: &Path, owner: Option<(u32, u32)>, chmod: Option<u32>) -> Result<()> {
     if let Some((uid, gid)) = owner {
-        walk_apply(target, &|p, _| {
-            std::os::unix::fs::lchown(p, Some(uid), Some(gid))
+        walk_apply(target, &|p, md| {
+            std::os::unix::fs::lchown(p, Some(uid), Some(gid))?;
+            // chown clears setuid/setgid on files (even as root): put them back, as BuildKit does.
+            if !md.file_type().is_symlink() && md.mode() & 0o6000 != 0 {
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
+            }
+            Ok(())
         })?;
     }
     if let Some(mode) = chmod {

@@ -8,6 +8,7 @@ mod context;
 mod copy;
 mod diagnostics;
 mod export;
+mod fetch;
 mod login;
 mod progress;
 mod prune;

@@ -106,7 +106,7 @@ pub(crate) fn run(
             .map(|v| parse_volume(v))
             .collect::<Result<_>>()?,
         readonly_rootfs: false,
-        no_new_privs: false,
+        no_new_privs: no_new_privs(&args.security_opts)?,
         seccomp: runner::Seccomp::Default,
         tty: args.tty,
     };
@@ -279,4 +279,21 @@ mod tests {
             ["A=1", "B=two words", "C"]
         );
     }
+}
+
+/// `--security-opt` values: `no-new-privileges[=true|false]`; others are refused by name.
+fn no_new_privs(opts: &[String]) -> Result<bool> {
+    let mut on = false;
+    for o in opts {
+        on = match o.as_str() {
+            "no-new-privileges" | "no-new-privileges=true" | "no-new-privileges:true" => true,
+            "no-new-privileges=false" | "no-new-privileges:false" => false,
+            other => {
+                return Err(anyhow!(
+                    "--security-opt {other:?}: only no-new-privileges is supported"
+                ))
+            }
+        };
+    }
+    Ok(on)
 }

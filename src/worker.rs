@@ -315,6 +315,11 @@ pub(crate) struct BuildWorker {
     pub(crate) exe: PathBuf,
     pub(crate) layer_opts: LayerOptions,
     pub(crate) secrets: Arc<Secrets>,
+    pub(crate) downloads: Arc<crate::fetch::Downloads>,
+    /// Network of RUN steps that do not choose one (`--network`).
+    pub(crate) default_network: runner::Network,
+    /// `--no-new-privileges`.
+    pub(crate) no_new_privs: bool,
 }
 
 /// The runner mounts of one RUN, with what must live as long as the RUN does.
@@ -345,6 +350,18 @@ impl solver::Worker for BuildWorker {
                 .content_key(&c.srcs, &c.exclude, c.chmod.is_some())
                 .map(Some)
                 .map_err(werr),
+            Op::Http(h) => self.downloads.content_key(h).map(Some).map_err(werr),
+            // Build-wide RUN options enter the key only when not the default, so default keys do not move.
+            Op::Exec(e) => {
+                let mut opts = Vec::new();
+                if e.network == Network::Default && self.default_network == runner::Network::None {
+                    opts.push("network=none");
+                }
+                if self.no_new_privs {
+                    opts.push("no-new-privileges");
+                }
+                Ok((!opts.is_empty()).then(|| format!("run-options: {}", opts.join(" "))))
+            }
             _ => Ok(None),
         }
     }
@@ -365,6 +382,9 @@ impl solver::Worker for BuildWorker {
                 })
             }
             Op::Exec(exec) => self.exec(exec, inputs, ctx),
+            Op::Http(h) => self.file_op(&Outcome::default(), |dir| {
+                self.downloads.materialize(h, dir)
+            }),
             Op::Copy(c) => {
                 let base = &inputs[0];
                 let from = match &c.source {
@@ -641,11 +661,12 @@ impl BuildWorker {
             hostname: String::new(),
             network: match exec.network {
                 Network::None => runner::Network::None,
-                Network::Default | Network::Host => runner::Network::Host,
+                Network::Host => runner::Network::Host,
+                Network::Default => self.default_network,
             },
             mounts,
             readonly_rootfs: false,
-            no_new_privs: false,
+            no_new_privs: self.no_new_privs,
             seccomp: runner::Seccomp::Default,
             tty: false,
         };

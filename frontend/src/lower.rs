@@ -1099,21 +1099,15 @@ impl Lowerer<'_> {
         for e in &c.exclude {
             exclude.push(self.expand(e, &env, span)?);
         }
-        if is_add {
-            if let Some(u) = srcs
-                .iter()
-                .find(|s| s.contains("://") || s.starts_with("git@"))
-            {
-                self.errors.push(
-                    Diagnostic::new(
-                        format!("ADD from a URL or git repository is not supported yet: {u}"),
-                        span,
-                    )
-                    .with_help("download it in a RUN step instead"),
-                );
-                return Err(());
-            }
-        }
+        let checksum = match &c.checksum {
+            Some(v) => Some(self.expand(v, &env, span)?),
+            None => None,
+        };
+        let url = if is_add {
+            self.add_url(&srcs, c, checksum.as_deref(), span)?
+        } else {
+            None
+        };
         let mut inputs = vec![st.head];
         let mut files = Vec::new();
         for h in &inline {
@@ -1134,6 +1128,8 @@ impl Lowerer<'_> {
             });
         }
         let mut extra_inline = Vec::new();
+        let written_srcs = srcs.clone();
+        let from_url = url.is_some();
         let source = if files.len() == 1 && srcs.is_empty() && c.from.is_none() {
             // One heredoc alone: the original single-file form (its cache keys stay as they were).
             let f = files.remove(0);
@@ -1145,6 +1141,22 @@ impl Lowerer<'_> {
         } else if let Some(from) = &c.from {
             let from = self.expand(from, &env, span)?;
             let node = self.node_for_from(defs, i, &from, span)?;
+            inputs.push(node);
+            CopySource::Input { index: 1 }
+        } else if let Some((url, filename)) = url {
+            // The download is its own node (cached by content); the ADD copies its one file.
+            srcs = vec![filename.clone()];
+            let name = format!("[{}download] {url}", st.prefix);
+            let node = self.graph.add(
+                Op::Http(graph::Http {
+                    url,
+                    checksum,
+                    filename,
+                }),
+                vec![],
+                Some(span),
+                name,
+            );
             inputs.push(node);
             CopySource::Input { index: 1 }
         } else {
@@ -1162,7 +1174,7 @@ impl Lowerer<'_> {
             created_by.push_str(&format!(" --chmod={m}"));
         }
         if !matches!(source, CopySource::Inline { .. }) {
-            for s in &srcs {
+            for s in &written_srcs {
                 created_by.push_str(&format!(" {s}"));
             }
         }
@@ -1177,7 +1189,8 @@ impl Lowerer<'_> {
             chown,
             chmod,
             exclude,
-            unpack: is_add,
+            // Downloads are never unpacked (as in BuildKit).
+            unpack: is_add && !from_url,
             parents: c.parents,
             inline: extra_inline,
         };
@@ -1186,6 +1199,96 @@ impl Lowerer<'_> {
         let h = st.history(created_by, false);
         st.layer_history.push((h, st.head));
         Ok(())
+    }
+}
+
+impl Lowerer<'_> {
+    /// `ADD URL`: the URL and the file name its download gets, when the sources are a URL. Git URLs,
+    /// several URLs, URLs mixed with files, and `--checksum` without a URL are errors.
+    fn add_url(
+        &mut self,
+        srcs: &[String],
+        c: &CopyCmd,
+        checksum: Option<&str>,
+        span: Span,
+    ) -> Result<Option<(String, String)>, ()> {
+        let is_url = |s: &str| s.contains("://") || s.starts_with("git@");
+        let urls: Vec<&String> = srcs.iter().filter(|s| is_url(s)).collect();
+        let fail = |this: &mut Self, msg: String, help: &str| {
+            this.errors
+                .push(Diagnostic::new(msg, span).with_help(help.to_owned()));
+            Err(())
+        };
+        if urls.is_empty() {
+            if checksum.is_some() {
+                return fail(
+                    self,
+                    "ADD --checksum needs an http(s) URL source".to_owned(),
+                    "checksums are verified for downloads only",
+                );
+            }
+            return Ok(None);
+        }
+        let u = urls[0].clone();
+        let lower = u.to_ascii_lowercase();
+        let git = lower.starts_with("git@")
+            || lower.starts_with("git://")
+            || lower
+                .split(['#', '?'])
+                .next()
+                .is_some_and(|p| p.ends_with(".git"));
+        if git {
+            return fail(
+                self,
+                format!("ADD from a git repository is not supported yet: {u}"),
+                "clone it in a RUN step (RUN --mount=type=ssh git clone …) or add a release archive by URL",
+            );
+        }
+        if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+            return fail(
+                self,
+                format!("ADD supports http:// and https:// URLs, not {u}"),
+                "download it in a RUN step instead",
+            );
+        }
+        if srcs.len() > 1 || c.from.is_some() || !c.heredocs.is_empty() {
+            return fail(
+                self,
+                format!("ADD of a URL takes it as its only source: {u}"),
+                "write one ADD per URL",
+            );
+        }
+        if let Some(sum) = checksum {
+            let ok = sum
+                .strip_prefix("sha256:")
+                .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !ok {
+                return fail(
+                    self,
+                    format!("invalid ADD --checksum {sum:?}"),
+                    "give sha256:<64 hex digits>",
+                );
+            }
+        }
+        // BuildKit names the file after the last segment of the URL's path.
+        let path = u
+            .split_once("://")
+            .map_or("", |(_, rest)| rest)
+            .split(['?', '#'])
+            .next()
+            .unwrap_or("");
+        let base = path
+            .split_once('/')
+            .map_or("", |(_, p)| p)
+            .rsplit('/')
+            .next()
+            .unwrap_or("");
+        let filename = if base.is_empty() || base == "." || base == ".." {
+            "__unnamed__".to_owned()
+        } else {
+            base.to_owned()
+        };
+        Ok(Some((u, filename)))
     }
 }
 

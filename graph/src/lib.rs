@@ -212,6 +212,19 @@ pub struct Mkdir {
     pub user: String,
 }
 
+/// A file downloaded over HTTP(S) (`ADD URL`). The node's rootfs holds only `/{filename}` (mode 0600, mtime
+/// from `Last-Modified`); the ADD is a copy from it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Http {
+    /// `http://` or `https://` URL, as written after expansion.
+    pub url: String,
+    /// `sha256:<hex>` the content must have (`ADD --checksum`). With it, the checksum is the content key
+    /// and nothing is downloaded when the store already has that blob.
+    pub checksum: Option<String>,
+    /// Name of the file in the node's rootfs.
+    pub filename: String,
+}
+
 /// What a node does.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
@@ -229,6 +242,8 @@ pub enum Op {
     Copy(Copy),
     /// WORKDIR creation.
     Mkdir(Mkdir),
+    /// A download (`ADD URL`).
+    Http(Http),
 }
 
 impl Op {

@@ -7,7 +7,10 @@
 //! | input cache keys, in order| yes            | a changed parent changes every child                       |
 //! | content key from worker   | yes            | base image manifest digest; digest of exactly the context  |
 //! |                           |                | files a COPY reads (path, content, mode, uid/gid, symlink  |
-//! |                           |                | target; never mtime; mode bits omitted under `--chmod`)    |
+//! |                           |                | target; never mtime; mode bits omitted under `--chmod`);   |
+//! |                           |                | a download's sha256 (its `--checksum`, or the digest of    |
+//! |                           |                | the bytes fetched this build); for RUN, build-wide options |
+//! |                           |                | that differ from the default (`run-options: network=none`) |
 //! | node name, span, stage    | no             | renaming a stage or moving a line must not bust the cache  |
 //! | secret values, cache-mount contents | no   | they never decide what the layer is allowed to contain    |
 //!
@@ -67,6 +70,11 @@ impl KeyParts {
             return "parent step changed".to_owned();
         }
         if self.content != previous.content {
+            let options =
+                |c: &Option<String>| c.as_deref().is_some_and(|c| c.starts_with("run-options:"));
+            if options(&self.content) || options(&previous.content) {
+                return "build options changed (--network, --no-new-privileges)".to_owned();
+            }
             return "files read by this step changed".to_owned();
         }
         if self.op != previous.op {

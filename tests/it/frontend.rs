@@ -245,3 +245,146 @@ fn check_validates_without_running_anything() {
         "names file and line: {err}"
     );
 }
+
+/// A tiny HTTP/1.0 file server on a free loopback port: `path -> body` (shared, so a test can change a
+/// file), `Last-Modified: Sun, 06 Nov 1994 08:49:37 GMT`, 404 for the rest; counts GETs.
+struct FileServer {
+    addr: String,
+    files: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+    gets: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FileServer {
+    fn start(files: &[(&str, &str)]) -> Self {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let files = std::sync::Arc::new(std::sync::Mutex::new(
+            files
+                .iter()
+                .map(|(p, b)| ((*p).to_owned(), (*b).to_owned()))
+                .collect::<std::collections::HashMap<_, _>>(),
+        ));
+        let gets = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (f, g) = (files.clone(), gets.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut request = String::new();
+                if reader.read_line(&mut request).is_err() {
+                    continue;
+                }
+                // Skip the headers.
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                g.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let path = request.split_whitespace().nth(1).unwrap_or("").to_owned();
+                let body = f.lock().unwrap().get(&path).cloned();
+                let resp = match body {
+                    Some(b) => format!(
+                        "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nLast-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n{b}",
+                        b.len()
+                    ),
+                    None => "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_owned(),
+                };
+                let _ = conn.write_all(resp.as_bytes());
+            }
+        });
+        Self { addr, files, gets }
+    }
+
+    fn gets(&self) -> usize {
+        self.gets.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn add_from_a_url_downloads_checks_the_checksum_and_caches_by_content() {
+    let env = Env::new();
+    env.busybox();
+    let server = FileServer::start(&[("/dl/hello.txt", "hello over http\n")]);
+    let url = format!("http://{}/dl/hello.txt", server.addr);
+    let sum = "sha256:1ba7c5b4a5cde68e9f4a0a0e5a1b2cd4a5d1f7f9d1e4c39f3f7e0e7a8a9e1c0b";
+    // The real checksum of the body, from sha256sum.
+    let real = sh(Command::new("sh").args([
+        "-c",
+        "printf 'hello over http\\n' | sha256sum | cut -d' ' -f1",
+    ]));
+    let real = format!("sha256:{}", real.trim());
+    assert_ne!(real, sum);
+    let ctx = env.context(
+        "add-url",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM busybox:local\n\
+                 ADD {url} /srv/\n\
+                 ADD --checksum={real} --chmod=644 {url} /srv/renamed.txt\n\
+                 RUN stat -c '%n %a %Y' /srv/hello.txt /srv/renamed.txt > /srv/stat\n"
+            ),
+        )],
+    );
+    let c = path(&ctx);
+    let (_, cold) = env.ok(&["build", "-t", "dl:1", "--progress", "plain", c]);
+    assert!(cold.contains(&format!("download] {url}")), "{cold}");
+    let out = run_sh(&env, "dl:1", "cat /srv/hello.txt /srv/stat");
+    assert_eq!(
+        out, "hello over http\n/srv/hello.txt 600 784111777\n/srv/renamed.txt 644 784111777\n",
+        "mode 0600 and Last-Modified as mtime, as BuildKit; --chmod applies"
+    );
+    let (hist, _) = env.ok(&["history", "--no-trunc", "dl:1"]);
+    assert!(hist.contains(&format!("ADD {url} /srv/")), "{hist}");
+
+    // A rebuild downloads the unpinned URL once (its content is its key) and the pinned one not at all.
+    let before = server.gets();
+    let (_, warm) = env.ok(&["build", "-t", "dl:1", "--progress", "plain", c]);
+    assert_eq!(server.gets() - before, 1, "{warm}");
+    assert!(!warm.contains("cache miss"), "{warm}");
+
+    // New content on the server: the unpinned ADD and what follows re-run; the pinned one stays
+    // cached (its checksum is its key).
+    server
+        .files
+        .lock()
+        .unwrap()
+        .insert("/dl/hello.txt".into(), "changed\n".into());
+    let (_, changed) = env.ok(&["build", "-t", "dl:2", "--progress", "plain", c]);
+    assert!(changed.contains("cache miss"), "{changed}");
+    assert_eq!(run_sh(&env, "dl:2", "cat /srv/hello.txt"), "changed\n");
+
+    // A wrong checksum, a 404 and a git URL fail naming the URL and the Dockerfile line; no tag.
+    for (dockerfile, want) in [
+        (
+            format!("FROM busybox:local\nADD --checksum={sum} {url} /x\n"),
+            "checksum mismatch".to_owned(),
+        ),
+        (
+            format!(
+                "FROM busybox:local\nADD http://{}/nope.tar /x\n",
+                server.addr
+            ),
+            "404 Not Found".to_owned(),
+        ),
+        (
+            "FROM busybox:local\nADD https://example.com/repo.git#main /src\n".to_owned(),
+            "git repository is not supported".to_owned(),
+        ),
+        (
+            format!("FROM busybox:local\nADD --checksum={sum} local.txt /x\n"),
+            "--checksum needs an http(s) URL".to_owned(),
+        ),
+    ] {
+        let bad = env.context(
+            "add-url-bad",
+            &[("Dockerfile", &dockerfile), ("local.txt", "x")],
+        );
+        let err = env.fails(&["build", "-t", "bad:1", "--progress", "plain", path(&bad)]);
+        assert!(err.contains(&want), "{want}: {err}");
+        assert!(err.contains("Dockerfile:2"), "names the line: {err}");
+    }
+    let (images, _) = env.ok(&["images"]);
+    assert!(!images.contains("bad"), "{images}");
+}

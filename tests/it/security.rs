@@ -253,3 +253,77 @@ fn nothing_is_left_behind_after_success_failure_or_kill() {
     });
     assert_eq!(host_mounts_under(env.dir.path()), Vec::<String>::new());
 }
+
+#[test]
+fn build_network_none_and_no_new_privileges_reach_run_steps_and_the_cache_key() {
+    let env = Env::new();
+    env.busybox();
+    let host_ifaces = std::fs::read_to_string("/proc/net/dev")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(':'))
+        .count();
+    let ctx = env.context(
+        "net-flags",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\n\
+             RUN grep -c : /proc/net/dev > /ifaces; grep NoNewPrivs /proc/self/status | tr -d ' \\t' > /nnp\n\
+             RUN --network=host grep -c : /proc/net/dev > /ifaces-host\n",
+        )],
+    );
+    let c = ctx.to_str().unwrap();
+    let show = "cat /ifaces /nnp /ifaces-host";
+
+    env.ok(&["build", "-t", "net:default", c]);
+    let out = env.ok(&["run", "net:default", "sh", "-c", show]).0;
+    assert_eq!(out, format!("{host_ifaces}\nNoNewPrivs:0\n{host_ifaces}\n"));
+
+    // Build-wide flags change what RUN sees; the cache does not hand back the default build's layer.
+    let (_, log) = env.ok(&[
+        "build",
+        "--progress",
+        "plain",
+        "--network",
+        "none",
+        "--no-new-privileges",
+        "-t",
+        "net:none",
+        c,
+    ]);
+    assert!(
+        log.contains("cache miss: build options changed"),
+        "the options are in the key: {log}"
+    );
+    let out = env.ok(&["run", "net:none", "sh", "-c", show]).0;
+    assert_eq!(
+        out,
+        format!("1\nNoNewPrivs:1\n{host_ifaces}\n"),
+        "only loopback without a network; RUN --network=host keeps the host's"
+    );
+
+    // `rbuild run --security-opt no-new-privileges`, and a clear error for what is not supported.
+    let out = env
+        .ok(&[
+            "run",
+            "--security-opt",
+            "no-new-privileges",
+            "net:default",
+            "grep",
+            "NoNewPrivs",
+            "/proc/self/status",
+        ])
+        .0;
+    assert!(out.contains('1'), "{out}");
+    let err = env.fails(&[
+        "run",
+        "--security-opt",
+        "seccomp=unconfined",
+        "net:default",
+        "true",
+    ]);
+    assert!(
+        err.contains("--security-opt") && err.contains("seccomp=unconfined"),
+        "{err}"
+    );
+}
