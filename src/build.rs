@@ -100,16 +100,13 @@ pub(crate) fn build(
         rewrite_timestamp: args.rewrite_timestamp,
         base: None,
     };
-    let platform = Platform::host();
+    let platform = args.platform.clone().unwrap_or_else(Platform::host);
     let opts = frontend::LowerOptions {
         build_args,
         target: args.target.clone(),
         platform: platform.clone(),
     };
-    let client = registry::Client::new(registry::ClientOptions {
-        insecure_registries: args.insecure_registries.clone(),
-        ..Default::default()
-    })?;
+    let client = registry::Client::new(args.registry.client_options(&args.insecure_registries))?;
     let images = Arc::new(
         Images::new(
             Arc::clone(&store),

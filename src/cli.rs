@@ -24,6 +24,9 @@ const SUBCOMMANDS: &[&str] = &[
     "run",
     "images",
     "push",
+    "pull",
+    "login",
+    "logout",
     "history",
     "inspect",
     "debug",
@@ -95,6 +98,7 @@ fn run_volume_flags(args: &mut [std::ffi::OsString]) {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process; boxing buys nothing
 pub(crate) enum Command {
     /// Build an image from a Dockerfile (the default command).
     Build(BuildArgs),
@@ -104,6 +108,15 @@ pub(crate) enum Command {
     Images,
     /// Push an image from the local store to a registry.
     Push(PushArgs),
+    /// Pull an image from a registry into the local store and tag it there.
+    Pull(PullArgs),
+    /// Log in to a registry: check the credentials and save them in Docker's config.json.
+    Login(LoginArgs),
+    /// Log out from a registry: remove its credentials from Docker's config.json.
+    Logout {
+        /// Registry host (default: Docker Hub).
+        registry: Option<String>,
+    },
     /// Show the history of an image in the local store, like `docker history`.
     History {
         /// Image (a tag in the local store).
@@ -257,6 +270,12 @@ pub(crate) struct BuildArgs {
     /// SSH agent for `RUN --mount=type=ssh`: `default` (SSH_AUTH_SOCK) or `ID=SOCKET`; repeatable.
     #[arg(long = "ssh", value_name = "default|ID=SOCKET")]
     pub(crate) ssh: Vec<String>,
+    /// Target platform (`os/arch[/variant]`): selects base images from multi-platform images and sets the
+    /// image's os/architecture; RUN steps can only run for the host's platform (no emulation).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
+    pub(crate) platform: Option<oci::Platform>,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
     /// Build context directory.
     #[arg(value_name = "CONTEXT")]
     pub(crate) context: PathBuf,
@@ -311,6 +330,112 @@ pub(crate) struct PushArgs {
     /// Registry hosts reached over plain HTTP; loopback always is.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub(crate) insecure_registries: Vec<String>,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
+}
+
+/// Registry TLS trust and Docker Hub mirrors, shared by the commands that talk to registries.
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct RegistryArgs {
+    /// Trust this CA (PEM file) for this registry (`host[:port]`); repeatable. Docker's
+    /// `/etc/docker/certs.d/HOST/*.crt` (or `$RBUILD_CERTS_D/HOST/*.crt`) are trusted too.
+    #[arg(long = "registry-ca", value_name = "HOST=FILE", value_parser = parse_registry_ca)]
+    pub(crate) registry_cas: Vec<(String, PathBuf)>,
+    /// Mirror of Docker Hub tried first for docker.io images (falling back to Docker Hub); repeatable or
+    /// comma-separated.
+    #[arg(
+        long = "registry-mirror",
+        value_name = "URL",
+        env = "RBUILD_REGISTRY_MIRRORS",
+        value_delimiter = ','
+    )]
+    pub(crate) registry_mirrors: Vec<String>,
+}
+
+impl RegistryArgs {
+    /// Client options with these settings and the `--insecure-registry` hosts.
+    pub(crate) fn client_options(&self, insecure: &[String]) -> registry::ClientOptions {
+        registry::ClientOptions {
+            insecure_registries: insecure.to_vec(),
+            registry_cas: self.registry_cas.clone(),
+            mirrors: self.registry_mirrors.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+fn parse_registry_ca(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((host, file)) if !host.is_empty() && !file.is_empty() => {
+            Ok((host.to_owned(), PathBuf::from(file)))
+        }
+        _ => Err(format!("invalid --registry-ca {s:?}: expected HOST=FILE")),
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PullArgs {
+    /// Image reference (`name[:tag|@digest]`).
+    pub(crate) image: String,
+    /// Platform to pull from a multi-platform image (`os/arch[/variant]`; default: the host's).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
+    pub(crate) platform: Option<oci::Platform>,
+    /// Registry hosts reached over plain HTTP; loopback always is.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub(crate) insecure_registries: Vec<String>,
+    /// Print only the digest.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LoginArgs {
+    /// Registry host (default: Docker Hub).
+    pub(crate) registry: Option<String>,
+    /// User name (asked for on a terminal when missing).
+    #[arg(short, long)]
+    pub(crate) username: Option<String>,
+    /// Password (visible to other users in the process list; prefer --password-stdin).
+    #[arg(short, long, conflicts_with = "password_stdin")]
+    pub(crate) password: Option<String>,
+    /// Read the password from the first line of stdin.
+    #[arg(long)]
+    pub(crate) password_stdin: bool,
+    /// Registry hosts reached over plain HTTP; loopback always is.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub(crate) insecure_registries: Vec<String>,
+    #[command(flatten)]
+    pub(crate) registry_args: RegistryArgs,
+}
+
+/// Parses `os/arch[/variant]` (docker's `--platform`), accepting `x86_64`/`aarch64` for the architecture.
+pub(crate) fn parse_platform(s: &str) -> Result<oci::Platform, String> {
+    let parts: Vec<&str> = s.trim().split('/').collect();
+    let bad = || format!("invalid platform {s:?}: expected OS/ARCH[/VARIANT], e.g. linux/arm64");
+    let (os, arch, variant) = match parts.as_slice() {
+        [os, arch] => (*os, *arch, None),
+        [os, arch, variant] if !variant.is_empty() => (*os, *arch, Some((*variant).to_owned())),
+        _ => return Err(bad()),
+    };
+    if os.is_empty() || arch.is_empty() {
+        return Err(bad());
+    }
+    let arch = match arch.to_ascii_lowercase().as_str() {
+        "x86_64" | "x86-64" => "amd64".to_owned(),
+        "aarch64" => "arm64".to_owned(),
+        "i386" => "386".to_owned(),
+        other => other.to_owned(),
+    };
+    // arm64 images normally carry no variant (v8 is implied), so `linux/arm64/v8` selects them too.
+    let variant = variant.filter(|v| !(arch == "arm64" && v == "v8"));
+    Ok(oci::Platform {
+        architecture: arch,
+        os: os.to_ascii_lowercase(),
+        variant,
+        os_version: None,
+    })
 }
 
 #[derive(Debug, Args)]
@@ -329,6 +454,22 @@ pub(crate) struct PruneArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn platforms_parse_as_docker_spells_them() {
+        let p = parse_platform("linux/arm/v7").unwrap();
+        assert_eq!(
+            (p.os.as_str(), p.architecture.as_str(), p.variant.as_deref()),
+            ("linux", "arm", Some("v7"))
+        );
+        let p = parse_platform("linux/x86_64").unwrap();
+        assert_eq!((p.architecture.as_str(), p.variant), ("amd64", None));
+        assert_eq!(parse_platform("linux/arm64/v8").unwrap().variant, None);
+        for bad in ["linux", "", "linux/", "/amd64", "a/b/c/d"] {
+            let e = parse_platform(bad).unwrap_err();
+            assert!(e.contains("OS/ARCH"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn run_dash_v_is_a_volume_before_the_image() {

@@ -9,8 +9,10 @@ mod copy;
 mod diagnostics;
 mod export;
 mod fetch;
+mod login;
 mod progress;
 mod prune;
+mod pull;
 mod run;
 mod secrets;
 mod worker;
@@ -121,12 +123,22 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 manifest,
                 manifest_desc: desc,
             };
-            let client = registry::Client::new(registry::ClientOptions {
-                insecure_registries: args.insecure_registries,
-                ..Default::default()
-            })?;
+            let client =
+                registry::Client::new(args.registry.client_options(&args.insecure_registries))?;
             let digest = rt.block_on(export::push(&client, &store, &image, &reference))?;
             println!("{}@{digest}", reference.name());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pull(args) => {
+            pull::pull(&args, open()?, &rt()?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Login(args) => {
+            login::login(&args, &rt()?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Logout { registry } => {
+            login::logout(registry.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::History { image, no_trunc } => {

@@ -76,11 +76,28 @@ impl Images {
 
     fn resolve_uncached(&self, name: &str) -> Result<ResolvedImage> {
         let reference: Reference = name.parse().with_context(|| format!("image {name:?}"))?;
+        // A local tag of another platform (built or pulled with another --platform) is not this image.
+        let mut local_other = None;
         if !self.pull {
             if let Some(desc) = self.store.resolve_tag(&reference.familiar())? {
-                return self.local(Some(reference), desc);
+                let img = self.local(Some(reference.clone()), desc)?;
+                if config_matches(&img.config, &self.platform) {
+                    return Ok(img);
+                }
+                let theirs = config_platform(&img.config);
+                tracing::info!(%reference, local = %theirs, wanted = %platform_text(&self.platform), "local image is for another platform");
+                local_other = Some(theirs);
             }
         }
+        let context = || match &local_other {
+            Some(theirs) => format!(
+                "resolving image {} for platform {} (the local image is {theirs})",
+                reference.familiar(),
+                platform_text(&self.platform)
+            ),
+            None => format!("resolving image {}", reference.familiar()),
+        };
+        let base_key = self.base_key(&reference);
         let pulled = self
             .rt
             .block_on(self.client.get_manifest(&reference, &self.platform));
@@ -88,19 +105,13 @@ impl Images {
             Ok(p) => p,
             Err(e @ registry::Error::Unreachable { .. }) if !self.pull => {
                 // Offline rebuild: reuse what this store resolved last time, if it is all still here.
-                if let Some(desc) = self.store.base_get(&reference.to_string())? {
+                if let Some(desc) = self.store.base_get(&base_key)? {
                     tracing::warn!(%reference, "registry unreachable; using the last resolved manifest");
                     return self.local(Some(reference), desc);
                 }
-                return Err(
-                    anyhow!(e).context(format!("resolving base image {}", reference.familiar()))
-                );
+                return Err(anyhow!(e).context(context()));
             }
-            Err(e) => {
-                return Err(
-                    anyhow!(e).context(format!("resolving base image {}", reference.familiar()))
-                )
-            }
+            Err(e) => return Err(anyhow!(e).context(context())),
         };
         let config_bytes = if self.store.has_blob(&pulled.manifest.config.digest) {
             self.store.read_blob(&pulled.manifest.config.digest)?
@@ -123,8 +134,7 @@ impl Images {
             pulled.digest.clone(),
             pulled.bytes.len() as u64,
         );
-        self.store
-            .base_put(&reference.to_string(), &manifest_desc)?;
+        self.store.base_put(&base_key, &manifest_desc)?;
         Ok(ResolvedImage {
             reference: Some(reference),
             manifest_desc,
@@ -152,8 +162,39 @@ impl Images {
         })
     }
 
+    /// The store's record name for the last resolution of `reference` (offline rebuilds): the reference,
+    /// plus the platform when it is not the host's.
+    fn base_key(&self, reference: &Reference) -> String {
+        if self.platform == Platform::host() {
+            reference.to_string()
+        } else {
+            format!("{reference} {}", platform_text(&self.platform))
+        }
+    }
+
+    /// Resolves `name` and makes sure its layer blobs are in the store: what a FROM and `rbuild pull` do.
+    /// `on_layer` hears about each layer, in order, once it is there.
+    pub(crate) fn pull(
+        &self,
+        name: &str,
+        on_layer: impl FnMut(&Descriptor, LayerFetch),
+    ) -> Result<(ResolvedImage, Vec<Layer>)> {
+        let image = self.resolve(name)?;
+        let layers = self.fetch_layers_with(&image, on_layer)?;
+        Ok((image, layers))
+    }
+
     /// Makes sure every layer blob of `image` is in the store, downloading the missing ones.
     pub(crate) fn fetch_layers(&self, image: &ResolvedImage) -> Result<Vec<Layer>> {
+        self.fetch_layers_with(image, |_, _| {})
+    }
+
+    /// [`Images::fetch_layers`], telling `on_layer` about each layer, in order, once it is there.
+    pub(crate) fn fetch_layers_with(
+        &self,
+        image: &ResolvedImage,
+        mut on_layer: impl FnMut(&Descriptor, LayerFetch),
+    ) -> Result<Vec<Layer>> {
         let diff_ids = &image.config.rootfs.diff_ids;
         if diff_ids.len() != image.manifest.layers.len() {
             return Err(anyhow!(
@@ -165,6 +206,7 @@ impl Images {
         }
         for desc in &image.manifest.layers {
             if self.store.has_blob(&desc.digest) {
+                on_layer(desc, LayerFetch::Present);
                 continue;
             }
             let reference = image.reference.as_ref().ok_or_else(|| {
@@ -180,6 +222,7 @@ impl Images {
                     format!("pulling layer {} of {}", desc.digest, reference.familiar())
                 })?;
             w.commit(Some(&desc.digest))?;
+            on_layer(desc, LayerFetch::Fetched);
         }
         Ok(diff_ids
             .iter()
@@ -190,6 +233,53 @@ impl Images {
             })
             .collect())
     }
+}
+
+/// Whether a layer blob had to be downloaded by [`Images::fetch_layers_with`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LayerFetch {
+    /// Already in the store; not fetched.
+    Present,
+    /// Downloaded from the registry.
+    Fetched,
+}
+
+/// `os/arch[/variant]`, as `--platform` spells it.
+pub(crate) fn platform_text(p: &Platform) -> String {
+    match &p.variant {
+        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+        None => format!("{}/{}", p.os, p.architecture),
+    }
+}
+
+/// Whether two platforms name the same os and architecture (and variant, when both have one).
+pub(crate) fn same_platform(a: &Platform, b: &Platform) -> bool {
+    a.os == b.os
+        && a.architecture == b.architecture
+        && (a.variant.is_none() || b.variant.is_none() || a.variant == b.variant)
+}
+
+fn config_platform(config: &ImageConfig) -> String {
+    platform_text(&Platform {
+        architecture: config.architecture.clone(),
+        os: config.os.clone(),
+        variant: config.variant.clone(),
+        os_version: None,
+    })
+}
+
+/// Whether an image config is for `platform`; a config that names no architecture matches anything.
+fn config_matches(config: &ImageConfig, platform: &Platform) -> bool {
+    config.architecture.is_empty()
+        || same_platform(
+            &Platform {
+                architecture: config.architecture.clone(),
+                os: config.os.clone(),
+                variant: config.variant.clone(),
+                os_version: None,
+            },
+            platform,
+        )
 }
 
 /// Unpacks a layer into its snapshot dir unless it already is, returning the dir.
@@ -285,8 +375,7 @@ impl solver::Worker for BuildWorker {
         match &node.op {
             Op::Scratch => Ok(Outcome::default()),
             Op::Image { reference } => {
-                let img = self.images.resolve(reference).map_err(werr)?;
-                let layers = self.images.fetch_layers(&img).map_err(werr)?;
+                let (_, layers) = self.images.pull(reference, |_, _| {}).map_err(werr)?;
                 Ok(Outcome {
                     layers,
                     added_layer: false,
@@ -535,6 +624,17 @@ impl BuildWorker {
         inputs: &[Outcome],
         ctx: &ExecContext<'_>,
     ) -> Result<Outcome, WorkerError> {
+        let target = &self.images.platform;
+        let host = Platform::host();
+        if !same_platform(target, &host) {
+            return Err(WorkerError::msg(format!(
+                "cannot run a command for platform {}: this host is {} and emulation is not supported \
+                 (build for {} or drop the RUN)",
+                platform_text(target),
+                platform_text(&host),
+                platform_text(&host)
+            )));
+        }
         let base = &inputs[0];
         let mut lowers = snapshots(&self.store, &base.layers).map_err(werr)?;
         if lowers.is_empty() {

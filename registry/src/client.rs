@@ -33,6 +33,22 @@ pub struct ClientOptions {
     pub upload: UploadMethod,
     /// Bytes per PATCH in chunked uploads; [`DEFAULT_CHUNK_SIZE`] when `None`.
     pub chunk_size: Option<u64>,
+    /// Extra CA certificates (PEM files, bundles allowed) trusted for one registry each: `(host[:port],
+    /// file)`. A registry with a CA is spoken to over https even on loopback.
+    pub registry_cas: Vec<(String, PathBuf)>,
+    /// A Docker-style `certs.d` directory: `<dir>/<host[:port]>/*.crt` are CAs for that registry. When
+    /// `None`, [`default_certs_d`]; a missing directory means none.
+    pub certs_d: Option<PathBuf>,
+    /// Mirrors of Docker Hub (`https://mirror.example`, `http://127.0.0.1:5000`), tried in order for
+    /// pulls of `docker.io` images before Docker Hub itself, as dockerd's `registry-mirrors`.
+    pub mirrors: Vec<String>,
+}
+
+/// The `certs.d` directory read when [`ClientOptions::certs_d`] is `None`: `$RBUILD_CERTS_D`, else
+/// Docker's `/etc/docker/certs.d`.
+pub fn default_certs_d() -> PathBuf {
+    std::env::var_os("RBUILD_CERTS_D")
+        .map_or_else(|| PathBuf::from("/etc/docker/certs.d"), PathBuf::from)
 }
 
 /// How [`Client::push_blob`] sends a blob's bytes.
@@ -62,6 +78,12 @@ struct Inner {
     /// The same without proxies, for loopback registries (a proxy can't reach our loopback).
     http_direct: reqwest::Client,
     insecure: Vec<String>,
+    /// Clients trusting a registry's own CA, by `host[:port]`.
+    with_ca: std::collections::HashMap<String, reqwest::Client>,
+    /// Docker Hub mirrors, as `host[:port]`, in order.
+    mirrors: Vec<String>,
+    /// The mirror that served each Docker Hub repository's manifest, for its blobs.
+    mirrored: std::sync::Mutex<std::collections::HashMap<String, String>>,
     auth: Auth,
     upload: UploadMethod,
     chunk_size: u64,
@@ -145,6 +167,39 @@ pub(crate) fn retry_delay(resp: &reqwest::Response, attempt: u32) -> Duration {
         )
 }
 
+/// The CA files of a Docker-style `certs.d`: `(host[:port], [<dir>/<host>/*.crt])`; none when `dir` is
+/// missing. Client certificates (`*.cert`/`*.key`) are not used.
+fn certs_d_cas(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, Error> {
+    let read_err = |path: &Path, source: std::io::Error| Error::RegistryCa {
+        path: path.to_owned(),
+        source: Box::new(source),
+    };
+    let entries = match fs_err::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(read_err(dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| read_err(dir, e))?;
+        let host_dir = entry.path();
+        if !host_dir.is_dir() {
+            continue;
+        }
+        let mut files: Vec<PathBuf> = fs_err::read_dir(&host_dir)
+            .map_err(|e| read_err(&host_dir, e))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+            .collect();
+        files.sort();
+        if !files.is_empty() {
+            out.push((entry.file_name().to_string_lossy().into_owned(), files));
+        }
+    }
+    Ok(out)
+}
+
 fn strip_scheme(s: &str) -> &str {
     let s = s
         .strip_prefix("http://")
@@ -187,16 +242,79 @@ impl Client {
             containers_auth.as_deref(),
             opts.credential_helper_dir.clone(),
         )?;
-        let insecure = opts
+        let mut insecure: Vec<String> = opts
             .insecure_registries
             .iter()
             .map(|s| strip_scheme(s).to_owned())
             .collect();
+        let mut mirrors = Vec::new();
+        for m in &opts.mirrors {
+            let host = strip_scheme(m)
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            if host.is_empty() {
+                continue;
+            }
+            // An http:// mirror is one the user chose to reach without TLS.
+            if m.starts_with("http://") {
+                insecure.push(host.clone());
+            }
+            mirrors.push(host);
+        }
+        let mut cas: std::collections::HashMap<String, Vec<PathBuf>> =
+            std::collections::HashMap::new();
+        let certs_d = opts.certs_d.clone().unwrap_or_else(default_certs_d);
+        for (host, files) in certs_d_cas(&certs_d)? {
+            cas.entry(host).or_default().extend(files);
+        }
+        for (host, file) in &opts.registry_cas {
+            cas.entry(strip_scheme(host).to_owned())
+                .or_default()
+                .push(file.clone());
+        }
+        let mut with_ca = std::collections::HashMap::new();
+        for (host, files) in cas {
+            let mut certs = Vec::new();
+            for file in &files {
+                let pem = fs_err::read(file).map_err(|source| Error::RegistryCa {
+                    path: file.clone(),
+                    source: Box::new(source),
+                })?;
+                let found = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
+                    Error::RegistryCa {
+                        path: file.clone(),
+                        source: Box::new(source),
+                    }
+                })?;
+                if found.is_empty() {
+                    return Err(Error::RegistryCa {
+                        path: file.clone(),
+                        source: "no PEM certificate in the file".into(),
+                    });
+                }
+                certs.extend(found);
+            }
+            tracing::debug!(registry = %host, files = ?files, "trusting extra CAs");
+            let probe = Reference {
+                registry: host.clone(),
+                repository: String::new(),
+                tag: None,
+                digest: None,
+            };
+            let b = builder().tls_certs_merge(certs);
+            let b = if probe.is_loopback() { b.no_proxy() } else { b };
+            with_ca.insert(host, b.build().map_err(|source| Error::Setup { source })?);
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
                 http_direct,
                 insecure,
+                with_ca,
+                mirrors,
+                mirrored: std::sync::Mutex::new(std::collections::HashMap::new()),
                 auth: Auth::new(creds),
                 upload: opts.upload,
                 chunk_size: opts.chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE).max(1),
@@ -210,6 +328,36 @@ impl Client {
     /// When `r` pins a digest, the bytes fetched must hash to it; the returned digest is always computed
     /// from the bytes of the (selected) manifest.
     pub async fn get_manifest(
+        &self,
+        r: &Reference,
+        platform: &Platform,
+    ) -> Result<PulledManifest, Error> {
+        if r.registry == oci::DOCKER_HUB {
+            for mirror in &self.inner.mirrors {
+                let via = Reference {
+                    registry: mirror.clone(),
+                    ..r.clone()
+                };
+                match self.get_manifest_from(&via, platform).await {
+                    Ok(m) => {
+                        tracing::info!(reference = %r, %mirror, "resolved through mirror");
+                        self.inner
+                            .mirrored
+                            .lock()
+                            .expect("mirror map lock is never poisoned: no panics inside")
+                            .insert(r.repository.clone(), mirror.clone());
+                        return Ok(m);
+                    }
+                    Err(e) => {
+                        tracing::warn!(reference = %r, %mirror, error = %e, "mirror failed, trying the next source");
+                    }
+                }
+            }
+        }
+        self.get_manifest_from(r, platform).await
+    }
+
+    async fn get_manifest_from(
         &self,
         r: &Reference,
         platform: &Platform,
@@ -276,6 +424,39 @@ impl Client {
     /// On error, whatever was written to `sink` must be discarded by the caller. The sink is written from
     /// the async task, so it should be fast (a buffered file is fine).
     pub async fn fetch_blob(
+        &self,
+        r: &Reference,
+        desc: &Descriptor,
+        sink: &mut (dyn Write + Send),
+    ) -> Result<(), Error> {
+        // A Docker Hub image resolved through a mirror takes its blobs from there when the mirror has them
+        // (checked first: a half-written sink can't fall back to another source).
+        let mirror = if r.registry == oci::DOCKER_HUB {
+            self.inner
+                .mirrored
+                .lock()
+                .expect("mirror map lock is never poisoned: no panics inside")
+                .get(&r.repository)
+                .cloned()
+        } else {
+            None
+        };
+        if let Some(mirror) = mirror {
+            let via = Reference {
+                registry: mirror,
+                ..r.clone()
+            };
+            if matches!(
+                self.blob_exists(&via, &desc.digest, Access::Pull).await,
+                Ok(true)
+            ) {
+                return self.fetch_blob_from(&via, desc, sink).await;
+            }
+        }
+        self.fetch_blob_from(r, desc, sink).await
+    }
+
+    async fn fetch_blob_from(
         &self,
         r: &Reference,
         desc: &Descriptor,
@@ -476,10 +657,91 @@ impl Client {
         Ok(digest)
     }
 
+    /// Checks that `registry` accepts `username`/`password`, as `docker login` does before saving them:
+    /// `GET /v2/`, answering its challenge (Basic, or a token fetched with these credentials) with only
+    /// them. A registry that asks for no credentials accepts any.
+    ///
+    /// Rejected credentials are [`Error::Unauthorized`] with a reason naming the user.
+    pub async fn check_login(
+        &self,
+        registry: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<(), Error> {
+        let host = credentials::normalise_host(registry);
+        let probe = Reference {
+            registry: host.clone(),
+            repository: String::new(),
+            tag: None,
+            digest: None,
+        };
+        let url = self.base(&probe);
+        let auth = Auth::new(Credentials::single(&host, username, password));
+        let http = self.http(&probe);
+        let rejected = || Error::Unauthorized {
+            registry: host.clone(),
+            reason: format!("wrong username or password for user {username:?}"),
+        };
+        let mut challenged = false;
+        loop {
+            let mut req = http.get(&url);
+            if let Some(h) = auth.header(&host, "") {
+                req = req.header(header::AUTHORIZATION, h);
+            }
+            let resp = req.send().await.map_err(|e| {
+                if e.is_connect() || e.is_timeout() {
+                    Error::Unreachable {
+                        registry: host.clone(),
+                        source: e,
+                    }
+                } else {
+                    Error::Transfer {
+                        registry: host.clone(),
+                        source: e,
+                    }
+                }
+            })?;
+            let status = resp.status();
+            if status.is_success() {
+                return Ok(());
+            }
+            if status != StatusCode::UNAUTHORIZED {
+                return Err(status_error("GET", resp).await);
+            }
+            if challenged {
+                return Err(rejected());
+            }
+            challenged = true;
+            let challenge = resp
+                .headers()
+                .get(header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            match auth
+                .authenticate(http, &host, "", challenge.as_deref())
+                .await
+            {
+                Ok(()) => {}
+                // The token service refusing these credentials is the same answer as a second 401.
+                Err(Error::Unauthorized { .. })
+                    if challenge
+                        .as_deref()
+                        .and_then(crate::auth::Challenge::parse)
+                        .is_some() =>
+                {
+                    return Err(rejected())
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     // ---- internals ----
 
     fn http(&self, r: &Reference) -> &reqwest::Client {
-        if r.is_loopback() {
+        if let Some(c) = self.inner.with_ca.get(&r.registry) {
+            c
+        } else if r.is_loopback() {
             &self.inner.http_direct
         } else {
             &self.inner.http
@@ -489,7 +751,7 @@ impl Client {
     /// `scheme://host/v2/repository`.
     fn base(&self, r: &Reference) -> String {
         let host = r.api_host();
-        let insecure = r.is_loopback()
+        let insecure = (r.is_loopback() && !self.inner.with_ca.contains_key(&r.registry))
             || self
                 .inner
                 .insecure
@@ -1196,6 +1458,64 @@ mod tests {
             let s = StatusCode::from_u16(status).unwrap();
             assert!(!refuses_monolithic(s, unsupported), "{status}");
         }
+    }
+
+    /// A self-signed P-256 CA whose key was thrown away: parses, trusts nothing real.
+    const TEST_CA_PEM: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIIBkjCCATmgAwIBAgIURVk0Tdo7u32koN/FTHDcTRsM7C0wCgYIKoZIzj0EAwIw\n\
+HjEcMBoGA1UEAwwTcmJ1aWxkIHVuaXQgdGVzdCBDQTAgFw0yNjExMjMxNTIxMzda\n\
+GA8yMTI2MTAzMDE1MjEzN1owHjEcMBoGA1UEAwwTcmJ1aWxkIHVuaXQgdGVzdCBD\n\
+QTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABKoFKvYMo+ngd5UiaO3bllHN+45h\n\
+aPBRUyG2Wta/iySFVVOhGomOvaNZc7i1zjdzJzb7Aga2OHJ3QpzHbSRtczajUzBR\n\
+MB0GA1UdDgQWBBRp+zBofavUPQkEeU0eQO4yrpRyLTAfBgNVHSMEGDAWgBRp+zBo\n\
+favUPQkEeU0eQO4yrpRyLTAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0cA\n\
+MEQCIFUJZLbCQlwWdA4Yf/Ww0R7A879hpXbjuyMje4ZfdJ9nAiACxir80zZtkM4/\n\
+D+R+ULxnzJ5LsWIdyfXUDt6+KD8I2Q==\n\
+-----END CERTIFICATE-----\n\
+";
+
+    #[test]
+    fn certs_d_lists_crt_files_per_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("reg.internal:5000");
+        fs_err::create_dir_all(&host).unwrap();
+        for f in ["b.crt", "a.crt", "client.cert", "client.key"] {
+            fs_err::write(host.join(f), "x").unwrap();
+        }
+        fs_err::create_dir_all(dir.path().join("empty.example")).unwrap();
+        assert_eq!(
+            certs_d_cas(dir.path()).unwrap(),
+            vec![(
+                "reg.internal:5000".to_owned(),
+                vec![host.join("a.crt"), host.join("b.crt")]
+            )]
+        );
+        assert!(certs_d_cas(&dir.path().join("missing")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_registry_with_its_own_ca_is_https_even_on_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.crt");
+        fs_err::write(&ca, TEST_CA_PEM).unwrap();
+        let client = Client::new(ClientOptions {
+            registry_cas: vec![("127.0.0.1:5443".into(), ca)],
+            certs_d: Some(dir.path().join("none")),
+            ..Default::default()
+        })
+        .unwrap();
+        let with_ca: Reference = "127.0.0.1:5443/a".parse().unwrap();
+        let plain: Reference = "127.0.0.1:5000/a".parse().unwrap();
+        assert_eq!(client.base(&with_ca), "https://127.0.0.1:5443/v2/a");
+        assert_eq!(client.base(&plain), "http://127.0.0.1:5000/v2/a");
+        let bad = Client::new(ClientOptions {
+            registry_cas: vec![("h".into(), dir.path().join("nope.crt"))],
+            certs_d: Some(dir.path().join("none")),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(bad.to_string().contains("nope.crt"), "{bad}");
     }
 
     #[test]

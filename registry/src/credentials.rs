@@ -110,8 +110,9 @@ pub fn default_containers_auth() -> Option<PathBuf> {
         .map(|dir| Path::new(&dir).join("containers").join("auth.json"))
 }
 
-/// `https://index.docker.io/v1/` → `docker.io`; `http://host:5000/x` → `host:5000`.
-pub(crate) fn normalise_host(key: &str) -> String {
+/// The registry host a `login`/`logout` argument names, as references spell it: `https://index.docker.io/v1/`
+/// → `docker.io`; `http://host:5000/x` → `host:5000`.
+pub fn normalise_host(key: &str) -> String {
     let s = key
         .strip_prefix("https://")
         .or_else(|| key.strip_prefix("http://"))
@@ -220,6 +221,19 @@ impl Credentials {
             }
         }
         Ok(creds)
+    }
+
+    /// Only `username`/`password` for `registry`, as [`crate::Client::check_login`] tries them.
+    pub(crate) fn single(registry: &str, username: &str, password: &str) -> Self {
+        let mut creds = Self::default();
+        creds.auths.insert(
+            normalise_host(registry),
+            Secret::Basic(BasicCredentials {
+                username: username.to_owned(),
+                password: password.to_owned(),
+            }),
+        );
+        creds
     }
 
     /// Credentials for a registry as written in a reference (`docker.io`, `127.0.0.1:5000`).

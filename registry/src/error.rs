@@ -34,6 +34,15 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A registry CA file (`--registry-ca`, certs.d) could not be read or holds no PEM certificate.
+    #[error("failed to load registry CA certificates from {}", path.display())]
+    RegistryCa {
+        /// The CA file or certs.d directory.
+        path: PathBuf,
+        /// Underlying cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The Docker config file could not be written by [`crate::login`] or [`crate::logout`].
     #[error("failed to write registry credentials to {}", path.display())]
     WriteDockerConfig {

@@ -31,7 +31,10 @@ mod credentials;
 mod error;
 
 pub use client::{
-    Client, ClientOptions, PulledManifest, PushOutcome, UploadMethod, DEFAULT_CHUNK_SIZE,
+    default_certs_d, Client, ClientOptions, PulledManifest, PushOutcome, UploadMethod,
+    DEFAULT_CHUNK_SIZE,
 };
-pub use credentials::{default_containers_auth, default_docker_config, login, logout};
+pub use credentials::{
+    default_containers_auth, default_docker_config, login, logout, normalise_host,
+};
 pub use error::Error;

@@ -136,3 +136,47 @@ async fn bearer_token_service_uses_docker_config_credentials() {
         img.manifest_digest
     );
 }
+
+#[tokio::test]
+async fn check_login_accepts_right_and_refuses_wrong_credentials() {
+    // Basic auth at the registry itself.
+    let reg = TestRegistry::start_with_htpasswd("alice", "s3cret");
+    let client = anonymous_client();
+    client
+        .check_login(&reg.addr, "alice", "s3cret")
+        .await
+        .unwrap();
+    let err = client
+        .check_login(&reg.addr, "alice", "wrong")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("wrong username or password for user \"alice\""),
+        "{err}"
+    );
+
+    // Bearer tokens from a token service that wants Basic credentials.
+    let plain = TestRegistry::start();
+    let proxy = Proxy::start(
+        &plain.addr,
+        Some(TokenAuth::Basic {
+            user: "bob".into(),
+            password: "hunter2".into(),
+        }),
+    )
+    .await;
+    client
+        .check_login(&proxy.addr, "bob", "hunter2")
+        .await
+        .unwrap();
+    let err = client
+        .check_login(&proxy.addr, "bob", "nope")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("wrong username or password"),
+        "{err}"
+    );
+}

@@ -114,6 +114,31 @@ pub(crate) struct Registry {
 
 impl Registry {
     pub(crate) fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A registry with htpasswd (HTTP Basic) auth accepting only `user`/`password`.
+    pub(crate) fn start_htpasswd(user: &str, password: &str) -> Self {
+        Self::start_with(Some((user, password)))
+    }
+
+    /// A registry serving https with this certificate and key (PEM files).
+    pub(crate) fn start_tls(cert: &Path, key: &Path) -> Self {
+        Self::start_opts(
+            None,
+            Some(format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            )),
+        )
+    }
+
+    fn start_with(basic: Option<(&str, &str)>) -> Self {
+        Self::start_opts(basic, None)
+    }
+
+    fn start_opts(basic: Option<(&str, &str)>, tls: Option<String>) -> Self {
         require("/usr/bin/docker-registry", "docker-registry");
         let dir = tempfile::tempdir().expect("temp dir");
         let port = TcpListener::bind("127.0.0.1:0")
@@ -123,11 +148,26 @@ impl Registry {
             .port();
         let addr = format!("127.0.0.1:{port}");
         let cfg = dir.path().join("config.yml");
+        let auth = match basic {
+            None => String::new(),
+            Some((user, password)) => {
+                require("/usr/bin/htpasswd", "apache2-utils");
+                let file = dir.path().join("htpasswd");
+                // bcrypt (-B): the only hash docker-registry accepts.
+                let line = sh(Command::new("/usr/bin/htpasswd").args(["-Bbn", user, password]));
+                std::fs::write(&file, line).expect("write htpasswd");
+                format!(
+                    "auth:\n  htpasswd:\n    realm: rbuild-test\n    path: {}\n",
+                    file.display()
+                )
+            }
+        };
         std::fs::write(
             &cfg,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-                dir.path().join("data").display()
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{}{auth}",
+                dir.path().join("data").display(),
+                tls.as_deref().unwrap_or("")
             ),
         )
         .expect("write registry config");
@@ -144,7 +184,13 @@ impl Registry {
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
-        while http_status(&reg.addr, "/v2/") != Some(200) {
+        // Plain http to a TLS listener gets a 400 answer: enough to know it is up.
+        let up = match (basic.is_some(), tls.is_some()) {
+            (_, true) => 400,
+            (true, false) => 401,
+            (false, false) => 200,
+        };
+        while http_status(&reg.addr, "/v2/") != Some(up) {
             assert!(
                 Instant::now() < deadline,
                 "registry on {} did not come up",

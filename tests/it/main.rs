@@ -21,3 +21,5 @@ mod export;
 mod cache;
 /// The Node/Express acceptance scenario (issue #8).
 mod node;
+/// Registries end to end: login/logout, push and pull through auth, `rbuild pull`, `--platform`.
+mod registry;
