@@ -654,9 +654,9 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         drop(Store::open(root.path()).unwrap());
         let db = rusqlite::Connection::open(root.path().join("db.sqlite")).unwrap();
-        // Back to version 1: bases without last_used, holding one row.
+        // Back to version 1: bases without last_used, holding one row, and no stat cache (version 3).
         db.execute_batch(
-            "ALTER TABLE bases DROP COLUMN last_used; UPDATE schema_version SET version = 1;
+            "ALTER TABLE bases DROP COLUMN last_used; DROP TABLE stat_cache; UPDATE schema_version SET version = 1;
              INSERT INTO bases VALUES ('alpine', '{\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"digest\":\"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\",\"size\":0}', 5);",
         )
         .unwrap();
