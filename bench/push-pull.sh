@@ -1,0 +1,51 @@
+#!/bin/bash
+# Push and pull of a ~500 MB-layer image (bench/big-layer), rbuild vs docker (dockerd 20.10 of ../shared/lab),
+# in one run, each push to an empty registry (127.0.0.1:5002), each pull into an empty store / after rmi.
+# Prints seconds and rbuild's peak RSS (GNU time).
+#
+#   bench/push-pull.sh        # RBUILD=path (default target/release/rbuild, else debug); RUNS=3
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(dirname "$HERE")
+LAB=${LAB:-$(cd "$REPO/../shared/lab" 2>/dev/null && pwd || echo /work/shared/lab)}
+RBUILD=${RBUILD:-$REPO/target/release/rbuild}
+[ -x "$RBUILD" ] || RBUILD=$REPO/target/debug/rbuild
+WORK=${WORK:-/tmp/rbuild-bench-pushpull}
+RUNS=${RUNS:-3}
+export DOCKER_HOST=unix:///tmp/lab/docker.sock DOCKER_BUILDKIT=1
+DOCKER=/usr/bin/docker
+R=127.0.0.1:5002/bench/big
+
+"$LAB/up.sh" >/dev/null
+rm -rf "$WORK"
+mkdir -p "$WORK"
+cp -r "$HERE/big-layer" "$WORK/ctx"
+"$RBUILD" --root "$WORK/store" build -q -t "$R:rbuild" "$WORK/ctx" >/dev/null
+$DOCKER build -q --network=host -t "$R:docker" "$WORK/ctx" >/dev/null
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+timed() { # file, command...: appends "seconds rss_kib"
+  local out=$1; shift
+  /usr/bin/time -f "%e %M" -o "$WORK/t" "$@" >>"$WORK/log" 2>&1
+  cat "$WORK/t" >>"$out"
+}
+for _ in $(seq "$RUNS"); do
+  "$LAB/fresh-push-registry.sh"
+  timed "$WORK/rb-push" "$RBUILD" --root "$WORK/store" push "$R:rbuild"
+  rm -rf "$WORK/pull-store"
+  timed "$WORK/rb-pull" "$RBUILD" --root "$WORK/pull-store" pull -q "$R:rbuild"
+  "$LAB/fresh-push-registry.sh"
+  timed "$WORK/dk-push" $DOCKER push -q "$R:docker"
+  $DOCKER rmi -f "$R:docker" >/dev/null
+  timed "$WORK/dk-pull" $DOCKER pull -q "$R:docker"
+done
+col() { awk -v c="$2" '{print $c}' "$1" | median; }
+echo "| operation | rbuild s | docker s | rbuild / docker | rbuild peak RSS MiB |"
+echo "|---|---:|---:|---:|---:|"
+for op in push pull; do
+  r=$(col "$WORK/rb-$op" 1) d=$(col "$WORK/dk-$op" 1) m=$(awk '{print $2}' "$WORK/rb-$op" | sort -n | tail -1)
+  printf '| %s | %.2f | %.2f | %.2f× | %.0f |\n' "$op" "$r" "$d" "$(echo "$r / $d" | bc -l)" "$(echo "$m / 1024" | bc -l)"
+done
+size=$(du -sm "$WORK/store/blobs" 2>/dev/null | cut -f1)
+echo
+echo "$(date -u +%FT%RZ); $(nproc) cores, $(uname -r); medians of $RUNS; store blobs ${size} MB; rbuild: $RBUILD"
