@@ -22,6 +22,12 @@ mkdir -p "$WORK"
 cp -r "$HERE/big-layer" "$WORK/ctx"
 "$RBUILD" --root "$WORK/store" build -q -t "$R:rbuild" "$WORK/ctx" >/dev/null
 $DOCKER build -q --network=host -t "$R:docker" "$WORK/ctx" >/dev/null
+# Only this tag may hold the image (a pull after `rmi` must fetch and extract), and no build cache.
+id=$($DOCKER image inspect -f '{{.Id}}' "$R:docker")
+for t in $($DOCKER image inspect -f '{{range .RepoTags}}{{.}} {{end}}' "$id"); do
+  [ "$t" = "$R:docker" ] || $DOCKER rmi "$t" >/dev/null
+done
+$DOCKER builder prune -af >/dev/null
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 timed() { # file, command...: appends "seconds rss_kib"
@@ -37,6 +43,10 @@ for _ in $(seq "$RUNS"); do
   "$LAB/fresh-push-registry.sh"
   timed "$WORK/dk-push" $DOCKER push -q "$R:docker"
   $DOCKER rmi -f "$R:docker" >/dev/null
+  if $DOCKER image inspect "$id" >/dev/null 2>&1; then
+    echo "the image is still present after rmi: the pull would not fetch" >&2
+    exit 1
+  fi
   timed "$WORK/dk-pull" $DOCKER pull -q "$R:docker"
 done
 col() { awk -v c="$2" '{print $c}' "$1" | median; }
