@@ -97,7 +97,9 @@ run_bench() { # tool bench scenarios...
     local j="$OUT/${b}__${s}__${tool}.json"
     echo ">>> $tool $b $s" >&2
     case $s in
-      cold)  hf "$j" "$clean" "$RUNS_COLD" "$build" ;;
+      # The cold prepare deletes a whole store/cache: on this kind of VM disk (ext4, discard) the deletion
+      # slows file creation for seconds afterwards, so every tool's prepare ends with a settle period.
+      cold)  hf "$j" "$clean; sync; sleep ${SETTLE:-5}" "$RUNS_COLD" "$build" ;;
       noop)  eval "$build" >/dev/null 2>&1; hf "$j" "" "$RUNS" "$build" ;;
       edit)  eval "$build" >/dev/null 2>&1; hf "$j" "echo \"// edit \$(date +%s%N)\" >> $f" "$RUNS" "$build" ;;
       touch) eval "$build" >/dev/null 2>&1; hf "$j" "touch $f" "$RUNS" "$build" ;;

@@ -140,7 +140,7 @@ pub(crate) fn build(
         downloads: Arc::new(crate::fetch::Downloads::new(
             Arc::clone(&store),
             rt.handle().clone(),
-        )?),
+        )),
         default_network: match args.network {
             crate::cli::NetworkArg::None => runner::Network::None,
             crate::cli::NetworkArg::Default | crate::cli::NetworkArg::Host => runner::Network::Host,

@@ -25,24 +25,32 @@ struct Fetched {
 pub(crate) struct Downloads {
     store: Arc<cache::Store>,
     rt: tokio::runtime::Handle,
-    http: reqwest::Client,
+    /// Made on the first download: loading the system's CA store costs milliseconds every build otherwise.
+    http: std::sync::OnceLock<reqwest::Client>,
     fetched: Mutex<HashMap<String, Fetched>>,
 }
 
 impl Downloads {
-    pub(crate) fn new(store: Arc<cache::Store>, rt: tokio::runtime::Handle) -> Result<Self> {
-        let http = reqwest::Client::builder()
+    pub(crate) fn new(store: Arc<cache::Store>, rt: tokio::runtime::Handle) -> Self {
+        Self {
+            store,
+            rt,
+            http: std::sync::OnceLock::new(),
+            fetched: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn http(&self) -> Result<&reqwest::Client> {
+        if let Some(c) = self.http.get() {
+            return Ok(c);
+        }
+        let c = reqwest::Client::builder()
             .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(Duration::from_secs(60))
             .build()
             .context("setting up the HTTP client for ADD URL")?;
-        Ok(Self {
-            store,
-            rt,
-            http,
-            fetched: Mutex::new(HashMap::new()),
-        })
+        Ok(self.http.get_or_init(|| c))
     }
 
     /// The content key of a download: its `--checksum` (no network), or the digest of the bytes fetched now.
@@ -100,7 +108,7 @@ impl Downloads {
 
     async fn download(&self, url: &str) -> Result<Fetched> {
         let mut resp = self
-            .http
+            .http()?
             .get(url)
             .send()
             .await
@@ -160,15 +168,7 @@ fn httpdate_parse(v: &str) -> Option<SystemTime> {
     let [h, m, s] = hms.as_slice() else {
         return None;
     };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + m * 60 + s;
+    let secs = crate::export::days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s;
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
 }
 

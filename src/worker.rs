@@ -98,6 +98,16 @@ impl Images {
             None => format!("resolving image {}", reference.familiar()),
         };
         let base_key = self.base_key(&reference);
+        // As dockerd's BuildKit and `docker build` do: an image this store already pulled is used as it is;
+        // `--pull` asks the registry again. This keeps a no-op rebuild off the network.
+        if !self.pull && local_other.is_none() {
+            if let Some(desc) = self.store.base_get(&base_key)? {
+                if let Ok(img) = self.local(Some(reference.clone()), desc) {
+                    tracing::debug!(%reference, "using the manifest this store pulled before");
+                    return Ok(img);
+                }
+            }
+        }
         let pulled = self
             .rt
             .block_on(self.client.get_manifest(&reference, &self.platform));

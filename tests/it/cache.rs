@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{Env, RBUILD};
+use crate::common::{Env, Registry, RBUILD};
 
 /// Removes ANSI escape sequences (tracing colours its fields when it thinks it may).
 fn strip_ansi(s: &str) -> String {
@@ -114,7 +114,10 @@ fn noop_rebuild_reads_no_context_file_contents() {
     filetime::set_file_mtime(&f7, filetime::FileTime::from_unix_time(1_600_000_000, 0)).unwrap();
     let touched = build_logged(&env, &ctx, "app:1");
     assert_eq!(stat_field(&touched, "reads"), 1, "{touched}");
-    assert!(steps(&touched).values().all(|s| *s == "CACHED"), "{touched}");
+    assert!(
+        steps(&touched).values().all(|s| *s == "CACHED"),
+        "{touched}"
+    );
 
     // Same size, mtime put back: ctime still changes, so the new contents are seen.
     std::fs::write(&f7, "FILE 7\n").unwrap();
@@ -202,7 +205,10 @@ RUN head -c 3000000 /dev/urandom > /r1 && sleep 0.3
 RUN cat /a.txt /a.txt > /b.txt && head -c 3000000 /dev/zero > /r2
 COPY c.txt /c.txt
 ";
-    let ctx = env.context("ctx", &[("Dockerfile", df), ("a.txt", "a\n"), ("c.txt", "c\n")]);
+    let ctx = env.context(
+        "ctx",
+        &[("Dockerfile", df), ("a.txt", "a\n"), ("c.txt", "c\n")],
+    );
     // Deterministic "random" kill points spread over a build (about 1-2 s here).
     let delays_ms = [40u64, 170, 330, 520, 760, 1010, 1400];
     for (i, delay) in delays_ms.iter().enumerate() {
@@ -320,4 +326,57 @@ RUN cat /deps.txt /tools.txt > /all.txt
     assert_eq!(status("echo deps"), "CACHED", "{se}");
     let (out, _) = env.ok(&["run", "app:1", "cat", "/all.txt"]);
     assert_eq!(out, "deps\ntools\n");
+}
+
+#[test]
+fn pulled_bases_are_reused_without_the_registry_and_pull_re_resolves() {
+    let producer = Env::new();
+    producer.busybox();
+    let reg = Registry::start();
+    let base = format!("{}/lib/base:1", reg.addr);
+    let version = |v: &str| {
+        producer.context(
+            &format!("base-{v}"),
+            &[(
+                "Dockerfile",
+                &format!("FROM busybox:local\nRUN echo {v} > /version\n"),
+            )],
+        )
+    };
+    let push = |ctx: &Path| producer.ok(&["build", "-t", &base, "--push", ctx.to_str().unwrap()]);
+    push(&version("v1"));
+
+    // Another store (another machine) builds FROM the registry image.
+    let consumer = Env::new();
+    let app = consumer.context(
+        "app",
+        &[(
+            "Dockerfile",
+            &format!("FROM {base}\nRUN cat /version > /seen\n"),
+        )],
+    );
+    let a = app.to_str().unwrap();
+    let seen = |tag: &str| consumer.ok(&["run", tag, "cat", "/seen"]).0;
+    consumer.ok(&["build", "-t", "app:1", a]);
+    assert_eq!(seen("app:1"), "v1\n");
+
+    // The tag moves on the registry. Without --pull the base this store pulled is used, as docker build
+    // does: every step is a hit. With --pull the new base comes in and the RUN re-runs.
+    push(&version("v2"));
+    let (_, log) = consumer.ok(&["build", "--progress", "plain", "-t", "app:2", a]);
+    assert!(!log.contains("cache miss"), "{log}");
+    assert_eq!(seen("app:2"), "v1\n");
+    let (_, log) = consumer.ok(&["build", "--pull", "--progress", "plain", "-t", "app:3", a]);
+    assert!(log.contains("cache miss"), "{log}");
+    assert_eq!(seen("app:3"), "v2\n");
+
+    // With the registry gone, a rebuild needs nothing from it; --pull says which registry it cannot reach.
+    drop(reg);
+    let (_, log) = consumer.ok(&["build", "--progress", "plain", "-t", "app:4", a]);
+    assert!(
+        !log.contains("cache miss") && !log.contains("unreachable"),
+        "{log}"
+    );
+    let err = consumer.fails(&["build", "--pull", "-t", "app:5", a]);
+    assert!(err.contains("127.0.0.1"), "{err}");
 }
