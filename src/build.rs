@@ -106,11 +106,13 @@ pub(crate) fn build(
         target: args.target.clone(),
         platform: platform.clone(),
     };
-    let client = registry::Client::new(args.registry.client_options(&args.insecure_registries))?;
+    let client = Arc::new(crate::worker::LazyClient::new(
+        args.registry.client_options(&args.insecure_registries),
+    ));
     let images = Arc::new(
         Images::new(
             Arc::clone(&store),
-            client.clone(),
+            Arc::clone(&client),
             rt.handle().clone(),
             platform,
         )
@@ -207,7 +209,7 @@ pub(crate) fn build(
             bail!("--push needs a -t NAME that names the registry");
         }
         for t in &tags {
-            let digest = rt.block_on(export::push(&client, &store, &image, t))?;
+            let digest = rt.block_on(export::push(client.get()?, &store, &image, t))?;
             if !args.quiet {
                 eprintln!("pushed {}@{digest}", t.familiar());
             }

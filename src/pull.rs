@@ -19,7 +19,9 @@ pub(crate) fn pull(
         .parse()
         .with_context(|| format!("image {:?}", args.image))?;
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
-    let client = registry::Client::new(args.registry.client_options(&args.insecure_registries))?;
+    let client = std::sync::Arc::new(crate::worker::LazyClient::new(
+        args.registry.client_options(&args.insecure_registries),
+    ));
     let images = Images::new(
         Arc::clone(&store),
         client,

@@ -18,7 +18,9 @@ pub(crate) fn run(
     store: Arc<cache::Store>,
     rt: &tokio::runtime::Runtime,
 ) -> Result<i32> {
-    let client = registry::Client::new(registry::ClientOptions::default())?;
+    let client = std::sync::Arc::new(crate::worker::LazyClient::new(
+        registry::ClientOptions::default(),
+    ));
     let images = Images::new(
         Arc::clone(&store),
         client,
@@ -304,9 +306,11 @@ fn security_opts(opts: &[String]) -> Result<Security> {
             "seccomp=unconfined" | "seccomp:unconfined" => {
                 out.seccomp = runner::Seccomp::Unconfined
             }
-            other => return Err(anyhow!(
+            other => {
+                return Err(anyhow!(
                 "--security-opt {other:?}: supported are no-new-privileges and seccomp=unconfined"
-            )),
+            ))
+            }
         }
     }
     Ok(out)

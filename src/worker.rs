@@ -26,11 +26,35 @@ pub(crate) struct ResolvedImage {
     pub(crate) config: ImageConfig,
 }
 
+/// A registry client made on first use: a build whose bases are all in the store never pays for loading
+/// the system's CA certificates.
+pub(crate) struct LazyClient {
+    opts: registry::ClientOptions,
+    cell: std::sync::OnceLock<registry::Client>,
+}
+
+impl LazyClient {
+    pub(crate) fn new(opts: registry::ClientOptions) -> Self {
+        Self {
+            opts,
+            cell: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn get(&self) -> Result<&registry::Client> {
+        if let Some(c) = self.cell.get() {
+            return Ok(c);
+        }
+        let c = registry::Client::new(self.opts.clone())?;
+        Ok(self.cell.get_or_init(|| c))
+    }
+}
+
 /// Resolves image references (local tags first, then registries) and remembers the answers for one build,
 /// so the lowering and the pull see the same manifest.
 pub(crate) struct Images {
     pub(crate) store: Arc<cache::Store>,
-    pub(crate) client: registry::Client,
+    pub(crate) client: Arc<LazyClient>,
     pub(crate) rt: tokio::runtime::Handle,
     pub(crate) platform: Platform,
     resolved: Mutex<HashMap<String, ResolvedImage>>,
@@ -41,7 +65,7 @@ pub(crate) struct Images {
 impl Images {
     pub(crate) fn new(
         store: Arc<cache::Store>,
-        client: registry::Client,
+        client: Arc<LazyClient>,
         rt: tokio::runtime::Handle,
         platform: Platform,
     ) -> Self {
@@ -110,7 +134,7 @@ impl Images {
         }
         let pulled = self
             .rt
-            .block_on(self.client.get_manifest(&reference, &self.platform));
+            .block_on(self.client.get()?.get_manifest(&reference, &self.platform));
         let pulled = match pulled {
             Ok(p) => p,
             Err(e @ registry::Error::Unreachable { .. }) if !self.pull => {
@@ -130,6 +154,7 @@ impl Images {
                 .rt
                 .block_on(
                     self.client
+                        .get()?
                         .fetch_blob_bytes(&reference, &pulled.manifest.config),
                 )
                 .with_context(|| format!("fetching config of {}", reference.familiar()))?;
@@ -227,7 +252,7 @@ impl Images {
             })?;
             let mut w = self.store.blob_writer()?;
             self.rt
-                .block_on(self.client.fetch_blob(reference, desc, &mut w))
+                .block_on(self.client.get()?.fetch_blob(reference, desc, &mut w))
                 .with_context(|| {
                     format!("pulling layer {} of {}", desc.digest, reference.familiar())
                 })?;
