@@ -943,15 +943,19 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
             sign * (p.next()?? * 3600 + p.next().flatten().unwrap_or(0) * 60)
         }
     };
-    // Inverse of civil_from_days.
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
+    Some(days_from_civil(y, m, day) * 86_400 + hh * 3600 + mm * 60 + ss - offset)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (the inverse of `civil_from_days`, Howard
+/// Hinnant's algorithm); `month` is 1–12.
+pub(crate) fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hh * 3600 + mm * 60 + ss - offset)
+    era * 146_097 + doe - 719_468
 }
 
 /// `docker history`'s relative times.
@@ -970,7 +974,7 @@ fn ago(secs: i64) -> String {
 }
 
 /// `1.5MB`, as docker prints sizes (powers of 1000).
-fn human_size(bytes: u64) -> String {
+pub(crate) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
     #[allow(clippy::cast_precision_loss)] // display only
     let mut v = bytes as f64;

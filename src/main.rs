@@ -105,7 +105,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 println!(
                     "{name:<40} {:<14} {:>10}",
                     manifest.config.digest.short(),
-                    human_size(size)
+                    export::human_size(size)
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -172,18 +172,3 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-pub(crate) fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
-    #[allow(clippy::cast_precision_loss)] // display only
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{v:.1}{}", UNITS[u])
-    }
-}
