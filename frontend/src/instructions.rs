@@ -26,6 +26,8 @@ pub(crate) struct CopyCmd {
     pub(crate) exclude: Vec<String>,
     pub(crate) parents: bool,
     pub(crate) checksum: Option<String>,
+    /// `ADD --unpack[=bool]`; unset means local archives are unpacked and downloads are not.
+    pub(crate) unpack: Option<bool>,
     pub(crate) heredocs: Vec<Heredoc>,
 }
 
@@ -96,6 +98,9 @@ struct Flags {
 impl Flags {
     fn bool(&self, name: &str) -> bool {
         self.bools.get(name).copied().unwrap_or(false)
+    }
+    fn opt_bool(&self, name: &str) -> Option<bool> {
+        self.bools.get(name).copied()
     }
     fn string(&self, name: &str) -> Option<String> {
         self.strings.get(name).cloned()
@@ -313,6 +318,7 @@ fn typed_inner(ins: &Instruction) -> Result<Command, String> {
                 exclude: f.list("exclude"),
                 parents: f.bool("parents"),
                 checksum: f.string("checksum"),
+                unpack: f.opt_bool("unpack"),
                 heredocs: ins.heredocs.clone(),
             };
             if is_add {

@@ -1200,8 +1200,9 @@ impl Lowerer<'_> {
             chown,
             chmod,
             exclude,
-            // Downloads are never unpacked (as in BuildKit).
-            unpack: is_add && !from_url,
+            // Local archives unpack unless `--unpack=false`; downloads are not unpacked (BuildKit's
+            // `--unpack=true` for URLs is not supported yet and is refused above).
+            unpack: is_add && !from_url && c.unpack.unwrap_or(true),
             parents: c.parents,
             inline: extra_inline,
         };
@@ -1260,6 +1261,13 @@ impl Lowerer<'_> {
                 self,
                 format!("ADD supports http:// and https:// URLs, not {u}"),
                 "download it in a RUN step instead",
+            );
+        }
+        if c.unpack == Some(true) {
+            return fail(
+                self,
+                format!("ADD --unpack of a downloaded archive is not supported yet: {u}"),
+                "download it, then unpack it in a RUN step",
             );
         }
         if srcs.len() > 1 || c.from.is_some() || !c.heredocs.is_empty() {

@@ -28,7 +28,8 @@ fn add_unpacks_local_tar_archives_but_copy_and_plain_files_stay_as_they_are() {
                  ADD plain.tar /plain\n\
                  ADD --chown=7:8 app.tar.gz /owned/\n\
                  COPY app.tar.gz /copied/\n\
-                 ADD notes.gz /raw/\n",
+                 ADD notes.gz /raw/\n\
+                 ADD --unpack=false app.tar.gz /kept/\n",
             ),
             ("src/app/hello.txt", "hello from the archive\n"),
             ("src/app/bin/tool", "#!/bin/sh\necho tool\n"),
@@ -73,11 +74,11 @@ fn add_unpacks_local_tar_archives_but_copy_and_plain_files_stay_as_they_are() {
         &env,
         "add:1",
         "cat /opt/app/hello.txt /plain/x.txt; /opt/app/bin/tool; \
-         stat -c '%u:%g' /owned/app/hello.txt; ls /copied; ls /raw; gunzip -c /raw/notes.gz",
+         stat -c '%u:%g' /owned/app/hello.txt; ls /copied; ls /raw; gunzip -c /raw/notes.gz; ls /kept",
     );
     assert_eq!(
         out,
-        "hello from the archive\nplain tar\ntool\n7:8\napp.tar.gz\nnotes.gz\nnot a tarball\n"
+        "hello from the archive\nplain tar\ntool\n7:8\napp.tar.gz\nnotes.gz\nnot a tarball\napp.tar.gz\n"
     );
     if has_xz {
         assert_eq!(
