@@ -81,8 +81,7 @@ pub(crate) fn build(
             // `--build-arg NAME` takes the value from the environment, as docker does.
             None => std::env::var(kv)
                 .ok()
-                .map(|v| build_args.insert(kv.clone(), v))
-                .flatten(),
+                .and_then(|v| build_args.insert(kv.clone(), v)),
         };
     }
     let export_opts = export::ExportOptions {

@@ -434,7 +434,7 @@ fn prepare_dest(dest: &str, view: &MergedView, layer: &Path) -> Result<PathBuf> 
         .split('/')
         .filter(|c| !c.is_empty() && *c != ".")
         .collect();
-    if comps.iter().any(|c| *c == "..") {
+    if comps.contains(&"..") {
         // Frontend joins paths; a remaining `..` is resolved lexically, never above the root.
         let joined = clean_abs(dest);
         return prepare_dest(&joined, view, layer);

@@ -231,7 +231,7 @@ fn convert_layers(
         store.cache_put_with_refs(
             &key,
             &serde_json::to_vec(&done)?,
-            &[done.blob.digest.clone()],
+            std::slice::from_ref(&done.blob.digest),
         )?;
         out.push(done);
     }

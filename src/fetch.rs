@@ -121,7 +121,7 @@ impl Downloads {
             .headers()
             .get(reqwest::header::LAST_MODIFIED)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| httpdate_parse(v));
+            .and_then(httpdate_parse);
         let mut w = self.store.blob_writer()?;
         while let Some(chunk) = resp
             .chunk()

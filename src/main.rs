@@ -171,4 +171,3 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         }
     }
 }
-

@@ -260,30 +260,6 @@ fn relay_pty(master: std::os::fd::OwnedFd, interactive: bool) -> Result<PtyRelay
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn volumes_and_env_files() {
-        assert_eq!(
-            parse_volume("/tmp:/data:ro").unwrap(),
-            runner::MountSpec::Bind {
-                source: fs_err::canonicalize("/tmp").unwrap(),
-                target: "/data".into(),
-                readonly: true
-            }
-        );
-        assert!(parse_volume("/tmp:/data").is_ok());
-        assert!(parse_volume("named:/data").is_err());
-        assert!(parse_volume("/tmp:/data:xx").is_err());
-        assert_eq!(
-            read_env_file("# c\nA=1\n\n  B=two words\nC\n"),
-            ["A=1", "B=two words", "C"]
-        );
-    }
-}
-
 /// What `--security-opt` asked for.
 struct Security {
     no_new_privs: bool,
@@ -314,4 +290,28 @@ fn security_opts(opts: &[String]) -> Result<Security> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volumes_and_env_files() {
+        assert_eq!(
+            parse_volume("/tmp:/data:ro").unwrap(),
+            runner::MountSpec::Bind {
+                source: fs_err::canonicalize("/tmp").unwrap(),
+                target: "/data".into(),
+                readonly: true
+            }
+        );
+        assert!(parse_volume("/tmp:/data").is_ok());
+        assert!(parse_volume("named:/data").is_err());
+        assert!(parse_volume("/tmp:/data:xx").is_err());
+        assert_eq!(
+            read_env_file("# c\nA=1\n\n  B=two words\nC\n"),
+            ["A=1", "B=two words", "C"]
+        );
+    }
 }

@@ -141,6 +141,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 #[test]
+#[allow(clippy::print_stderr)] // the count of inputs is the point of a long run
 fn random_inputs_do_not_panic() {
     let first = env_u64("FRONTEND_FUZZ_SEED", 1);
     let secs = env_u64("FRONTEND_FUZZ_SECS", 0);

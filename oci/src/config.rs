@@ -101,7 +101,10 @@ impl RunConfig {
     pub fn env_set(&mut self, key: &str, value: &str) {
         let env = self.env.get_or_insert_with(Vec::new);
         let entry = format!("{key}={value}");
-        if let Some(slot) = env.iter_mut().find(|kv| kv.split_once('=').map_or(kv.as_str(), |(k, _)| k) == key) {
+        if let Some(slot) = env
+            .iter_mut()
+            .find(|kv| kv.split_once('=').map_or(kv.as_str(), |(k, _)| k) == key)
+        {
             *slot = entry;
         } else {
             env.push(entry);
@@ -121,7 +124,10 @@ pub struct RootFs {
 
 impl Default for RootFs {
     fn default() -> Self {
-        Self { kind: "layers".to_owned(), diff_ids: Vec::new() }
+        Self {
+            kind: "layers".to_owned(),
+            diff_ids: Vec::new(),
+        }
     }
 }
 

@@ -27,7 +27,9 @@ impl Digest {
 
     /// Wraps a finished sha256 output.
     pub fn from_sha256(raw: [u8; 32]) -> Self {
-        Self { hex: hex::encode(raw) }
+        Self {
+            hex: hex::encode(raw),
+        }
     }
 
     /// The 64 hex digits, without the algorithm prefix.
@@ -49,12 +51,16 @@ impl Digest {
 impl FromStr for Digest {
     type Err = DigestParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || DigestParseError { input: s.to_owned() };
+        let err = || DigestParseError {
+            input: s.to_owned(),
+        };
         let hex = s.strip_prefix("sha256:").ok_or_else(err)?;
         if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(err());
         }
-        Ok(Self { hex: hex.to_owned() })
+        Ok(Self {
+            hex: hex.to_owned(),
+        })
     }
 }
 
@@ -112,7 +118,11 @@ pub struct HashingWriter<W> {
 impl<W: std::io::Write> HashingWriter<W> {
     /// Wraps `inner`.
     pub fn new(inner: W) -> Self {
-        Self { inner, hasher: Hasher::new(), count: 0 }
+        Self {
+            inner,
+            hasher: Hasher::new(),
+            count: 0,
+        }
     }
     /// Returns the inner writer, the digest and the byte count.
     pub fn finish(self) -> (W, Digest, u64) {
@@ -149,7 +159,11 @@ mod tests {
         );
         assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
         assert!("sha256:abc".parse::<Digest>().is_err());
-        assert!("md5:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse::<Digest>().is_err());
+        assert!(
+            "md5:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+                .parse::<Digest>()
+                .is_err()
+        );
     }
 
     #[test]

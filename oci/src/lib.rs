@@ -20,8 +20,8 @@ mod snapshot;
 pub use config::{Empty, Healthcheck, History, ImageConfig, RootFs, RunConfig};
 pub use digest::{Digest, DigestParseError, Hasher, HashingWriter};
 pub use layer::{
-    is_empty_dir, recompress_layer, unpack_layer, write_layer, Compression, LayerError, LayerInfo, LayerOptions,
-    OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX,
+    is_empty_dir, recompress_layer, unpack_layer, write_layer, Compression, LayerError, LayerInfo,
+    LayerOptions, OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX,
 };
 pub use manifest::{media_type, Descriptor, Index, Manifest, Platform};
 pub use reference::{Reference, ReferenceParseError, DOCKER_HUB};

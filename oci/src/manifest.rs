@@ -26,7 +26,8 @@ pub mod media_type {
     /// Docker schema2 manifest.
     pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
     /// Docker manifest list.
-    pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub const DOCKER_MANIFEST_LIST: &str =
+        "application/vnd.docker.distribution.manifest.list.v2+json";
     /// Docker image config.
     pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
     /// Docker gzip layer.
@@ -61,7 +62,11 @@ pub struct Platform {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
     /// OS version (Windows).
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
 }
 
@@ -75,7 +80,12 @@ impl Platform {
             "powerpc64" => "ppc64le",
             other => other,
         };
-        Self { architecture: architecture.to_owned(), os: "linux".to_owned(), variant: None, os_version: None }
+        Self {
+            architecture: architecture.to_owned(),
+            os: "linux".to_owned(),
+            variant: None,
+            os_version: None,
+        }
     }
 }
 
@@ -100,7 +110,13 @@ pub struct Descriptor {
 impl Descriptor {
     /// A descriptor with no platform or annotations.
     pub fn new(media_type: &str, digest: Digest, size: u64) -> Self {
-        Self { media_type: media_type.to_owned(), digest, size, platform: None, annotations: BTreeMap::new() }
+        Self {
+            media_type: media_type.to_owned(),
+            digest,
+            size,
+            platform: None,
+            annotations: BTreeMap::new(),
+        }
     }
 }
 
@@ -142,7 +158,9 @@ impl Index {
     /// The manifest for `platform`: exact architecture/os match, preferring a matching variant.
     pub fn select(&self, platform: &Platform) -> Option<&Descriptor> {
         let candidates = self.manifests.iter().filter(|d| {
-            d.platform.as_ref().is_some_and(|p| p.os == platform.os && p.architecture == platform.architecture)
+            d.platform
+                .as_ref()
+                .is_some_and(|p| p.os == platform.os && p.architecture == platform.architecture)
         });
         let mut best = None;
         for d in candidates {
@@ -183,11 +201,29 @@ mod tests {
         let idx = Index {
             schema_version: 2,
             media_type: None,
-            manifests: vec![mk("arm", Some("v6")), mk("arm", Some("v7")), mk("amd64", None)],
+            manifests: vec![
+                mk("arm", Some("v6")),
+                mk("arm", Some("v7")),
+                mk("amd64", None),
+            ],
             annotations: BTreeMap::new(),
         };
-        let want = Platform { architecture: "arm".into(), os: "linux".into(), variant: Some("v7".into()), os_version: None };
-        assert_eq!(idx.select(&want).unwrap().platform.as_ref().unwrap().variant.as_deref(), Some("v7"));
+        let want = Platform {
+            architecture: "arm".into(),
+            os: "linux".into(),
+            variant: Some("v7".into()),
+            os_version: None,
+        };
+        assert_eq!(
+            idx.select(&want)
+                .unwrap()
+                .platform
+                .as_ref()
+                .unwrap()
+                .variant
+                .as_deref(),
+            Some("v7")
+        );
         assert!(idx.select(&Platform::host()).is_some());
     }
 }

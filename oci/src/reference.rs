@@ -65,7 +65,10 @@ impl Reference {
     /// The short form users typed for Docker Hub images (`alpine:latest`), the full form otherwise.
     pub fn familiar(&self) -> String {
         let mut s = if self.registry == DOCKER_HUB {
-            self.repository.strip_prefix("library/").unwrap_or(&self.repository).to_owned()
+            self.repository
+                .strip_prefix("library/")
+                .unwrap_or(&self.repository)
+                .to_owned()
         } else {
             self.name()
         };
@@ -82,7 +85,11 @@ impl Reference {
 
     /// The same reference with a different tag and no digest.
     pub fn with_tag(&self, tag: &str) -> Self {
-        Self { tag: Some(tag.to_owned()), digest: None, ..self.clone() }
+        Self {
+            tag: Some(tag.to_owned()),
+            digest: None,
+            ..self.clone()
+        }
     }
 }
 
@@ -95,7 +102,8 @@ fn host_of(registry: &str) -> &str {
 
 fn valid_component(c: &str) -> bool {
     !c.is_empty()
-        && c.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
+        && c.bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
         && c.as_bytes()[0].is_ascii_alphanumeric()
         && c.as_bytes()[c.len() - 1].is_ascii_alphanumeric()
 }
@@ -103,7 +111,10 @@ fn valid_component(c: &str) -> bool {
 impl FromStr for Reference {
     type Err = ReferenceParseError;
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let err = |reason| ReferenceParseError { input: input.to_owned(), reason };
+        let err = |reason| ReferenceParseError {
+            input: input.to_owned(),
+            reason,
+        };
         if input.is_empty() {
             return Err(err("empty"));
         }
@@ -118,7 +129,9 @@ impl FromStr for Reference {
                 let t = &rest[last_slash + i + 1..];
                 if t.is_empty()
                     || t.len() > 128
-                    || !t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+                    || !t
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
                 {
                     return Err(err("bad tag"));
                 }
@@ -127,7 +140,9 @@ impl FromStr for Reference {
             None => (rest, None),
         };
         let (registry, repository) = match name.split_once('/') {
-            Some((first, path)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            Some((first, path))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
                 (first.to_owned(), path.to_owned())
             }
             _ => (DOCKER_HUB.to_owned(), name.to_owned()),
@@ -143,10 +158,21 @@ impl FromStr for Reference {
             repository
         };
         if !repository.split('/').all(valid_component) {
-            return Err(err("repository must be lowercase letters, digits and . _ - separated by /"));
+            return Err(err(
+                "repository must be lowercase letters, digits and . _ - separated by /",
+            ));
         }
-        let tag = if tag.is_none() && digest.is_none() { Some("latest".to_owned()) } else { tag };
-        Ok(Self { registry, repository, tag, digest })
+        let tag = if tag.is_none() && digest.is_none() {
+            Some("latest".to_owned())
+        } else {
+            tag
+        };
+        Ok(Self {
+            registry,
+            repository,
+            tag,
+            digest,
+        })
     }
 }
 
@@ -182,7 +208,10 @@ mod tests {
         assert_eq!(p("alpine").to_string(), "docker.io/library/alpine:latest");
         assert_eq!(p("alpine").familiar(), "alpine:latest");
         assert_eq!(p("user/app:1").to_string(), "docker.io/user/app:1");
-        assert_eq!(p("127.0.0.1:5000/library/busybox:1.35").registry, "127.0.0.1:5000");
+        assert_eq!(
+            p("127.0.0.1:5000/library/busybox:1.35").registry,
+            "127.0.0.1:5000"
+        );
         assert_eq!(p("localhost/app").registry, "localhost");
         assert_eq!(p("app").api_host(), "registry-1.docker.io");
         assert!(p("127.0.0.1:5000/x").is_loopback());

@@ -188,10 +188,7 @@ fn rebuilding_the_same_context_runs_nothing() {
         .find(|l| l.contains("RUN tr 'a-z' 'A-Z'"))
         .and_then(|l| l.split_whitespace().next())
         .expect("the RUN tr step is listed");
-    assert!(
-        edited.contains(&format!("{tr_step} CACHED")),
-        "{edited}"
-    );
+    assert!(edited.contains(&format!("{tr_step} CACHED")), "{edited}");
     let misses = edited.matches("cache miss").count();
     assert_eq!(
         misses, 2,

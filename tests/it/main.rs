@@ -3,23 +3,23 @@
 
 /// Building images: multi-stage builds, caching, outputs, push, and what consumers see.
 mod build;
+/// The store under concurrency and crashes, GC, cache policies.
+mod cache;
 /// Shared harness: temp stores, the busybox base image, the registry.
 mod common;
 /// Bad input: each gives a clear error, a non-zero exit, and leaves tags alone.
 mod errors;
-/// `rbuild run`.
-mod run;
+/// Outputs and formats: archives, compression, reproducibility, history and inspect.
+mod export;
 /// Dockerfile features end to end: instructions, flags, heredocs, ADD, .dockerignore, `--check`.
 mod frontend;
 /// RUN --mount (cache, bind, tmpfs, secret, ssh) end to end.
 mod mounts;
-/// The sandbox as a security boundary: escapes refused, nothing leaked, nothing left behind.
-mod security;
-/// Outputs and formats: archives, compression, reproducibility, history and inspect.
-mod export;
-/// The store under concurrency and crashes, GC, cache policies.
-mod cache;
 /// The Node/Express acceptance scenario (issue #8).
 mod node;
 /// Registries end to end: login/logout, push and pull through auth, `rbuild pull`, `--platform`.
 mod registry;
+/// `rbuild run`.
+mod run;
+/// The sandbox as a security boundary: escapes refused, nothing leaked, nothing left behind.
+mod security;
