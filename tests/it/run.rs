@@ -1,4 +1,4 @@
-use crate::common::Env;
+use crate::common::{Env, Registry};
 
 #[test]
 fn run_passes_exit_code_env_and_command() {
@@ -42,4 +42,29 @@ fn run_of_a_missing_image_fails_clearly() {
     let env = Env::new();
     let err = env.fails(&["run", "nosuch:img", "true"]);
     assert!(err.contains("nosuch"), "{err}");
+}
+
+#[test]
+fn run_pulls_an_image_that_is_only_in_a_registry() {
+    let producer = Env::new();
+    producer.busybox();
+    let reg = Registry::start();
+    let image = format!("{}/demo/runme:1", reg.addr);
+    let ctx = producer.context(
+        "runme",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\nRUN echo pulled and run > /msg\nCMD [\"cat\", \"/msg\"]\n",
+        )],
+    );
+    producer.ok(&["build", "-t", &image, "--push", ctx.to_str().unwrap()]);
+
+    // A fresh store has nothing: `rbuild run` resolves the image on its registry and fetches its layers.
+    let fresh = Env::new();
+    let (out, _) = fresh.ok(&["run", &image]);
+    assert_eq!(out, "pulled and run\n");
+    // Its blobs are now in that store: with the registry gone it still runs.
+    drop(reg);
+    let (out, _) = fresh.ok(&["run", &image, "cat", "/msg"]);
+    assert_eq!(out, "pulled and run\n");
 }
