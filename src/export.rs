@@ -1006,15 +1006,25 @@ pub(crate) async fn push(
     descs.push(image.manifest.config.clone());
     let uploads = descs.iter().map(|d| {
         let path = store.blob_path(&d.digest);
+        // Another repository of this registry that has the blob (we pulled it from there or pushed it
+        // there): the registry is asked to mount it rather than receive it again.
+        let from = store
+            .blob_sources(&d.digest, &reference.registry)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|repo| *repo != reference.repository);
         async move {
             client
-                .push_blob(reference, d, &path)
+                .push_blob_from(reference, d, &path, from.as_deref())
                 .await
                 .with_context(|| format!("pushing blob {} to {}", d.digest, reference.familiar()))
         }
     });
     for r in futures_util::future::join_all(uploads).await {
         r?;
+    }
+    for d in &descs {
+        store.blob_source_add(&d.digest, &reference.registry, &reference.repository)?;
     }
     let bytes = store.read_blob(&image.manifest_desc.digest)?;
     client

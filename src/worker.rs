@@ -257,6 +257,9 @@ impl Images {
                     format!("pulling layer {} of {}", desc.digest, reference.familiar())
                 })?;
             w.commit(Some(&desc.digest))?;
+            // A later push to another repository of this registry can mount it instead of uploading.
+            self.store
+                .blob_source_add(&desc.digest, &reference.registry, &reference.repository)?;
             on_layer(desc, LayerFetch::Fetched);
         }
         Ok(diff_ids

@@ -61,6 +61,14 @@ const MIGRATIONS: &[&str] = &[
         last_used INTEGER NOT NULL,
         PRIMARY KEY (root, path)
     ) WITHOUT ROWID;",
+    // 4: where blobs were pulled from or pushed to (registry, repository), for cross-repository mounts.
+    "CREATE TABLE blob_sources (
+        digest TEXT NOT NULL,
+        registry TEXT NOT NULL,
+        repository TEXT NOT NULL,
+        updated INTEGER NOT NULL,
+        PRIMARY KEY (digest, registry, repository)
+    ) WITHOUT ROWID;",
 ];
 
 /// The newest schema version this build knows.

@@ -484,6 +484,38 @@ impl Store {
         })
     }
 
+    // ---- where blobs live on registries ----
+
+    /// Remembers that blob `digest` is in `repository` on `registry` (pulled from or pushed there).
+    pub fn blob_source_add(
+        &self,
+        digest: &Digest,
+        registry: &str,
+        repository: &str,
+    ) -> Result<(), Error> {
+        self.db.write("record blob source", |tx| {
+            tx.execute(
+                "INSERT INTO blob_sources (digest, registry, repository, updated) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (digest, registry, repository) DO UPDATE SET updated = excluded.updated",
+                params![digest.to_string(), registry, repository, now_ms()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The repositories of `registry` known to hold blob `digest`, most recently seen first.
+    pub fn blob_sources(&self, digest: &Digest, registry: &str) -> Result<Vec<String>, Error> {
+        let digest = digest.to_string();
+        self.db.read("read blob sources", |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT repository FROM blob_sources WHERE digest = ?1 AND registry = ?2
+                 ORDER BY updated DESC",
+            )?;
+            let rows = stmt.query_map(params![digest, registry], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
     // ---- cache mounts and locks ----
 
     /// The directory of cache mount `id`, created if needed: `mounts/<sha256(id) hex>`.
@@ -656,7 +688,7 @@ mod tests {
         let db = rusqlite::Connection::open(root.path().join("db.sqlite")).unwrap();
         // Back to version 1: bases without last_used, holding one row, and no stat cache (version 3).
         db.execute_batch(
-            "ALTER TABLE bases DROP COLUMN last_used; DROP TABLE stat_cache; UPDATE schema_version SET version = 1;
+            "ALTER TABLE bases DROP COLUMN last_used; DROP TABLE stat_cache; DROP TABLE blob_sources; UPDATE schema_version SET version = 1;
              INSERT INTO bases VALUES ('alpine', '{\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"digest\":\"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\",\"size\":0}', 5);",
         )
         .unwrap();

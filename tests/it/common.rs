@@ -165,17 +165,18 @@ impl Registry {
         std::fs::write(
             &cfg,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{}{auth}",
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{}{auth}",
                 dir.path().join("data").display(),
                 tls.as_deref().unwrap_or("")
             ),
         )
         .expect("write registry config");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("registry log");
         let child = Command::new("/usr/bin/docker-registry")
             .arg("serve")
             .arg(&cfg)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("starting docker-registry");
         let reg = Self {
@@ -199,6 +200,23 @@ impl Registry {
             std::thread::sleep(Duration::from_millis(50));
         }
         reg
+    }
+}
+
+impl Registry {
+    /// The registry's log so far: one `response completed` line per request, with its method and URI.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// How many requests so far had this method and a URI containing `uri_part`.
+    pub(crate) fn requests(&self, method: &str, uri_part: &str) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("response completed"))
+            .filter(|l| l.contains(&format!("http.request.method={method} ")))
+            .filter(|l| l.contains(uri_part))
+            .count()
     }
 }
 

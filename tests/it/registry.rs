@@ -524,3 +524,44 @@ fn free_port() -> u16 {
         .expect("addr")
         .port()
 }
+
+#[test]
+fn an_unchanged_push_uploads_nothing_and_a_shared_layer_is_mounted_across_repositories() {
+    let env = Env::new();
+    env.busybox();
+    let reg = Registry::start();
+    let first = format!("{}/team/app:1", reg.addr);
+    let ctx = env.context(
+        "pushtwice",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\nRUN echo payload > /payload\n",
+        )],
+    );
+    env.ok(&["build", "-t", &first, "--push", ctx.to_str().unwrap()]);
+    let uploads = |reg: &Registry| reg.requests("POST", "/blobs/uploads/");
+    let after_first = uploads(&reg);
+    assert!(after_first >= 2, "the first push uploads:\n{}", reg.log());
+
+    // Pushing the same image again: every blob is found with HEAD, nothing is uploaded.
+    env.ok(&["push", &first]);
+    assert_eq!(uploads(&reg), after_first, "{}", reg.log());
+    assert!(reg.requests("HEAD", "/blobs/sha256:") >= 2, "{}", reg.log());
+
+    // The same image under another repository of the registry: blobs are mounted, not sent again.
+    let second = format!("{}/other/app:1", reg.addr);
+    env.ok(&["build", "-t", &second, ctx.to_str().unwrap()]);
+    let puts_before = reg.requests("PUT", "/blobs/uploads/");
+    env.ok(&["push", &second]);
+    let log = reg.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("http.request.method=POST ") && l.contains("mount=sha256")),
+        "cross-repository mount asked for:\n{log}"
+    );
+    assert_eq!(
+        reg.requests("PUT", "/blobs/uploads/"),
+        puts_before,
+        "no blob data sent for a mounted blob:\n{log}"
+    );
+}
