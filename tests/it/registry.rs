@@ -538,7 +538,13 @@ fn an_unchanged_push_uploads_nothing_and_a_shared_layer_is_mounted_across_reposi
             "FROM busybox:local\nRUN echo payload > /payload\n",
         )],
     );
-    env.ok(&["build", "-t", &first, "--push", ctx.to_str().unwrap()]);
+    // SOURCE_DATE_EPOCH: the second build below gives the very same image (same config timestamps).
+    let epoch = ["--build-arg", "SOURCE_DATE_EPOCH=0"];
+    env.ok(&[
+        &["build", "-t", &first, "--push", ctx.to_str().unwrap()][..],
+        &epoch[..],
+    ]
+    .concat());
     let uploads = |reg: &Registry| reg.requests("POST", "/blobs/uploads/");
     let after_first = uploads(&reg);
     assert!(after_first >= 2, "the first push uploads:\n{}", reg.log());
@@ -550,7 +556,11 @@ fn an_unchanged_push_uploads_nothing_and_a_shared_layer_is_mounted_across_reposi
 
     // The same image under another repository of the registry: blobs are mounted, not sent again.
     let second = format!("{}/other/app:1", reg.addr);
-    env.ok(&["build", "-t", &second, ctx.to_str().unwrap()]);
+    env.ok(&[
+        &["build", "-t", &second, ctx.to_str().unwrap()][..],
+        &epoch[..],
+    ]
+    .concat());
     let puts_before = reg.requests("PUT", "/blobs/uploads/");
     env.ok(&["push", &second]);
     let log = reg.log();
