@@ -190,7 +190,11 @@ pub(crate) fn build(
 
     let mut export_opts = export_opts;
     export_opts.base = base_of(&lowered.stages, stage, &images);
-    let image = export::assemble(&store, stage, &solved, &export_opts)?;
+    // The image the first tag names now: kept when only the build time would change.
+    let previous = tags
+        .first()
+        .and_then(|t| export::local_image(&store, &t.familiar()).ok());
+    let image = export::assemble(&store, stage, &solved, &export_opts, previous)?;
     let id = image.config_digest.clone();
     if !args.quiet {
         eprintln!("writing image {id}");

@@ -239,11 +239,16 @@ fn convert_layers(
 }
 
 /// Writes the config and manifest of `stage` (solved) into the store.
+///
+/// `previous` is the image the build's tag points at now: when the new image would differ from it only in
+/// its timestamps (a rebuild where nothing changed), `previous` is returned and nothing is written, so a
+/// no-op rebuild keeps its image ID, as BuildKit's fully cached rebuilds do.
 pub(crate) fn assemble(
     store: &cache::Store,
     stage: &frontend::Stage,
     solved: &Solved,
     opts: &ExportOptions,
+    previous: Option<Image>,
 ) -> Result<Image> {
     let head = solved
         .outcomes
@@ -295,8 +300,6 @@ pub(crate) fn assemble(
             "history does not match layers; history is informational"
         );
     }
-    let config_bytes = serde_json::to_vec(&config).context("encoding image config")?;
-    let config_digest = store.put_blob(&config_bytes)?;
     let (manifest_type, config_type) = if opts.oci_mediatypes {
         (media_type::OCI_MANIFEST, media_type::OCI_CONFIG)
     } else {
@@ -314,6 +317,34 @@ pub(crate) fn assemble(
         );
     }
     annotations.extend(opts.annotations.clone());
+    let layer_descs: Vec<Descriptor> = layers
+        .iter()
+        .map(|l| Descriptor {
+            media_type: if opts.oci_mediatypes {
+                oci_layer_type(&l.blob.media_type).to_owned()
+            } else {
+                docker_layer_type(&l.blob.media_type).to_owned()
+            },
+            ..l.blob.clone()
+        })
+        .collect();
+    if let Some(prev) = previous {
+        if prev.manifest.layers == layer_descs
+            && prev.manifest.annotations == annotations
+            && prev.manifest.media_type.as_deref() == Some(manifest_type)
+            && prev.manifest.config.media_type == config_type
+            && store
+                .read_blob(&prev.config_digest)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<ImageConfig>(&b).ok())
+                .is_some_and(|old| same_but_for_time(&old, &config))
+        {
+            tracing::debug!(image = %prev.config_digest, "nothing changed but the time: keeping the image");
+            return Ok(prev);
+        }
+    }
+    let config_bytes = serde_json::to_vec(&config).context("encoding image config")?;
+    let config_digest = store.put_blob(&config_bytes)?;
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(manifest_type.to_owned()),
@@ -322,17 +353,7 @@ pub(crate) fn assemble(
             config_digest.clone(),
             config_bytes.len() as u64,
         ),
-        layers: layers
-            .iter()
-            .map(|l| Descriptor {
-                media_type: if opts.oci_mediatypes {
-                    oci_layer_type(&l.blob.media_type).to_owned()
-                } else {
-                    docker_layer_type(&l.blob.media_type).to_owned()
-                },
-                ..l.blob.clone()
-            })
-            .collect(),
+        layers: layer_descs,
         annotations,
     };
     let manifest_bytes = serde_json::to_vec(&manifest).context("encoding manifest")?;
@@ -344,6 +365,20 @@ pub(crate) fn assemble(
         manifest,
         manifest_desc,
     })
+}
+
+/// Whether two image configs are equal but for `created` times (the config's and its history's).
+fn same_but_for_time(a: &ImageConfig, b: &ImageConfig) -> bool {
+    let timeless = |c: &ImageConfig| {
+        let mut c = c.clone();
+        c.created = None;
+        for h in &mut c.history {
+            h.created = None;
+        }
+        serde_json::to_value(c).ok()
+    };
+    let (a, b) = (timeless(a), timeless(b));
+    a.is_some() && a == b
 }
 
 /// Size of an image: config plus compressed layers.

@@ -301,6 +301,15 @@ impl Store {
         self.check_complete(manifest, 0)?;
         let json = to_json(manifest);
         self.db.write(&format!("set tag {name}"), |tx| {
+            // Already so (a rebuild that changed nothing): no write, no index.json rewrite.
+            let current: Option<String> = tx
+                .query_row("SELECT descriptor FROM tags WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if current.as_deref() == Some(json.as_str()) {
+                return Ok(());
+            }
             tx.execute(
                 "INSERT INTO tags (name, descriptor, updated) VALUES (?1, ?2, ?3)
                  ON CONFLICT (name) DO UPDATE SET descriptor = excluded.descriptor, updated = excluded.updated",

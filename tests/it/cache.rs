@@ -380,3 +380,42 @@ fn pulled_bases_are_reused_without_the_registry_and_pull_re_resolves() {
     let err = consumer.fails(&["build", "--pull", "-t", "app:5", a]);
     assert!(err.contains("127.0.0.1"), "{err}");
 }
+
+#[test]
+fn a_rebuild_that_changes_nothing_keeps_the_image_id_and_writes_no_blob() {
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "same-id",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\nRUN echo hi > /x\nCMD [\"cat\", \"/x\"]\n",
+        )],
+    );
+    let c = ctx.to_str().unwrap();
+    let blobs = || {
+        std::fs::read_dir(env.root().join("blobs/sha256"))
+            .unwrap()
+            .count()
+    };
+    let id1 = env.ok(&["build", "-q", "-t", "same:1", c]).0;
+    // A later build time: without the reuse, the config's `created` would differ.
+    std::thread::sleep(Duration::from_millis(1100));
+    let before = blobs();
+    let id2 = env.ok(&["build", "-q", "-t", "same:1", c]).0;
+    assert_eq!(
+        id1, id2,
+        "a no-op rebuild keeps the image ID, as BuildKit's"
+    );
+    assert_eq!(blobs(), before, "and writes no new blob");
+
+    // Anything that changes the image (here a label) gives a new one.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox:local\nRUN echo hi > /x\nCMD [\"cat\", \"/x\"]\nLABEL v=2\n",
+    )
+    .unwrap();
+    let id3 = env.ok(&["build", "-q", "-t", "same:1", c]).0;
+    assert_ne!(id1, id3);
+    assert_eq!(env.ok(&["run", "same:1"]).0, "hi\n");
+}
