@@ -521,7 +521,7 @@ impl Store {
                  ORDER BY updated DESC",
             )?;
             let rows = stmt.query_map(params![digest, registry], |r| r.get::<_, String>(0))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            rows.collect::<Result<Vec<_>, _>>()
         })
     }
 
