@@ -8,13 +8,9 @@
 #
 #   bench/export.sh          # RBUILD=path (default target/release/rbuild, else debug)
 set -euo pipefail
-HERE=$(cd "$(dirname "$0")" && pwd)
-REPO=$(dirname "$HERE")
-LAB=${LAB:-$(cd "$REPO/../shared/lab" 2>/dev/null && pwd || echo /work/shared/lab)}
-RBUILD=${RBUILD:-$REPO/target/release/rbuild}
-[ -x "$RBUILD" ] || RBUILD=$REPO/target/debug/rbuild
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 WORK=${WORK:-/tmp/rbuild-bench-export}
-export DOCKER_HOST=unix:///tmp/lab/docker.sock DOCKER_BUILDKIT=1
 DOCKER=/usr/bin/docker
 CORES=$(nproc)
 

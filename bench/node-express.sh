@@ -9,15 +9,11 @@
 # (warm npm cache mount). BuildKit gets Dockerfile.prod without its `# syntax=` line (dockerd 20.10 would try to
 # pull a frontend image). Prints a markdown table with seconds and the rbuild/BuildKit ratio.
 set -euo pipefail
-HERE=$(cd "$(dirname "$0")" && pwd)
-REPO=$(dirname "$HERE")
-LAB=${LAB:-$(cd "$REPO/../shared/lab" 2>/dev/null && pwd || echo /work/shared/lab)}
-RBUILD=${RBUILD:-$REPO/target/release/rbuild}
-[ -x "$RBUILD" ] || RBUILD=$REPO/target/debug/rbuild
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 WORK=${WORK:-/tmp/rbuild-bench-node}
 DEBIAN=${DEBIAN:-127.0.0.1:5000/library/debian:bookworm}
 DOCKER=(/usr/bin/docker)
-export DOCKER_HOST=unix:///tmp/lab/docker.sock DOCKER_BUILDKIT=1
 
 "$LAB/up.sh" >/dev/null
 rm -rf "$WORK"

@@ -5,14 +5,10 @@
 #
 #   bench/push-pull.sh        # RBUILD=path (default target/release/rbuild, else debug); RUNS=3
 set -euo pipefail
-HERE=$(cd "$(dirname "$0")" && pwd)
-REPO=$(dirname "$HERE")
-LAB=${LAB:-$(cd "$REPO/../shared/lab" 2>/dev/null && pwd || echo /work/shared/lab)}
-RBUILD=${RBUILD:-$REPO/target/release/rbuild}
-[ -x "$RBUILD" ] || RBUILD=$REPO/target/debug/rbuild
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 WORK=${WORK:-/tmp/rbuild-bench-pushpull}
 RUNS=${RUNS:-3}
-export DOCKER_HOST=unix:///tmp/lab/docker.sock DOCKER_BUILDKIT=1
 DOCKER=/usr/bin/docker
 R=127.0.0.1:5002/bench/big
 
@@ -29,7 +25,6 @@ for t in $($DOCKER image inspect -f '{{range .RepoTags}}{{.}} {{end}}' "$id"); d
 done
 $DOCKER builder prune -af >/dev/null
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 timed() { # file, command...: appends "seconds rss_kib"
   local out=$1; shift
   /usr/bin/time -f "%e %M" -o "$WORK/t" "$@" >>"$WORK/log" 2>&1

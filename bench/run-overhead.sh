@@ -7,16 +7,12 @@
 # deduplicated), with the cache disabled and the base image present; per-RUN overhead = (T(1+STEPS) - T(1)) /
 # STEPS, medians of RUNS builds each, the tools interleaved. Prints a markdown table.
 set -euo pipefail
-HERE=$(cd "$(dirname "$0")" && pwd)
-REPO=$(dirname "$HERE")
-LAB=${LAB:-$(cd "$REPO/../shared/lab" 2>/dev/null && pwd || echo /work/shared/lab)}
-RBUILD=${RBUILD:-$REPO/target/release/rbuild}
-[ -x "$RBUILD" ] || RBUILD=$REPO/target/debug/rbuild
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 WORK=${WORK:-/tmp/rbuild-bench-run}
 RUNS=${RUNS:-5}
 STEPS=${STEPS:-20}
 BASE=127.0.0.1:5000/library/busybox:1.35
-export DOCKER_HOST=unix:///tmp/lab/docker.sock DOCKER_BUILDKIT=1
 DOCKER=/usr/bin/docker
 
 "$LAB/up.sh" >/dev/null
@@ -32,7 +28,6 @@ STORE=$WORK/store
 "$RBUILD" --root "$STORE" build -q "$WORK/one" >/dev/null
 $DOCKER build -q --network=host "$WORK/one" >/dev/null
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null 2>&1; t1=$(date +%s.%N); echo "$t1 - $t0" | bc; }
 declare -A S
 for ctx in one many; do
