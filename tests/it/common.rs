@@ -74,6 +74,19 @@ impl Env {
         se
     }
 
+    /// `rbuild build --progress plain -t TAG [EXTRA…] CTX`, asserting success; returns (stdout, stderr).
+    pub(crate) fn build_plain(&self, tag: &str, ctx: &Path, extra: &[&str]) -> (String, String) {
+        let mut args = vec!["build", "--progress", "plain", "-t", tag];
+        args.extend_from_slice(extra);
+        args.push(ctx.to_str().expect("utf-8 path"));
+        self.ok(&args)
+    }
+
+    /// `rbuild run IMAGE sh -c SCRIPT`, asserting success; returns stdout.
+    pub(crate) fn run_sh(&self, image: &str, script: &str) -> String {
+        self.ok(&["run", image, "sh", "-c", script]).0
+    }
+
     /// A build context with these files.
     pub(crate) fn context(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
         let dir = self.dir.path().join(name);

@@ -9,11 +9,6 @@ fn path(p: &std::path::Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
-/// `rbuild run IMAGE sh -c SCRIPT`, returning stdout.
-fn run_sh(env: &Env, image: &str, script: &str) -> String {
-    env.ok(&["run", image, "sh", "-c", script]).0
-}
-
 #[test]
 fn add_unpacks_local_tar_archives_but_copy_and_plain_files_stay_as_they_are() {
     let env = Env::new();
@@ -70,9 +65,7 @@ fn add_unpacks_local_tar_archives_but_copy_and_plain_files_stay_as_they_are() {
         has_xz = true;
     }
     env.ok(&["build", "-t", "add:1", path(&ctx)]);
-    let out = run_sh(
-        &env,
-        "add:1",
+    let out = env.run_sh("add:1",
         "cat /opt/app/hello.txt /plain/x.txt; /opt/app/bin/tool; \
          stat -c '%u:%g' /owned/app/hello.txt; ls /copied; ls /raw; gunzip -c /raw/notes.gz; ls /kept",
     );
@@ -82,7 +75,7 @@ fn add_unpacks_local_tar_archives_but_copy_and_plain_files_stay_as_they_are() {
     );
     if has_xz {
         assert_eq!(
-            run_sh(&env, "add:1", "cat /xz/app/hello.txt"),
+            env.run_sh("add:1", "cat /xz/app/hello.txt"),
             "hello from the archive\n"
         );
     }
@@ -111,8 +104,7 @@ fn copy_parents_keeps_source_paths_below_the_pivot() {
         ],
     );
     env.ok(&["build", "-t", "parents:1", path(&ctx)]);
-    let out = run_sh(
-        &env,
+    let out = env.run_sh(
         "parents:1",
         "cd / && find dst p d -type f | sort && cat dst/a/b/one.txt dst/a/c/two.txt",
     );
@@ -159,8 +151,7 @@ fn heredocs_and_node_names_as_written() {
             "no step named {name:?} in:\n{stderr}"
         );
     }
-    let out = run_sh(
-        &env,
+    let out = env.run_sh(
         "hd:1",
         "cat /one.txt /etc/greeting /shout /multi/A /multi/B; test -d /x && echo x",
     );
@@ -182,7 +173,7 @@ fn syntax_directive_for_dockerfile_1x_builds_and_other_frontends_are_refused() {
         )],
     );
     env.ok(&["build", "-t", "syntax:1", path(&ok)]);
-    assert_eq!(run_sh(&env, "syntax:1", "cat /ok"), "ok\n");
+    assert_eq!(env.run_sh("syntax:1", "cat /ok"), "ok\n");
 
     let bad = env.context(
         "syntax-bad",
@@ -331,7 +322,7 @@ fn add_from_a_url_downloads_checks_the_checksum_and_caches_by_content() {
     let c = path(&ctx);
     let (_, cold) = env.ok(&["build", "-t", "dl:1", "--progress", "plain", c]);
     assert!(cold.contains(&format!("download] {url}")), "{cold}");
-    let out = run_sh(&env, "dl:1", "cat /srv/hello.txt /srv/stat");
+    let out = env.run_sh("dl:1", "cat /srv/hello.txt /srv/stat");
     assert_eq!(
         out, "hello over http\n/srv/hello.txt 600 784111777\n/srv/renamed.txt 644 784111777\n",
         "mode 0600 and Last-Modified as mtime, as BuildKit; --chmod applies"
@@ -354,7 +345,7 @@ fn add_from_a_url_downloads_checks_the_checksum_and_caches_by_content() {
         .insert("/dl/hello.txt".into(), "changed\n".into());
     let (_, changed) = env.ok(&["build", "-t", "dl:2", "--progress", "plain", c]);
     assert!(changed.contains("cache miss"), "{changed}");
-    assert_eq!(run_sh(&env, "dl:2", "cat /srv/hello.txt"), "changed\n");
+    assert_eq!(env.run_sh("dl:2", "cat /srv/hello.txt"), "changed\n");
 
     // A wrong checksum, a 404 and a git URL fail naming the URL and the Dockerfile line; no tag.
     for (dockerfile, want) in [

@@ -2,17 +2,6 @@ use std::path::Path;
 
 use crate::common::Env;
 
-fn build(env: &Env, tag: &str, ctx: &Path, extra: &[&str]) -> (String, String) {
-    let mut args = vec!["build", "--progress", "plain", "-t", tag];
-    args.extend_from_slice(extra);
-    args.push(ctx.to_str().unwrap());
-    env.ok(&args)
-}
-
-fn run(env: &Env, tag: &str, script: &str) -> String {
-    env.ok(&["run", tag, "sh", "-c", script]).0
-}
-
 #[test]
 fn cache_mount_persists_with_owner_and_mode_and_stays_out_of_the_layer() {
     let env = Env::new();
@@ -26,14 +15,14 @@ fn cache_mount_persists_with_owner_and_mode_and_stays_out_of_the_layer() {
              stat -c '%u %g %a' /c > /stat && echo x >> /c/log && wc -l < /c/log > /count\n",
         )],
     );
-    build(&env, "cache:1", &ctx, &[]);
-    build(&env, "cache:2", &ctx, &["--no-cache"]);
+    env.build_plain("cache:1", &ctx, &[]);
+    env.build_plain("cache:2", &ctx, &["--no-cache"]);
     assert_eq!(
-        run(&env, "cache:1", "cat /count /stat"),
+        env.run_sh("cache:1", "cat /count /stat"),
         "1\n1000 1001 710\n"
     );
     assert_eq!(
-        run(&env, "cache:2", "cat /count; test -e /c || echo no-c"),
+        env.run_sh("cache:2", "cat /count; test -e /c || echo no-c"),
         "2\nno-c\n"
     );
 }
@@ -53,11 +42,11 @@ fn cache_mount_from_a_stage_is_seeded_once_then_kept() {
 ",
         )],
     );
-    build(&env, "seeded:1", &ctx, &[]);
-    assert_eq!(run(&env, "seeded:1", "cat /out"), "seeded\n1\n");
+    env.build_plain("seeded:1", &ctx, &[]);
+    assert_eq!(env.run_sh("seeded:1", "cat /out"), "seeded\n1\n");
     // The cache dir is not empty any more: not seeded again, its contents persist.
-    build(&env, "seeded:2", &ctx, &["--no-cache"]);
-    assert_eq!(run(&env, "seeded:2", "cat /out"), "seeded\n2\n");
+    env.build_plain("seeded:2", &ctx, &["--no-cache"]);
+    assert_eq!(env.run_sh("seeded:2", "cat /out"), "seeded\n2\n");
     // A source that is not in the stage fails the RUN with a clear error.
     let bad = env.context(
         "cache-from-bad",
@@ -95,10 +84,9 @@ fn bind_mounts_from_stage_image_and_context_with_discarded_writes() {
             ),
         ],
     );
-    build(&env, "bind:1", &ctx, &[]);
+    env.build_plain("bind:1", &ctx, &[]);
     assert_eq!(
-        run(
-            &env,
+        env.run_sh(
             "bind:1",
             "cat /got; ls /in /one /img /ctx /a 2>/dev/null | wc -l"
         ),
@@ -166,17 +154,13 @@ fn secrets_are_mounted_and_never_stored_or_logged() {
     let file = env.dir.path().join("tok.txt");
     std::fs::write(&file, SECRET).unwrap();
     let src = format!("id=tok,src={}", file.display());
-    let (so, se) = build(&env, "sec:1", &ctx, &["--secret", &src]);
+    let (so, se) = env.build_plain("sec:1", &ctx, &["--secret", &src]);
     let expected = format!(
         "{}\n400 0\nmatch\n440 7\nenv-only\noptional-skipped\n",
         SECRET.len()
     );
     assert_eq!(
-        run(
-            &env,
-            "sec:1",
-            "cat /out; test -e /run/secrets || echo clean"
-        ),
+        env.run_sh("sec:1", "cat /out; test -e /run/secrets || echo clean"),
         expected + "clean\n"
     );
 
@@ -273,9 +257,9 @@ fn ssh_agent_socket_is_forwarded() {
     );
     let default = format!("default={}", sock.display());
     let other = format!("other={}", sock.display());
-    build(&env, "ssh:1", &ctx, &["--ssh", &default, "--ssh", &other]);
+    env.build_plain("ssh:1", &ctx, &["--ssh", &default, "--ssh", &other]);
     assert_eq!(
-        run(&env, "ssh:1", "cat /out"),
+        env.run_sh("ssh:1", "cat /out"),
         "/run/buildkit/ssh_agent.0\nother\n"
     );
     let req = env.context(

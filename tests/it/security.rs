@@ -4,21 +4,6 @@ use std::time::{Duration, Instant};
 
 use crate::common::{Env, RBUILD};
 
-fn build(env: &Env, tag: &str, ctx: &Path) -> (String, String) {
-    env.ok(&[
-        "build",
-        "--progress",
-        "plain",
-        "-t",
-        tag,
-        ctx.to_str().unwrap(),
-    ])
-}
-
-fn run(env: &Env, tag: &str, script: &str) -> String {
-    env.ok(&["run", tag, "sh", "-c", script]).0
-}
-
 #[test]
 fn copy_of_an_absolute_host_path_reads_the_context() {
     let env = Env::new();
@@ -30,8 +15,8 @@ fn copy_of_an_absolute_host_path_reads_the_context() {
             ("etc/shadow", "from-context\n"),
         ],
     );
-    build(&env, "abs:1", &ctx);
-    assert_eq!(run(&env, "abs:1", "cat /got"), "from-context\n");
+    env.build_plain("abs:1", &ctx, &[]);
+    assert_eq!(env.run_sh("abs:1", "cat /got"), "from-context\n");
     std::fs::remove_file(ctx.join("etc/shadow")).unwrap();
     let err = env.fails(&["build", "--progress", "plain", ctx.to_str().unwrap()]);
     assert!(!err.contains("root:"), "{err}");
@@ -46,9 +31,8 @@ fn context_symlink_to_a_host_file_is_copied_as_a_symlink() {
         &[("Dockerfile", "FROM busybox:local\nCOPY leak /leak\n")],
     );
     std::os::unix::fs::symlink("/etc/hostname", ctx.join("leak")).unwrap();
-    build(&env, "link:1", &ctx);
-    let out = run(
-        &env,
+    env.build_plain("link:1", &ctx, &[]);
+    let out = env.run_sh(
         "link:1",
         "readlink /leak; cat /leak 2>/dev/null || echo dangling",
     );
@@ -82,7 +66,7 @@ fn workdir_through_proc_self_fd_reaches_no_host_file() {
             ctx.to_str().unwrap(),
         ]);
         if out.status.success() {
-            assert_eq!(run(&env, &tag, "cat /out"), "", "fd {n} reached the host");
+            assert_eq!(env.run_sh(&tag, "cat /out"), "", "fd {n} reached the host");
         }
     }
 }
@@ -98,15 +82,15 @@ fn run_sees_no_host_process_or_mount() {
             "FROM busybox:local\nRUN tr '\\0' ' ' < /proc/1/cmdline > /pid1; cat /proc/mounts > /mounts; ls /proc | grep -c '^[0-9]' > /n\n",
         )],
     );
-    build(&env, "proc:1", &ctx);
-    let pid1 = run(&env, "proc:1", "cat /pid1");
+    env.build_plain("proc:1", &ctx, &[]);
+    let pid1 = env.run_sh("proc:1", "cat /pid1");
     assert!(
         pid1.contains("__rbuild-runner-init"),
         "PID 1 is not the sandbox init: {pid1}"
     );
-    let n: usize = run(&env, "proc:1", "cat /n").trim().parse().unwrap();
+    let n: usize = env.run_sh("proc:1", "cat /n").trim().parse().unwrap();
     assert!(n <= 5, "{n} processes visible");
-    let mounts = run(&env, "proc:1", "cat /mounts");
+    let mounts = env.run_sh("proc:1", "cat /mounts");
     for line in mounts.lines() {
         let target = line.split_whitespace().nth(1).unwrap();
         assert!(
@@ -167,7 +151,7 @@ fn locked_cache_mount_serialises_concurrent_builds() {
     }
     let counts: Vec<String> = ["lk:a", "lk:b"]
         .iter()
-        .map(|t| run(&env, t, "cat /count"))
+        .map(|t| env.run_sh(t, "cat /count"))
         .collect();
     assert!(
         counts.contains(&"2000\n".to_owned()),
@@ -218,7 +202,7 @@ fn nothing_is_left_behind_after_success_failure_or_kill() {
         "ok",
         &[("Dockerfile", "FROM busybox:local\nRUN echo ok > /f\n")],
     );
-    build(&env, "ok:1", &ok);
+    env.build_plain("ok:1", &ok, &[]);
     let fail = env.context(
         "fail",
         &[("Dockerfile", "FROM busybox:local\nRUN exit 3\n")],
