@@ -154,6 +154,14 @@ pub(crate) fn retryable_status(s: StatusCode) -> bool {
     s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS || s == StatusCode::REQUEST_TIMEOUT
 }
 
+/// The `WWW-Authenticate` challenge of a 401 answer, if it has a readable one.
+fn challenge_of(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get(header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 /// How long to wait before retrying after `resp`: its `Retry-After` in seconds when it has one (429 and
 /// 503 answers do), capped at [`MAX_RETRY_AFTER`]; else [`backoff`].
 pub(crate) fn retry_delay(resp: &reqwest::Response, attempt: u32) -> Duration {
@@ -712,11 +720,7 @@ impl Client {
                 return Err(rejected());
             }
             challenged = true;
-            let challenge = resp
-                .headers()
-                .get(header::WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            let challenge = challenge_of(&resp);
             match auth
                 .authenticate(http, &host, "", challenge.as_deref())
                 .await
@@ -834,11 +838,7 @@ impl Client {
                     });
                 }
                 challenged = true;
-                let challenge = resp
-                    .headers()
-                    .get(header::WWW_AUTHENTICATE)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
+                let challenge = challenge_of(&resp);
                 let http = self.http(r);
                 self.inner
                     .auth
