@@ -12,21 +12,8 @@ use crate::context::Context;
 use crate::diagnostics;
 use crate::export;
 use crate::progress::{PlainReporter, Verbosity};
+use crate::remote_cache::{self, CacheTo, LayeredRecords, Remote};
 use crate::worker::{BuildWorker, Images};
-
-/// Cache records in the store's SQLite.
-pub(crate) struct StoreRecords(pub(crate) Arc<cache::Store>);
-
-impl solver::Records for StoreRecords {
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
-        self.0.cache_get(key).map_err(|e| format!("{e:#}"))
-    }
-    fn put(&self, key: &str, value: &[u8], refs: &[oci::Digest]) -> Result<(), String> {
-        self.0
-            .cache_put_with_refs(key, value, refs)
-            .map_err(|e| format!("{e:#}"))
-    }
-}
 
 /// Base-image configs for lowering, resolved through [`Images`].
 struct Bases<'a>(&'a Images);
@@ -47,6 +34,16 @@ pub(crate) fn build(
     rt: &tokio::runtime::Runtime,
 ) -> Result<Option<oci::Digest>> {
     let outputs = export::parse_outputs(&args.outputs)?;
+    let cache_to: Vec<CacheTo> = args
+        .cache_to
+        .iter()
+        .map(|s| remote_cache::parse_cache_to(s))
+        .collect::<Result<_>>()?;
+    let cache_from: Vec<remote_cache::CacheFrom> = args
+        .cache_from
+        .iter()
+        .map(|s| remote_cache::parse_cache_from(s))
+        .collect::<Result<_>>()?;
     let push = args.push || outputs.iter().any(export::Output::pushes);
     let tags: Vec<Reference> = args
         .tags
@@ -98,6 +95,7 @@ pub(crate) fn build(
         source_date_epoch: export::source_date_epoch(&build_args)?,
         rewrite_timestamp: args.rewrite_timestamp,
         base: None,
+        inline_cache: None,
     };
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
     let opts = frontend::LowerOptions {
@@ -131,6 +129,28 @@ pub(crate) fn build(
     let context =
         Arc::new(Context::load(context_dir, &ignore)?.with_stat_cache(Arc::clone(&store)));
 
+    let mut remote = Remote::new(Arc::clone(&client), rt.handle().clone());
+    for from in &cache_from {
+        match remote.import(from, &store, &images.platform) {
+            Ok(found) if !args.quiet => eprintln!(
+                "importing cache from {from}: {} records, {} blobs{}{}",
+                found.records,
+                found.blobs,
+                if found.mounts > 0 {
+                    format!(", {} cache mounts", found.mounts)
+                } else {
+                    String::new()
+                },
+                if found.inline { " (inline)" } else { "" }
+            ),
+            Ok(_) => {}
+            // A cache is an optimisation: the build goes on without it, loudly.
+            Err(e) => {
+                eprintln!("warning: cache import from {from} failed, building without it: {e:#}")
+            }
+        }
+    }
+    let remote = Arc::new(remote);
     let worker = BuildWorker {
         images: Arc::clone(&images),
         store: Arc::clone(&store),
@@ -147,6 +167,7 @@ pub(crate) fn build(
             crate::cli::NetworkArg::Default | crate::cli::NetworkArg::Host => runner::Network::Host,
         },
         no_new_privs: args.no_new_privileges,
+        remote: Arc::clone(&remote),
     };
     let verbosity = match (args.quiet, args.progress) {
         (true, _) | (_, ProgressMode::Quiet) => Verbosity::Quiet,
@@ -163,7 +184,10 @@ pub(crate) fn build(
         identities,
     };
     let _lease = store.lease()?;
-    let records = StoreRecords(Arc::clone(&store));
+    let records = LayeredRecords {
+        store: Arc::clone(&store),
+        remote: Arc::clone(&remote),
+    };
     let solved = solver::solve(
         &lowered.graph,
         stage.head,
@@ -190,16 +214,47 @@ pub(crate) fn build(
 
     let mut export_opts = export_opts;
     export_opts.base = base_of(&lowered.stages, stage, &images);
+    if cache_to.contains(&CacheTo::Inline) {
+        export_opts.inline_cache = remote_cache::inline_value(&solved, &lowered.graph, stage.head);
+    }
+    // Layers of an imported cache are fetched only when something here reads them: a push alone to the
+    // registry the cache lives in needs none of them.
+    let local_needed = !push || !outputs.iter().all(export::Output::pushes);
+    if local_needed {
+        if let Some(head) = solved.outcomes.get(&stage.head) {
+            for l in &head.layers {
+                remote.ensure(&store, &l.blob)?;
+            }
+        }
+    }
     // The image the first tag names now: kept when only the build time would change.
     let previous = tags
         .first()
         .and_then(|t| export::local_image(&store, &t.familiar()).ok());
-    let image = export::assemble(&store, stage, &solved, &export_opts, previous)?;
+    let fetch = |l: &solver::Layer| remote.ensure(&store, &l.blob);
+    let image = export::assemble(&store, stage, &solved, &export_opts, previous, &fetch)?;
     let id = image.config_digest.clone();
     if !args.quiet {
         eprintln!("writing image {id}");
     }
+    let complete = image
+        .manifest
+        .layers
+        .iter()
+        .all(|l| store.has_blob(&l.digest));
     for t in &tags {
+        if !complete {
+            // Never a tag naming blobs this store does not have.
+            if !args.quiet {
+                eprintln!(
+                    "not naming {} in the local store: some of its layers are only in the cache registry \
+                     (`rbuild pull {}` fetches them)",
+                    t.familiar(),
+                    t.familiar()
+                );
+            }
+            continue;
+        }
         store.set_tag(&t.familiar(), &image.manifest_desc)?;
         if !args.quiet {
             eprintln!("naming to {}", t.familiar());
@@ -212,11 +267,36 @@ pub(crate) fn build(
             bail!("--push needs a -t NAME that names the registry");
         }
         for t in &tags {
-            let digest = rt.block_on(export::push(client.get()?, &store, &image, t))?;
+            let digest = rt.block_on(export::push(client.get()?, &store, &remote, &image, t))?;
             if !args.quiet {
                 eprintln!("pushed {}@{digest}", t.familiar());
             }
             println!("{}@{digest}", t.name());
+        }
+    }
+    for to in &cache_to {
+        export_cache(
+            to,
+            &store,
+            &remote,
+            &client,
+            rt,
+            &lowered.graph,
+            stage.head,
+            &solved,
+            &export_opts,
+            args.quiet,
+        )?;
+    }
+    if !remote.is_empty() {
+        let kept = records.keep_used(&solved)?;
+        let fetched = remote.stats();
+        if !args.quiet {
+            eprintln!(
+                "cache import: {} blobs downloaded ({}), {kept} records kept in the local store",
+                fetched.blobs,
+                export::human_size(fetched.bytes)
+            );
         }
     }
     if let Some(path) = &args.iidfile {
@@ -230,6 +310,67 @@ pub(crate) fn build(
         println!("{id}");
     }
     Ok(Some(id))
+}
+
+/// Exports the cache to one `--cache-to` destination and says what went where.
+#[allow(clippy::too_many_arguments)]
+fn export_cache(
+    to: &CacheTo,
+    store: &cache::Store,
+    remote: &Remote,
+    client: &crate::worker::LazyClient,
+    rt: &tokio::runtime::Runtime,
+    graph: &graph::BuildGraph,
+    head: graph::NodeId,
+    solved: &solver::Solved,
+    export_opts: &export::ExportOptions,
+    quiet: bool,
+) -> Result<()> {
+    let (shown, ignore_error) = match to {
+        CacheTo::Inline => {
+            if !quiet {
+                eprintln!("cache written inline into the image config");
+            }
+            return Ok(());
+        }
+        CacheTo::Registry { reference, opts } => (reference.to_string(), opts.ignore_error),
+        CacheTo::Local { dest, tag, opts } => {
+            (format!("{}:{tag}", dest.display()), opts.ignore_error)
+        }
+    };
+    let started = std::time::Instant::now();
+    match remote_cache::export(
+        to,
+        store,
+        remote,
+        client,
+        rt.handle(),
+        graph,
+        head,
+        solved,
+        export_opts.compression,
+    ) {
+        Ok(s) => {
+            if !quiet {
+                eprintln!(
+                    "exported cache to {shown}: {} records{}, blobs: {} uploaded ({}), {} already there, {} mounted, in {:.2}s",
+                    s.records,
+                    if s.mounts > 0 { format!(", {} cache mounts", s.mounts) } else { String::new() },
+                    s.blobs.uploaded,
+                    export::human_size(s.blobs.uploaded_bytes),
+                    s.blobs.present,
+                    s.blobs.mounted,
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            Ok(())
+        }
+        Err(e) if ignore_error => {
+            eprintln!("warning: cache export to {shown} failed (ignore-error=true): {e:#}");
+            Ok(())
+        }
+        Err(e) => Err(e.context(format!("exporting the cache to {shown}"))),
+    }
 }
 
 /// `--check`: the Dockerfile parsed and lowered; report and stop before running anything.

@@ -216,6 +216,15 @@ pub(crate) struct BuildArgs {
     /// `type=tar,dest=FILE` (`-` is stdout); repeatable.
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub(crate) outputs: Vec<String>,
+    /// Export the build cache: `type=registry,ref=REF[,mode=min|max][,cache-mounts=true]`,
+    /// `type=local,dest=DIR[,tag=T]`, `type=inline`; options `compression=`, `ignore-error=true`;
+    /// repeatable.
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub(crate) cache_to: Vec<String>,
+    /// Import a build cache (read lazily): `type=registry,ref=REF` (or just `REF`; a cache or an image with
+    /// an inline cache), `type=local,src=DIR[,tag=T]`; repeatable.
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub(crate) cache_from: Vec<String>,
     /// Progress output.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub(crate) progress: ProgressMode,

@@ -35,6 +35,8 @@ pub(crate) struct ExportOptions {
     pub(crate) rewrite_timestamp: bool,
     /// The base image (name, manifest digest) for the `org.opencontainers.image.base.*` annotations.
     pub(crate) base: Option<(String, Digest)>,
+    /// `--cache-to type=inline`: the cache records written into the config (see `remote_cache`).
+    pub(crate) inline_cache: Option<serde_json::Value>,
 }
 
 impl Default for ExportOptions {
@@ -49,6 +51,7 @@ impl Default for ExportOptions {
             source_date_epoch: None,
             rewrite_timestamp: false,
             base: None,
+            inline_cache: None,
         }
     }
 }
@@ -175,6 +178,7 @@ fn convert_layers(
     store: &cache::Store,
     layers: &[Layer],
     opts: &ExportOptions,
+    fetch: &dyn Fn(&Layer) -> Result<()>,
 ) -> Result<Vec<Layer>> {
     let rewrite = opts.rewrite_timestamp && opts.source_date_epoch.is_some();
     let keep = if opts.force_compression || rewrite {
@@ -205,6 +209,7 @@ fn convert_layers(
                 }
             }
         }
+        fetch(l)?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, store.blob_writer()?);
         let info = if rewrite {
             let dir = crate::worker::ensure_snapshot(store, l)?;
@@ -243,20 +248,35 @@ fn convert_layers(
 /// `previous` is the image the build's tag points at now: when the new image would differ from it only in
 /// its timestamps (a rebuild where nothing changed), `previous` is returned and nothing is written, so a
 /// no-op rebuild keeps its image ID, as BuildKit's fully cached rebuilds do.
+///
+/// `fetch` brings a layer's blob into the store when it must be read (recompression); layers of an
+/// imported cache may not be here yet.
 pub(crate) fn assemble(
     store: &cache::Store,
     stage: &frontend::Stage,
     solved: &Solved,
     opts: &ExportOptions,
     previous: Option<Image>,
+    fetch: &dyn Fn(&Layer) -> Result<()>,
 ) -> Result<Image> {
     let head = solved
         .outcomes
         .get(&stage.head)
         .ok_or_else(|| anyhow!("internal error: the target stage has no result"))?;
-    let layers = convert_layers(store, &head.layers, opts)?;
+    let layers = convert_layers(store, &head.layers, opts, fetch)?;
     let mut config: ImageConfig = stage.config.clone();
     config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
+    match &opts.inline_cache {
+        Some(v) => {
+            config
+                .extra
+                .insert(crate::remote_cache::INLINE_KEY.to_owned(), v.clone());
+        }
+        // A base image's inline cache says nothing about this image.
+        None => {
+            config.extra.remove(crate::remote_cache::INLINE_KEY);
+        }
+    }
     if !opts.labels.is_empty() {
         let labels = config.config.labels.get_or_insert_with(BTreeMap::new);
         labels.extend(opts.labels.clone());
@@ -440,7 +460,7 @@ impl Output {
 }
 
 /// Splits an output spec on commas outside double quotes (buildx's CSV: `type=image,"name=a,b"`).
-fn csv_fields(spec: &str) -> Vec<String> {
+pub(crate) fn csv_fields(spec: &str) -> Vec<String> {
     let mut fields = vec![String::new()];
     let mut quoted = false;
     for c in spec.chars() {
@@ -1030,37 +1050,19 @@ pub(crate) fn human_size(bytes: u64) -> String {
     }
 }
 
-/// Pushes `image` (all of its blobs in the store) to `reference`; blobs the registry has are skipped.
+/// Pushes `image` to `reference`: blobs the registry has are skipped, blobs of an imported cache that
+/// are not in the store are mounted from the cache's repository when it is on the same registry, and
+/// every blob is verified present before the manifest goes up.
 pub(crate) async fn push(
     client: &registry::Client,
     store: &cache::Store,
+    remote: &crate::remote_cache::Remote,
     image: &Image,
     reference: &Reference,
 ) -> Result<Digest> {
     let mut descs = image.manifest.layers.clone();
     descs.push(image.manifest.config.clone());
-    let uploads = descs.iter().map(|d| {
-        let path = store.blob_path(&d.digest);
-        // Another repository of this registry that has the blob (we pulled it from there or pushed it
-        // there): the registry is asked to mount it rather than receive it again.
-        let from = store
-            .blob_sources(&d.digest, &reference.registry)
-            .unwrap_or_default()
-            .into_iter()
-            .find(|repo| *repo != reference.repository);
-        async move {
-            client
-                .push_blob_from(reference, d, &path, from.as_deref())
-                .await
-                .with_context(|| format!("pushing blob {} to {}", d.digest, reference.familiar()))
-        }
-    });
-    for r in futures_util::future::join_all(uploads).await {
-        r?;
-    }
-    for d in &descs {
-        store.blob_source_add(&d.digest, &reference.registry, &reference.repository)?;
-    }
+    crate::remote_cache::push_blobs(client, store, remote, &descs, reference).await?;
     let bytes = store.read_blob(&image.manifest_desc.digest)?;
     client
         .put_manifest(reference, &image.manifest_desc.media_type, &bytes)

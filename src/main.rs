@@ -13,6 +13,7 @@ mod login;
 mod progress;
 mod prune;
 mod pull;
+mod remote_cache;
 mod run;
 mod secrets;
 mod worker;
@@ -123,9 +124,19 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 manifest,
                 manifest_desc: desc,
             };
-            let client =
-                registry::Client::new(args.registry.client_options(&args.insecure_registries))?;
-            let digest = rt.block_on(export::push(&client, &store, &image, &reference))?;
+            let client = std::sync::Arc::new(worker::LazyClient::new(
+                args.registry.client_options(&args.insecure_registries),
+            ));
+            // A tagged image has all its blobs here; no imported cache is involved.
+            let remote =
+                remote_cache::Remote::new(std::sync::Arc::clone(&client), rt.handle().clone());
+            let digest = rt.block_on(export::push(
+                client.get()?,
+                &store,
+                &remote,
+                &image,
+                &reference,
+            ))?;
             println!("{}@{digest}", reference.name());
             Ok(ExitCode::SUCCESS)
         }

@@ -358,6 +358,8 @@ pub(crate) struct BuildWorker {
     pub(crate) default_network: runner::Network,
     /// `--no-new-privileges`.
     pub(crate) no_new_privs: bool,
+    /// Caches imported with `--cache-from`: where missing blobs and cache mounts come from.
+    pub(crate) remote: Arc<crate::remote_cache::Remote>,
 }
 
 /// The runner mounts of one RUN, with what must live as long as the RUN does.
@@ -430,9 +432,12 @@ impl solver::Worker for BuildWorker {
                     _ => None,
                 };
                 self.file_op(base, |layer_dir| {
-                    let dest_view = MergedView::new(snapshots(&self.store, &base.layers)?);
+                    let dest_view =
+                        MergedView::new(self.remote.snapshots(&self.store, &base.layers)?);
                     let src_view = match from {
-                        Some(o) => Some(MergedView::new(snapshots(&self.store, &o.layers)?)),
+                        Some(o) => Some(MergedView::new(
+                            self.remote.snapshots(&self.store, &o.layers)?,
+                        )),
                         None => None,
                     };
                     copy::copy(c, &self.context, src_view.as_ref(), &dest_view, layer_dir)
@@ -440,7 +445,11 @@ impl solver::Worker for BuildWorker {
             }
             Op::Mkdir(m) => {
                 let base = &inputs[0];
-                let view = MergedView::new(snapshots(&self.store, &base.layers).map_err(werr)?);
+                let view = MergedView::new(
+                    self.remote
+                        .snapshots(&self.store, &base.layers)
+                        .map_err(werr)?,
+                );
                 if view
                     .resolve(&m.path, true)
                     .map_err(|e| werr(e.into()))?
@@ -462,7 +471,7 @@ impl solver::Worker for BuildWorker {
         outcome
             .layers
             .iter()
-            .all(|l| self.store.has_blob(&l.blob.digest))
+            .all(|l| self.store.has_blob(&l.blob.digest) || self.remote.can_fetch(&l.blob.digest))
     }
 }
 
@@ -549,8 +558,11 @@ impl BuildWorker {
                         }
                         _ => self.store.cache_mount_dir(id)?,
                     };
+                    if self.remote.restore_mount(&self.store, id, &dir)? {
+                        tracing::info!(id = %id, "cache mount restored from an imported cache");
+                    }
                     if let Some(index) = from {
-                        seed_cache_dir(&self.store, &dir, inputs, *index, source)?;
+                        seed_cache_dir(&self.store, &self.remote, &dir, inputs, *index, source)?;
                     }
                     init_cache_dir(&dir, *mode, *uid, *gid)?;
                     out.specs.push(runner::MountSpec::Bind {
@@ -580,7 +592,10 @@ impl BuildWorker {
                             let input = inputs.get(*index).ok_or_else(|| {
                                 anyhow!("RUN --mount from= names input {index}, which is missing")
                             })?;
-                            (snapshots(&self.store, &input.layers)?, source.clone())
+                            (
+                                self.remote.snapshots(&self.store, &input.layers)?,
+                                source.clone(),
+                            )
                         }
                     };
                     let scratch = if *readwrite {
@@ -674,7 +689,10 @@ impl BuildWorker {
             )));
         }
         let base = &inputs[0];
-        let mut lowers = snapshots(&self.store, &base.layers).map_err(werr)?;
+        let mut lowers = self
+            .remote
+            .snapshots(&self.store, &base.layers)
+            .map_err(werr)?;
         if lowers.is_empty() {
             lowers.push(self.store.empty_dir().map_err(|e| werr(e.into()))?);
         }
@@ -799,6 +817,7 @@ impl BuildWorker {
 /// dir that already has contents keeps them, as BuildKit seeds only on creation.
 fn seed_cache_dir(
     store: &cache::Store,
+    remote: &crate::remote_cache::Remote,
     dir: &Path,
     inputs: &[Outcome],
     index: usize,
@@ -810,7 +829,7 @@ fn seed_cache_dir(
     let input = inputs
         .get(index)
         .ok_or_else(|| anyhow!("RUN --mount cache from= names input {index}, which is missing"))?;
-    let view = MergedView::new(snapshots(store, &input.layers)?);
+    let view = MergedView::new(remote.snapshots(store, &input.layers)?);
     let src = if source.is_empty() { "/" } else { source };
     view.copy_out(src, dir, true)
         .with_context(|| format!("seeding the cache mount from {src}"))?;

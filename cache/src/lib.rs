@@ -551,6 +551,12 @@ impl Store {
         Ok(path)
     }
 
+    /// The directory of cache mount `id` if it exists (see [`Store::cache_mount_dir`]); never creates it.
+    pub fn existing_cache_mount_dir(&self, id: &str) -> Option<PathBuf> {
+        let path = self.mounts.join(Digest::sha256_of(id.as_bytes()).hex());
+        path.is_dir().then_some(path)
+    }
+
     /// Takes the exclusive cross-process lock `name`, blocking until it is free.
     ///
     /// The lock is a `flock` on `locks/<sha256(name) hex>`: released when the guard drops or the process

@@ -547,6 +547,39 @@ impl Client {
         Ok(buf)
     }
 
+    /// Fetches what `r` names (a manifest or an index) as it is stored: no platform selection, any
+    /// `artifactType`. For reading artifacts of our own, such as build caches.
+    pub async fn get_manifest_raw(&self, r: &Reference) -> Result<RawManifest, Error> {
+        self.fetch_manifest(r, &r.to_string(), &r.manifest_selector(), r.digest.as_ref())
+            .await
+    }
+
+    /// Asks the registry to link blob `desc` into `r`'s repository from repository `from` of the same
+    /// registry (a cross-repository mount). `Ok(false)` when it did not (the blob is not there, no access,
+    /// or mounting unsupported); nothing is uploaded either way.
+    pub async fn mount_blob(
+        &self,
+        r: &Reference,
+        desc: &Descriptor,
+        from: &str,
+    ) -> Result<bool, Error> {
+        if from == r.repository {
+            return Ok(false);
+        }
+        match self.start_upload(r, desc, Some(from)).await? {
+            None => Ok(true),
+            Some(session) => {
+                // The registry opened an upload instead; cancel it rather than leave it to expire.
+                let _ = self
+                    .send(r, Access::Push, Retry::Never, || {
+                        Ok(self.http(r).delete(session.clone()))
+                    })
+                    .await;
+                Ok(false)
+            }
+        }
+    }
+
     /// Whether the repository of `r` has the blob.
     pub async fn has_blob(&self, r: &Reference, digest: &Digest) -> Result<bool, Error> {
         self.blob_exists(r, digest, Access::Pull).await
@@ -1294,10 +1327,15 @@ fn content_range_start(resp: &reqwest::Response) -> Option<u64> {
         .ok()
 }
 
-struct RawManifest {
-    bytes: Vec<u8>,
-    digest: Digest,
-    media_type: String,
+/// A manifest or index as the registry served it, not interpreted ([`Client::get_manifest_raw`]).
+#[derive(Clone, Debug)]
+pub struct RawManifest {
+    /// The exact bytes.
+    pub bytes: Vec<u8>,
+    /// sha256 of `bytes`, computed here (and checked against the reference's digest, if it pins one).
+    pub digest: Digest,
+    /// The media type: the Content-Type when it names a manifest or index, else sniffed from the bytes.
+    pub media_type: String,
 }
 
 /// The media type of a manifest served as `application/json` (or without a type): its own `mediaType`

@@ -31,7 +31,7 @@ mod credentials;
 mod error;
 
 pub use client::{
-    default_certs_d, Client, ClientOptions, PulledManifest, PushOutcome, UploadMethod,
+    default_certs_d, Client, ClientOptions, PulledManifest, PushOutcome, RawManifest, UploadMethod,
     DEFAULT_CHUNK_SIZE,
 };
 pub use credentials::{

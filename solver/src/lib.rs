@@ -40,7 +40,7 @@ pub use cache_key::{CacheKey, KeyParts, CACHE_KEY_VERSION};
 use graph::NodeId;
 pub use graph::{BuildGraph, Node};
 use oci::{Descriptor, Digest};
-pub use scheduler::solve;
+pub use scheduler::{decode_record, encode_record, solve};
 use serde::{Deserialize, Serialize};
 
 /// One layer of a rootfs: its uncompressed identity and its stored blob.

@@ -18,6 +18,22 @@ struct Record {
     outcome: Outcome,
 }
 
+/// The bytes a node's cache record holds for `outcome`: what [`Records::put`] receives under a node's key.
+/// With [`decode_record`], lets a cache travel between stores (export and import).
+pub fn encode_record(outcome: &Outcome) -> Vec<u8> {
+    serde_json::to_vec(&Record {
+        outcome: outcome.clone(),
+    })
+    .expect("an outcome always encodes")
+}
+
+/// The outcome in a node's cache record, if the bytes are one.
+pub fn decode_record(bytes: &[u8]) -> Option<Outcome> {
+    serde_json::from_slice::<Record>(bytes)
+        .ok()
+        .map(|r| r.outcome)
+}
+
 fn explain_key(identity: &str) -> String {
     format!("explain:{identity}")
 }
@@ -389,10 +405,7 @@ impl Executor<'_> {
     }
 
     fn store(&self, id: NodeId, outcome: &Outcome) -> Result<(), String> {
-        let rec = serde_json::to_vec(&Record {
-            outcome: outcome.clone(),
-        })
-        .map_err(|e| e.to_string())?;
+        let rec = encode_record(outcome);
         let refs: Vec<oci::Digest> = outcome
             .layers
             .iter()

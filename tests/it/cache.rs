@@ -1,12 +1,11 @@
 //! Tests for this area live here; see the mod comment in main.rs.
 //! The store under concurrency and crashes, the context stat cache, GC, cache policies.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{Env, Registry, RBUILD};
+use crate::common::{steps, Env, Registry, RBUILD};
 
 /// Removes ANSI escape sequences (tracing colours its fields when it thinks it may).
 fn strip_ansi(s: &str) -> String {
@@ -24,32 +23,6 @@ fn strip_ansi(s: &str) -> String {
         }
     }
     out
-}
-
-/// Per step of a `--progress plain` log: name → "CACHED" or "RAN".
-fn steps(stderr: &str) -> HashMap<String, &'static str> {
-    let mut names: HashMap<String, String> = HashMap::new();
-    let mut status = HashMap::new();
-    for line in stderr.lines() {
-        let Some(rest) = line.strip_prefix('#') else {
-            continue;
-        };
-        let Some((num, what)) = rest.split_once(' ') else {
-            continue;
-        };
-        if what == "CACHED" {
-            if let Some(n) = names.get(num) {
-                status.insert(n.clone(), "CACHED");
-            }
-        } else if what.starts_with("cache miss") {
-            if let Some(n) = names.get(num) {
-                status.insert(n.clone(), "RAN");
-            }
-        } else if what.starts_with('[') && !names.contains_key(num) {
-            names.insert(num.to_owned(), what.to_owned());
-        }
-    }
-    status
 }
 
 /// The value of `key=N` in the stat cache debug line.

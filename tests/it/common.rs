@@ -268,3 +268,29 @@ pub(crate) fn sh(cmd: &mut Command) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Per step of a `--progress plain` log: name → "CACHED" or "RAN".
+pub(crate) fn steps(stderr: &str) -> std::collections::HashMap<String, &'static str> {
+    let mut names: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut status = std::collections::HashMap::new();
+    for line in stderr.lines() {
+        let Some(rest) = line.strip_prefix('#') else {
+            continue;
+        };
+        let Some((num, what)) = rest.split_once(' ') else {
+            continue;
+        };
+        if what == "CACHED" {
+            if let Some(n) = names.get(num) {
+                status.insert(n.clone(), "CACHED");
+            }
+        } else if what.starts_with("cache miss") {
+            if let Some(n) = names.get(num) {
+                status.insert(n.clone(), "RAN");
+            }
+        } else if what.starts_with('[') && !names.contains_key(num) {
+            names.insert(num.to_owned(), what.to_owned());
+        }
+    }
+    status
+}

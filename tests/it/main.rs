@@ -9,6 +9,8 @@ mod cache;
 mod common;
 /// Bad input: each gives a clear error, a non-zero exit, and leaves tags alone.
 mod errors;
+/// docs/CI.md: every documented rbuild build line parses.
+mod docs;
 /// Outputs and formats: archives, compression, reproducibility, history and inspect.
 mod export;
 /// Dockerfile features end to end: instructions, flags, heredocs, ADD, .dockerignore, `--check`.
@@ -23,3 +25,5 @@ mod registry;
 mod run;
 /// The sandbox as a security boundary: escapes refused, nothing leaked, nothing left behind.
 mod security;
+/// The shared cache: --cache-to / --cache-from through a registry, a directory or the image itself.
+mod shared_cache;
