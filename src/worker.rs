@@ -558,13 +558,16 @@ impl BuildWorker {
                         }
                         _ => self.store.cache_mount_dir(id)?,
                     };
-                    if self.remote.restore_mount(&self.store, id, &dir)? {
+                    // A mount restored from an imported cache is new here: it gets its mode and owner
+                    // like an empty one (its top directory is not in the exported tar).
+                    let restored = self.remote.restore_mount(&self.store, id, &dir)?;
+                    if restored {
                         tracing::info!(id = %id, "cache mount restored from an imported cache");
                     }
                     if let Some(index) = from {
                         seed_cache_dir(&self.store, &self.remote, &dir, inputs, *index, source)?;
                     }
-                    init_cache_dir(&dir, *mode, *uid, *gid)?;
+                    init_cache_dir(&dir, *mode, *uid, *gid, restored)?;
                     out.specs.push(runner::MountSpec::Bind {
                         source: dir,
                         target: target.clone(),
@@ -837,10 +840,10 @@ fn seed_cache_dir(
 }
 
 /// Gives a cache dir its `mode`, `uid` and `gid` while it is empty (just created, as BuildKit
-/// sets them only on creation).
-fn init_cache_dir(dir: &Path, mode: u32, uid: u32, gid: u32) -> Result<()> {
+/// sets them only on creation) or `new` (just restored from an imported cache).
+fn init_cache_dir(dir: &Path, mode: u32, uid: u32, gid: u32, new: bool) -> Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    if fs_err::read_dir(dir)?.next().is_some() {
+    if !new && fs_err::read_dir(dir)?.next().is_some() {
         return Ok(());
     }
     let meta = fs_err::metadata(dir)?;

@@ -7,10 +7,10 @@ mod build;
 mod cache;
 /// Shared harness: temp stores, the busybox base image, the registry.
 mod common;
-/// Bad input: each gives a clear error, a non-zero exit, and leaves tags alone.
-mod errors;
 /// docs/CI.md: every documented rbuild build line parses.
 mod docs;
+/// Bad input: each gives a clear error, a non-zero exit, and leaves tags alone.
+mod errors;
 /// Outputs and formats: archives, compression, reproducibility, history and inspect.
 mod export;
 /// Dockerfile features end to end: instructions, flags, heredocs, ADD, .dockerignore, `--check`.

@@ -231,7 +231,7 @@ fn cache_mounts_travel_with_cache_mounts_true() {
     let a = machine_a(&reg);
     let dockerfile = format!(
         "FROM {}/busybox:1\n\
-         RUN --mount=type=cache,target=/root/.npm sh -c 'if [ -f /root/.npm/pkg.tgz ]; then echo CACHE-WARM; else echo CACHE-COLD; echo tarball > /root/.npm/pkg.tgz; fi'\n",
+         RUN --mount=type=cache,target=/root/.npm,uid=1000 sh -c 'echo OWNER-$(stat -c %u /root/.npm); if [ -f /root/.npm/pkg.tgz ]; then echo CACHE-WARM; else echo CACHE-COLD; echo tarball > /root/.npm/pkg.tgz; fi'\n",
         reg.addr
     );
     let ctx_a = a.context("npm", &[("Dockerfile", &dockerfile)]);
@@ -247,6 +247,8 @@ fn cache_mounts_travel_with_cache_mounts_true() {
     let from = format!("type=registry,ref={cache_ref}");
     let (_, se) = b.build_plain("npm:1", &ctx_b, &["--cache-from", &from, "--no-cache"]);
     assert!(said(&se, "CACHE-WARM") && !said(&se, "CACHE-COLD"), "{se}");
+    // The restored directory has the mount's owner, as a new one would.
+    assert!(said(&se, "OWNER-1000"), "{se}");
 
     // Without the option no mount travels.
     let plain = format!("type=registry,ref={}/cache/npm:plain,mode=max", reg.addr);
