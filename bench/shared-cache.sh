@@ -59,9 +59,10 @@ prepare() { # scenario -> sets CTX, ARGS, BASE
   esac
 }
 
-docker_clean() { # forget everything: BuildKit's cache, the images, the base
-  $DOCKER builder prune -af >/dev/null
+docker_clean() { # forget everything: BuildKit's cache and every image (other images share the base's layers)
   $DOCKER rmi -f "$@" "$BASE" >/dev/null 2>&1 || true
+  $DOCKER image prune -af >/dev/null
+  $DOCKER builder prune -af >/dev/null
 }
 
 declare -A V

@@ -168,6 +168,7 @@ pub(crate) fn build(
         },
         no_new_privs: args.no_new_privileges,
         remote: Arc::clone(&remote),
+        git: Arc::default(),
     };
     let verbosity = match (args.quiet, args.progress) {
         (true, _) | (_, ProgressMode::Quiet) => Verbosity::Quiet,

@@ -9,6 +9,7 @@ mod copy;
 mod diagnostics;
 mod export;
 mod fetch;
+mod git;
 mod login;
 mod progress;
 mod prune;

@@ -360,6 +360,8 @@ pub(crate) struct BuildWorker {
     pub(crate) no_new_privs: bool,
     /// Caches imported with `--cache-from`: where missing blobs and cache mounts come from.
     pub(crate) remote: Arc<crate::remote_cache::Remote>,
+    /// `ADD <git URL>` sources.
+    pub(crate) git: Arc<crate::git::GitSources>,
 }
 
 /// The runner mounts of one RUN, with what must live as long as the RUN does.
@@ -391,6 +393,7 @@ impl solver::Worker for BuildWorker {
                 .map(Some)
                 .map_err(werr),
             Op::Http(h) => self.downloads.content_key(h).map(Some).map_err(werr),
+            Op::Git(g) => self.git.content_key(g).map(Some).map_err(werr),
             // Build-wide RUN options enter the key only when not the default, so default keys do not move.
             Op::Exec(e) => {
                 let mut opts = Vec::new();
@@ -422,6 +425,10 @@ impl solver::Worker for BuildWorker {
                 })
             }
             Op::Exec(exec) => self.exec(exec, inputs, ctx),
+            Op::Git(g) => self.file_op(&Outcome::default(), |dir| {
+                let scratch = self.store.tmp_dir()?;
+                self.git.checkout(g, scratch.path(), dir)
+            }),
             Op::Http(h) => self.file_op(&Outcome::default(), |dir| {
                 self.downloads.materialize(h, dir)
             }),

@@ -28,6 +28,8 @@ pub(crate) struct CopyCmd {
     pub(crate) checksum: Option<String>,
     /// `ADD --unpack[=bool]`; unset means local archives are unpacked and downloads are not.
     pub(crate) unpack: Option<bool>,
+    /// `ADD --keep-git-dir`: keep `.git` in a git source.
+    pub(crate) keep_git_dir: bool,
     pub(crate) heredocs: Vec<Heredoc>,
 }
 
@@ -319,6 +321,7 @@ fn typed_inner(ins: &Instruction) -> Result<Command, String> {
                 parents: f.bool("parents"),
                 checksum: f.string("checksum"),
                 unpack: f.opt_bool("unpack"),
+                keep_git_dir: f.bool("keep-git-dir"),
                 heredocs: ins.heredocs.clone(),
             };
             if is_add {

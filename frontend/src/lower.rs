@@ -1154,7 +1154,7 @@ impl Lowerer<'_> {
             let node = self.node_for_from(defs, i, &from, span)?;
             inputs.push(node);
             CopySource::Input { index: 1 }
-        } else if let Some((url, filename)) = url {
+        } else if let Some(UrlSource::Http(url, filename)) = url {
             // The download is its own node (cached by content); the ADD copies its one file.
             srcs = vec![filename.clone()];
             let name = format!("[{}download] {url}", st.prefix);
@@ -1168,6 +1168,13 @@ impl Lowerer<'_> {
                 Some(span),
                 name,
             );
+            inputs.push(node);
+            CopySource::Input { index: 1 }
+        } else if let Some(UrlSource::Git(git)) = url {
+            // The checkout is its own node (cached by commit); the ADD copies its whole tree.
+            srcs = vec!["/".to_owned()];
+            let name = format!("[{}git] {}", st.prefix, written_srcs[0]);
+            let node = self.graph.add(Op::Git(git), vec![], Some(span), name);
             inputs.push(node);
             CopySource::Input { index: 1 }
         } else {
@@ -1223,7 +1230,7 @@ impl Lowerer<'_> {
         c: &CopyCmd,
         checksum: Option<&str>,
         span: Span,
-    ) -> Result<Option<(String, String)>, ()> {
+    ) -> Result<Option<UrlSource>, ()> {
         let is_url = |s: &str| s.contains("://") || s.starts_with("git@");
         let urls: Vec<&String> = srcs.iter().filter(|s| is_url(s)).collect();
         let fail = |this: &mut Self, msg: String, help: &str| {
@@ -1250,11 +1257,62 @@ impl Lowerer<'_> {
                 .next()
                 .is_some_and(|p| p.ends_with(".git"));
         if git {
-            return fail(
-                self,
-                format!("ADD from a git repository is not supported yet: {u}"),
-                "clone it in a RUN step (RUN --mount=type=ssh git clone …) or add a release archive by URL",
-            );
+            if srcs.len() > 1 || c.from.is_some() || !c.heredocs.is_empty() {
+                return fail(
+                    self,
+                    format!("ADD of a git repository takes it as its only source: {u}"),
+                    "write one ADD per repository",
+                );
+            }
+            if c.unpack == Some(true) {
+                return fail(
+                    self,
+                    format!("ADD --unpack does not apply to a git repository: {u}"),
+                    "drop --unpack",
+                );
+            }
+            let (remote, fragment) = match u.split_once('#') {
+                Some((r, f)) => (r.to_owned(), Some(f)),
+                None => (u.clone(), None),
+            };
+            let (reference, subdir) = match fragment {
+                None => (None, None),
+                Some(f) => {
+                    let (r, d) = match f.split_once(':') {
+                        Some((r, d)) => (r, Some(d)),
+                        None => (f, None),
+                    };
+                    let clean = |v: &str| (!v.is_empty()).then(|| v.to_owned());
+                    (clean(r), d.and_then(clean))
+                }
+            };
+            if let Some(d) = &subdir {
+                if d.split('/').any(|p| p == "..") {
+                    return fail(
+                        self,
+                        format!("the git subdirectory {d:?} leaves the repository"),
+                        "name a directory inside the repository (#ref:dir/sub)",
+                    );
+                }
+            }
+            if let Some(sum) = checksum {
+                if !(sum.len() == 40 || sum.len() == 64)
+                    || !sum.bytes().all(|b| b.is_ascii_hexdigit())
+                {
+                    return fail(
+                        self,
+                        format!("invalid ADD --checksum {sum:?} for a git repository"),
+                        "give the full commit hash the reference must resolve to",
+                    );
+                }
+            }
+            return Ok(Some(UrlSource::Git(graph::Git {
+                remote,
+                reference,
+                subdir,
+                keep_git_dir: c.keep_git_dir,
+                checksum: checksum.map(str::to_owned),
+            })));
         }
         if !(lower.starts_with("http://") || lower.starts_with("https://")) {
             return fail(
@@ -1307,8 +1365,16 @@ impl Lowerer<'_> {
         } else {
             base.to_owned()
         };
-        Ok(Some((u, filename)))
+        Ok(Some(UrlSource::Http(u, filename)))
     }
+}
+
+/// What an `ADD` of a URL reads.
+enum UrlSource {
+    /// A download: the URL and the file name it gets.
+    Http(String, String),
+    /// A git checkout.
+    Git(graph::Git),
 }
 
 /// BuildKit's `runCommandString`: `|N K=v … args` when build args are in scope.

@@ -232,6 +232,21 @@ pub struct Http {
     pub filename: String,
 }
 
+/// A git checkout (`ADD <git URL> /dst`): the tree of one commit of a remote repository.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Git {
+    /// The remote, without the `#fragment` (`https://host/org/repo.git`, `git@host:org/repo.git`, …).
+    pub remote: String,
+    /// Branch, tag or commit from the fragment (`#ref:subdir`); `None` is the remote's HEAD.
+    pub reference: Option<String>,
+    /// Directory of the repository to take, from the fragment; `None` is the whole tree.
+    pub subdir: Option<String>,
+    /// Keep `.git` (`ADD --keep-git-dir`).
+    pub keep_git_dir: bool,
+    /// The commit the reference must resolve to (`ADD --checksum=<commit>`).
+    pub checksum: Option<String>,
+}
+
 /// What a node does.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
@@ -251,6 +266,8 @@ pub enum Op {
     Mkdir(Mkdir),
     /// A download (`ADD URL`).
     Http(Http),
+    /// A git checkout (`ADD <git URL>`).
+    Git(Git),
 }
 
 impl Op {

@@ -9,7 +9,8 @@
 //! |                           |                | files a COPY reads (path, content, mode, uid/gid, symlink  |
 //! |                           |                | target; never mtime; mode bits omitted under `--chmod`);   |
 //! |                           |                | a download's sha256 (its `--checksum`, or the digest of    |
-//! |                           |                | the bytes fetched this build); for RUN, build-wide options |
+//! |                           |                | the bytes fetched this build); a git source's commit (what |
+//! |                           |                | its ref resolves to now); for RUN, build-wide options      |
 //! |                           |                | that differ from the default (`run-options: network=none`) |
 //! | node name, span, stage    | no             | renaming a stage or moving a line must not bust the cache  |
 //! | secret values, cache-mount contents | no   | they never decide what the layer is allowed to contain    |
@@ -19,7 +20,7 @@
 use sha2::{Digest as _, Sha256};
 
 /// Version of the key encoding; bump with any change to the table above.
-pub const CACHE_KEY_VERSION: u32 = 1;
+pub const CACHE_KEY_VERSION: u32 = 2;
 
 /// A node's cache key: hex sha256 over the canonical encoding.
 #[derive(

@@ -361,8 +361,8 @@ fn add_from_a_url_downloads_checks_the_checksum_and_caches_by_content() {
             "404 Not Found".to_owned(),
         ),
         (
-            "FROM busybox:local\nADD https://example.com/repo.git#main /src\n".to_owned(),
-            "git repository is not supported".to_owned(),
+            "FROM busybox:local\nADD file:///etc/repo.git#main /src\n".to_owned(),
+            "is not allowed".to_owned(),
         ),
         (
             format!("FROM busybox:local\nADD --checksum={sum} local.txt /x\n"),
@@ -379,4 +379,156 @@ fn add_from_a_url_downloads_checks_the_checksum_and_caches_by_content() {
     }
     let (images, _) = env.ok(&["images"]);
     assert!(!images.contains("bad"), "{images}");
+}
+
+/// `git daemon` serving a repository made here (branch `main`, annotated tag `v1`), on a free port.
+struct GitServer {
+    child: std::process::Child,
+    url: String,
+    work: std::path::PathBuf,
+    bare: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn git_in(dir: &std::path::Path, args: &[&str]) -> String {
+    sh(Command::new("git")
+        .current_dir(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args))
+}
+
+impl GitServer {
+    fn start() -> Self {
+        crate::common::require("/usr/lib/git-core/git-daemon", "git");
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        let srv = dir.path().join("srv");
+        std::fs::create_dir_all(work.join("sub")).unwrap();
+        std::fs::create_dir_all(&srv).unwrap();
+        std::fs::write(work.join("README"), "readme v1\n").unwrap();
+        std::fs::write(work.join("sub/a.txt"), "a v1\n").unwrap();
+        git_in(&work, &["init", "-q", "-b", "main"]);
+        git_in(&work, &["add", "."]);
+        git_in(&work, &["commit", "-q", "-m", "one"]);
+        git_in(&work, &["tag", "-a", "v1", "-m", "v1"]);
+        let bare = srv.join("repo.git");
+        git_in(
+            dir.path(),
+            &["clone", "-q", "--bare", "work", bare.to_str().unwrap()],
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("git")
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--listen=127.0.0.1",
+            ])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", srv.display()))
+            .arg(&srv)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting git daemon");
+        let addr = format!("127.0.0.1:{port}");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        GitServer {
+            child,
+            url: format!("git://{addr}/repo.git"),
+            work,
+            bare,
+            _dir: dir,
+        }
+    }
+
+    /// Commits a change to `sub/a.txt` on main and pushes it to the served repository.
+    fn push_change(&self, content: &str) {
+        std::fs::write(self.work.join("sub/a.txt"), content).unwrap();
+        git_in(&self.work, &["commit", "-q", "-am", "change"]);
+        git_in(
+            &self.work,
+            &["push", "-q", self.bare.to_str().unwrap(), "main"],
+        );
+    }
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill(); // already dead is fine
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn add_from_git_checks_out_a_commit_and_caches_by_commit() {
+    let env = Env::new();
+    env.busybox();
+    let git = GitServer::start();
+    let url = &git.url;
+    let ctx = env.context(
+        "add-git",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM busybox:local\n\
+                 ADD {url}#v1 /src\n\
+                 ADD {url}#main:sub /sub\n\
+                 ADD --keep-git-dir=true {url} /full\n\
+                 RUN ls -A /src > /out && cat /sub/a.txt >> /out && test -d /full/.git && echo kept >> /out\n"
+            ),
+        )],
+    );
+    let c = path(&ctx);
+    let (_, cold) = env.ok(&["build", "-t", "git:1", "--progress", "plain", c]);
+    assert_eq!(
+        env.run_sh("git:1", "cat /out"),
+        "README\nsub\na v1\nkept\n",
+        "the tag's tree without .git, the subdir alone, .git kept on request: {cold}"
+    );
+    // A rebuild asks the remote what the refs are now and hits.
+    let (_, warm) = env.ok(&["build", "-t", "git:1", "--progress", "plain", c]);
+    assert!(!warm.contains("cache miss"), "{warm}");
+
+    // main moves: its checkout and what follows re-run; the tag's stays cached.
+    git.push_change("a v2\n");
+    let (_, moved) = env.ok(&["build", "-t", "git:2", "--progress", "plain", c]);
+    let st = crate::common::steps(&moved);
+    let status = |needle: &str| {
+        st.iter()
+            .find(|(name, _)| name.contains(needle))
+            .map(|(_, s)| *s)
+            .unwrap_or_else(|| panic!("no step {needle} in {moved}"))
+    };
+    assert_eq!(status("#v1"), "CACHED", "{moved}");
+    assert_eq!(status("#main:sub"), "RAN", "{moved}");
+    assert_eq!(env.run_sh("git:2", "cat /sub/a.txt"), "a v2\n");
+
+    // A --checksum that is not the commit, a missing ref, a subdir that is not there: clear errors.
+    for (add, want) in [
+        (
+            format!("ADD --checksum={} {url}#v1 /x", "0".repeat(40)),
+            "not the --checksum",
+        ),
+        (format!("ADD {url}#no-such-branch /x"), "no branch or tag"),
+        (format!("ADD {url}#main:nowhere /x"), "has no directory"),
+        (format!("ADD {url}#main:../up /x"), "leaves the repository"),
+    ] {
+        let bad = env.context(
+            "add-git-bad",
+            &[("Dockerfile", &format!("FROM busybox:local\n{add}\n"))],
+        );
+        let err = env.fails(&["build", "-t", "bad:1", "--progress", "plain", path(&bad)]);
+        assert!(err.contains(want), "{want}: {err}");
+        assert!(err.contains("Dockerfile:2"), "names the line: {err}");
+    }
 }
