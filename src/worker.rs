@@ -425,6 +425,14 @@ impl solver::Worker for BuildWorker {
                 })
             }
             Op::Exec(exec) => self.exec(exec, inputs, ctx),
+            Op::Merge => {
+                let mut layers = inputs[0].layers.clone();
+                layers.extend(inputs[1].layers.iter().cloned());
+                Ok(Outcome {
+                    layers,
+                    added_layer: inputs[1].added_layer,
+                })
+            }
             Op::Git(g) => self.file_op(&Outcome::default(), |dir| {
                 let scratch = self.store.tmp_dir()?;
                 self.git.checkout(g, scratch.path(), dir)

@@ -30,6 +30,8 @@ pub(crate) struct CopyCmd {
     pub(crate) unpack: Option<bool>,
     /// `ADD --keep-git-dir`: keep `.git` in a git source.
     pub(crate) keep_git_dir: bool,
+    /// `--link`: the files form a layer of their own, independent of the layers below.
+    pub(crate) link: bool,
     pub(crate) heredocs: Vec<Heredoc>,
 }
 
@@ -322,6 +324,7 @@ fn typed_inner(ins: &Instruction) -> Result<Command, String> {
                 checksum: f.string("checksum"),
                 unpack: f.opt_bool("unpack"),
                 keep_git_dir: f.bool("keep-git-dir"),
+                link: f.bool("link"),
                 heredocs: ins.heredocs.clone(),
             };
             if is_add {

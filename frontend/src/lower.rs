@@ -1214,7 +1214,32 @@ impl Lowerer<'_> {
             inline: extra_inline,
         };
         let name = st.next_name(&display_expanded(ins, self.lex(), &env));
-        st.head = self.graph.add(Op::Copy(op), inputs, Some(span), name);
+        // `--link`: the copy runs on an empty rootfs, so its layer (and its cache key) does not depend on
+        // what is below; a merge stacks it on the stage. A --chown by name needs the stage's /etc/passwd,
+        // so it copies as without --link (same files, the layer just is not independent).
+        let numeric_owner = op.chown.as_deref().is_none_or(|o| {
+            o.split(':')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        });
+        if c.link && numeric_owner {
+            let below = inputs[0];
+            // Names of helper nodes do not start with `[`: only the copy is the step (miss explanations
+            // and progress key on that).
+            inputs[0] = self
+                .graph
+                .add(Op::Scratch, vec![], None, format!("empty base of {name}"));
+            let layer = self
+                .graph
+                .add(Op::Copy(op), inputs, Some(span), name.clone());
+            st.head = self.graph.add(
+                Op::Merge,
+                vec![below, layer],
+                Some(span),
+                format!("link {name}"),
+            );
+        } else {
+            st.head = self.graph.add(Op::Copy(op), inputs, Some(span), name);
+        }
         let h = st.history(created_by, false);
         st.layer_history.push((h, st.head));
         Ok(())

@@ -268,6 +268,8 @@ pub enum Op {
     Http(Http),
     /// A git checkout (`ADD <git URL>`).
     Git(Git),
+    /// `COPY --link`: the layers of input 1 stacked on input 0, without reading or writing any file.
+    Merge,
 }
 
 impl Op {

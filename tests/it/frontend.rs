@@ -532,3 +532,60 @@ fn add_from_git_checks_out_a_commit_and_caches_by_commit() {
         assert!(err.contains("Dockerfile:2"), "names the line: {err}");
     }
 }
+
+#[test]
+fn copy_link_layer_survives_a_change_below_it() {
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "link",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox:local\n\
+                 ARG V=1\n\
+                 RUN echo base-$V > /base-version\n\
+                 COPY --link app.txt /app/\n\
+                 COPY --link --chown=1000:1000 app.txt /owned/\n\
+                 RUN cat /base-version /app/app.txt > /out && stat -c %u /owned/app.txt >> /out\n",
+            ),
+            ("app.txt", "app\n"),
+        ],
+    );
+    let layers = |image: &str| -> Vec<String> {
+        let (out, _) = env.ok(&["inspect", image]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["Manifest"]["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    env.build_plain("link:1", &ctx, &["--build-arg", "V=1"]);
+    assert_eq!(env.run_sh("link:1", "cat /out"), "base-1\napp\n1000\n");
+    // The layer below changes: the linked copies stay cached (plain COPY would re-run), what follows
+    // them re-runs, and their layers are the same blobs.
+    let (_, se) = env.build_plain("link:2", &ctx, &["--build-arg", "V=2"]);
+    let st = crate::common::steps(&se);
+    let status = |needle: &str| {
+        st.iter()
+            .find(|(name, _)| name.contains(needle))
+            .map(|(_, s)| *s)
+            .unwrap_or_else(|| panic!("no step {needle} in {se}"))
+    };
+    assert_eq!(status("RUN echo base-"), "RAN", "{se}");
+    assert_eq!(status("COPY --link app.txt"), "CACHED", "{se}");
+    assert_eq!(status("COPY --link --chown"), "CACHED", "{se}");
+    assert_eq!(status("RUN cat"), "RAN", "{se}");
+    assert_eq!(env.run_sh("link:2", "cat /out"), "base-2\napp\n1000\n");
+    let (one, two) = (layers("link:1"), layers("link:2"));
+    assert_eq!(one.len(), two.len());
+    let n = one.len();
+    assert_ne!(one[n - 4], two[n - 4], "the RUN below changed");
+    assert_eq!(
+        one[n - 3..n - 1],
+        two[n - 3..n - 1],
+        "the linked layers did not"
+    );
+}
