@@ -88,10 +88,21 @@ pub(crate) fn copy(
         } else {
             c.dest.clone()
         };
-        if c.unpack && !is_dir && c.source == graph::CopySource::Context {
-            let host = ctx.host_path(src);
-            let is_file = ctx.entry(src).is_some_and(|e| e.kind == Kind::File);
-            if let Some(kind) = if is_file { archive_kind(&host)? } else { None } {
+        // The archive on the host: a context file, or a download (`ADD --unpack=true URL`).
+        let archive = match (&c.source, src_view) {
+            _ if !c.unpack || *is_dir => None,
+            (graph::CopySource::Context, _) => ctx
+                .entry(src)
+                .is_some_and(|e| e.kind == Kind::File)
+                .then(|| ctx.host_path(src)),
+            (graph::CopySource::Input { .. }, Some(view)) => view
+                .resolve(src, true)?
+                .filter(|r| !r.is_dir)
+                .map(|r| r.host_path),
+            _ => None,
+        };
+        if let Some(host) = archive {
+            if let Some(kind) = archive_kind(&host)? {
                 // ADD of a local tar archive: its contents go into the destination directory, owners
                 // and modes as archived unless --chown/--chmod say otherwise.
                 let target = prepare_dest(&c.dest, dest_view, layer)?;

@@ -1207,9 +1207,14 @@ impl Lowerer<'_> {
             chown,
             chmod,
             exclude,
-            // Local archives unpack unless `--unpack=false`; downloads are not unpacked (BuildKit's
-            // `--unpack=true` for URLs is not supported yet and is refused above).
-            unpack: is_add && !from_url && c.unpack.unwrap_or(true),
+            // Local archives unpack unless `--unpack=false`; downloads only with `--unpack=true`, as
+            // BuildKit.
+            unpack: is_add
+                && if from_url {
+                    c.unpack == Some(true)
+                } else {
+                    c.unpack.unwrap_or(true)
+                },
             parents: c.parents,
             inline: extra_inline,
         };
@@ -1344,13 +1349,6 @@ impl Lowerer<'_> {
                 self,
                 format!("ADD supports http:// and https:// URLs, not {u}"),
                 "download it in a RUN step instead",
-            );
-        }
-        if c.unpack == Some(true) {
-            return fail(
-                self,
-                format!("ADD --unpack of a downloaded archive is not supported yet: {u}"),
-                "download it, then unpack it in a RUN step",
             );
         }
         if srcs.len() > 1 || c.from.is_some() || !c.heredocs.is_empty() {

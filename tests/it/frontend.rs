@@ -589,3 +589,38 @@ fn copy_link_layer_survives_a_change_below_it() {
         "the linked layers did not"
     );
 }
+
+#[test]
+fn add_unpack_true_unpacks_a_downloaded_archive_and_the_default_keeps_it() {
+    let env = Env::new();
+    env.busybox();
+    // A plain tar of text files is valid UTF-8, which the test server serves.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("pkg")).unwrap();
+    std::fs::write(dir.path().join("pkg/hello.txt"), "unpacked from a URL\n").unwrap();
+    sh(Command::new("tar").current_dir(dir.path()).args([
+        "--format=ustar",
+        "-cf",
+        "pkg.tar",
+        "pkg",
+    ]));
+    let tar = std::fs::read_to_string(dir.path().join("pkg.tar")).unwrap();
+    let server = FileServer::start(&[("/dl/pkg.tar", &tar)]);
+    let url = format!("http://{}/dl/pkg.tar", server.addr);
+    let ctx = env.context(
+        "add-unpack-url",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM busybox:local\n\
+                 ADD --unpack=true {url} /opt/\n\
+                 ADD {url} /raw/\n"
+            ),
+        )],
+    );
+    env.ok(&["build", "-t", "unpack:1", path(&ctx)]);
+    assert_eq!(
+        env.run_sh("unpack:1", "cat /opt/pkg/hello.txt; ls /raw"),
+        "unpacked from a URL\npkg.tar\n"
+    );
+}

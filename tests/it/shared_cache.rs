@@ -302,6 +302,14 @@ fn a_broken_cache_is_a_warning_and_the_build_goes_on() {
         );
         assert_eq!(ran(&se).len(), 6, "{se}");
     }
+    // A registry that wants credentials we do not have.
+    let locked = Registry::start_htpasswd("ci", "secret");
+    let from = format!("type=registry,ref={}/cache/app:main", locked.addr);
+    let (_, se) = a.build_plain("app:1", &ctx, &["--no-cache", "--cache-from", &from]);
+    assert!(
+        se.contains("warning: cache import from") && se.contains("building without it"),
+        "{se}"
+    );
     // A corrupt records blob in a local cache: refused by its digest, the build still succeeds.
     let dir = tempfile::tempdir().unwrap();
     let cache_dir = dir.path().join("c");
