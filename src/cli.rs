@@ -77,6 +77,7 @@ fn run_volume_flags(args: &mut [std::ffi::OsString]) {
         "--entrypoint",
         "--env-file",
         "--volume",
+        "--security-opt",
     ];
     let mut i = 0;
     while i < args.len() {
@@ -494,6 +495,8 @@ mod tests {
                 "run",
                 "-e",
                 "A=1",
+                "--security-opt",
+                "seccomp=unconfined",
                 "-v",
                 "/h:/c",
                 "-v/x:/y:ro",
@@ -507,6 +510,8 @@ mod tests {
                 "run",
                 "-e",
                 "A=1",
+                "--security-opt",
+                "seccomp=unconfined",
                 "--volume",
                 "/h:/c",
                 "--volume=/x:/y:ro",
