@@ -126,8 +126,10 @@ pub(crate) fn build(
     let stage = &lowered.stages[lowered.target];
 
     let ignore = read_dockerignore(&dockerfile, context_dir)?;
+    let walk = std::time::Instant::now();
     let context =
         Arc::new(Context::load(context_dir, &ignore)?.with_stat_cache(Arc::clone(&store)));
+    tracing::debug!(elapsed = ?walk.elapsed(), "build context walked");
 
     let mut remote = Remote::new(Arc::clone(&client), rt.handle().clone());
     for from in &cache_from {
@@ -189,6 +191,7 @@ pub(crate) fn build(
         store: Arc::clone(&store),
         remote: Arc::clone(&remote),
     };
+    let solve_started = std::time::Instant::now();
     let solved = solver::solve(
         &lowered.graph,
         stage.head,
@@ -213,6 +216,7 @@ pub(crate) fn build(
         solver::SolveError::Records(_) => anyhow!(e),
     })?;
 
+    tracing::debug!(elapsed = ?solve_started.elapsed(), "solved");
     let mut export_opts = export_opts;
     export_opts.base = base_of(&lowered.stages, stage, &images);
     if cache_to.contains(&CacheTo::Inline) {

@@ -179,7 +179,9 @@ fn content_keys(
     let results = Mutex::new(HashMap::new());
     let failure = Mutex::new(None);
     std::thread::scope(|s| {
-        for _ in 0..jobs.clamp(1, nodes.len().max(1)) {
+        // Content keys are CPU and page-cache work: more threads than cores only costs their creation.
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        for _ in 0..jobs.min(cores).clamp(1, nodes.len().max(1)) {
             s.spawn(|| loop {
                 let Some(id) = queue.lock().expect("queue lock").pop_front() else {
                     return;
