@@ -246,39 +246,117 @@ impl Context {
         exclude: &[String],
         chmod: bool,
     ) -> Result<String> {
+        let selected = self.selected(srcs, exclude)?;
+        // The whole selection unchanged since an earlier build (same paths, modes and stat fields): its
+        // key is one lookup, without loading the per-file stat cache (most of a no-op rebuild's work).
+        let tree = self.tree_fingerprint(srcs, &selected, chmod);
+        if let (Some(sc), Some((fp, _))) = (&self.stat_cache, &tree) {
+            if let Some(v) = sc.store.cache_get(fp)? {
+                if let Ok(key) = String::from_utf8(v) {
+                    sc.hits.fetch_add(
+                        selected
+                            .iter()
+                            .filter(|(_, p)| self.entries[p].kind == Kind::File)
+                            .count(),
+                        Ordering::Relaxed,
+                    );
+                    return Ok(key);
+                }
+            }
+        }
         let mut h = blake3::Hasher::new();
-        for src in srcs {
+        let mut next = selected.iter().peekable();
+        for (i, src) in srcs.iter().enumerate() {
             h.update(b"src\0");
             h.update(src.as_bytes());
+            while let Some((_, p)) = next.next_if(|(j, _)| *j == i) {
+                let e = &self.entries[p];
+                h.update(p.as_bytes());
+                h.update(&[0, e.kind as u8]);
+                if !chmod {
+                    h.update(&e.mode.to_le_bytes());
+                }
+                match e.kind {
+                    Kind::File => h.update(self.file_digest(p)?.as_bytes()),
+                    Kind::Symlink => {
+                        let t = std::fs::read_link(self.host_path(p))
+                            .with_context(|| format!("reading link {p} in build context"))?;
+                        h.update(t.to_string_lossy().as_bytes())
+                    }
+                    Kind::Dir => &mut h,
+                };
+            }
+        }
+        let key = h.finalize().to_hex().to_string();
+        if let (Some(sc), Some((fp, false))) = (&self.stat_cache, &tree) {
+            sc.store.cache_put(fp, key.as_bytes())?;
+        }
+        Ok(key)
+    }
+
+    /// The context paths `srcs` select (each with the index of its source), `exclude` applied, in order.
+    fn selected(&self, srcs: &[String], exclude: &[String]) -> Result<Vec<(usize, String)>> {
+        let mut out = Vec::new();
+        for (i, src) in srcs.iter().enumerate() {
             for m in self.matches(src)? {
                 let mut paths = vec![m.clone()];
                 paths.extend(self.below(&m).map(|(k, _)| k.clone()));
                 for p in paths {
-                    if exclude
+                    if !exclude
                         .iter()
                         .any(|x| path_match(x.trim_start_matches('/'), &p))
                     {
-                        continue;
+                        out.push((i, p));
                     }
-                    let e = &self.entries[&p];
-                    h.update(p.as_bytes());
-                    h.update(&[0, e.kind as u8]);
-                    if !chmod {
-                        h.update(&e.mode.to_le_bytes());
-                    }
-                    match e.kind {
-                        Kind::File => h.update(self.file_digest(&p)?.as_bytes()),
-                        Kind::Symlink => {
-                            let t = std::fs::read_link(self.host_path(&p))
-                                .with_context(|| format!("reading link {p} in build context"))?;
-                            h.update(t.to_string_lossy().as_bytes())
-                        }
-                        Kind::Dir => &mut h,
-                    };
                 }
             }
         }
-        Ok(h.finalize().to_hex().to_string())
+        Ok(out)
+    }
+
+    /// A record name for a selection as it is on disk now (paths, kinds, modes, stat fields), and whether
+    /// a file in it changed too recently for its stat fields to vouch for its contents (then the key is
+    /// not recorded). `None` without a stat cache.
+    fn tree_fingerprint(
+        &self,
+        srcs: &[String],
+        selected: &[(usize, String)],
+        chmod: bool,
+    ) -> Option<(String, bool)> {
+        let sc = self.stat_cache.as_ref()?;
+        let racy_after = now_ns() - RACY_NS;
+        let mut racy = false;
+        let mut h = blake3::Hasher::new();
+        h.update(sc.root.as_bytes());
+        h.update(&[u8::from(chmod)]);
+        for src in srcs {
+            h.update(src.as_bytes());
+            h.update(&[0]);
+        }
+        for (i, p) in selected {
+            let e = &self.entries[p];
+            h.update(&(*i as u64).to_le_bytes());
+            h.update(p.as_bytes());
+            h.update(&[0, e.kind as u8]);
+            h.update(&e.mode.to_le_bytes());
+            match (e.kind, e.stat) {
+                (Kind::File, Some(st)) => {
+                    racy |= st.mtime_ns > racy_after || st.ctime_ns > racy_after;
+                    h.update(&st.ino.to_le_bytes());
+                    h.update(&st.size.to_le_bytes());
+                    h.update(&st.mtime_ns.to_le_bytes());
+                    h.update(&st.ctime_ns.to_le_bytes());
+                }
+                (Kind::File, None) => return None,
+                // A symlink's target is read each time (cheap, and a symlink has no content digest).
+                (Kind::Symlink, _) => {
+                    let t = std::fs::read_link(self.host_path(p)).ok()?;
+                    h.update(t.to_string_lossy().as_bytes());
+                }
+                (Kind::Dir, _) => {}
+            }
+        }
+        Some((format!("context-tree-v1 {}", h.finalize().to_hex()), racy))
     }
 
     fn file_digest(&self, rel: &str) -> Result<String> {
@@ -288,10 +366,13 @@ impl Context {
         let stat = self.entries.get(rel).and_then(|e| e.stat);
         if let (Some(sc), Some(stat)) = (&self.stat_cache, stat) {
             let known = sc.known.get_or_init(|| {
-                sc.store.stat_cache_load(&sc.root).unwrap_or_else(|e| {
+                let started = std::time::Instant::now();
+                let known = sc.store.stat_cache_load(&sc.root).unwrap_or_else(|e| {
                     tracing::warn!("stat cache unavailable, reading every context file: {e:#}");
                     std::collections::HashMap::new()
-                })
+                });
+                tracing::debug!(entries = known.len(), elapsed = ?started.elapsed(), "stat cache loaded");
+                known
             });
             if let Some(e) = known.get(rel).filter(|e| e.stat == stat) {
                 sc.hits.fetch_add(1, Ordering::Relaxed);
