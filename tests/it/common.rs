@@ -294,3 +294,31 @@ pub(crate) fn steps(stderr: &str) -> std::collections::HashMap<String, &'static 
     }
     status
 }
+
+/// The status ("CACHED" or "RAN") of the step of a `--progress plain` log whose name contains `needle`.
+pub(crate) fn step_status(stderr: &str, needle: &str) -> &'static str {
+    steps(stderr)
+        .into_iter()
+        .find(|(name, _)| name.contains(needle))
+        .map(|(_, s)| s)
+        .unwrap_or_else(|| panic!("no step {needle} in {stderr}"))
+}
+
+impl Env {
+    /// The layer digests of a local image, from `rbuild inspect`.
+    pub(crate) fn layers(&self, image: &str) -> Vec<String> {
+        let (out, _) = self.ok(&["inspect", image]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("inspect prints JSON");
+        v["Manifest"]["layers"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no Manifest.layers in {out}"))
+            .iter()
+            .map(|l| {
+                l["digest"]
+                    .as_str()
+                    .expect("a layer has a digest")
+                    .to_owned()
+            })
+            .collect()
+    }
+}

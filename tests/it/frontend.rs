@@ -502,13 +502,7 @@ fn add_from_git_checks_out_a_commit_and_caches_by_commit() {
     // main moves: its checkout and what follows re-run; the tag's stays cached.
     git.push_change("a v2\n");
     let (_, moved) = env.ok(&["build", "-t", "git:2", "--progress", "plain", c]);
-    let st = crate::common::steps(&moved);
-    let status = |needle: &str| {
-        st.iter()
-            .find(|(name, _)| name.contains(needle))
-            .map(|(_, s)| *s)
-            .unwrap_or_else(|| panic!("no step {needle} in {moved}"))
-    };
+    let status = |needle: &str| crate::common::step_status(&moved, needle);
     assert_eq!(status("#v1"), "CACHED", "{moved}");
     assert_eq!(status("#main:sub"), "RAN", "{moved}");
     assert_eq!(env.run_sh("git:2", "cat /sub/a.txt"), "a v2\n");
@@ -552,34 +546,18 @@ fn copy_link_layer_survives_a_change_below_it() {
             ("app.txt", "app\n"),
         ],
     );
-    let layers = |image: &str| -> Vec<String> {
-        let (out, _) = env.ok(&["inspect", image]);
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        v["Manifest"]["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l["digest"].as_str().unwrap().to_owned())
-            .collect()
-    };
     env.build_plain("link:1", &ctx, &["--build-arg", "V=1"]);
     assert_eq!(env.run_sh("link:1", "cat /out"), "base-1\napp\n1000\n");
     // The layer below changes: the linked copies stay cached (plain COPY would re-run), what follows
     // them re-runs, and their layers are the same blobs.
     let (_, se) = env.build_plain("link:2", &ctx, &["--build-arg", "V=2"]);
-    let st = crate::common::steps(&se);
-    let status = |needle: &str| {
-        st.iter()
-            .find(|(name, _)| name.contains(needle))
-            .map(|(_, s)| *s)
-            .unwrap_or_else(|| panic!("no step {needle} in {se}"))
-    };
+    let status = |needle: &str| crate::common::step_status(&se, needle);
     assert_eq!(status("RUN echo base-"), "RAN", "{se}");
     assert_eq!(status("COPY --link app.txt"), "CACHED", "{se}");
     assert_eq!(status("COPY --link --chown"), "CACHED", "{se}");
     assert_eq!(status("RUN cat"), "RAN", "{se}");
     assert_eq!(env.run_sh("link:2", "cat /out"), "base-2\napp\n1000\n");
-    let (one, two) = (layers("link:1"), layers("link:2"));
+    let (one, two) = (env.layers("link:1"), env.layers("link:2"));
     assert_eq!(one.len(), two.len());
     let n = one.len();
     assert_ne!(one[n - 4], two[n - 4], "the RUN below changed");

@@ -63,16 +63,6 @@ fn downloaded(stderr: &str) -> usize {
         .unwrap_or_else(|| panic!("unreadable summary {line:?}"))
 }
 
-/// Layer digests of a local image, from `rbuild inspect`.
-fn layer_count(env: &Env, image: &str) -> usize {
-    let (out, _) = env.ok(&["inspect", image]);
-    let v: serde_json::Value = serde_json::from_str(&out).expect("inspect prints JSON");
-    v["Manifest"]["layers"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no Manifest.layers in {out}"))
-        .len()
-}
-
 #[test]
 fn registry_cache_mode_max_makes_a_fresh_store_run_nothing_and_fetch_only_the_image() {
     let reg = Registry::start();
@@ -95,10 +85,10 @@ fn registry_cache_mode_max_makes_a_fresh_store_run_nothing_and_fetch_only_the_im
     assert!(se.contains("importing cache from"), "{se}");
     // Only the final image's layers were downloaded: busybox's + COPY --from + COPY + RUN, not the deps
     // stage's two layers. One more GET fetched the records.
-    let layers = layer_count(&b, "app:1");
+    let layers = b.layers("app:1").len();
     assert_eq!(
         layers,
-        layer_count(&a, &format!("{}/busybox:1", reg.addr)) + 3
+        a.layers(&format!("{}/busybox:1", reg.addr)).len() + 3
     );
     assert_eq!(downloaded(&se), layers, "{se}");
     assert_eq!(
@@ -208,7 +198,7 @@ fn local_cache_directory_travels_like_the_registry_one() {
     let ctx_b = deps_then_src(&b, &reg, "v1\n");
     let (_, se) = b.build_plain("app:1", &ctx_b, &["--cache-from", &from]);
     assert!(ran(&se).is_empty(), "{se}");
-    assert_eq!(downloaded(&se), layer_count(&b, "app:1"), "{se}");
+    assert_eq!(downloaded(&se), b.layers("app:1").len(), "{se}");
     assert_eq!(b.ok(&["run", "app:1"]).0, "left-pad 1.3.0\nv1\n");
 
     // Re-exporting an unchanged build writes no blob, and an edit adds only its new layers.
