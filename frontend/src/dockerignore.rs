@@ -161,8 +161,12 @@ impl DockerIgnore {
 
     /// Whether a path relative to the context root is excluded.
     pub fn is_excluded(&self, rel_path: &str) -> bool {
+        if self.patterns.is_empty() {
+            return false;
+        }
         let path = clean(rel_path.trim_start_matches('/'));
-        let parts: Vec<&str> = path.split('/').collect();
+        // The path's parent directories, as prefixes of the cleaned path (`a`, `a/b` for `a/b/c`).
+        let parents: Vec<&str> = path.match_indices('/').map(|(i, _)| &path[..i]).collect();
         let mut matched = false;
         for p in &self.patterns {
             // An inclusion cannot change an excluded path, nor an exclusion a kept one.
@@ -170,8 +174,8 @@ impl DockerIgnore {
                 continue;
             }
             let mut hit = p.re.is_match(&path);
-            if !hit && parts.len() > 1 {
-                hit = (1..parts.len()).any(|n| p.re.is_match(&parts[..n].join("/")));
+            if !hit {
+                hit = parents.iter().any(|d| p.re.is_match(d));
             }
             if hit {
                 matched = !p.exclusion;
