@@ -151,21 +151,22 @@ impl Registry {
         Self::start_opts(basic, None)
     }
 
+    /// A registry in `auth: token` mode: it sends clients to `realm` and validates the JWTs they bring
+    /// itself, trusting tokens of `issuer` for `service` signed under the certificates in `bundle`.
+    pub(crate) fn start_token(realm: &str, service: &str, issuer: &str, bundle: &Path) -> Self {
+        let auth = format!(
+            "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n    rootcertbundle: {}\n",
+            bundle.display()
+        );
+        Self::start_auth(|_| auth, None)
+    }
+
     fn start_opts(basic: Option<(&str, &str)>, tls: Option<String>) -> Self {
-        require("/usr/bin/docker-registry", "docker-registry");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let cfg = dir.path().join("config.yml");
-        let auth = match basic {
+        let auth = |dir: &Path| match basic {
             None => String::new(),
             Some((user, password)) => {
                 require("/usr/bin/htpasswd", "apache2-utils");
-                let file = dir.path().join("htpasswd");
+                let file = dir.join("htpasswd");
                 // bcrypt (-B): the only hash docker-registry accepts.
                 let line = sh(Command::new("/usr/bin/htpasswd").args(["-Bbn", user, password]));
                 std::fs::write(&file, line).expect("write htpasswd");
@@ -175,6 +176,21 @@ impl Registry {
                 )
             }
         };
+        Self::start_auth(auth, tls)
+    }
+
+    /// Starts the registry with the `auth:` section `auth` writes (given the registry's own directory).
+    fn start_auth(auth: impl FnOnce(&Path) -> String, tls: Option<String>) -> Self {
+        require("/usr/bin/docker-registry", "docker-registry");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let auth = auth(dir.path());
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = dir.path().join("config.yml");
         std::fs::write(
             &cfg,
             format!(
@@ -199,7 +215,7 @@ impl Registry {
         };
         let deadline = Instant::now() + Duration::from_secs(15);
         // Plain http to a TLS listener gets a 400 answer: enough to know it is up.
-        let up = match (basic.is_some(), tls.is_some()) {
+        let up = match (!auth.is_empty(), tls.is_some()) {
             (_, true) => 400,
             (true, false) => 401,
             (false, false) => 200,

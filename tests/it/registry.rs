@@ -575,3 +575,264 @@ fn an_unchanged_push_uploads_nothing_and_a_shared_layer_is_mounted_across_reposi
         "no blob data sent for a mounted blob:\n{log}"
     );
 }
+
+/// Base64 (standard alphabet with padding, or URL-safe without), for the token service below.
+fn base64(bytes: &[u8], url: bool) -> String {
+    let table: &[u8; 64] = if url {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    } else {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    };
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(char::from(table[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+        if !url {
+            out.push_str(&"=".repeat(3 - chunk.len()));
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A token service as the distribution spec's token authentication describes it: Basic credentials in,
+/// an RS256 JWT out (signed with `openssl` under a test certificate passed in its `x5c` header), with the
+/// requested scopes as its `access` claim. The registry, in `auth: token` mode, validates every token
+/// itself against that certificate.
+struct TokenService {
+    addr: String,
+    cert: std::path::PathBuf,
+    issued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    _dir: tempfile::TempDir,
+}
+
+const ISSUER: &str = "rbuild-test-issuer";
+const SERVICE: &str = "rbuild-test-registry";
+
+impl TokenService {
+    fn start(user: &'static str, password: &'static str) -> Self {
+        require("/usr/bin/openssl", "openssl");
+        let dir = tempfile::tempdir().unwrap();
+        let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+        sh(Command::new("openssl").args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={ISSUER}"),
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            cert.to_str().unwrap(),
+        ]));
+        let der = Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in", cert.to_str().unwrap()])
+            .output()
+            .unwrap()
+            .stdout;
+        let x5c = base64(&der, false);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let issued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = std::sync::Arc::clone(&issued);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = serve_token(stream, user, password, &key, &x5c, &counter);
+            }
+        });
+        TokenService {
+            addr,
+            cert,
+            issued,
+            _dir: dir,
+        }
+    }
+}
+
+fn serve_token(
+    mut stream: std::net::TcpStream,
+    user: &str,
+    password: &str,
+    key: &Path,
+    x5c: &str,
+    issued: &std::sync::atomic::AtomicUsize,
+) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader};
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request = String::new();
+    reader.read_line(&mut request)?;
+    let mut authorization = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("authorization") {
+                authorization = v.trim().to_owned();
+            }
+        }
+    }
+    let target = request.split_whitespace().nth(1).unwrap_or("");
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let mut scopes = Vec::new();
+    let mut service = String::new();
+    for kv in query.split('&') {
+        match kv.split_once('=') {
+            Some(("scope", v)) => scopes.push(percent_decode(v)),
+            Some(("service", v)) => service = percent_decode(v),
+            _ => {}
+        }
+    }
+    let expected = format!(
+        "Basic {}",
+        base64(format!("{user}:{password}").as_bytes(), false)
+    );
+    let reply = |stream: &mut std::net::TcpStream, status: &str, body: &str| {
+        write!(
+            stream,
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    if authorization != expected || service != SERVICE {
+        return reply(
+            &mut stream,
+            "401 Unauthorized",
+            r#"{"details":"wrong credentials"}"#,
+        );
+    }
+    let access: Vec<serde_json::Value> = scopes
+        .iter()
+        .flat_map(|s| s.split(' '))
+        .filter_map(|s| {
+            let (kind, rest) = s.split_once(':')?;
+            let (name, actions) = rest.rsplit_once(':')?;
+            Some(serde_json::json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
+        })
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let n = issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [x5c]});
+    let claims = serde_json::json!({
+        "iss": ISSUER, "sub": user, "aud": SERVICE, "exp": now + 600, "nbf": now - 60, "iat": now,
+        "jti": format!("token-{n}"), "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        base64(header.to_string().as_bytes(), true),
+        base64(claims.to_string().as_bytes(), true)
+    );
+    let mut openssl = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign", key.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    openssl
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(signing_input.as_bytes())?;
+    let signature = openssl.wait_with_output()?.stdout;
+    let jwt = format!("{signing_input}.{}", base64(&signature, true));
+    let body =
+        serde_json::json!({"token": jwt, "access_token": jwt, "expires_in": 600}).to_string();
+    reply(&mut stream, "200 OK", &body)
+}
+
+#[test]
+fn token_auth_validated_by_the_registry_itself() {
+    let tokens = TokenService::start("ci", "t0ken-pass");
+    let realm = format!("http://{}/token", tokens.addr);
+    let reg = Registry::start_token(&realm, SERVICE, ISSUER, &tokens.cert);
+    let env = Env::new();
+    env.busybox();
+    let cfg = tempfile::tempdir().unwrap();
+    let ctx = env.context(
+        "app",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\nRUN echo through-jwt > /greeting\n",
+        )],
+    );
+    let image = format!("{}/team/app:1", reg.addr);
+    let push = ["build", "-t", &image, "--push", ctx.to_str().unwrap()];
+
+    // No credentials: the token service refuses, and so the push fails naming the registry.
+    let se = failed(
+        &rbuild_auth(&env, cfg.path(), &push, ""),
+        "push before login",
+    );
+    assert!(se.contains(&reg.addr), "{se}");
+
+    // A wrong password: refused by the token service, nothing saved.
+    let out = rbuild_auth(
+        &env,
+        cfg.path(),
+        &["login", &reg.addr, "-u", "ci", "--password-stdin"],
+        "nope\n",
+    );
+    let se = failed(&out, "login with a wrong password");
+    assert!(se.contains("wrong username or password"), "{se}");
+
+    let out = rbuild_auth(
+        &env,
+        cfg.path(),
+        &["login", &reg.addr, "-u", "ci", "--password-stdin"],
+        "t0ken-pass\n",
+    );
+    ok(&out, "login");
+    let (so, _) = ok(
+        &rbuild_auth(&env, cfg.path(), &push, ""),
+        "push with a token",
+    );
+    let digest = pushed_digest(&so);
+    let before = tokens.issued.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(before > 0, "no token was issued");
+    // The registry checked the tokens: it logged authorized requests for the repository.
+    assert!(
+        reg.requests("PUT", "/v2/team/app/manifests/1") >= 1,
+        "{}",
+        reg.log()
+    );
+
+    // A fresh store pulls with its own token; the image runs.
+    let fresh = Env::new();
+    let (so, se) = ok(
+        &rbuild_auth(&fresh, cfg.path(), &["pull", &image], ""),
+        "pull",
+    );
+    assert_eq!(pushed_digest(&so), digest, "{se}");
+    assert_eq!(fresh.run_sh(&image, "cat /greeting"), "through-jwt\n");
+    assert!(tokens.issued.load(std::sync::atomic::Ordering::SeqCst) > before);
+}
