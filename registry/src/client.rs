@@ -175,9 +175,16 @@ pub(crate) fn retry_delay(resp: &reqwest::Response, attempt: u32) -> Duration {
         )
 }
 
-/// The CA files of a Docker-style `certs.d`: `(host[:port], [<dir>/<host>/*.crt])`; none when `dir` is
-/// missing. Client certificates (`*.cert`/`*.key`) are not used.
-fn certs_d_cas(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, Error> {
+/// What a Docker-style `certs.d/<host>/` holds: CA files (`*.crt`) and a client certificate (`*.cert`
+/// with the `*.key` of the same name), as docker reads them.
+#[derive(Debug, Default)]
+struct HostCerts {
+    cas: Vec<PathBuf>,
+    client: Option<(PathBuf, PathBuf)>,
+}
+
+/// The `certs.d` entries under `dir`, by `host[:port]`; none when `dir` is missing.
+fn certs_d_hosts(dir: &Path) -> Result<Vec<(String, HostCerts)>, Error> {
     let read_err = |path: &Path, source: std::io::Error| Error::RegistryCa {
         path: path.to_owned(),
         source: Box::new(source),
@@ -198,11 +205,25 @@ fn certs_d_cas(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, Error> {
             .map_err(|e| read_err(&host_dir, e))?
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "crt"))
             .collect();
         files.sort();
-        if !files.is_empty() {
-            out.push((entry.file_name().to_string_lossy().into_owned(), files));
+        let ext = |p: &Path, x: &str| p.extension().is_some_and(|e| e == x);
+        let mut found = HostCerts {
+            cas: files.iter().filter(|p| ext(p, "crt")).cloned().collect(),
+            client: None,
+        };
+        if let Some(cert) = files.iter().find(|p| ext(p, "cert")) {
+            let key = cert.with_extension("key");
+            if !key.is_file() {
+                return Err(Error::RegistryCa {
+                    path: cert.clone(),
+                    source: format!("client certificate without its key {}", key.display()).into(),
+                });
+            }
+            found.client = Some((cert.clone(), key));
+        }
+        if !found.cas.is_empty() || found.client.is_some() {
+            out.push((entry.file_name().to_string_lossy().into_owned(), found));
         }
     }
     Ok(out)
@@ -271,19 +292,23 @@ impl Client {
             }
             mirrors.push(host);
         }
-        let mut cas: std::collections::HashMap<String, Vec<PathBuf>> =
+        let mut hosts: std::collections::HashMap<String, HostCerts> =
             std::collections::HashMap::new();
         let certs_d = opts.certs_d.clone().unwrap_or_else(default_certs_d);
-        for (host, files) in certs_d_cas(&certs_d)? {
-            cas.entry(host).or_default().extend(files);
+        for (host, found) in certs_d_hosts(&certs_d)? {
+            let h = hosts.entry(host).or_default();
+            h.cas.extend(found.cas);
+            h.client = found.client;
         }
         for (host, file) in &opts.registry_cas {
-            cas.entry(strip_scheme(host).to_owned())
+            hosts
+                .entry(strip_scheme(host).to_owned())
                 .or_default()
+                .cas
                 .push(file.clone());
         }
         let mut with_ca = std::collections::HashMap::new();
-        for (host, files) in cas {
+        for (host, HostCerts { cas: files, client }) in hosts {
             let mut certs = Vec::new();
             for file in &files {
                 let pem = fs_err::read(file).map_err(|source| Error::RegistryCa {
@@ -304,14 +329,31 @@ impl Client {
                 }
                 certs.extend(found);
             }
-            tracing::debug!(registry = %host, files = ?files, "trusting extra CAs");
+            tracing::debug!(registry = %host, files = ?files, client = ?client, "extra CAs, client certificate");
             let probe = Reference {
                 registry: host.clone(),
                 repository: String::new(),
                 tag: None,
                 digest: None,
             };
-            let b = builder().tls_certs_merge(certs);
+            let mut b = builder().tls_certs_merge(certs);
+            if let Some((cert, key)) = &client {
+                let mut pem = fs_err::read(key).map_err(|source| Error::RegistryCa {
+                    path: key.clone(),
+                    source: Box::new(source),
+                })?;
+                pem.push(b'\n');
+                pem.extend(fs_err::read(cert).map_err(|source| Error::RegistryCa {
+                    path: cert.clone(),
+                    source: Box::new(source),
+                })?);
+                let identity =
+                    reqwest::Identity::from_pem(&pem).map_err(|source| Error::RegistryCa {
+                        path: cert.clone(),
+                        source: Box::new(source),
+                    })?;
+                b = b.identity(identity);
+            }
             let b = if probe.is_loopback() { b.no_proxy() } else { b };
             with_ca.insert(host, b.build().map_err(|source| Error::Setup { source })?);
         }
@@ -1514,7 +1556,7 @@ D+R+ULxnzJ5LsWIdyfXUDt6+KD8I2Q==\n\
 ";
 
     #[test]
-    fn certs_d_lists_crt_files_per_host() {
+    fn certs_d_lists_cas_and_the_client_certificate_per_host() {
         let dir = tempfile::tempdir().unwrap();
         let host = dir.path().join("reg.internal:5000");
         fs_err::create_dir_all(&host).unwrap();
@@ -1522,14 +1564,21 @@ D+R+ULxnzJ5LsWIdyfXUDt6+KD8I2Q==\n\
             fs_err::write(host.join(f), "x").unwrap();
         }
         fs_err::create_dir_all(dir.path().join("empty.example")).unwrap();
+        let found = certs_d_hosts(dir.path()).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, "reg.internal:5000");
+        assert_eq!(found[0].1.cas, vec![host.join("a.crt"), host.join("b.crt")]);
         assert_eq!(
-            certs_d_cas(dir.path()).unwrap(),
-            vec![(
-                "reg.internal:5000".to_owned(),
-                vec![host.join("a.crt"), host.join("b.crt")]
-            )]
+            found[0].1.client,
+            Some((host.join("client.cert"), host.join("client.key")))
         );
-        assert!(certs_d_cas(&dir.path().join("missing")).unwrap().is_empty());
+        assert!(certs_d_hosts(&dir.path().join("missing"))
+            .unwrap()
+            .is_empty());
+        // A client certificate without its key is an error naming the file, not a silent plain client.
+        fs_err::remove_file(host.join("client.key")).unwrap();
+        let e = certs_d_hosts(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("client.cert"), "{e}");
     }
 
     #[test]

@@ -147,6 +147,19 @@ impl Registry {
         )
     }
 
+    /// [`Registry::start_tls`] that also demands a client certificate signed by `client_ca`.
+    pub(crate) fn start_tls_client_auth(cert: &Path, key: &Path, client_ca: &Path) -> Self {
+        Self::start_opts(
+            None,
+            Some(format!(
+                "  tls:\n    certificate: {}\n    key: {}\n    clientcas:\n      - {}\n",
+                cert.display(),
+                key.display(),
+                client_ca.display()
+            )),
+        )
+    }
+
     fn start_with(basic: Option<(&str, &str)>) -> Self {
         Self::start_opts(basic, None)
     }

@@ -321,6 +321,11 @@ fn rbuild_env(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Output {
 
 /// A CA (`<name>-ca.crt`) and a server certificate for 127.0.0.1 it signed (`<name>.crt`, `<name>.key`).
 fn make_certs(dir: &Path, name: &str) {
+    make_certs_for(dir, name, "serverAuth");
+}
+
+/// [`make_certs`] with this extended key usage (`serverAuth`, `clientAuth`).
+fn make_certs_for(dir: &Path, name: &str, usage: &str) {
     require("/usr/bin/openssl", "openssl");
     let p = |f: &str| dir.join(f).to_str().expect("utf-8 path").to_owned();
     let (ca_key, ca, key, csr, crt, ext) = (
@@ -360,7 +365,9 @@ fn make_certs(dir: &Path, name: &str) {
     ]));
     std::fs::write(
         &ext,
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        format!(
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage={usage}\n"
+        ),
     )
     .expect("write ext file");
     sh(Command::new("openssl").args([
@@ -835,4 +842,53 @@ fn token_auth_validated_by_the_registry_itself() {
     assert_eq!(pushed_digest(&so), digest, "{se}");
     assert_eq!(fresh.run_sh(&image, "cat /greeting"), "through-jwt\n");
     assert!(tokens.issued.load(std::sync::atomic::Ordering::SeqCst) > before);
+}
+
+#[test]
+fn client_certificate_from_certs_d_reaches_a_registry_that_requires_one() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    make_certs(certs.path(), "server");
+    make_certs_for(certs.path(), "client", "clientAuth");
+    let reg = Registry::start_tls_client_auth(
+        &certs.path().join("server.crt"),
+        &certs.path().join("server.key"),
+        &certs.path().join("client-ca.crt"),
+    );
+    let env = Env::new();
+    let ctx = env.context(
+        "mtls",
+        &[
+            ("Dockerfile", "FROM scratch\nCOPY f /f\n"),
+            ("f", "mutual tls"),
+        ],
+    );
+    let image = format!("{}/mtls/app:1", reg.addr);
+    let certs_d = certs.path().join("certs.d");
+    let host = certs_d.join(&reg.addr);
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::copy(certs.path().join("server-ca.crt"), host.join("ca.crt")).unwrap();
+    let with_certs_d = [("RBUILD_CERTS_D", certs_d.to_str().unwrap())];
+    let push = ["build", "-t", &image, "--push", ctx.to_str().unwrap()];
+
+    // The CA alone: the registry refuses the handshake.
+    let se = failed(
+        &rbuild_env(&env, &push, &with_certs_d),
+        "push without a client certificate",
+    );
+    assert!(se.contains(&reg.addr), "{se}");
+
+    // client.cert + client.key beside it, as docker reads them: push and pull go through.
+    std::fs::copy(certs.path().join("client.crt"), host.join("client.cert")).unwrap();
+    std::fs::copy(certs.path().join("client.key"), host.join("client.key")).unwrap();
+    let (so, _) = ok(
+        &rbuild_env(&env, &push, &with_certs_d),
+        "push with a client certificate",
+    );
+    let digest = pushed_digest(&so);
+    let fresh = Env::new();
+    let (so, se) = ok(
+        &rbuild_env(&fresh, &["pull", &image], &with_certs_d),
+        "pull with a client certificate",
+    );
+    assert_eq!(pushed_digest(&so), digest, "{se}");
 }
