@@ -164,6 +164,7 @@ async fn pull(client: &registry::Client, r: &Reference) -> Result<Manifest, regi
 }
 
 #[tokio::test]
+#[allow(clippy::print_stderr)] // the matrix is the test's report (`--nocapture`)
 async fn every_fault_ends_in_success_or_a_clean_failure_and_no_tag_names_a_missing_blob() {
     let reg = TestRegistry::start();
     let client = anonymous_client();
