@@ -111,6 +111,12 @@ const ROWS: &[Row] = &[
         inject: |p| p.inject(fault("GET", "/manifests/", 503, 2)),
     },
     Row {
+        fault: "slow blob bodies (1 KiB every 100 ms)",
+        phase: Phase::Pull,
+        succeeds: true,
+        inject: |p| p.slow_blob_bodies(100),
+    },
+    Row {
         fault: "503 on every blob GET",
         phase: Phase::Pull,
         succeeds: false,

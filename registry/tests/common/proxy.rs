@@ -1,7 +1,7 @@
 //! A small HTTP/1.1 proxy in front of a real registry that adds Bearer-token auth (with its own token
 //! endpoint) and injects faults: the real registry still does all the distribution API work.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -46,6 +46,8 @@ struct State {
     fail_after: Mutex<Vec<(&'static str, &'static str, u32, u16)>>,
     reject_monolithic: AtomicBool,
     ignore_mount: AtomicBool,
+    /// Milliseconds to wait before each KiB of a blob GET's answer (0: relay at once).
+    slow_ms_per_kib: AtomicU64,
 }
 
 /// The running proxy; stops on drop.
@@ -77,6 +79,7 @@ impl Proxy {
             fail_after: Mutex::new(Vec::new()),
             reject_monolithic: AtomicBool::new(false),
             ignore_mount: AtomicBool::new(false),
+            slow_ms_per_kib: AtomicU64::new(0),
         });
         let s = state.clone();
         let task = tokio::spawn(async move {
@@ -132,6 +135,11 @@ impl Proxy {
     /// Drops `mount`/`from` from upload POSTs, so the registry opens a plain session (202) instead.
     pub fn ignore_mounts(&self) {
         self.state.ignore_mount.store(true, Ordering::SeqCst);
+    }
+
+    /// Relays the answers to blob GETs a KiB at a time, `ms` milliseconds apart (a slow link).
+    pub fn slow_blob_bodies(&self, ms: u64) {
+        self.state.slow_ms_per_kib.store(ms, Ordering::SeqCst);
     }
 
     /// Adds a truncation rule.
@@ -441,6 +449,16 @@ async fn handle(state: &State, mut conn: TcpStream) -> std::io::Result<()> {
         let mut answer = Vec::new();
         up.read_to_end(&mut answer).await?;
         conn.write_all(&answer[..cut.min(answer.len())]).await?;
+        return conn.shutdown().await;
+    }
+    let slow = state.slow_ms_per_kib.load(Ordering::SeqCst);
+    if slow > 0 && method == "GET" && path.contains("/blobs/") {
+        let mut answer = Vec::new();
+        up.read_to_end(&mut answer).await?;
+        for chunk in answer.chunks(1024) {
+            tokio::time::sleep(std::time::Duration::from_millis(slow)).await;
+            conn.write_all(chunk).await?;
+        }
         return conn.shutdown().await;
     }
     // The registry answers `Connection: close` to a `Connection: close` request, so relaying to EOF is the
