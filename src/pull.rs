@@ -38,18 +38,37 @@ pub(crate) fn pull(
         );
     }
     let mut fetched = 0usize;
-    let (image, layers) = images.pull(&reference.to_string(), |desc, status| {
+    // Each layer is unpacked as soon as it is in the store, while the others still download.
+    let (tx, rx) = std::sync::mpsc::channel::<solver::Layer>();
+    let unpacker = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || -> Result<()> {
+            use rayon::iter::{ParallelBridge as _, ParallelIterator as _};
+            // Several layers unpack at once: decompression is the cost, one core per layer.
+            rx.into_iter()
+                .par_bridge()
+                .try_for_each(|layer| crate::worker::ensure_snapshot(&store, &layer).map(drop))
+        })
+    };
+    let pulled = images.pull(&reference.to_string(), |layer, status| {
         if status == LayerFetch::Fetched {
             fetched += 1;
         }
+        let _ = tx.send(layer.clone()); // the unpacker only stops early on an error, reported below
         if !args.quiet {
             let what = match status {
                 LayerFetch::Present => "already exists",
                 LayerFetch::Fetched => "pull complete",
             };
-            eprintln!("{}: {what}", desc.digest.short());
+            eprintln!("{}: {what}", layer.blob.digest.short());
         }
-    })?;
+    });
+    drop(tx);
+    let unpacked = unpacker
+        .join()
+        .map_err(|_| anyhow::anyhow!("internal error: the unpacking thread panicked"))?;
+    let (image, layers) = pulled?;
+    unpacked.with_context(|| format!("unpacking {}", reference.familiar()))?;
     snapshots(&store, &layers).with_context(|| format!("unpacking {}", reference.familiar()))?;
     let name = reference.familiar();
     let previous = store.resolve_tag(&name)?;

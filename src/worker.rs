@@ -212,7 +212,7 @@ impl Images {
     pub(crate) fn pull(
         &self,
         name: &str,
-        on_layer: impl FnMut(&Descriptor, LayerFetch),
+        on_layer: impl FnMut(&Layer, LayerFetch),
     ) -> Result<(ResolvedImage, Vec<Layer>)> {
         let image = self.resolve(name)?;
         let layers = self.fetch_layers_with(&image, on_layer)?;
@@ -224,12 +224,14 @@ impl Images {
         self.fetch_layers_with(image, |_, _| {})
     }
 
-    /// [`Images::fetch_layers`], telling `on_layer` about each layer, in order, once it is there.
+    /// [`Images::fetch_layers`], telling `on_layer` about each layer once it is there: those already in
+    /// the store first, then each download as it completes (up to [`PARALLEL_LAYERS`] at once).
     pub(crate) fn fetch_layers_with(
         &self,
         image: &ResolvedImage,
-        mut on_layer: impl FnMut(&Descriptor, LayerFetch),
+        mut on_layer: impl FnMut(&Layer, LayerFetch),
     ) -> Result<Vec<Layer>> {
+        use futures_util::StreamExt as _;
         let diff_ids = &image.config.rootfs.diff_ids;
         if diff_ids.len() != image.manifest.layers.len() {
             return Err(anyhow!(
@@ -239,39 +241,71 @@ impl Images {
                 diff_ids.len()
             ));
         }
-        for desc in &image.manifest.layers {
-            if self.store.has_blob(&desc.digest) {
-                on_layer(desc, LayerFetch::Present);
-                continue;
-            }
-            let reference = image.reference.as_ref().ok_or_else(|| {
-                anyhow!(
-                    "layer {} of a local image is missing from the store",
-                    desc.digest
-                )
-            })?;
-            let mut w = self.store.blob_writer()?;
-            self.rt
-                .block_on(self.client.get()?.fetch_blob(reference, desc, &mut w))
-                .with_context(|| {
-                    format!("pulling layer {} of {}", desc.digest, reference.familiar())
-                })?;
-            w.commit(Some(&desc.digest))?;
-            // A later push to another repository of this registry can mount it instead of uploading.
-            self.store
-                .blob_source_add(&desc.digest, &reference.registry, &reference.repository)?;
-            on_layer(desc, LayerFetch::Fetched);
-        }
-        Ok(diff_ids
+        let layers: Vec<Layer> = diff_ids
             .iter()
             .zip(&image.manifest.layers)
             .map(|(d, b)| Layer {
                 diff_id: d.clone(),
                 blob: b.clone(),
             })
-            .collect())
+            .collect();
+        let mut missing = Vec::new();
+        for l in &layers {
+            if self.store.has_blob(&l.blob.digest) {
+                on_layer(l, LayerFetch::Present);
+            } else if !missing
+                .iter()
+                .any(|m: &&Layer| m.blob.digest == l.blob.digest)
+            {
+                missing.push(l);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(layers);
+        }
+        let reference = image.reference.as_ref().ok_or_else(|| {
+            anyhow!(
+                "layer {} of a local image is missing from the store",
+                missing[0].blob.digest
+            )
+        })?;
+        let client = self.client.get()?;
+        let store = &self.store;
+        self.rt.block_on(async {
+            let mut downloads = futures_util::stream::iter(missing)
+                .map(|l| async move {
+                    let desc = &l.blob;
+                    let mut w = std::io::BufWriter::with_capacity(1 << 20, store.blob_writer()?);
+                    client
+                        .fetch_blob(reference, desc, &mut w)
+                        .await
+                        .with_context(|| {
+                            format!("pulling layer {} of {}", desc.digest, reference.familiar())
+                        })?;
+                    let w = w
+                        .into_inner()
+                        .map_err(|e| anyhow!("writing layer {}: {}", desc.digest, e.error()))?;
+                    w.commit(Some(&desc.digest))?;
+                    // A later push to another repository of this registry can mount it instead of uploading.
+                    store.blob_source_add(
+                        &desc.digest,
+                        &reference.registry,
+                        &reference.repository,
+                    )?;
+                    Ok::<_, anyhow::Error>(l)
+                })
+                .buffer_unordered(PARALLEL_LAYERS);
+            while let Some(done) = downloads.next().await {
+                on_layer(done?, LayerFetch::Fetched);
+            }
+            Ok::<_, anyhow::Error>(())
+        })?;
+        Ok(layers)
     }
 }
+
+/// How many layers of one image are downloaded at once.
+const PARALLEL_LAYERS: usize = 4;
 
 /// Whether a layer blob had to be downloaded by [`Images::fetch_layers_with`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
