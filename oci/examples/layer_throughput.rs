@@ -2,6 +2,7 @@
 //! and zstd on 1 and all cores, and prints MB/s of file data. bench/export.sh compares it with pigz and zstd.
 //!
 //!     cargo run --release -p oci --example layer_throughput -- DIR
+//!     LEVELS=1,6,9 cargo run --release -p oci --example layer_throughput -- DIR   # gzip at these levels
 
 #![allow(clippy::print_stdout)]
 
@@ -22,13 +23,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|m| m.len())
         .sum();
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    println!("| compression | threads | seconds | MB/s | output MB |");
-    println!("|---|---:|---:|---:|---:|");
-    for compression in [Compression::Gzip, Compression::Zstd] {
+    let levels: Vec<Option<u32>> = match std::env::var("LEVELS") {
+        Ok(v) => v.split(',').map(|l| l.trim().parse().ok()).collect(),
+        Err(_) => vec![None],
+    };
+    println!("| compression | level | threads | seconds | MB/s | output MB |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let runs = levels
+        .iter()
+        .map(|l| (Compression::Gzip, *l))
+        .chain([(Compression::Zstd, None)]);
+    for (compression, level) in runs {
         for threads in [1, cores] {
             let opts = LayerOptions {
                 compression,
-                level: None,
+                level,
                 source_date_epoch: None,
                 threads: Some(threads),
             };
@@ -38,7 +47,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             #[allow(clippy::cast_precision_loss)]
             let (mb, out) = (bytes as f64 / 1e6, info.size as f64 / 1e6);
             println!(
-                "| {compression:?} | {threads} | {secs:.2} | {:.0} | {out:.0} |",
+                "| {compression:?} | {} | {threads} | {secs:.2} | {:.0} | {out:.0} |",
+                level.map_or_else(|| "default".to_owned(), |l| l.to_string()),
                 mb / secs
             );
         }
