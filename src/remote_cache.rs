@@ -981,6 +981,24 @@ fn mount_entries(
         }
         // No RUN writes the mount while it is read (those with sharing=locked wait; see the docs).
         let _guard = store.lock_cache_mount(id)?;
+        // Unchanged since it was last archived (same files with the same stat fields): the same blob,
+        // without reading and compressing the whole mount again.
+        let record = format!(
+            "cache-mount-export-v1 {compression:?} {}",
+            tree_fingerprint(&dir)?
+        );
+        if let Some(v) = store.cache_get(&record)? {
+            if let Ok(layer) = serde_json::from_slice::<Layer>(&v) {
+                if store.has_blob(&layer.blob.digest) {
+                    tracing::info!(id = %id, "cache mount unchanged since the last export");
+                    out.push(MountEntry {
+                        id: id.clone(),
+                        layer,
+                    });
+                    continue;
+                }
+            }
+        }
         let mut w = std::io::BufWriter::with_capacity(1 << 20, store.blob_writer()?);
         let info = oci::write_layer(&dir, &mut w, &opts)
             .with_context(|| format!("archiving cache mount {id:?}"))?;
@@ -988,15 +1006,54 @@ fn mount_entries(
             .into_inner()
             .map_err(|e| anyhow!("writing cache mount {id:?}: {}", e.error()))?;
         let (digest, size) = w.commit(Some(&info.digest))?;
+        let layer = Layer {
+            diff_id: info.diff_id,
+            blob: Descriptor::new(info.media_type, digest, size),
+        };
+        store.cache_put_with_refs(
+            &record,
+            &serde_json::to_vec(&layer)?,
+            std::slice::from_ref(&layer.blob.digest),
+        )?;
         out.push(MountEntry {
             id: id.clone(),
-            layer: Layer {
-                diff_id: info.diff_id,
-                blob: Descriptor::new(info.media_type, digest, size),
-            },
+            layer,
         });
     }
     Ok(out)
+}
+
+/// A digest of a directory tree as it is on disk: every entry's path, type, mode, owner, size, inode,
+/// mtime and ctime (and symlink target). Equal fingerprints mean the files were not touched (as the
+/// context's stat cache assumes).
+fn tree_fingerprint(dir: &Path) -> Result<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut buf = Vec::new();
+    for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
+        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+        let m = entry
+            .metadata()
+            .with_context(|| format!("stat {}", entry.path().display()))?;
+        buf.extend_from_slice(entry.path().as_os_str().as_encoded_bytes());
+        buf.push(0);
+        for v in [
+            u64::from(m.mode()),
+            u64::from(m.uid()),
+            u64::from(m.gid()),
+            m.size(),
+            m.ino(),
+        ] {
+            buf.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()] {
+            buf.extend_from_slice(&v.to_le_bytes());
+        }
+        if entry.file_type().is_symlink() {
+            let t = fs_err::read_link(entry.path())?;
+            buf.extend_from_slice(t.as_os_str().as_encoded_bytes());
+        }
+    }
+    Ok(blake3::hash(&buf).to_hex().to_string())
 }
 
 /// What an export did, for the progress line.

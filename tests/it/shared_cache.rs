@@ -230,6 +230,22 @@ fn cache_mounts_travel_with_cache_mounts_true() {
     let (_, se) = a.build_plain("npm:1", &ctx_a, &["--cache-to", &to]);
     assert!(said(&se, "CACHE-COLD"), "{se}");
     assert!(se.contains("1 cache mounts"), "{se}");
+    // Exported again with the mount untouched: its archive is reused, not read and compressed again.
+    let (_, se) = a.ok(&[
+        "-v",
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "npm:1",
+        "--cache-to",
+        &to,
+        ctx_a.to_str().unwrap(),
+    ]);
+    assert!(
+        se.contains("cache mount unchanged since the last export"),
+        "{se}"
+    );
 
     // B's records would make the RUN a cache hit; --no-cache makes it run, on a restored mount.
     let b = Env::new();
