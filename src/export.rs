@@ -210,29 +210,17 @@ fn convert_layers(
             }
         }
         fetch(l)?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, store.blob_writer()?);
-        let info = if rewrite {
-            let dir = crate::worker::ensure_snapshot(store, l)?;
-            oci::write_layer(&dir, &mut w, &lopts)
-                .with_context(|| format!("rewriting layer {}", l.blob.digest))?
-        } else {
-            let blob = store.open_blob(&l.blob.digest)?;
-            oci::recompress_layer(
-                std::io::BufReader::new(blob),
-                &l.blob.media_type,
-                &mut w,
-                &lopts,
-            )
-            .with_context(|| format!("recompressing layer {}", l.blob.digest))?
-        };
-        let w = w
-            .into_inner()
-            .map_err(|e| anyhow!("writing layer: {}", e.error()))?;
-        let (digest, size) = w.commit(Some(&info.digest))?;
-        let done = Layer {
-            diff_id: info.diff_id,
-            blob: Descriptor::new(info.media_type, digest, size),
-        };
+        let done = crate::worker::write_layer_blob(store, |w| {
+            if rewrite {
+                let dir = crate::worker::ensure_snapshot(store, l)?;
+                oci::write_layer(&dir, w, &lopts)
+                    .with_context(|| format!("rewriting layer {}", l.blob.digest))
+            } else {
+                let blob = store.open_blob(&l.blob.digest)?;
+                oci::recompress_layer(std::io::BufReader::new(blob), &l.blob.media_type, w, &lopts)
+                    .with_context(|| format!("recompressing layer {}", l.blob.digest))
+            }
+        })?;
         store.cache_put_with_refs(
             &key,
             &serde_json::to_vec(&done)?,
@@ -653,21 +641,7 @@ pub(crate) fn write_outputs(
 pub(crate) fn image_layers(store: &cache::Store, image: &Image) -> Result<Vec<Layer>> {
     let config: ImageConfig = serde_json::from_slice(&store.read_blob(&image.config_digest)?)
         .with_context(|| format!("parsing config {}", image.config_digest))?;
-    if config.rootfs.diff_ids.len() != image.manifest.layers.len() {
-        bail!(
-            "image {} lists {} layers but {} diff_ids",
-            image.manifest_desc.digest,
-            image.manifest.layers.len(),
-            config.rootfs.diff_ids.len()
-        );
-    }
-    Ok(config
-        .rootfs
-        .diff_ids
-        .into_iter()
-        .zip(image.manifest.layers.iter().cloned())
-        .map(|(diff_id, blob)| Layer { diff_id, blob })
-        .collect())
+    crate::worker::image_layer_list(&config, &image.manifest, &image.manifest_desc.digest)
 }
 
 /// Runs `write` on `dest` (atomically: a temp file renamed into place) or on stdout for `-`.

@@ -608,18 +608,7 @@ impl Remote {
         let doc: InlineDoc = serde_json::from_value(value.clone())
             .with_context(|| format!("the inline cache of {reference} is unreadable"))?;
         check_version(doc.version, doc.cache_key_version)?;
-        let diff_ids = &config.rootfs.diff_ids;
-        if diff_ids.len() != pulled.manifest.layers.len() {
-            bail!("{reference}: its config and manifest disagree on the number of layers");
-        }
-        let layers: Vec<Layer> = diff_ids
-            .iter()
-            .zip(&pulled.manifest.layers)
-            .map(|(d, b)| Layer {
-                diff_id: d.clone(),
-                blob: b.clone(),
-            })
-            .collect();
+        let layers = crate::worker::image_layer_list(&config, &pulled.manifest, reference)?;
         // The image's manifest and config are kept: a later build may name it as its base.
         store.put_blob(&config_bytes)?;
         store.put_blob(&pulled.bytes)?;
@@ -749,17 +738,9 @@ impl Remote {
         };
         match source {
             Source::Registry(r) => {
-                let mut w = std::io::BufWriter::with_capacity(1 << 20, store.blob_writer()?);
-                self.client
-                    .get()?
-                    .fetch_blob(r, desc, &mut w)
+                crate::worker::download_blob(self.client.get()?, store, r, desc)
                     .await
                     .with_context(|| format!("fetching {} from the cache {}", desc.digest, r))?;
-                let w = w
-                    .into_inner()
-                    .map_err(|e| anyhow!("writing blob {}: {}", desc.digest, e.error()))?;
-                w.commit(Some(&desc.digest))?;
-                store.blob_source_add(&desc.digest, &r.registry, &r.repository)?;
             }
             Source::Dir(dir) => {
                 let path = dir.join("blobs").join("sha256").join(desc.digest.hex());
@@ -999,17 +980,10 @@ fn mount_entries(
                 }
             }
         }
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, store.blob_writer()?);
-        let info = oci::write_layer(&dir, &mut w, &opts)
-            .with_context(|| format!("archiving cache mount {id:?}"))?;
-        let w = w
-            .into_inner()
-            .map_err(|e| anyhow!("writing cache mount {id:?}: {}", e.error()))?;
-        let (digest, size) = w.commit(Some(&info.digest))?;
-        let layer = Layer {
-            diff_id: info.diff_id,
-            blob: Descriptor::new(info.media_type, digest, size),
-        };
+        let layer = crate::worker::write_layer_blob(store, |w| {
+            oci::write_layer(&dir, w, &opts)
+                .with_context(|| format!("archiving cache mount {id:?}"))
+        })?;
         store.cache_put_with_refs(
             &record,
             &serde_json::to_vec(&layer)?,

@@ -232,23 +232,7 @@ impl Images {
         mut on_layer: impl FnMut(&Layer, LayerFetch),
     ) -> Result<Vec<Layer>> {
         use futures_util::StreamExt as _;
-        let diff_ids = &image.config.rootfs.diff_ids;
-        if diff_ids.len() != image.manifest.layers.len() {
-            return Err(anyhow!(
-                "image {} has {} layers but its config lists {} diff_ids",
-                image.manifest_desc.digest,
-                image.manifest.layers.len(),
-                diff_ids.len()
-            ));
-        }
-        let layers: Vec<Layer> = diff_ids
-            .iter()
-            .zip(&image.manifest.layers)
-            .map(|(d, b)| Layer {
-                diff_id: d.clone(),
-                blob: b.clone(),
-            })
-            .collect();
+        let layers = image_layer_list(&image.config, &image.manifest, &image.manifest_desc.digest)?;
         let mut missing = Vec::new();
         for l in &layers {
             if self.store.has_blob(&l.blob.digest) {
@@ -274,24 +258,15 @@ impl Images {
         self.rt.block_on(async {
             let mut downloads = futures_util::stream::iter(missing)
                 .map(|l| async move {
-                    let desc = &l.blob;
-                    let mut w = std::io::BufWriter::with_capacity(1 << 20, store.blob_writer()?);
-                    client
-                        .fetch_blob(reference, desc, &mut w)
+                    download_blob(client, store, reference, &l.blob)
                         .await
                         .with_context(|| {
-                            format!("pulling layer {} of {}", desc.digest, reference.familiar())
+                            format!(
+                                "pulling layer {} of {}",
+                                l.blob.digest,
+                                reference.familiar()
+                            )
                         })?;
-                    let w = w
-                        .into_inner()
-                        .map_err(|e| anyhow!("writing layer {}: {}", desc.digest, e.error()))?;
-                    w.commit(Some(&desc.digest))?;
-                    // A later push to another repository of this registry can mount it instead of uploading.
-                    store.blob_source_add(
-                        &desc.digest,
-                        &reference.registry,
-                        &reference.repository,
-                    )?;
                     Ok::<_, anyhow::Error>(l)
                 })
                 .buffer_unordered(PARALLEL_LAYERS);
@@ -302,6 +277,24 @@ impl Images {
         })?;
         Ok(layers)
     }
+}
+
+/// Downloads blob `desc` of `reference`'s repository into the store (verified), and remembers where it came
+/// from: a later push to another repository of that registry can mount it instead of uploading it.
+pub(crate) async fn download_blob(
+    client: &registry::Client,
+    store: &cache::Store,
+    reference: &Reference,
+    desc: &Descriptor,
+) -> Result<()> {
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, store.blob_writer()?);
+    client.fetch_blob(reference, desc, &mut w).await?;
+    let w = w
+        .into_inner()
+        .map_err(|e| anyhow!("writing blob {}: {}", desc.digest, e.error()))?;
+    w.commit(Some(&desc.digest))?;
+    store.blob_source_add(&desc.digest, &reference.registry, &reference.repository)?;
+    Ok(())
 }
 
 /// How many layers of one image are downloaded at once.
@@ -352,6 +345,49 @@ fn config_matches(config: &ImageConfig, platform: &Platform) -> bool {
             },
             platform,
         )
+}
+
+/// The layers of an image: its config's diff_ids paired with its manifest's blobs (`what` names the image in
+/// the error when their counts differ).
+pub(crate) fn image_layer_list(
+    config: &ImageConfig,
+    manifest: &Manifest,
+    what: &dyn std::fmt::Display,
+) -> Result<Vec<Layer>> {
+    let diff_ids = &config.rootfs.diff_ids;
+    if diff_ids.len() != manifest.layers.len() {
+        return Err(anyhow!(
+            "image {what} has {} layers but its config lists {} diff_ids",
+            manifest.layers.len(),
+            diff_ids.len()
+        ));
+    }
+    Ok(diff_ids
+        .iter()
+        .zip(&manifest.layers)
+        .map(|(d, b)| Layer {
+            diff_id: d.clone(),
+            blob: b.clone(),
+        })
+        .collect())
+}
+
+/// Writes a layer blob into the store with `write` (which returns what it wrote) and commits it under the
+/// digest it reports.
+pub(crate) fn write_layer_blob(
+    store: &cache::Store,
+    write: impl FnOnce(&mut dyn std::io::Write) -> Result<oci::LayerInfo>,
+) -> Result<Layer> {
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, store.blob_writer()?);
+    let info = write(&mut w)?;
+    let w = w
+        .into_inner()
+        .map_err(|e| anyhow!("writing layer: {}", e.error()))?;
+    let (digest, size) = w.commit(Some(&info.digest))?;
+    Ok(Layer {
+        diff_id: info.diff_id,
+        blob: Descriptor::new(info.media_type, digest, size),
+    })
 }
 
 /// Unpacks a layer into its snapshot dir unless it already is, returning the dir.
@@ -546,18 +582,12 @@ impl BuildWorker {
                 added_layer: false,
             });
         }
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, self.store.blob_writer()?);
-        let info = oci::write_layer(dir, &mut w, &self.layer_opts).context("writing layer")?;
-        let w = w
-            .into_inner()
-            .map_err(|e| anyhow!("writing layer: {}", e.error()))?;
-        let (digest, size) = w.commit(Some(&info.digest))?;
-        self.store.commit_snapshot(dir, &info.diff_id)?;
+        let layer = write_layer_blob(&self.store, |w| {
+            oci::write_layer(dir, w, &self.layer_opts).context("writing layer")
+        })?;
+        self.store.commit_snapshot(dir, &layer.diff_id)?;
         let mut layers = base.layers.clone();
-        layers.push(Layer {
-            diff_id: info.diff_id,
-            blob: Descriptor::new(info.media_type, digest, size),
-        });
+        layers.push(layer);
         Ok(Outcome {
             layers,
             added_layer: true,
