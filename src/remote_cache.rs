@@ -337,6 +337,21 @@ fn check_version(version: u32, key_version: u32) -> Result<()> {
     Ok(())
 }
 
+/// A part manifest: the descriptor of its records blob and the blobs it lists.
+fn parse_part(digest: &Digest, bytes: &[u8]) -> Result<(Descriptor, Vec<Descriptor>)> {
+    let m: Artifact = serde_json::from_slice(bytes)
+        .with_context(|| format!("cache part {digest} is not a manifest"))?;
+    let records = m
+        .config
+        .filter(|c| c.media_type == RECORDS_TYPE)
+        .ok_or_else(|| anyhow!("cache part {digest} has no records"))?;
+    Ok((records, m.layers.unwrap_or_default()))
+}
+
+fn parse_records(digest: &Digest, bytes: &[u8]) -> Result<RecordsDoc> {
+    serde_json::from_slice(bytes).with_context(|| format!("cache records {digest} are unreadable"))
+}
+
 /// What an export writes: blobs to upload, then part manifests, then the root index.
 struct Plan {
     /// Every blob the parts reference (layers and mounts), without duplicates.
@@ -582,16 +597,9 @@ impl Remote {
                     ..repo.clone()
                 };
                 let raw = client.get_manifest_raw(&pinned).await?;
-                let m: Artifact = serde_json::from_slice(&raw.bytes)
-                    .with_context(|| format!("cache part {} is not a manifest", part.digest))?;
-                let config = m
-                    .config
-                    .filter(|c| c.media_type == RECORDS_TYPE)
-                    .ok_or_else(|| anyhow!("cache part {} has no records", part.digest))?;
-                let bytes = client.fetch_blob_bytes(&repo, &config).await?;
-                let doc: RecordsDoc = serde_json::from_slice(&bytes)
-                    .with_context(|| format!("cache records {} are unreadable", config.digest))?;
-                docs.push((doc, m.layers.unwrap_or_default()));
+                let (records, blobs) = parse_part(&part.digest, &raw.bytes)?;
+                let bytes = client.fetch_blob_bytes(&repo, &records).await?;
+                docs.push((parse_records(&records.digest, &bytes)?, blobs));
             }
             return self.add_docs(docs, &Source::Registry(repo));
         }
@@ -667,15 +675,11 @@ impl Remote {
         }
         let mut docs = Vec::new();
         for part in index.manifests.unwrap_or_default() {
-            let m: Artifact = serde_json::from_slice(&read(&part.digest)?)
-                .with_context(|| format!("cache part {} is not a manifest", part.digest))?;
-            let config = m
-                .config
-                .filter(|c| c.media_type == RECORDS_TYPE)
-                .ok_or_else(|| anyhow!("cache part {} has no records", part.digest))?;
-            let doc: RecordsDoc = serde_json::from_slice(&read(&config.digest)?)
-                .with_context(|| format!("cache records {} are unreadable", config.digest))?;
-            docs.push((doc, m.layers.unwrap_or_default()));
+            let (records, blobs) = parse_part(&part.digest, &read(&part.digest)?)?;
+            docs.push((
+                parse_records(&records.digest, &read(&records.digest)?)?,
+                blobs,
+            ));
         }
         self.add_docs(docs, &Source::Dir(src.to_owned()))
     }
