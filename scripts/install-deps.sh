@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages rbuild's tests and examples need (idempotent; needs root).
 set -euo pipefail
-pkgs=(docker-registry busybox-static skopeo umoci jq curl apache2-utils debootstrap openssl git)
+pkgs=(docker-registry busybox-static skopeo umoci jq curl apache2-utils debootstrap openssl git uidmap)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -11,3 +11,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# Rootless mode tests run rbuild as these users: one with subordinate ids, one without.
+if ! id rbuild-rootless >/dev/null 2>&1; then
+  useradd --create-home --shell /bin/sh rbuild-rootless
+fi
+if ! grep -q '^rbuild-rootless:' /etc/subuid 2>/dev/null || ! grep -q '^rbuild-rootless:' /etc/subgid 2>/dev/null; then
+  usermod --add-subuids 300000-365535 --add-subgids 300000-365535 rbuild-rootless
+fi
+if ! id rbuild-nosubids >/dev/null 2>&1; then
+  useradd --create-home --shell /bin/sh -K SUB_UID_COUNT=0 -K SUB_GID_COUNT=0 rbuild-nosubids
+fi
+sed -i '/^rbuild-nosubids:/d' /etc/subuid /etc/subgid

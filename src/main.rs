@@ -51,6 +51,15 @@ fn main() -> ExitCode {
         Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())
     }));
     let cli = Cli::parse_from(cli::with_default_command(std::env::args_os().collect()));
+    // The store location is decided as the caller, before rootless mode makes us uid 0.
+    let root = cli.root.clone().unwrap_or_else(default_root);
+    if needs_namespace_root(&cli.command) {
+        // Still single-threaded: nothing above starts a thread, and unshare needs that.
+        if let Err(e) = runner::enter_rootless() {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let filter = match cli.verbose {
         0 => "warn",
         1 => "info",
@@ -63,7 +72,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match real_main(cli) {
+    match real_main(cli, root) {
         Ok(code) => code,
         Err(e) => {
             match e.downcast::<diagnostics::SourceError>() {
@@ -75,8 +84,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn real_main(cli: Cli) -> Result<ExitCode> {
-    let root = cli.root.clone().unwrap_or_else(default_root);
+/// Whether the command works on the store or runs containers, and so needs, when rbuild is not
+/// run as root, the user namespace of rootless mode (files owned by any id, overlay mounts).
+fn needs_namespace_root(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Login(_) | Command::Logout { .. } | Command::Debug { .. }
+    )
+}
+
+fn real_main(cli: Cli, root: PathBuf) -> Result<ExitCode> {
     let open = || -> Result<Arc<cache::Store>> {
         Ok(Arc::new(cache::Store::open(&root).with_context(|| {
             format!("opening store {}", root.display())

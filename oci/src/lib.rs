@@ -20,8 +20,9 @@ mod snapshot;
 pub use config::{Empty, Healthcheck, History, ImageConfig, RootFs, RunConfig};
 pub use digest::{Digest, DigestParseError, Hasher, HashingWriter};
 pub use layer::{
-    is_empty_dir, recompress_layer, unpack_layer, write_layer, Compression, LayerError, LayerInfo,
-    LayerOptions, OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX,
+    in_user_namespace, is_empty_dir, is_opaque_dir, overlay_opaque_xattr, recompress_layer,
+    unpack_layer, write_layer, Compression, LayerError, LayerInfo, LayerOptions, OPAQUE_MARKER,
+    OVERLAY_OPAQUE_XATTR, USER_OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX,
 };
 pub use manifest::{media_type, Descriptor, Index, Manifest, Platform};
 pub use reference::{Reference, ReferenceParseError, DOCKER_HUB};

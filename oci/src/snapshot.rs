@@ -9,8 +9,6 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps};
 
-use crate::layer::OVERLAY_OPAQUE_XATTR;
-
 /// The most symlinks followed in one resolution, as Linux's `MAXSYMLINKS`.
 const MAX_SYMLINK_HOPS: u32 = 40;
 
@@ -311,11 +309,7 @@ fn split(path: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
 }
 
 fn is_opaque(path: &Path) -> io::Result<bool> {
-    match xattr::get(path, OVERLAY_OPAQUE_XATTR) {
-        Ok(value) => Ok(value.as_deref() == Some(b"y")),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Ok(false),
-        Err(e) => Err(e),
-    }
+    crate::layer::is_opaque_dir(path)
 }
 
 /// Copies one non-directory from `src` to `dest` (replacing a non-directory there) with its metadata.

@@ -88,7 +88,10 @@ fn is_untouched_empty_dir(path: &Path, lower: Option<&std::fs::Metadata>) -> boo
         return false;
     }
     let mut buf = [0u8; 8];
-    if rustix::fs::lgetxattr(path, "trusted.overlay.opaque", &mut buf).is_ok() {
+    if ["trusted.overlay.opaque", "user.overlay.opaque"]
+        .iter()
+        .any(|name| rustix::fs::lgetxattr(path, *name, &mut buf).is_ok())
+    {
         return false;
     }
     let (mode, uid, gid) = lower.map_or((0o755, 0, 0), |l| (l.mode() & 0o7777, l.uid(), l.gid()));

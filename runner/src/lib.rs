@@ -10,7 +10,10 @@
 //! removes from the upper dir every mountpoint the runner had to create (`/etc/hosts`, `/proc`,
 //! …) so they do not pollute the layer, and exits with the command's status.
 //!
-//! Deliberately not here: rootless mode, cgroups/resource limits, image formats. This crate
+//! Rootless mode: [`enter_rootless`] moves an unprivileged caller into a user namespace (with its
+//! subordinate ids mapped by `newuidmap`/`newgidmap`) where everything above works as root.
+//!
+//! Deliberately not here: cgroups/resource limits, image formats. This crate
 //! depends on no other rbuild crate and is the only one with `unsafe`
 //! (all of it in `sys/linux.rs`).
 //!
@@ -69,6 +72,22 @@ mod rootfs;
 mod seccomp;
 mod sys;
 mod user;
+#[cfg(target_os = "linux")]
+mod userns;
+
+#[cfg(target_os = "linux")]
+pub use userns::{enter_rootless, id_map, subordinate_ranges, IdRange, RootlessError};
+
+/// Whether this process runs in a user namespace other than the initial one (rootless mode, see
+/// [`enter_rootless`]): its `/proc/self/uid_map` is not the identity map of all ids. Overlay mounts
+/// then use `userxattr`, and `/sys` is bound from the host when no network namespace is created.
+pub fn in_user_namespace() -> bool {
+    static IN_USERNS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *IN_USERNS.get_or_init(|| match std::fs::read_to_string("/proc/self/uid_map") {
+        Ok(map) => map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"],
+        Err(_) => false,
+    })
+}
 
 /// Argument that makes [`init_if_requested`] run the sandbox init instead of returning.
 pub const INIT_ARG: &str = "__rbuild-runner-init";

@@ -220,6 +220,22 @@ fn clone_tree(source: &Path, recursive: bool) -> Result<OwnedFd, SetupError> {
         .ctx(|| format!("failed to clone a bind mount of {}", source.display()))
 }
 
+/// Creates a detached mount of a fresh `fstype` (proc, sysfs) with these attributes.
+///
+/// Made before `pivot_root`: in a user namespace the kernel only allows a new proc or sysfs
+/// while an unobstructed one is visible in the mount namespace ("mount too revealing"), and the
+/// host's are gone once the old root is detached.
+fn detached_fs(fstype: &str, attrs: MountAttrFlags) -> Result<OwnedFd, SetupError> {
+    let fs = rustix::mount::fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC)
+        .ctx(|| format!("failed to open a {fstype} filesystem context"))?;
+    if let Err(e) = rustix::mount::fsconfig_create(&fs) {
+        let log = fs_log(&fs);
+        return Err(e).ctx(|| format!("failed to create a {fstype} filesystem ({log})"));
+    }
+    rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
+        .ctx(|| format!("failed to mount {fstype}"))
+}
+
 /// Reads the messages the kernel attached to a filesystem context, for a useful error.
 fn fs_log(fs: &OwnedFd) -> String {
     let mut out = Vec::new();
@@ -277,13 +293,26 @@ fn overlay(lowers: &[&Path], upper: Option<Upper<'_>>) -> Result<OwnedFd, SetupE
     }
     // The upper dir becomes an OCI layer: no metadata-only copy-ups or redirects it could not
     // express, and no index tying the upper dir to these exact lower dirs.
+    // With `userxattr` the kernel refuses to follow redirects (`off` still follows them).
+    let redirect_dir = if crate::in_user_namespace() {
+        "nofollow"
+    } else {
+        "off"
+    };
     for (key, value) in [
-        ("redirect_dir", "off"),
+        ("redirect_dir", redirect_dir),
         ("metacopy", "off"),
         ("index", "off"),
     ] {
         if let Err(e) = rustix::mount::fsconfig_set_string(&fs, key, value) {
             fail(format!("failed to set overlay option {key}={value}"), e)?;
+        }
+    }
+    // In a user namespace `trusted.*` xattrs cannot be set: overlay keeps its opaque marks in
+    // `user.overlay.*` instead (the snapshots are written the same way, see oci::overlay_opaque_xattr).
+    if crate::in_user_namespace() {
+        if let Err(e) = rustix::mount::fsconfig_set_flag(&fs, "userxattr") {
+            fail("failed to set overlay option userxattr".into(), e)?;
         }
     }
     if let Err(e) = rustix::mount::fsconfig_create(&fs) {
@@ -486,6 +515,24 @@ pub(crate) fn prepare(spec: &Spec, created: &mut Vec<Created>) -> Result<(), Set
         .map(|d| Ok((*d, clone_tree(&Path::new("/dev").join(d), false)?)))
         .collect::<Result<Vec<_>, SetupError>>()?;
     let hosts_tree = clone_tree(&hosts, false)?;
+    let nosuid_nodev_noexec_attrs = MountAttrFlags::MOUNT_ATTR_NOSUID
+        | MountAttrFlags::MOUNT_ATTR_NODEV
+        | MountAttrFlags::MOUNT_ATTR_NOEXEC;
+    let proc_tree = detached_fs("proc", nosuid_nodev_noexec_attrs)?;
+    // Rootless without a network namespace of our own: sysfs may not be mounted (the kernel wants
+    // the network namespace owned by our user namespace), so the host's /sys is bound read-only,
+    // as rootless podman does.
+    let sys_tree = if crate::in_user_namespace() && spec.network != Network::None {
+        let tree = clone_tree(Path::new("/sys"), true)?;
+        crate::sys::make_tree_readonly(&tree)
+            .ctx(|| "failed to make the bind mount of /sys read-only".into())?;
+        tree
+    } else {
+        detached_fs(
+            "sysfs",
+            nosuid_nodev_noexec_attrs | MountAttrFlags::MOUNT_ATTR_RDONLY,
+        )?
+    };
     let resolv_tree = clone_tree(&resolv, false)?;
     let mut binds = Vec::new();
     for (n, m) in spec.mounts.iter().enumerate() {
@@ -561,7 +608,7 @@ pub(crate) fn prepare(spec: &Spec, created: &mut Vec<Created>) -> Result<(), Set
 
     let nosuid_nodev_noexec = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
     let proc_dir = ensure("/proc", Leaf::Dir)?;
-    mount("proc", &proc_dir, "proc", nosuid_nodev_noexec, "")?;
+    attach(&proc_tree, &proc_dir)?;
 
     let dev = ensure("/dev", Leaf::Dir)?;
     mount(
@@ -603,13 +650,7 @@ pub(crate) fn prepare(spec: &Spec, created: &mut Vec<Created>) -> Result<(), Set
     }
 
     let sys = ensure("/sys", Leaf::Dir)?;
-    mount(
-        "sysfs",
-        &sys,
-        "sysfs",
-        nosuid_nodev_noexec | MountFlags::RDONLY,
-        "",
-    )?;
+    attach(&sys_tree, &sys)?;
 
     let target = ensure("/etc/hosts", Leaf::File)?;
     attach(&hosts_tree, &target)?;

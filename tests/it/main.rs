@@ -21,6 +21,8 @@ mod mounts;
 mod node;
 /// Registries end to end: login/logout, push and pull through auth, `rbuild pull`, `--platform`.
 mod registry;
+/// Rootless mode: rbuild as an ordinary user, in a user namespace.
+mod rootless;
 /// `rbuild run`.
 mod run;
 /// The sandbox as a security boundary: escapes refused, nothing leaked, nothing left behind.

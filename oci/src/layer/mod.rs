@@ -2,7 +2,9 @@
 //! overlay-format directory.
 //!
 //! A snapshot directory is in *overlay format*: a deleted path is a character device 0/0 (an overlay
-//! whiteout) and an opaque directory carries the xattr `trusted.overlay.opaque=y`. A layer tar says the same
+//! whiteout) and an opaque directory carries the xattr `trusted.overlay.opaque=y` — or, in a user namespace
+//! (rootless mode, where `trusted.*` xattrs cannot be set and overlay is mounted with `userxattr`),
+//! `user.overlay.opaque=y`; readers accept both ([`is_opaque_dir`]). A layer tar says the same
 //! with `.wh.<name>` and `.wh..wh..opq` entries. [`write_layer`] converts one way, [`unpack_layer`] the other.
 
 use std::io;
@@ -24,6 +26,41 @@ pub const WHITEOUT_PREFIX: &str = ".wh.";
 pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
 /// The overlayfs xattr that marks an opaque directory in a snapshot.
 pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// The same xattr as overlayfs names it when mounted with `userxattr` (in a user namespace).
+pub const USER_OVERLAY_OPAQUE_XATTR: &str = "user.overlay.opaque";
+
+/// Whether this process runs in a user namespace other than the initial one (rootless mode): its
+/// `/proc/self/uid_map` is not the identity map of all ids.
+pub fn in_user_namespace() -> bool {
+    static IN_USERNS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *IN_USERNS.get_or_init(|| match std::fs::read_to_string("/proc/self/uid_map") {
+        Ok(map) => map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"],
+        Err(_) => false,
+    })
+}
+
+/// The opaque-directory xattr this process writes into snapshots: `user.overlay.opaque` in a user
+/// namespace (where only `user.*` xattrs can be set), `trusted.overlay.opaque` otherwise.
+pub fn overlay_opaque_xattr() -> &'static str {
+    if in_user_namespace() {
+        USER_OVERLAY_OPAQUE_XATTR
+    } else {
+        OVERLAY_OPAQUE_XATTR
+    }
+}
+
+/// Whether a snapshot directory is opaque: either opaque xattr is `y` (not following symlinks).
+pub fn is_opaque_dir(path: &std::path::Path) -> io::Result<bool> {
+    for name in [OVERLAY_OPAQUE_XATTR, USER_OVERLAY_OPAQUE_XATTR] {
+        match xattr::get(path, name) {
+            Ok(Some(value)) if value == b"y" => return Ok(true),
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
 
 /// The compression applied to a written layer blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use tar::EntryType;
 
-use super::{LayerError, OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX};
+use super::{overlay_opaque_xattr, LayerError, OPAQUE_MARKER, WHITEOUT_PREFIX};
 use crate::{Digest, Hasher};
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -138,8 +138,13 @@ impl Unpacker {
         let parent = self.open_dir(&comps, true, &shown)?;
 
         if name == OPAQUE_MARKER.as_bytes() {
-            return rustix::fs::fsetxattr(&parent, OVERLAY_OPAQUE_XATTR, b"y", XattrFlags::empty())
-                .map_err(|e| unpack_err(e.into()));
+            return rustix::fs::fsetxattr(
+                &parent,
+                overlay_opaque_xattr(),
+                b"y",
+                XattrFlags::empty(),
+            )
+            .map_err(|e| unpack_err(e.into()));
         }
         if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
             if hidden.starts_with(WHITEOUT_PREFIX.as_bytes()) {
@@ -247,8 +252,20 @@ impl Unpacker {
                         (ft, rustix::fs::makedev(major, minor))
                     }
                 };
-                rustix::fs::mknodat(&parent, name_os, ft, Mode::from_raw_mode(meta.mode), dev)
-                    .map_err(|e| unpack_err(e.into()))?;
+                match rustix::fs::mknodat(&parent, name_os, ft, Mode::from_raw_mode(meta.mode), dev)
+                {
+                    Ok(()) => {}
+                    // A user namespace may create fifos and whiteouts but no device node; rootless
+                    // builders (buildah, BuildKit) leave such nodes out of the snapshot too. The
+                    // layer blob itself keeps them.
+                    Err(rustix::io::Errno::PERM)
+                        if ft != FileType::Fifo && super::in_user_namespace() =>
+                    {
+                        tracing::warn!(path = %shown, "device node left out: a user namespace (rootless mode) cannot create device nodes");
+                        return Ok(());
+                    }
+                    Err(e) => return Err(unpack_err(e.into())),
+                }
                 self.apply_at_meta(&parent, &comps, &name, &meta, false)
                     .map_err(unpack_err)?;
             }

@@ -11,10 +11,7 @@ use tar::{EntryType, Header};
 
 use super::pargz::ParallelGzEncoder;
 use super::pax::push_record;
-use super::{
-    Compression, LayerError, LayerInfo, LayerOptions, OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR,
-    WHITEOUT_PREFIX,
-};
+use super::{Compression, LayerError, LayerInfo, LayerOptions, OPAQUE_MARKER, WHITEOUT_PREFIX};
 use crate::{Hasher, HashingWriter};
 
 /// The longest name or link name that fits a ustar header field without a PAX record.
@@ -410,16 +407,12 @@ impl<R: Read> Read for ReadErrorSlot<'_, R> {
     }
 }
 
-/// Whether a directory is opaque in overlay terms (`trusted.overlay.opaque` is `y`).
+/// Whether a directory is opaque in overlay terms (an opaque xattr is `y`).
 fn is_opaque(path: &Path) -> Result<bool, LayerError> {
-    match xattr::get(path, OVERLAY_OPAQUE_XATTR) {
-        Ok(value) => Ok(value.as_deref() == Some(b"y")),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Ok(false),
-        Err(source) => Err(LayerError::Read {
-            path: path.to_owned(),
-            source,
-        }),
-    }
+    super::is_opaque_dir(path).map_err(|source| LayerError::Read {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// The xattrs of a file (not following symlinks), sorted by name, without overlayfs' own.
