@@ -292,3 +292,33 @@ fn rootless_without_subordinate_ids_says_what_to_do() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn rootless_names_an_owner_outside_the_mapped_ids() {
+    let env = Env::new();
+    let reg = Registry::start();
+    env.busybox();
+    let ctx = env.context(
+        "big",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\nRUN touch /big && chown 70000:70000 /big\n",
+        )],
+    );
+    let base = format!("{}/rootless/bigid:1", reg.addr);
+    env.ok(&["build", "-t", &base, "--push", ctx.to_str().unwrap()]);
+
+    let user = UserDir::new(USER);
+    let ctx = user.context(
+        "app",
+        &[("Dockerfile", &format!("FROM {base}\nRUN ls -ln /big\n"))],
+    );
+    let out = user.rbuild(&["build", "--progress", "plain", ctx.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("owner 70000:70000 is outside the ids of this user namespace")
+            && stderr.contains("/etc/subuid"),
+        "{stderr}"
+    );
+}

@@ -329,7 +329,8 @@ impl Unpacker {
             Some(rustix::fs::Uid::from_raw(meta.uid)),
             Some(rustix::fs::Gid::from_raw(meta.gid)),
             AtFlags::SYMLINK_NOFOLLOW,
-        )?;
+        )
+        .map_err(|e| owner_error(e, meta))?;
         if !symlink {
             // The node was just created by us and is not a symlink, so chmodat cannot follow anything.
             rustix::fs::chmodat(
@@ -454,6 +455,36 @@ fn remove_existing(
     }
 }
 
+/// Explains a failed chown: in a user namespace (rootless mode) `EINVAL` means the owner is outside
+/// the ids the namespace maps.
+fn owner_error(e: rustix::io::Errno, meta: &Meta) -> io::Error {
+    if e != rustix::io::Errno::INVAL || !super::in_user_namespace() {
+        return e.into();
+    }
+    let mapped = |file: &str| {
+        std::fs::read_to_string(file)
+            .map(|map| {
+                map.lines()
+                    .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
+                    .sum::<u64>()
+            })
+            .unwrap_or(0)
+    };
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "owner {}:{} is outside the ids of this user namespace (rootless mode maps {} uids and {} gids: \
+             the user's own id and its ranges in /etc/subuid and /etc/subgid); give the user a range of at least \
+             {} ids there",
+            meta.uid,
+            meta.gid,
+            mapped("/proc/self/uid_map"),
+            mapped("/proc/self/gid_map"),
+            u64::from(meta.uid.max(meta.gid)) + 1
+        ),
+    )
+}
+
 /// Applies owner, then mode (chown clears setuid bits), then xattrs (chown clears
 /// `security.capability`), then times to an open file or directory.
 fn apply_fd_meta(fd: &impl AsFd, meta: &Meta) -> io::Result<()> {
@@ -461,7 +492,8 @@ fn apply_fd_meta(fd: &impl AsFd, meta: &Meta) -> io::Result<()> {
         fd,
         Some(rustix::fs::Uid::from_raw(meta.uid)),
         Some(rustix::fs::Gid::from_raw(meta.gid)),
-    )?;
+    )
+    .map_err(|e| owner_error(e, meta))?;
     rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode))?;
     for (key, value) in &meta.xattrs {
         rustix::fs::fsetxattr(fd, key.as_str(), value, XattrFlags::empty())?;
