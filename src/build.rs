@@ -169,6 +169,7 @@ pub(crate) fn build(
             crate::cli::NetworkArg::Default | crate::cli::NetworkArg::Host => runner::Network::Host,
         },
         no_new_privs: args.no_new_privileges,
+        isolation: args.isolation.runner(),
         remote: Arc::clone(&remote),
         git: Arc::default(),
     };

@@ -78,6 +78,7 @@ fn run_volume_flags(args: &mut [std::ffi::OsString]) {
         "--env-file",
         "--volume",
         "--security-opt",
+        "--isolation",
     ];
     let mut i = 0;
     while i < args.len() {
@@ -176,6 +177,25 @@ pub(crate) enum NetworkArg {
     Host,
 }
 
+/// `--isolation`, with buildah's value names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum IsolationArg {
+    /// Namespaces and an overlay rootfs (needs CAP_SYS_ADMIN).
+    #[value(alias = "oci")]
+    Default,
+    /// chroot into a copy of the rootfs, for pods where namespaces cannot be created.
+    Chroot,
+}
+
+impl IsolationArg {
+    pub(crate) fn runner(self) -> runner::Isolation {
+        match self {
+            IsolationArg::Default => runner::Isolation::Namespaces,
+            IsolationArg::Chroot => runner::Isolation::Chroot,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum CompressionArg {
     /// gzip, on every core with a deterministic block scheme.
@@ -268,6 +288,10 @@ pub(crate) struct BuildArgs {
     /// Run RUN steps with no_new_privs (setuid binaries then do not raise privileges).
     #[arg(long)]
     pub(crate) no_new_privileges: bool,
+    /// How RUN steps are isolated: default (namespaces; `oci` is a synonym) or chroot (for pods
+    /// that cannot create namespaces; see docs/ISOLATION.md).
+    #[arg(long, value_enum, env = "RBUILD_ISOLATION", default_value_t = IsolationArg::Default)]
+    pub(crate) isolation: IsolationArg,
     /// Registry hosts (host[:port]) reached over plain HTTP; loopback always is.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub(crate) insecure_registries: Vec<String>,
@@ -308,6 +332,9 @@ pub(crate) struct RunArgs {
     /// `no-new-privileges`: run the command with no_new_privs (as docker run's option).
     #[arg(long = "security-opt", value_name = "OPT")]
     pub(crate) security_opts: Vec<String>,
+    /// Isolation: default (namespaces; `oci` is a synonym) or chroot (see docs/ISOLATION.md).
+    #[arg(long, value_enum, env = "RBUILD_ISOLATION", default_value_t = IsolationArg::Default)]
+    pub(crate) isolation: IsolationArg,
     /// Override the image's ENTRYPOINT.
     #[arg(long)]
     pub(crate) entrypoint: Option<String>,

@@ -112,6 +112,7 @@ pub(crate) fn run(
         no_new_privs: security.no_new_privs,
         seccomp: security.seccomp,
         tty: args.tty,
+        isolation: args.isolation.runner(),
     };
     let exe = std::env::current_exe().context("locating the rbuild executable")?;
     let (stdin, stdout, stderr, relay) = if args.tty {

@@ -428,6 +428,8 @@ pub(crate) struct BuildWorker {
     pub(crate) default_network: runner::Network,
     /// `--no-new-privileges`.
     pub(crate) no_new_privs: bool,
+    /// `--isolation`; not part of any cache key (the result is the same layer).
+    pub(crate) isolation: runner::Isolation,
     /// Caches imported with `--cache-from`: where missing blobs and cache mounts come from.
     pub(crate) remote: Arc<crate::remote_cache::Remote>,
     /// `ADD <git URL>` sources.
@@ -812,6 +814,7 @@ impl BuildWorker {
             no_new_privs: self.no_new_privs,
             seccomp: runner::Seccomp::Default,
             tty: false,
+            isolation: self.isolation,
         };
         let mut child = runner::spawn(
             &spec,

@@ -35,7 +35,7 @@ const ACK_FD: i32 = 4;
 pub(crate) const DEFAULT_CAPS: u64 = 0xa804_25fb;
 
 /// Signals the outside process and PID 1 pass on to the command.
-const FORWARDED: [i32; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+pub(crate) const FORWARDED: [i32; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -80,7 +80,7 @@ impl<T, E: Into<io::Error>> Context<T> for Result<T, E> {
 
 /// Prints a message in the documented format and exits with `code`.
 #[allow(clippy::print_stderr)] // stderr is how the sandbox reports to the caller
-fn die(code: i32, msg: &dyn fmt::Display) -> ! {
+pub(crate) fn die(code: i32, msg: &dyn fmt::Display) -> ! {
     eprintln!("rbuild-runner: {msg}");
     std::process::exit(code)
 }
@@ -183,6 +183,9 @@ fn validate(spec: &Spec) -> Result<(), SetupError> {
 fn outside() -> Result<i32, SetupError> {
     let spec = read_spec()?;
     validate(&spec)?;
+    if spec.isolation == crate::Isolation::Chroot {
+        return crate::chroot::run(&spec);
+    }
     let mut waited: Vec<i32> = FORWARDED.to_vec();
     waited.push(libc::SIGCHLD);
     let signals = SignalSet::new(&waited);
@@ -190,7 +193,7 @@ fn outside() -> Result<i32, SetupError> {
     let original_mask = signals.block().ctx(|| "failed to block signals".into())?;
     let (report_r, report_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .ctx(|| "failed to create the report pipe".into())?;
-    sys::unshare(UnshareFlags::NEWPID).ctx(|| "failed to create a pid namespace".into())?;
+    sys::unshare(UnshareFlags::NEWPID).map_err(|e| unshare_error(e, "a pid namespace"))?;
     let pid1 = match sys::fork().ctx(|| "failed to fork the sandbox init".into())? {
         Fork::Child => {
             drop(report_r);
@@ -210,6 +213,22 @@ fn outside() -> Result<i32, SetupError> {
     let status = wait_forwarding(&signals, pid1)?;
     crate::cleanup::clean_upper(&spec.upper, &spec.lowers, &created);
     Ok(status)
+}
+
+/// The setup error for a failed `unshare`: without `CAP_SYS_ADMIN` (a locked-down pod) it
+/// says what to use instead.
+pub(crate) fn unshare_error(e: io::Error, what: &str) -> SetupError {
+    if e.raw_os_error() == Some(libc::EPERM) {
+        SetupError::msg(
+            "cannot create namespaces (Operation not permitted): this environment does not \
+             allow them; run with --isolation=chroot",
+        )
+    } else {
+        SetupError {
+            what: format!("failed to create {what}"),
+            source: Some(e),
+        }
+    }
 }
 
 /// Waits for `child`, forwarding the signals in [`FORWARDED`] to it; returns its exit code.
@@ -232,7 +251,7 @@ fn wait_forwarding(signals: &SignalSet, child: Pid) -> Result<i32, SetupError> {
     }
 }
 
-fn exit_code(status: WaitStatus) -> i32 {
+pub(crate) fn exit_code(status: WaitStatus) -> i32 {
     if let Some(code) = status.exit_status() {
         code
     } else if let Some(sig) = status.terminating_signal() {
@@ -304,7 +323,7 @@ fn pid1_main(spec: &Spec, report: OwnedFd, original_mask: SignalSet) -> i32 {
 }
 
 /// The command, resolved inside the rootfs, ready to run.
-struct Program {
+pub(crate) struct Program {
     args: Vec<CString>,
     env: Vec<CString>,
     path_dirs: Vec<String>,
@@ -313,7 +332,11 @@ struct Program {
     no_new_privs: bool,
     tty: bool,
     /// Seccomp programs, in installation order (empty when unconfined).
-    seccomp: Vec<seccompiler::BpfProgram>,
+    pub(crate) seccomp: Vec<seccompiler::BpfProgram>,
+    /// Capabilities the command keeps when it runs as root.
+    pub(crate) caps: u64,
+    /// The highest capability number, when already known (read from `/proc` otherwise).
+    pub(crate) last_cap: Option<u32>,
 }
 
 fn cstring(s: &str) -> Result<CString, SetupError> {
@@ -322,7 +345,7 @@ fn cstring(s: &str) -> Result<CString, SetupError> {
 
 impl Program {
     /// Resolves the user and environment; runs in PID 1 after `pivot_root`.
-    fn prepare(spec: &Spec) -> Result<Self, SetupError> {
+    pub(crate) fn prepare(spec: &Spec) -> Result<Self, SetupError> {
         let read = |p: &str| match fs_err::read_to_string(p) {
             Ok(s) => Ok(s),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
@@ -353,11 +376,13 @@ impl Program {
             no_new_privs: spec.no_new_privs,
             tty: spec.tty,
             seccomp: crate::seccomp::filters(spec.seccomp)?,
+            caps: DEFAULT_CAPS,
+            last_cap: None,
         })
     }
 
     /// Drops privileges and executes the command; runs in the forked command process.
-    fn exec(self, original_mask: &SignalSet) -> ! {
+    pub(crate) fn exec(self, original_mask: &SignalSet) -> ! {
         if let Err(e) = self.drop_privileges(original_mask) {
             die(EXIT_SETUP_FAILED, &e);
         }
@@ -406,11 +431,14 @@ impl Program {
         original_mask
             .set_mask()
             .ctx(|| "failed to restore the signal mask".into())?;
-        let last_cap: u32 = fs_err::read_to_string("/proc/sys/kernel/cap_last_cap")
-            .ctx(|| "failed to read the last capability".into())?
-            .trim()
-            .parse()
-            .map_err(|_| SetupError::msg("unreadable /proc/sys/kernel/cap_last_cap"))?;
+        let last_cap: u32 = match self.last_cap {
+            Some(c) => c,
+            None => fs_err::read_to_string("/proc/sys/kernel/cap_last_cap")
+                .ctx(|| "failed to read the last capability".into())?
+                .trim()
+                .parse()
+                .map_err(|_| SetupError::msg("unreadable /proc/sys/kernel/cap_last_cap"))?,
+        };
         // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: do it now, while it is
         // still held (as runc does). The filter then also covers the remaining setup syscalls
         // (prctl, setgroups, setres[ug]id, capset, chdir, close_range, execve), which the
@@ -419,7 +447,7 @@ impl Program {
             self.install_seccomp()?;
         }
         for cap in 0..=last_cap {
-            if cap >= 64 || DEFAULT_CAPS & (1 << cap) == 0 {
+            if cap >= 64 || self.caps & (1 << cap) == 0 {
                 sys::drop_bounding_capability(cap)
                     .ctx(|| format!("failed to drop capability {cap} from the bounding set"))?;
             }
@@ -441,7 +469,7 @@ impl Program {
         rustix::thread::set_thread_res_uid(uid, uid, uid)
             .ctx(|| format!("failed to set uid {}", id.uid))?;
         if id.uid == 0 {
-            let caps = CapabilitySet::from_bits_retain(DEFAULT_CAPS);
+            let caps = CapabilitySet::from_bits_retain(self.caps);
             rustix::thread::set_capabilities(
                 None,
                 CapabilitySets {

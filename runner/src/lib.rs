@@ -49,6 +49,7 @@
 //!     no_new_privs: false,
 //!     seccomp: runner::Seccomp::Default,
 //!     tty: false,
+//!     isolation: runner::Isolation::Namespaces,
 //! };
 //! let exe = std::env::current_exe().unwrap();
 //! let io = std::process::Stdio::inherit;
@@ -62,6 +63,8 @@ use std::process::{Child, Stdio};
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(target_os = "linux")]
+mod chroot;
 #[cfg(target_os = "linux")]
 mod cleanup;
 #[cfg(target_os = "linux")]
@@ -134,6 +137,25 @@ pub struct Spec {
     /// with that terminal as its controlling terminal, as `docker run -t` does.
     #[serde(default)]
     pub tty: bool,
+    /// How the command is isolated from the host.
+    #[serde(default)]
+    pub isolation: Isolation,
+}
+
+/// How the sandbox isolates the command.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Isolation {
+    /// Namespaces and an overlay rootfs (needs `CAP_SYS_ADMIN`; this crate's documentation).
+    #[default]
+    Namespaces,
+    /// For environments that refuse namespaces and mounts (a Kubernetes pod with Docker's
+    /// default capabilities): the merged lower dirs are copied to `work/rootfs`, the command
+    /// runs there after `chroot(2)` (with Docker's capabilities minus `CAP_SYS_CHROOT`), and
+    /// its changes are diffed into the upper dir afterwards. Mounts become copies (read-write
+    /// binds are copied back), `/dev` holds device nodes made with `mknod`, `/proc` and `/sys`
+    /// are the image's directories. No pid, network, ipc or uts isolation:
+    /// [`Network::None`] fails, the hostname is the host's. See docs/ISOLATION.md.
+    Chroot,
 }
 
 /// System call filter applied to the command (never to the runner's own setup).

@@ -82,6 +82,7 @@ impl Sandbox {
             no_new_privs: false,
             seccomp: Seccomp::Default,
             tty: false,
+            isolation: runner::Isolation::Namespaces,
         };
         Self { _dir: dir, spec }
     }
