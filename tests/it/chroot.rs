@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use crate::common::{require, Env, RBUILD};
+use crate::common::{require, Env, Registry, RBUILD};
 
 const SETPRIV: &str = "/usr/bin/setpriv";
 
@@ -275,4 +275,38 @@ fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A base image whose layers hold an opaque directory and a whiteout, pulled and unpacked by a
+/// process without CAP_SYS_ADMIN (which cannot set `trusted.*` xattrs): the deleted files stay
+/// deleted in the chroot rootfs.
+#[test]
+fn chroot_build_on_a_pulled_base_with_an_opaque_directory() {
+    let root_env = Env::new();
+    root_env.busybox();
+    let reg = Registry::start();
+    let ctx = root_env.context(
+        "base",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\nRUN mkdir -p /opt/d && echo old > /opt/d/old && echo gone > /opt/gone\n\
+             RUN rm -r /opt/d /opt/gone && mkdir /opt/d && echo new > /opt/d/new\n",
+        )],
+    );
+    let base = format!("{}/chroot/opaque:1", reg.addr);
+    root_env.ok(&["build", "-t", &base, "--push", ctx.to_str().unwrap()]);
+
+    let env = Env::new();
+    let ctx = env.context(
+        "app",
+        &[(
+            "Dockerfile",
+            &format!("FROM {base}\nRUN ls /opt /opt/d > /listing\n"),
+        )],
+    );
+    build(&env, "opaque:1", &ctx, &[]);
+    assert_eq!(
+        run_sh(&env, "opaque:1", "cat /listing"),
+        "/opt:\nd\n\n/opt/d:\nnew\n"
+    );
 }

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use tar::EntryType;
 
-use super::{overlay_opaque_xattr, LayerError, OPAQUE_MARKER, WHITEOUT_PREFIX};
+use super::{
+    overlay_opaque_xattr, LayerError, OPAQUE_MARKER, USER_OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX,
+};
 use crate::{Digest, Hasher};
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -138,13 +140,23 @@ impl Unpacker {
         let parent = self.open_dir(&comps, true, &shown)?;
 
         if name == OPAQUE_MARKER.as_bytes() {
-            return rustix::fs::fsetxattr(
+            return match rustix::fs::fsetxattr(
                 &parent,
                 overlay_opaque_xattr(),
                 b"y",
                 XattrFlags::empty(),
-            )
-            .map_err(|e| unpack_err(e.into()));
+            ) {
+                // Without CAP_SYS_ADMIN (a pod running --isolation=chroot) `trusted.*` cannot be
+                // set; the user xattr says the same to every reader of snapshots.
+                Err(rustix::io::Errno::PERM) => rustix::fs::fsetxattr(
+                    &parent,
+                    USER_OVERLAY_OPAQUE_XATTR,
+                    b"y",
+                    XattrFlags::empty(),
+                )
+                .map_err(|e| unpack_err(e.into())),
+                other => other.map_err(|e| unpack_err(e.into())),
+            };
         }
         if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
             if hidden.starts_with(WHITEOUT_PREFIX.as_bytes()) {
