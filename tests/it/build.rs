@@ -1,7 +1,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{require, sh, Env, Registry};
+use crate::common::{require, sh, skopeo_umoci_unpack, Env, Registry};
 
 const TWO_STAGE: &str = r#"
 FROM busybox:local AS build
@@ -93,21 +93,7 @@ fn two_stage_build_runs_pushes_and_is_read_by_skopeo_and_umoci() {
     );
 
     // skopeo copy to an OCI dir, then umoci unpack yields the expected files with their owners.
-    let oci = env.dir.path().join("oci");
-    sh(Command::new("skopeo").args([
-        "copy",
-        "--src-tls-verify=false",
-        &format!("docker://{tag}"),
-        &format!("oci:{}:app", oci.display()),
-    ]));
-    let bundle = env.dir.path().join("bundle");
-    sh(Command::new("umoci").args([
-        "unpack",
-        "--image",
-        &format!("{}:app", oci.display()),
-        bundle.to_str().unwrap(),
-    ]));
-    let rootfs = bundle.join("rootfs");
+    let rootfs = skopeo_umoci_unpack(env.dir.path(), &tag);
     assert_eq!(
         std::fs::read_to_string(rootfs.join("app/shout.txt")).unwrap(),
         "HELLO WORLD\n"

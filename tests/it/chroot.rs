@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use crate::common::{require, Env, Registry, RBUILD};
+use crate::common::{assert_not_in_store, expect_success, require, Env, Registry, RBUILD};
 
 const SETPRIV: &str = "/usr/bin/setpriv";
 
@@ -26,17 +26,7 @@ fn pod(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Output {
 }
 
 fn pod_ok(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> (String, String) {
-    let out = pod(env, args, vars);
-    let (so, se) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(
-        out.status.success(),
-        "rbuild {args:?} failed ({:?})\nstdout:\n{so}\nstderr:\n{se}",
-        out.status
-    );
-    (so, se)
+    expect_success(&pod(env, args, vars), args)
 }
 
 fn pod_fails(env: &Env, args: &[&str]) -> String {
@@ -203,30 +193,7 @@ fn chroot_mounts_cache_bind_secret_and_network_none() {
     for text in [&so1, &se1, &so2, &se2] {
         assert!(!text.contains(SECRET), "secret in build output: {text}");
     }
-    let mut files = Vec::new();
-    files_under(&env.root(), &mut files);
-    assert!(files.len() > 10, "store looks empty: {files:?}");
-    for f in files {
-        let bytes = std::fs::read(&f).unwrap();
-        assert!(
-            !contains(&bytes, SECRET.as_bytes()),
-            "secret in {}",
-            f.display()
-        );
-        if bytes.starts_with(&[0x1f, 0x8b]) {
-            let mut plain = Vec::new();
-            std::io::Read::read_to_end(
-                &mut flate2::read::MultiGzDecoder::new(&bytes[..]),
-                &mut plain,
-            )
-            .unwrap();
-            assert!(
-                !contains(&plain, SECRET.as_bytes()),
-                "secret in layer {}",
-                f.display()
-            );
-        }
-    }
+    assert_not_in_store(&env.root(), SECRET);
 
     // --network=none cannot work without a network namespace: a clear error.
     let none = env.context("none", &[("Dockerfile", "FROM busybox:local\nRUN true\n")]);
@@ -261,21 +228,6 @@ fn chroot_mounts_cache_bind_secret_and_network_none() {
 }
 
 const SECRET: &str = "Chr00tS3cretValue-0815";
-
-fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let ft = e.file_type().unwrap();
-        if ft.is_dir() {
-            files_under(&e.path(), out);
-        } else if ft.is_file() {
-            out.push(e.path());
-        }
-    }
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
 
 /// A base image whose layers hold an opaque directory and a whiteout, pulled and unpacked by a
 /// process without CAP_SYS_ADMIN (which cannot set `trusted.*` xattrs): the deleted files stay

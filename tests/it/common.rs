@@ -44,17 +44,7 @@ impl Env {
 
     /// Like [`Env::rbuild`], asserting success; returns (stdout, stderr).
     pub(crate) fn ok(&self, args: &[&str]) -> (String, String) {
-        let out = self.rbuild(args);
-        let (so, se) = (
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        );
-        assert!(
-            out.status.success(),
-            "rbuild {args:?} failed ({:?})\nstdout:\n{so}\nstderr:\n{se}",
-            out.status
-        );
-        (so, se)
+        expect_success(&self.rbuild(args), args)
     }
 
     /// Like [`Env::rbuild`], asserting failure; returns stderr.
@@ -350,4 +340,84 @@ impl Env {
             })
             .collect()
     }
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let ft = e.file_type().expect("file type");
+        if ft.is_dir() {
+            files_under(&e.path(), out);
+        } else if ft.is_file() {
+            out.push(e.path());
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Asserts that `secret` is in no file of the store at `root` (blobs, records, snapshots), gzip
+/// layers decompressed.
+pub(crate) fn assert_not_in_store(root: &Path, secret: &str) {
+    let mut files = Vec::new();
+    files_under(root, &mut files);
+    assert!(files.len() > 10, "store looks empty: {files:?}");
+    for f in files {
+        let bytes = std::fs::read(&f).expect("read store file");
+        assert!(
+            !contains(&bytes, secret.as_bytes()),
+            "secret found in {}",
+            f.display()
+        );
+        if bytes.starts_with(&[0x1f, 0x8b]) {
+            let mut plain = Vec::new();
+            std::io::Read::read_to_end(
+                &mut flate2::read::MultiGzDecoder::new(&bytes[..]),
+                &mut plain,
+            )
+            .expect("decompress layer");
+            assert!(
+                !contains(&plain, secret.as_bytes()),
+                "secret found in layer {}",
+                f.display()
+            );
+        }
+    }
+}
+
+/// `skopeo copy` of a pushed image into an OCI dir under `dir`, then `umoci unpack`; returns the
+/// unpacked rootfs.
+pub(crate) fn skopeo_umoci_unpack(dir: &Path, image: &str) -> PathBuf {
+    require("/usr/bin/skopeo", "skopeo");
+    require("/usr/bin/umoci", "umoci");
+    let oci = dir.join("oci");
+    sh(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{image}"),
+        &format!("oci:{}:app", oci.display()),
+    ]));
+    let bundle = dir.join("bundle");
+    sh(Command::new("umoci").args([
+        "unpack",
+        "--image",
+        &format!("{}:app", oci.display()),
+        bundle.to_str().expect("utf-8 path"),
+    ]));
+    bundle.join("rootfs")
+}
+
+/// Asserts that an rbuild run (`args`) succeeded, showing both streams if not; returns (stdout, stderr).
+pub(crate) fn expect_success(out: &Output, args: &[&str]) -> (String, String) {
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        out.status.success(),
+        "rbuild {args:?} failed ({:?})\nstdout:\n{so}\nstderr:\n{se}",
+        out.status
+    );
+    (so, se)
 }

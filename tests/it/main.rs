@@ -1,12 +1,12 @@
 //! End-to-end tests: the real `rbuild` binary against real parts (namespaces, the CNCF registry, skopeo,
 //! umoci). They need root, as CI has.
 
-/// `--isolation=chroot` without CAP_SYS_ADMIN (as in a locked-down pod).
-mod chroot;
 /// Building images: multi-stage builds, caching, outputs, push, and what consumers see.
 mod build;
 /// The store under concurrency and crashes, GC, cache policies.
 mod cache;
+/// `--isolation=chroot` without CAP_SYS_ADMIN (as in a locked-down pod).
+mod chroot;
 /// Shared harness: temp stores, the busybox base image, the registry.
 mod common;
 /// docs/CI.md: every documented rbuild build line parses.

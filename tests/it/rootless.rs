@@ -6,7 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::common::{require, sh, Env, Registry, RBUILD};
+use crate::common::{expect_success, require, sh, skopeo_umoci_unpack, Env, Registry, RBUILD};
 
 const USER: &str = "rbuild-rootless";
 const NO_SUBIDS_USER: &str = "rbuild-nosubids";
@@ -82,17 +82,7 @@ impl UserDir {
     }
 
     fn ok(&self, args: &[&str]) -> (String, String) {
-        let out = self.rbuild(args);
-        let (so, se) = (
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        );
-        assert!(
-            out.status.success(),
-            "rootless rbuild {args:?} failed ({:?})\nstdout:\n{so}\nstderr:\n{se}",
-            out.status
-        );
-        (so, se)
+        expect_success(&self.rbuild(args), args)
     }
 
     /// A context dir owned by the user.
@@ -205,21 +195,7 @@ fn rootless_build_pulls_runs_and_pushes_an_image_other_tools_read() {
     );
 
     // What was pushed, as skopeo and umoci see it (run as root, outside any user namespace).
-    let oci = env.dir.path().join("oci");
-    sh(Command::new("skopeo").args([
-        "copy",
-        "--src-tls-verify=false",
-        &format!("docker://{out}"),
-        &format!("oci:{}:app", oci.display()),
-    ]));
-    let bundle = env.dir.path().join("bundle");
-    sh(Command::new("umoci").args([
-        "unpack",
-        "--image",
-        &format!("{}:app", oci.display()),
-        bundle.to_str().unwrap(),
-    ]));
-    let rootfs = bundle.join("rootfs");
+    let rootfs = skopeo_umoci_unpack(env.dir.path(), &out);
     let owner = |p: &str| {
         let m = std::fs::symlink_metadata(rootfs.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
         (m.uid(), m.gid())
