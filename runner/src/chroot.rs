@@ -26,7 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -34,6 +34,7 @@ use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps, CWD};
 use rustix::process::{Pid, Signal, WaitOptions};
 
 use crate::init::{Context, SetupError, DEFAULT_CAPS, FORWARDED};
+use crate::rootfs::components;
 use crate::sys::{self, Fork, SignalSet};
 use crate::{MountSpec, Network, Spec, EXIT_SETUP_FAILED};
 
@@ -218,16 +219,6 @@ fn resolve(lowers: &[PathBuf], path: &str) -> io::Result<Option<Node>> {
         stack.push(node);
     }
     Ok(stack.pop())
-}
-
-fn components(path: &Path) -> std::collections::VecDeque<OsString> {
-    path.components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_owned()),
-            Component::ParentDir => Some("..".into()),
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------

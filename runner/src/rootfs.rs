@@ -86,7 +86,9 @@ struct Mountpoints<'a> {
     created: &'a mut Vec<Created>,
 }
 
-fn components(path: &Path) -> VecDeque<OsString> {
+/// The components of `path` that name something (`..` kept, `/` and `.` dropped), for a walk that
+/// resolves one component at a time.
+pub(crate) fn components(path: &Path) -> VecDeque<OsString> {
     path.components()
         .filter_map(|c| match c {
             Component::Normal(n) => Some(n.to_owned()),
