@@ -33,7 +33,7 @@ use std::sync::Mutex;
 use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps, CWD};
 use rustix::process::{Pid, Signal, WaitOptions};
 
-use crate::init::{Context, SetupError, DEFAULT_CAPS, FORWARDED};
+use crate::init::{forward_until_sigchld, reap_all, Context, SetupError, DEFAULT_CAPS, FORWARDED};
 use crate::rootfs::components;
 use crate::sys::{self, Fork, SignalSet};
 use crate::{MountSpec, Network, Spec, EXIT_SETUP_FAILED};
@@ -912,26 +912,8 @@ fn run_command(spec: &Spec, rootfs: &Path) -> Result<i32, SetupError> {
         Fork::Parent(pid) => pid,
     };
     let code = loop {
-        let sig = signals.wait().ctx(|| "failed to wait for signals".into())?;
-        if sig != libc::SIGCHLD {
-            // The command may have just exited; ESRCH is fine.
-            let _ = rustix::process::kill_process(
-                child,
-                Signal::from_named_raw(sig).expect("forwarded signals are named"),
-            );
-            continue;
-        }
-        let mut code = None;
-        loop {
-            match rustix::process::waitpid(None, WaitOptions::NOHANG) {
-                Ok(Some((pid, status))) if pid == child => {
-                    code = Some(crate::init::exit_code(status));
-                }
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break,
-            }
-        }
-        if let Some(code) = code {
+        forward_until_sigchld(&signals, child).ctx(|| "failed to wait for signals".into())?;
+        if let Some(code) = reap_all(child) {
             break code;
         }
     };

@@ -234,19 +234,39 @@ pub(crate) fn unshare_error(e: io::Error, what: &str) -> SetupError {
 /// Waits for `child`, forwarding the signals in [`FORWARDED`] to it; returns its exit code.
 fn wait_forwarding(signals: &SignalSet, child: Pid) -> Result<i32, SetupError> {
     loop {
-        let sig = signals.wait().ctx(|| "failed to wait for signals".into())?;
-        if sig != libc::SIGCHLD {
-            // The child may have just exited; ESRCH is fine.
-            let _ = rustix::process::kill_process(
-                child,
-                Signal::from_named_raw(sig).expect("forwarded signals are named"),
-            );
-            continue;
-        }
+        forward_until_sigchld(signals, child).ctx(|| "failed to wait for signals".into())?;
         match rustix::process::waitpid(Some(child), WaitOptions::NOHANG) {
             Ok(Some((_, status))) => return Ok(exit_code(status)),
             Ok(None) => {}
             Err(e) => return Err(e).ctx(|| "failed to wait for the sandbox init".into()),
+        }
+    }
+}
+
+/// Waits for the next `SIGCHLD` among `signals` (blocked), passing every other one on to `child`.
+pub(crate) fn forward_until_sigchld(signals: &SignalSet, child: Pid) -> io::Result<()> {
+    loop {
+        let sig = signals.wait()?;
+        if sig == libc::SIGCHLD {
+            return Ok(());
+        }
+        // The child may have just exited; ESRCH is fine.
+        let _ = rustix::process::kill_process(
+            child,
+            Signal::from_named_raw(sig).expect("forwarded signals are named"),
+        );
+    }
+}
+
+/// Reaps every exited child (orphans come back to a PID 1 or a subreaper); returns the exit code of
+/// `child` if it was among them.
+pub(crate) fn reap_all(child: Pid) -> Option<i32> {
+    let mut code = None;
+    loop {
+        match rustix::process::waitpid(None, WaitOptions::NOHANG) {
+            Ok(Some((pid, status))) if pid == child => code = Some(exit_code(status)),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return code,
         }
     }
 }
@@ -297,27 +317,14 @@ fn pid1_main(spec: &Spec, report: OwnedFd, original_mask: SignalSet) -> i32 {
     waited.push(libc::SIGCHLD);
     let signals = SignalSet::new(&waited);
     loop {
-        let sig = match signals.wait() {
-            Ok(sig) => sig,
-            Err(e) => die(
+        if let Err(e) = forward_until_sigchld(&signals, child) {
+            die(
                 EXIT_SETUP_FAILED,
                 &format!("failed to wait for signals: {e}"),
-            ),
-        };
-        if sig != libc::SIGCHLD {
-            let _ = rustix::process::kill_process(
-                child,
-                Signal::from_named_raw(sig).expect("forwarded signals are named"),
             );
-            continue;
         }
-        // Reap every zombie (orphans are reparented to us); stop when the command is gone.
-        loop {
-            match rustix::process::waitpid(None, WaitOptions::NOHANG) {
-                Ok(Some((pid, status))) if pid == child => return exit_code(status),
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break,
-            }
+        if let Some(code) = reap_all(child) {
+            return code;
         }
     }
 }
