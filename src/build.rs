@@ -81,13 +81,14 @@ pub(crate) fn build(
                 .and_then(|v| build_args.insert(kv.clone(), v)),
         };
     }
+    let compression = match args.compression {
+        crate::cli::CompressionArg::Gzip => oci::Compression::Gzip,
+        crate::cli::CompressionArg::Zstd => oci::Compression::Zstd,
+        crate::cli::CompressionArg::Uncompressed => oci::Compression::Uncompressed,
+    };
     let export_opts = export::ExportOptions {
-        compression: match args.compression {
-            crate::cli::CompressionArg::Gzip => oci::Compression::Gzip,
-            crate::cli::CompressionArg::Zstd => oci::Compression::Zstd,
-            crate::cli::CompressionArg::Uncompressed => oci::Compression::Uncompressed,
-        },
-        level: args.compression_level,
+        compression,
+        level: export::compression_level(compression, args.compression_level)?,
         force_compression: args.force_compression,
         oci_mediatypes: args.oci_mediatypes,
         labels: export::key_values("--label", &args.labels)?,

@@ -261,7 +261,7 @@ pub(crate) struct BuildArgs {
     /// Layer compression.
     #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]
     pub(crate) compression: CompressionArg,
-    /// Compression level (gzip 0-9, zstd 1-22).
+    /// Compression level (gzip 0-12, default 6; zstd 1-22, default 3).
     #[arg(long, value_name = "N")]
     pub(crate) compression_level: Option<u32>,
     /// Recompress base and cached layers to the chosen compression.

@@ -71,6 +71,31 @@ impl ExportOptions {
     }
 }
 
+/// Checks `--compression-level` against what the compression knows: gzip 0–12 (libdeflate; 10–12 are
+/// slow and small), zstd 1–22. A level is ignored without compression, as BuildKit ignores it.
+pub(crate) fn compression_level(
+    compression: Compression,
+    level: Option<u32>,
+) -> Result<Option<u32>> {
+    let range = match compression {
+        Compression::Gzip => 0..=oci::MAX_GZIP_LEVEL,
+        Compression::Zstd => 1..=22,
+        Compression::Uncompressed => return Ok(level),
+    };
+    match level {
+        Some(l) if !range.contains(&l) => bail!(
+            "--compression-level {l}: {} levels are {} to {}",
+            match compression {
+                Compression::Gzip => "gzip",
+                _ => "zstd",
+            },
+            range.start(),
+            range.end()
+        ),
+        _ => Ok(level),
+    }
+}
+
 /// `SOURCE_DATE_EPOCH` from `--build-arg`, else the environment.
 pub(crate) fn source_date_epoch(build_args: &BTreeMap<String, String>) -> Result<Option<i64>> {
     let v = build_args

@@ -573,11 +573,17 @@ impl BuildWorker {
         let dir = tmp.path().join("layer");
         fs_err::create_dir(&dir).map_err(|e| werr(e.into()))?;
         fill(&dir).map_err(werr)?;
-        self.commit_layer(base, &dir).map_err(werr)
+        self.commit_layer(base, &dir, None).map_err(werr)
     }
 
-    /// Writes `dir` (overlay format) as a layer blob and keeps `dir` as its snapshot.
-    fn commit_layer(&self, base: &Outcome, dir: &Path) -> Result<Outcome> {
+    /// Writes `dir` (overlay format) as a layer blob and keeps `dir` as its snapshot; `early` holds gzip
+    /// members compressed while a RUN wrote `dir`.
+    fn commit_layer(
+        &self,
+        base: &Outcome,
+        dir: &Path,
+        early: Option<&oci::Precompressed>,
+    ) -> Result<Outcome> {
         if oci::is_empty_dir(dir)? {
             return Ok(Outcome {
                 layers: base.layers.clone(),
@@ -585,8 +591,15 @@ impl BuildWorker {
             });
         }
         let layer = write_layer_blob(&self.store, |w| {
-            oci::write_layer(dir, w, &self.layer_opts).context("writing layer")
+            oci::write_layer_early(dir, w, &self.layer_opts, early).context("writing layer")
         })?;
+        if let Some(early) = early {
+            tracing::debug!(
+                compressed = early.compressed(),
+                used = early.used(),
+                "gzip members compressed during the RUN"
+            );
+        }
         self.store.commit_snapshot(dir, &layer.diff_id)?;
         let mut layers = base.layers.clone();
         layers.push(layer);
@@ -816,6 +829,16 @@ impl BuildWorker {
             tty: false,
             isolation: self.isolation,
         };
+        // Compress the big files of the layer while the RUN writes them, with what CPU it leaves idle.
+        // In chroot mode the upper dir is filled only after the command ends.
+        let early = (self.layer_opts.compression == oci::Compression::Gzip
+            && self.isolation == runner::Isolation::Namespaces)
+            .then(|| oci::EarlyGzip::start(&upper, tmp.path(), self.layer_opts.level))
+            .and_then(|started| {
+                started
+                    .map_err(|e| tracing::debug!(error = %e, "early gzip did not start"))
+                    .ok()
+            });
         let mut child = runner::spawn(
             &spec,
             &self.exe,
@@ -894,7 +917,9 @@ impl BuildWorker {
         if code != 0 {
             return Err(WorkerError::ExitCode { code });
         }
-        self.commit_layer(base, &upper).map_err(werr)
+        let early = early.and_then(oci::EarlyGzip::finish);
+        self.commit_layer(base, &upper, early.as_ref())
+            .map_err(werr)
     }
 }
 

@@ -21,7 +21,8 @@ pub use config::{Empty, Healthcheck, History, ImageConfig, RootFs, RunConfig};
 pub use digest::{Digest, DigestParseError, Hasher, HashingWriter};
 pub use layer::{
     in_user_namespace, is_empty_dir, is_opaque_dir, overlay_opaque_xattr, recompress_layer,
-    unpack_layer, write_layer, Compression, LayerError, LayerInfo, LayerOptions, OPAQUE_MARKER,
+    unpack_layer, write_layer, write_layer_early, Compression, EarlyGzip, LayerError, LayerInfo,
+    LayerOptions, Precompressed, DEFAULT_GZIP_LEVEL, MAX_GZIP_LEVEL, OPAQUE_MARKER,
     OVERLAY_OPAQUE_XATTR, USER_OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX,
 };
 pub use manifest::{media_type, Descriptor, Index, Manifest, Platform};

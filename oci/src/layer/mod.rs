@@ -12,13 +12,16 @@ use std::path::PathBuf;
 
 use crate::Digest;
 
-mod pargz;
+mod early;
+mod gzip;
 mod pax;
 mod unpack;
 mod write;
 
+pub use early::{EarlyGzip, Precompressed};
+pub use gzip::{DEFAULT_GZIP_LEVEL, MAX_GZIP_LEVEL};
 pub use unpack::unpack_layer;
-pub use write::{is_empty_dir, recompress_layer, write_layer};
+pub use write::{is_empty_dir, recompress_layer, write_layer, write_layer_early};
 
 /// Prefix of a whiteout entry in a layer tar (`.wh.<name>` deletes `<name>`).
 pub const WHITEOUT_PREFIX: &str = ".wh.";
@@ -65,7 +68,8 @@ pub fn is_opaque_dir(path: &std::path::Path) -> io::Result<bool> {
 /// The compression applied to a written layer blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
-    /// gzip (RFC 1952) through flate2; media type `application/vnd.oci.image.layer.v1.tar+gzip`.
+    /// gzip (RFC 1952): members of at most 1 MiB compressed by libdeflate, the same bytes for every
+    /// [`LayerOptions::threads`]; media type `application/vnd.oci.image.layer.v1.tar+gzip`.
     #[default]
     Gzip,
     /// A plain tar; media type `application/vnd.oci.image.layer.v1.tar`.
@@ -104,14 +108,12 @@ impl Compression {
 pub struct LayerOptions {
     /// The compression of the written blob.
     pub compression: Compression,
-    /// The compression level (gzip: 0–9, default 6; zstd: 1–22, default 3); `None` means the default.
+    /// The compression level (gzip: 0–12, default 6; zstd: 1–22, default 3); `None` means the default.
     pub level: Option<u32>,
     /// Clamps every mtime in the tar to at most this many seconds since the epoch (`SOURCE_DATE_EPOCH`).
     pub source_date_epoch: Option<i64>,
-    /// Gzip only: `None` writes one classic gzip stream on the calling thread; `Some(n)` compresses
-    /// 128 KiB blocks on `n` threads (each primed with the previous 32 KiB), whose output is the same
-    /// for every `n` — but differs from `None`'s, so keep the choice fixed for reproducible digests.
-    /// zstd: the number of libzstd workers (`None` means 1); the bytes do not depend on it.
+    /// How many threads compress (`None` means 1). The bytes do not depend on it: gzip members are
+    /// compressed independently, and zstd always takes libzstd's multithreaded path.
     pub threads: Option<usize>,
 }
 

@@ -6,10 +6,14 @@ use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use tar::{EntryType, Header};
 
-use super::pargz::ParallelGzEncoder;
+use super::early::{EarlyMember, Precompressed};
+use super::gzip::{GzipEncoder, DEFAULT_GZIP_LEVEL, MEMBER_SIZE};
 use super::pax::push_record;
 use super::{Compression, LayerError, LayerInfo, LayerOptions, OPAQUE_MARKER, WHITEOUT_PREFIX};
 use crate::{Hasher, HashingWriter};
@@ -34,7 +38,20 @@ pub fn write_layer(
     out: impl Write,
     opts: &LayerOptions,
 ) -> Result<LayerInfo, LayerError> {
-    let info = compress(out, opts, |w| write_tar(dir, w, opts))?;
+    write_layer_early(dir, out, opts, None)
+}
+
+/// [`write_layer`] taking the gzip members of large files that [`EarlyGzip`](super::EarlyGzip) compressed
+/// while `dir` was written, wherever their data is still what was compressed. The bytes written are the
+/// same as [`write_layer`]'s.
+pub fn write_layer_early(
+    dir: &Path,
+    out: impl Write,
+    opts: &LayerOptions,
+    early: Option<&Precompressed>,
+) -> Result<LayerInfo, LayerError> {
+    let early = early.filter(|_| opts.compression == Compression::Gzip);
+    let info = compress(out, opts, |w| write_tar(dir, w, opts, early))?;
     tracing::debug!(dir = %dir.display(), diff_id = %info.diff_id, digest = %info.digest, size = info.size, "wrote layer");
     Ok(info)
 }
@@ -49,44 +66,135 @@ pub fn recompress_layer(
     opts: &LayerOptions,
 ) -> Result<LayerInfo, LayerError> {
     let mut tar = super::unpack::decoder(blob, media_type)?;
-    compress(out, opts, |w| {
-        io::copy(&mut tar, w).map_err(LayerError::Blob)?;
-        Ok(())
-    })
+    compress(out, opts, |w| copy_tar(&mut tar, w))
 }
 
-/// Runs `body` on a writer whose bytes are hashed (the diff_id), compressed per `opts`, hashed again (the
+/// Copies a tar stream unchanged into `out`, cutting gzip members around the data of regular files of
+/// at least [`MEMBER_SIZE`] bytes as [`write_layer`] does, so that recompressing one of our layers gives
+/// the bytes it was written with. Where the stream is not a tar this can parse, the rest is copied as it
+/// is: the cuts decide only how the bytes are compressed, never which bytes are written.
+fn copy_tar(tar: &mut dyn Read, out: &mut dyn TarSink) -> Result<(), LayerError> {
+    /// Reads until `buf` is full or the stream ends; returns how much was read.
+    fn read(tar: &mut dyn Read, buf: &mut [u8]) -> Result<usize, LayerError> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match tar.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(LayerError::Blob(e)),
+            }
+        }
+        Ok(filled)
+    }
+    /// Copies up to `n` bytes; returns how many there were.
+    fn copy(
+        tar: &mut dyn Read,
+        out: &mut dyn TarSink,
+        buf: &mut [u8],
+        n: u64,
+    ) -> Result<u64, LayerError> {
+        let mut copied = 0;
+        while copied < n {
+            let want = usize::try_from((n - copied).min(buf.len() as u64)).expect("buffer-sized");
+            let got = read(tar, &mut buf[..want])?;
+            out.write_all(&buf[..got]).map_err(LayerError::Write)?;
+            copied += got as u64;
+            if got < want {
+                break;
+            }
+        }
+        Ok(copied)
+    }
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut block = [0u8; 512];
+    loop {
+        let got = read(tar, &mut block)?;
+        out.write_all(&block[..got]).map_err(LayerError::Write)?;
+        if got < block.len() {
+            return Ok(());
+        }
+        if block.iter().all(|&b| b == 0) {
+            continue;
+        }
+        let header = Header::from_byte_slice(&block);
+        let Ok(size) = header.entry_size() else {
+            copy(tar, out, &mut buf, u64::MAX)?;
+            return Ok(());
+        };
+        let large = header.entry_type() == EntryType::Regular && size >= MEMBER_SIZE as u64;
+        if large {
+            out.cut().map_err(LayerError::Write)?;
+        }
+        if copy(tar, out, &mut buf, size)? < size {
+            return Ok(());
+        }
+        if large {
+            out.cut().map_err(LayerError::Write)?;
+        }
+        copy(tar, out, &mut buf, (512 - size % 512) % 512)?;
+    }
+}
+
+/// The uncompressed side of a layer stream: the tar bytes, plus the places where a gzip member may end.
+pub(super) trait TarSink: Write {
+    /// Ends the current gzip member here; other compressions have no members and ignore it.
+    fn cut(&mut self) -> io::Result<()>;
+    /// Writes `data` as a gzip member of its own (`early`: the same compressed before); other
+    /// compressions just write it.
+    fn member(&mut self, data: Vec<u8>, early: Option<EarlyMember>) -> io::Result<()>;
+}
+
+/// A compressor of the tar stream (or the plain tar writer), as [`compress`] drives it.
+trait Encoder: Write {
+    fn cut(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    fn member(&mut self, data: Arc<Vec<u8>>, _early: Option<EarlyMember>) -> io::Result<()> {
+        self.write_all(&data)
+    }
+}
+
+impl<W: Write> Encoder for GzipEncoder<W> {
+    fn cut(&mut self) -> io::Result<()> {
+        GzipEncoder::cut(self)
+    }
+    fn member(&mut self, data: Arc<Vec<u8>>, early: Option<EarlyMember>) -> io::Result<()> {
+        GzipEncoder::member(self, data, early)
+    }
+}
+impl<W: Write> Encoder for zstd::stream::write::Encoder<'_, W> {}
+impl<W: Write> Encoder for HashingWriter<W> {}
+
+/// Runs `body` on a sink whose bytes are hashed (the diff_id), compressed per `opts`, hashed again (the
 /// digest) and written to `out`.
 fn compress<W: Write>(
     out: W,
     opts: &LayerOptions,
-    body: impl FnOnce(&mut dyn Write) -> Result<(), LayerError>,
+    body: impl FnOnce(&mut dyn TarSink) -> Result<(), LayerError>,
 ) -> Result<LayerInfo, LayerError> {
-    fn feed<E: Write>(
+    fn feed<E: Encoder>(
         enc: E,
-        body: impl FnOnce(&mut dyn Write) -> Result<(), LayerError>,
+        body: impl FnOnce(&mut dyn TarSink) -> Result<(), LayerError>,
     ) -> Result<(crate::Digest, E), LayerError> {
         let mut tee = DiffIdWriter {
             inner: enc,
-            hasher: Hasher::new(),
+            hasher: HashThread::start().map_err(LayerError::Write)?,
         };
         body(&mut tee)?;
-        tee.flush().map_err(LayerError::Write)?;
-        Ok((tee.hasher.finish(), tee.inner))
+        let diff_id = tee.hasher.finish().map_err(LayerError::Write)?;
+        Ok((diff_id, tee.inner))
     }
     let hashed_out = HashingWriter::new(out);
     let (diff_id, hashed_out) = match opts.compression {
-        Compression::Gzip if opts.threads.is_some() => {
-            let threads = opts.threads.unwrap_or(1).max(1);
-            let gz = ParallelGzEncoder::new(hashed_out, opts.level.unwrap_or(6), threads)
-                .map_err(LayerError::Write)?;
-            let (diff_id, gz) = feed(gz, body)?;
-            (diff_id, gz.finish().map_err(LayerError::Write)?)
-        }
         Compression::Gzip => {
-            let level = flate2::Compression::new(opts.level.unwrap_or(6).min(9));
-            // GzBuilder writes mtime 0 and no file name, so the header is the same for the same input.
-            let gz = flate2::GzBuilder::new().write(hashed_out, level);
+            let threads = opts.threads.unwrap_or(1).max(1);
+            let gz = GzipEncoder::new(
+                hashed_out,
+                opts.level.unwrap_or(DEFAULT_GZIP_LEVEL),
+                threads,
+            )
+            .map_err(LayerError::Write)?;
             let (diff_id, gz) = feed(gz, body)?;
             (diff_id, gz.finish().map_err(LayerError::Write)?)
         }
@@ -120,13 +228,20 @@ pub fn is_empty_dir(dir: &Path) -> io::Result<bool> {
 }
 
 /// Writes the uncompressed tar of `dir` into `out`.
-fn write_tar(dir: &Path, out: &mut dyn Write, opts: &LayerOptions) -> Result<(), LayerError> {
+fn write_tar(
+    dir: &Path,
+    out: &mut dyn TarSink,
+    opts: &LayerOptions,
+    early: Option<&Precompressed>,
+) -> Result<(), LayerError> {
     // Tar headers are 512-byte writes; batch them before hashing and compressing.
     let buffered = BufWriter::with_capacity(256 * 1024, out);
     let mut writer = TarWriter {
         builder: tar::Builder::new(buffered),
         epoch: opts.source_date_epoch,
         links: HashMap::new(),
+        early,
+        level: opts.level.unwrap_or(DEFAULT_GZIP_LEVEL),
     };
     writer.builder.sparse(false);
     writer.walk(dir, &mut Vec::new())?;
@@ -138,28 +253,126 @@ fn write_tar(dir: &Path, out: &mut dyn Write, opts: &LayerOptions) -> Result<(),
 /// Hashes the uncompressed tar bytes on their way to the compressor.
 struct DiffIdWriter<W> {
     inner: W,
-    hasher: Hasher,
+    hasher: HashThread,
 }
 
 impl<W: Write> Write for DiffIdWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        self.hasher.update(&buf[..n])?;
         Ok(n)
     }
+    /// Does not flush the compressor: a zstd flush ends a block, which would make the bytes depend on
+    /// where the tar writer drains its buffer. [`compress`] finishes the compressor instead.
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        Ok(())
     }
 }
 
-struct TarWriter<W: Write> {
-    builder: tar::Builder<W>,
+impl<E: Encoder> TarSink for DiffIdWriter<E> {
+    fn cut(&mut self) -> io::Result<()> {
+        self.inner.cut()
+    }
+    fn member(&mut self, data: Vec<u8>, early: Option<EarlyMember>) -> io::Result<()> {
+        let data = Arc::new(data);
+        self.hasher.update_shared(Arc::clone(&data))?;
+        self.inner.member(data, early)
+    }
+}
+
+/// A SHA-256 computed on a thread of its own: the layer writer's thread already reads the files and
+/// writes (and hashes) the compressed output, and on two cores the diff_id would otherwise be the
+/// longest chain after a RUN whose members were compressed early.
+struct HashThread {
+    sender: Option<SyncSender<Arc<Vec<u8>>>>,
+    thread: Option<JoinHandle<crate::Digest>>,
+    /// Small writes (tar headers), gathered before they are sent.
+    pending: Vec<u8>,
+}
+
+impl HashThread {
+    const BATCH: usize = 256 * 1024;
+
+    fn start() -> io::Result<Self> {
+        // A few members in flight at most: the memory stays bounded whatever the layer size.
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(8);
+        let thread = std::thread::Builder::new()
+            .name("rbuild-diff-id".to_owned())
+            .spawn(move || {
+                let mut hasher = Hasher::new();
+                for bytes in receiver {
+                    hasher.update(&bytes);
+                }
+                hasher.finish()
+            })?;
+        Ok(Self {
+            sender: Some(sender),
+            thread: Some(thread),
+            pending: Vec::new(),
+        })
+    }
+
+    fn update(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() >= Self::BATCH {
+            self.send_pending()?;
+        }
+        Ok(())
+    }
+
+    fn update_shared(&mut self, bytes: Arc<Vec<u8>>) -> io::Result<()> {
+        self.send_pending()?;
+        self.send(bytes)
+    }
+
+    fn send_pending(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(Self::BATCH));
+        self.send(Arc::new(batch))
+    }
+
+    fn send(&mut self, bytes: Arc<Vec<u8>>) -> io::Result<()> {
+        self.sender
+            .as_ref()
+            .expect("the sender lives until finish")
+            .send(bytes)
+            .map_err(|_| io::Error::other("the diff_id hasher thread exited"))
+    }
+
+    fn finish(mut self) -> io::Result<crate::Digest> {
+        self.send_pending()?;
+        drop(self.sender.take());
+        self.thread
+            .take()
+            .expect("joined only here")
+            .join()
+            .map_err(|_| io::Error::other("the diff_id hasher thread panicked"))
+    }
+}
+
+impl Drop for HashThread {
+    fn drop(&mut self) {
+        drop(self.sender.take());
+        if let Some(thread) = self.thread.take() {
+            // Only reached when the layer failed; its digest is not wanted.
+            drop(thread.join());
+        }
+    }
+}
+
+struct TarWriter<'a, 'e> {
+    builder: tar::Builder<BufWriter<&'a mut dyn TarSink>>,
+    /// Members compressed early, by (device, inode) of large files, and the gzip level of this layer.
+    early: Option<&'e Precompressed>,
+    level: u32,
     epoch: Option<i64>,
     /// The first tar path seen for each (device, inode) of a file with more than one link.
     links: HashMap<(u64, u64), Vec<u8>>,
 }
 
-impl<W: Write> TarWriter<W> {
+impl TarWriter<'_, '_> {
     /// Writes the entries below `dir`, whose tar path prefix is `prefix` (empty or ending in `/`).
     fn walk(&mut self, dir: &Path, prefix: &mut Vec<u8>) -> Result<(), LayerError> {
         let read_err = |source| LayerError::Read {
@@ -270,7 +483,11 @@ impl<W: Write> TarWriter<W> {
             }
             .chain(io::repeat(0))
             .take(size);
-            let result = self.append(header, path, None, xattrs, data);
+            let result = if size >= MEMBER_SIZE as u64 {
+                self.append_large(header, path, xattrs, data, (meta.dev(), meta.ino()))
+            } else {
+                self.append(header, path, None, xattrs, data)
+            };
             match read_error {
                 Some(source) => Err(read_err(source)),
                 None => result,
@@ -308,12 +525,64 @@ impl<W: Write> TarWriter<W> {
     /// Appends a PAX header when needed, then `header` with `path` and `link`, then `data`.
     fn append(
         &mut self,
-        mut header: Header,
+        header: Header,
         path: &[u8],
         link: Option<&[u8]>,
         xattrs: &[(String, Vec<u8>)],
         data: impl Read,
     ) -> Result<(), LayerError> {
+        let header = self.prepare(header, path, link, xattrs)?;
+        self.builder
+            .append(&header, data)
+            .map_err(LayerError::Write)
+    }
+
+    /// [`Self::append`] for a regular file of at least [`MEMBER_SIZE`] bytes: its data is cut into gzip
+    /// members of its own (at file offsets that are multiples of [`MEMBER_SIZE`]), so that their bytes
+    /// depend on the file's content alone, not on where in the stream it lands; `file` is its (device,
+    /// inode), to find members compressed early.
+    fn append_large(
+        &mut self,
+        header: Header,
+        path: &[u8],
+        xattrs: &[(String, Vec<u8>)],
+        mut data: impl Read,
+        file: (u64, u64),
+    ) -> Result<(), LayerError> {
+        let header = self.prepare(header, path, None, xattrs)?;
+        let size = header.entry_size().map_err(LayerError::Write)?;
+        let (early, level) = (self.early, self.level);
+        let out = self.builder.get_mut();
+        let mut write = |out: &mut BufWriter<&mut dyn TarSink>| -> io::Result<()> {
+            out.write_all(header.as_bytes())?;
+            out.flush()?;
+            let mut left = size;
+            let mut index = 0;
+            while left > 0 {
+                let want = usize::try_from(left.min(MEMBER_SIZE as u64)).expect("at most a member");
+                let mut piece = vec![0u8; want];
+                data.read_exact(&mut piece)?;
+                let member = early.and_then(|e| e.member(level, file.0, file.1, index));
+                out.get_mut().member(piece, member)?;
+                left -= want as u64;
+                index += 1;
+            }
+            out.get_mut().cut()?;
+            let pad = (512 - size % 512) % 512;
+            out.write_all(&[0u8; 512][..usize::try_from(pad).expect("under 512")])
+        };
+        write(out).map_err(LayerError::Write)
+    }
+
+    /// Writes the PAX header entry `header` needs (long names, large ids or sizes, xattrs), if any, and
+    /// returns `header` with `path`, `link` and its checksum set.
+    fn prepare(
+        &mut self,
+        mut header: Header,
+        path: &[u8],
+        link: Option<&[u8]>,
+        xattrs: &[(String, Vec<u8>)],
+    ) -> Result<Header, LayerError> {
         let mut pax = Vec::new();
         set_field(&mut header.as_old_mut().name, path, b"path", &mut pax);
         if let Some(link) = link {
@@ -357,9 +626,7 @@ impl<W: Write> TarWriter<W> {
                 .map_err(LayerError::Write)?;
         }
         header.set_cksum();
-        self.builder
-            .append(&header, data)
-            .map_err(LayerError::Write)
+        Ok(header)
     }
 }
 
