@@ -287,7 +287,8 @@ pub(crate) async fn download_blob(
     reference: &Reference,
     desc: &Descriptor,
 ) -> Result<()> {
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, store.blob_writer()?);
+    // The layer writer hashes what it writes (its digest), so the store need not hash it again.
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, store.blob_writer_hashed_by_caller()?);
     client.fetch_blob(reference, desc, &mut w).await?;
     let w = w
         .into_inner()
@@ -378,7 +379,8 @@ pub(crate) fn write_layer_blob(
     store: &cache::Store,
     write: impl FnOnce(&mut dyn std::io::Write) -> Result<oci::LayerInfo>,
 ) -> Result<Layer> {
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, store.blob_writer()?);
+    // The layer writer hashes what it writes (its digest), so the store need not hash it again.
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, store.blob_writer_hashed_by_caller()?);
     let info = write(&mut w)?;
     let w = w
         .into_inner()
@@ -896,7 +898,10 @@ impl BuildWorker {
                 return Err(WorkerError::Cancelled);
             }
             match child.try_wait() {
-                Ok(Some(status)) => break status,
+                Ok(Some(status)) => {
+                    tracing::debug!(?status, "sandbox exited");
+                    break status;
+                }
                 Ok(None) => std::thread::sleep(Duration::from_millis(10)),
                 Err(e) => return Err(WorkerError::other("waiting for the sandbox", e)),
             }

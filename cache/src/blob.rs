@@ -5,7 +5,7 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use oci::{Digest, HashingWriter};
+use oci::{Digest, Hasher};
 use rustix::fs::{renameat_with, RenameFlags, CWD};
 use tempfile::NamedTempFile;
 
@@ -17,7 +17,10 @@ use crate::Error;
 /// under `blobs/` until [`commit`](Self::commit); dropping the writer without committing removes the temp
 /// file, and a process killed mid-write leaves a temp file that the next `Store::open` removes.
 pub struct BlobWriter {
-    inner: HashingWriter<BufWriter<NamedTempFile>>,
+    inner: BufWriter<NamedTempFile>,
+    /// `None` for [`Store::blob_writer_hashed_by_caller`](crate::Store::blob_writer_hashed_by_caller).
+    hasher: Option<Hasher>,
+    size: u64,
     blobs_dir: PathBuf,
 }
 
@@ -30,7 +33,7 @@ impl std::fmt::Debug for BlobWriter {
 }
 
 impl BlobWriter {
-    pub(crate) fn new(scratch: &Path, blobs_dir: PathBuf) -> Result<BlobWriter, Error> {
+    pub(crate) fn new(scratch: &Path, blobs_dir: PathBuf, hash: bool) -> Result<BlobWriter, Error> {
         let file = tempfile::Builder::new()
             .prefix("blob-")
             .permissions(Permissions::from_mode(0o644))
@@ -42,7 +45,9 @@ impl BlobWriter {
                 )
             })?;
         Ok(BlobWriter {
-            inner: HashingWriter::new(BufWriter::with_capacity(256 * 1024, file)),
+            inner: BufWriter::with_capacity(256 * 1024, file),
+            hasher: hash.then(Hasher::new),
+            size: 0,
             blobs_dir,
         })
     }
@@ -51,18 +56,31 @@ impl BlobWriter {
     ///
     /// Returns the digest and size in bytes. On a mismatch the temp file is removed and
     /// [`Error::DigestMismatch`] returned. If the blob is already present (another writer won), the temp
-    /// file is dropped and the existing blob stands.
+    /// file is dropped and the existing blob stands. A writer whose caller hashes must be given the
+    /// caller's digest, which names the blob.
     pub fn commit(self, expected: Option<&Digest>) -> Result<(Digest, u64), Error> {
-        let (buf, digest, size) = self.inner.finish();
-        let tmp = buf.into_inner().map_err(|e| e.into_error())?;
-        if let Some(expected) = expected {
-            if *expected != digest {
-                return Err(Error::DigestMismatch {
-                    expected: expected.clone(),
-                    actual: digest,
-                });
+        let size = self.size;
+        let tmp = self.inner.into_inner().map_err(|e| e.into_error())?;
+        let digest = match (self.hasher, expected) {
+            (Some(hasher), expected) => {
+                let digest = hasher.finish();
+                if let Some(expected) = expected {
+                    if *expected != digest {
+                        return Err(Error::DigestMismatch {
+                            expected: expected.clone(),
+                            actual: digest,
+                        });
+                    }
+                }
+                digest
             }
-        }
+            (None, Some(expected)) => expected.clone(),
+            (None, None) => {
+                return Err(Error::Io(io::Error::other(
+                    "a blob hashed by its writer's caller needs the caller's digest",
+                )))
+            }
+        };
         let dest = self.blobs_dir.join(digest.hex());
         if dest.exists() {
             tracing::debug!(%digest, size, "blob already present");
@@ -98,7 +116,12 @@ impl BlobWriter {
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
+        let n = self.inner.write(buf)?;
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
+        self.size += n as u64;
+        Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()

@@ -204,7 +204,14 @@ impl Store {
 
     /// Starts writing a blob; see [`BlobWriter`].
     pub fn blob_writer(&self) -> Result<BlobWriter, Error> {
-        BlobWriter::new(self.session.dir(), self.blobs.clone())
+        BlobWriter::new(self.session.dir(), self.blobs.clone(), true)
+    }
+
+    /// A [`BlobWriter`] that does not hash, for a caller that hashes the very bytes it writes (the
+    /// layer writer, whose digest is already a SHA-256 over its output): hashing again would cost a
+    /// second pass over every layer. [`BlobWriter::commit`] must then be given that digest.
+    pub fn blob_writer_hashed_by_caller(&self) -> Result<BlobWriter, Error> {
+        BlobWriter::new(self.session.dir(), self.blobs.clone(), false)
     }
 
     /// Stores `bytes` as a blob and returns its digest.

@@ -476,3 +476,98 @@ fn source_date_epoch_gives_the_same_digest_in_fresh_stores() {
     let d = reproducible_build("2025-06-01 12:34", true, false);
     assert_eq!(c.1, d.1, "--rewrite-timestamp: same config digest");
 }
+
+const GROWING: &str = r#"
+FROM busybox:local
+RUN for i in 1 2 3 4 5 6; do head -c 1048576 /dev/urandom >> /big.bin; sleep 0.3; done; \
+    head -c 3000000 /dev/zero > /zeros.bin; sleep 1; sha256sum /big.bin /zeros.bin > /sums
+"#;
+
+/// A RUN that writes large files slowly: their gzip members are compressed while it runs and used, the
+/// layer is byte for byte what compressing it afterwards gives, and skopeo + umoci read it back.
+#[test]
+fn gzip_members_compressed_during_the_run_give_the_same_layer() {
+    let env = Env::new();
+    env.busybox();
+    let reg = crate::common::Registry::start();
+    let ctx = env.context("growing", &[("Dockerfile", GROWING)]);
+    let tag = format!("{}/early/app:1", reg.addr);
+    let out = Command::new(crate::common::RBUILD)
+        .args(["--root", s(&env.root()), "build", "--progress", "plain"])
+        .args(["-t", &tag, "--push", s(&ctx)])
+        .env("RBUILD_LOG", "rbuild::worker=debug")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let (_, stderr) = crate::common::expect_success(&out, &["build", "--push"]);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("gzip members compressed during the RUN"))
+        .unwrap_or_else(|| panic!("no early gzip line in\n{stderr}"));
+    let count = |key: &str| -> u64 {
+        let v = line.split(&format!("{key}=")).nth(1).unwrap_or("");
+        v.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    // big.bin is 6 members, zeros.bin 3; all but those still growing when the RUN ended are early.
+    assert!(count("compressed") >= 6, "{line}");
+    assert!(count("used") >= 6, "{line}");
+    assert!(count("used") <= count("compressed"), "{line}");
+
+    // The RUN's layer is what compressing its tar afterwards gives, on any thread count.
+    let layers = env.layers(&tag);
+    let digest = layers.last().unwrap().strip_prefix("sha256:").unwrap();
+    let blob = std::fs::read(env.root().join("blobs/sha256").join(digest)).unwrap();
+    for threads in [1, 2] {
+        let mut again = Vec::new();
+        let opts = oci::LayerOptions {
+            threads: Some(threads),
+            ..oci::LayerOptions::default()
+        };
+        oci::recompress_layer(
+            &blob[..],
+            oci::media_type::OCI_LAYER_GZIP,
+            &mut again,
+            &opts,
+        )
+        .unwrap();
+        assert!(
+            again == blob,
+            "recompressed on {threads} threads: other bytes"
+        );
+    }
+    let members = blob.windows(4).filter(|w| *w == [0x1f, 0x8b, 8, 0]).count();
+    assert!(members >= 9, "{members} gzip members");
+
+    // Real consumers read every member: the files unpacked by umoci match the sums taken in the RUN.
+    let rootfs = crate::common::skopeo_umoci_unpack(env.dir.path(), &tag);
+    let sums = std::fs::read_to_string(rootfs.join("sums")).unwrap();
+    for line in sums.lines() {
+        let (sum, path) = line.split_once("  ").unwrap();
+        let bytes = std::fs::read(rootfs.join(path.trim_start_matches('/'))).unwrap();
+        assert_eq!(oci::Digest::sha256_of(&bytes).hex(), sum, "{path}");
+    }
+    assert_eq!(
+        std::fs::metadata(rootfs.join("big.bin")).unwrap().len(),
+        6 << 20
+    );
+    // gzip and zcat read the whole stream too.
+    let path = env.dir.path().join("layer.tar.gz");
+    std::fs::write(&path, &blob).unwrap();
+    sh(Command::new("gzip").args(["-t", s(&path)]));
+
+    // A level gzip does not have is a flag error naming the range.
+    let err = env.fails(&["build", "--compression-level", "13", s(&ctx)]);
+    assert!(
+        err.contains("--compression-level 13: gzip levels are 0 to 12"),
+        "{err}"
+    );
+    let err = env.fails(&[
+        "build",
+        "--compression",
+        "zstd",
+        "--compression-level",
+        "0",
+        s(&ctx),
+    ]);
+    assert!(err.contains("zstd levels are 1 to 22"), "{err}");
+}

@@ -22,7 +22,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -40,6 +40,10 @@ const INTERVAL_PER_WALK: u32 = 10;
 /// compressed when the layer is written, as any file.
 const MAX_DEPTH: usize = 128;
 
+/// Members start at multiples of this in the spool, so that a taken member's pages can be punched out
+/// without touching its neighbours'.
+const SPOOL_ALIGN: u64 = 4096;
+
 /// A member compressed early: where its bytes are in the spool, and the hash of the data it holds.
 #[derive(Clone, Debug)]
 pub(crate) struct EarlyMember {
@@ -48,17 +52,34 @@ pub(crate) struct EarlyMember {
     len: usize,
     data_len: usize,
     hash: blake3::Hash,
+    /// Set once the member is taken: its spool range is then gone.
+    taken: Arc<AtomicBool>,
     used: Arc<AtomicU64>,
 }
 
 impl EarlyMember {
-    /// The compressed member, if it was made from exactly `data`.
-    pub(crate) fn bytes_for(&self, data: &[u8]) -> io::Result<Option<Vec<u8>>> {
+    /// Takes the compressed member if it was made from exactly `data` (and was not taken before), and
+    /// frees its place in the spool: the spool then never grows the disk use beyond what is not yet in
+    /// the blob, its pages are dropped before they are written back, and the blob's pages reuse them.
+    pub(crate) fn take_for(&self, data: &[u8]) -> io::Result<Option<Vec<u8>>> {
         if data.len() != self.data_len || blake3::hash(data) != self.hash {
+            return Ok(None);
+        }
+        if self.taken.swap(true, Ordering::AcqRel) {
             return Ok(None);
         }
         let mut bytes = vec![0u8; self.len];
         self.spool.read_exact_at(&mut bytes, self.offset)?;
+        let aligned = (self.len as u64).div_ceil(SPOOL_ALIGN) * SPOOL_ALIGN;
+        if let Err(e) = rustix::fs::fallocate(
+            &*self.spool,
+            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+            self.offset,
+            aligned,
+        ) {
+            // A file system without hole punching keeps the spool until it is removed.
+            tracing::trace!(error = %e, "could not punch a taken member out of the spool");
+        }
         self.used.fetch_add(1, Ordering::Relaxed);
         Ok(Some(bytes))
     }
@@ -106,7 +127,8 @@ impl Precompressed {
             .count()
     }
 
-    /// How many early members the layer writer used (each one it did not have to compress).
+    /// How many early members the layer writer used (each one it did not have to compress). A member is
+    /// used at most once: a second layer written from the same directory compresses it again.
     pub fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
     }
@@ -134,7 +156,10 @@ impl Precompressed {
         };
         let offset = self.spool_len;
         (&*spool).write_all(bytes)?;
-        self.spool_len += bytes.len() as u64;
+        let aligned = (bytes.len() as u64).div_ceil(SPOOL_ALIGN) * SPOOL_ALIGN;
+        let pad = usize::try_from(aligned - bytes.len() as u64).expect("under the alignment");
+        (&*spool).write_all(&[0u8; SPOOL_ALIGN as usize][..pad])?;
+        self.spool_len += aligned;
         Ok((spool, offset))
     }
 }
@@ -379,10 +404,9 @@ impl Walker<'_> {
         let wanted: Vec<u64> = (0..last)
             .filter(|&i| {
                 let want_len = if i < full { member } else { tail };
-                !have
-                    .get(usize::try_from(i).unwrap_or(usize::MAX))
+                have.get(usize::try_from(i).unwrap_or(usize::MAX))
                     .and_then(Option::as_ref)
-                    .is_some_and(|m| m.data_len as u64 == want_len)
+                    .is_none_or(|m| m.data_len as u64 != want_len)
             })
             .collect();
         if wanted.is_empty() {
@@ -448,6 +472,7 @@ impl Walker<'_> {
                 len: bytes.len(),
                 data_len: want,
                 hash,
+                taken: Arc::new(AtomicBool::new(false)),
                 used: Arc::clone(&self.done.used),
             });
         }

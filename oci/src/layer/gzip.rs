@@ -45,7 +45,7 @@ struct Job {
 impl Job {
     fn run(&self, compressor: &mut Compressor) -> io::Result<Vec<u8>> {
         if let Some(early) = &self.early {
-            if let Some(bytes) = early.bytes_for(&self.data)? {
+            if let Some(bytes) = early.take_for(&self.data)? {
                 return Ok(bytes);
             }
         }

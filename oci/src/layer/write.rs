@@ -16,7 +16,7 @@ use super::early::{EarlyMember, Precompressed};
 use super::gzip::{GzipEncoder, DEFAULT_GZIP_LEVEL, MEMBER_SIZE};
 use super::pax::push_record;
 use super::{Compression, LayerError, LayerInfo, LayerOptions, OPAQUE_MARKER, WHITEOUT_PREFIX};
-use crate::{Hasher, HashingWriter};
+use crate::Hasher;
 
 /// The longest name or link name that fits a ustar header field without a PAX record.
 const NAME_FIELD: usize = 100;
@@ -164,7 +164,7 @@ impl<W: Write> Encoder for GzipEncoder<W> {
     }
 }
 impl<W: Write> Encoder for zstd::stream::write::Encoder<'_, W> {}
-impl<W: Write> Encoder for HashingWriter<W> {}
+impl<W: Write> Encoder for HashedOutput<W> {}
 
 /// Runs `body` on a sink whose bytes are hashed (the diff_id), compressed per `opts`, hashed again (the
 /// digest) and written to `out`.
@@ -185,7 +185,7 @@ fn compress<W: Write>(
         let diff_id = tee.hasher.finish().map_err(LayerError::Write)?;
         Ok((diff_id, tee.inner))
     }
-    let hashed_out = HashingWriter::new(out);
+    let hashed_out = HashedOutput::new(out).map_err(LayerError::Write)?;
     let (diff_id, hashed_out) = match opts.compression {
         Compression::Gzip => {
             let threads = opts.threads.unwrap_or(1).max(1);
@@ -212,7 +212,7 @@ fn compress<W: Write>(
         }
         Compression::Uncompressed => feed(hashed_out, body)?,
     };
-    let (mut out, digest, size) = hashed_out.finish();
+    let (mut out, digest, size) = hashed_out.finish().map_err(LayerError::Write)?;
     out.flush().map_err(LayerError::Write)?;
     Ok(LayerInfo {
         diff_id,
@@ -280,8 +280,42 @@ impl<E: Encoder> TarSink for DiffIdWriter<E> {
     }
 }
 
+/// The layer blob on its way out: counted, and hashed (the digest) on a thread of its own.
+struct HashedOutput<W> {
+    inner: W,
+    hasher: HashThread,
+    size: u64,
+}
+
+impl<W: Write> HashedOutput<W> {
+    fn new(inner: W) -> io::Result<Self> {
+        Ok(Self {
+            inner,
+            hasher: HashThread::start()?,
+            size: 0,
+        })
+    }
+
+    fn finish(self) -> io::Result<(W, crate::Digest, u64)> {
+        let digest = self.hasher.finish()?;
+        Ok((self.inner, digest, self.size))
+    }
+}
+
+impl<W: Write> Write for HashedOutput<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n])?;
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// A SHA-256 computed on a thread of its own: the layer writer's thread already reads the files and
-/// writes (and hashes) the compressed output, and on two cores the diff_id would otherwise be the
+/// writes the compressed output, and with the diff_id and the digest on that thread too it would be the
 /// longest chain after a RUN whose members were compressed early.
 struct HashThread {
     sender: Option<SyncSender<Arc<Vec<u8>>>>,
