@@ -40,6 +40,10 @@ const INTERVAL_PER_WALK: u32 = 10;
 /// compressed when the layer is written, as any file.
 const MAX_DEPTH: usize = 128;
 
+/// The watcher stops spooling when the file system of the spool has less free space than this: the RUN
+/// needs the space more than the spool does (the layer is then compressed afterwards, as it always was).
+const MIN_FREE_BYTES: u64 = 1 << 30;
+
 /// Members start at multiples of this in the spool, so that a taken member's pages can be punched out
 /// without touching its neighbours'.
 const SPOOL_ALIGN: u64 = 4096;
@@ -95,6 +99,10 @@ pub struct Precompressed {
     spool_len: u64,
     files: HashMap<(u64, u64), Vec<Option<EarlyMember>>>,
     used: Arc<AtomicU64>,
+    /// Members written to the spool.
+    pushed: u64,
+    /// Set when the file system got too full to spool more: the watcher stops, keeping what it has.
+    full: bool,
 }
 
 impl Precompressed {
@@ -106,6 +114,8 @@ impl Precompressed {
             spool_len: 0,
             files: HashMap::new(),
             used: Arc::new(AtomicU64::new(0)),
+            pushed: 0,
+            full: false,
         }
     }
 
@@ -133,8 +143,9 @@ impl Precompressed {
         self.used.load(Ordering::Relaxed)
     }
 
-    /// Appends a compressed member to the spool (created on first use).
-    fn push(&mut self, bytes: &[u8]) -> io::Result<(Arc<File>, u64)> {
+    /// Appends a compressed member to the spool (created on first use); `None` when the file system is
+    /// too full to spool more.
+    fn push(&mut self, bytes: &[u8]) -> io::Result<Option<(Arc<File>, u64)>> {
         let spool = match &self.spool {
             Some(s) => Arc::clone(s),
             None => {
@@ -154,13 +165,24 @@ impl Precompressed {
                 file
             }
         };
+        // Checked every 64 members (64 MiB of input at most between two checks).
+        if self.pushed.is_multiple_of(64) {
+            let st = rustix::fs::fstatvfs(&*spool)?;
+            let free = st.f_bavail.saturating_mul(st.f_frsize);
+            if free < MIN_FREE_BYTES {
+                tracing::debug!(free, "too little free space: early gzip stops spooling");
+                self.full = true;
+                return Ok(None);
+            }
+        }
+        self.pushed += 1;
         let offset = self.spool_len;
         (&*spool).write_all(bytes)?;
         let aligned = (bytes.len() as u64).div_ceil(SPOOL_ALIGN) * SPOOL_ALIGN;
         let pad = usize::try_from(aligned - bytes.len() as u64).expect("under the alignment");
         (&*spool).write_all(&[0u8; SPOOL_ALIGN as usize][..pad])?;
         self.spool_len += aligned;
-        Ok((spool, offset))
+        Ok(Some((spool, offset)))
     }
 }
 
@@ -313,11 +335,15 @@ fn watch(
             compressing: Duration::ZERO,
         };
         walker.walk(dir, 0)?;
+        let compressing = walker.compressing;
         walks.fetch_add(1, Ordering::Relaxed);
+        if done.full {
+            return Ok(done);
+        }
         // A walk that found members to compress goes again at once (the RUN is likely still writing);
         // otherwise the pause keeps listing the directory under a tenth of this thread's time.
-        let listing = started.elapsed().saturating_sub(walker.compressing);
-        interval = if walker.compressing > Duration::ZERO {
+        let listing = started.elapsed().saturating_sub(compressing);
+        interval = if compressing > Duration::ZERO {
             Duration::ZERO
         } else {
             MIN_INTERVAL.max(listing * INTERVAL_PER_WALK)
@@ -336,9 +362,12 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
-    /// Walks one directory; entries that vanish or change kind under it are skipped.
+    /// Walks one directory; entries that vanish or change kind under it are skipped. Only a failure to
+    /// write the spool is an error (it stops the watcher).
     fn walk(&mut self, dir: &OwnedFd, depth: usize) -> io::Result<()> {
-        let mut entries = rustix::fs::Dir::read_from(dir)?;
+        let Ok(mut entries) = rustix::fs::Dir::read_from(dir) else {
+            return Ok(());
+        };
         while let Some(entry) = entries.read() {
             if (self.stopped)() {
                 return Ok(());
@@ -418,7 +447,12 @@ impl Walker<'_> {
         let fd = match rustix::fs::open(&proc_path, flags | OFlags::NOATIME, Mode::empty()) {
             Ok(fd) => fd,
             // O_NOATIME needs the file's owner or CAP_FOWNER.
-            Err(rustix::io::Errno::PERM) => rustix::fs::open(&proc_path, flags, Mode::empty())?,
+            Err(rustix::io::Errno::PERM) => {
+                match rustix::fs::open(&proc_path, flags, Mode::empty()) {
+                    Ok(fd) => fd,
+                    Err(_) => return Ok(()),
+                }
+            }
             Err(_) => return Ok(()),
         };
         let file = File::from(fd);
@@ -460,7 +494,9 @@ impl Walker<'_> {
             }
             let bytes = compress_member(self.compressor, &data[..want])?;
             let hash = blake3::hash(&data[..want]);
-            let (spool, offset) = self.done.push(&bytes)?;
+            let Some((spool, offset)) = self.done.push(&bytes)? else {
+                return Ok(());
+            };
             let members = self.done.files.entry(key).or_default();
             let index = usize::try_from(index).expect("a member index fits");
             if members.len() <= index {
