@@ -190,3 +190,39 @@ fn gunzip(gz: &[u8]) -> Vec<u8> {
     std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(gz), &mut out).unwrap();
     out
 }
+
+#[test]
+fn the_watcher_spools_nothing_on_a_nearly_full_file_system() {
+    // A 1100 MiB tmpfs with 200 MiB used: under the 1 GiB the watcher leaves to the RUN.
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("fs");
+    fs_err::create_dir_all(&mnt).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1100m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .expect("mount runs");
+    assert!(status.success(), "mounting a tmpfs (the tests run as root)");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&mnt);
+    let dir = mnt.join("upper");
+    fs_err::create_dir_all(&dir).unwrap();
+    fs_err::write(mnt.join("filler"), vec![1u8; 200 * MIB]).unwrap();
+    fs_err::write(dir.join("big.bin"), data(3 * MIB, 7)).unwrap();
+    let w = EarlyGzip::start(&dir, &mnt, None).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while w.walks() < 1 {
+        assert!(Instant::now() < deadline, "the watcher made no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let early = w.finish().unwrap();
+    assert_eq!(early.compressed(), 0);
+    let (_, plain) = layer(&dir, None, 2);
+    let (_, bytes) = layer(&dir, Some(&early), 2);
+    assert!(bytes == plain);
+}
