@@ -68,3 +68,24 @@ fn run_pulls_an_image_that_is_only_in_a_registry() {
     let (out, _) = fresh.ok(&["run", &image, "cat", "/msg"]);
     assert_eq!(out, "pulled and run\n");
 }
+
+/// RUN steps and `rbuild run` get a volatile overlay: no syncfs of the host file system when it goes
+/// away, fsync inside is free; what a RUN wrote is still its layer.
+#[test]
+fn the_rootfs_overlay_is_volatile_and_the_layer_is_whole() {
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "volatile",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\nRUN grep ' / / ' /proc/self/mountinfo > /mountinfo && head -c 3000000 /dev/zero > /zeros && sync\n",
+        )],
+    );
+    env.build_plain("volatile:1", &ctx, &[]);
+    let mountinfo = env.run_sh("volatile:1", "cat /mountinfo; wc -c < /zeros");
+    assert!(mountinfo.contains("fsync=volatile"), "{mountinfo}");
+    assert!(mountinfo.trim_end().ends_with("3000000"), "{mountinfo}");
+    let run = env.run_sh("volatile:1", "grep ' / / ' /proc/self/mountinfo");
+    assert!(run.contains("fsync=volatile"), "{run}");
+}
