@@ -782,6 +782,10 @@ fn overlay_mount_writes_are_discarded() {
     }];
     // No lowers: an empty directory.
     assert_eq!(sb.run().ok().stdout, "g\n");
+    assert_eq!(upper_entries(sb.upper()), Vec::<String>::new());
+    // A fresh sandbox: the rootfs overlay is volatile, and the kernel refuses to mount a work dir that
+    // was mounted volatile before (rbuild never reuses one).
+    let mut sb = Sandbox::sh("echo changed > /m/f; echo new > /m/g; rm -f /m/f; ls /m");
     let scratch2 = tempfile::tempdir().unwrap();
     sb.spec.mounts = vec![MountSpec::Overlay {
         lowers: vec![lower.path().to_owned()],
