@@ -297,11 +297,7 @@ fn watch(
 ) -> io::Result<Precompressed> {
     // The lowest priority: this thread only takes what the RUN leaves idle. Linux sets a thread's nice
     // value with the thread id.
-    let nice = std::env::var("RBUILD_EARLY_NICE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(19);
-    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice) {
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19) {
         tracing::debug!(error = %e, "could not lower the early gzip thread's priority");
     }
     let mut compressor = Compressor::new(gzip_level(done.level));
@@ -340,11 +336,12 @@ fn watch(
         if done.full {
             return Ok(done);
         }
-        // A walk that found members to compress goes again at once (the RUN is likely still writing);
-        // otherwise the pause keeps listing the directory under a tenth of this thread's time.
+        // Listing the directory takes at most a tenth of this thread's time, compressing counted as
+        // time well spent: a walk that compressed much goes again at once (the RUN is likely still
+        // writing), one that found nothing waits at least MIN_INTERVAL.
         let listing = started.elapsed().saturating_sub(compressing);
         interval = if compressing > Duration::ZERO {
-            Duration::ZERO
+            (listing * INTERVAL_PER_WALK).saturating_sub(compressing)
         } else {
             MIN_INTERVAL.max(listing * INTERVAL_PER_WALK)
         };
