@@ -287,8 +287,7 @@ pub(crate) async fn download_blob(
     reference: &Reference,
     desc: &Descriptor,
 ) -> Result<()> {
-    // The layer writer hashes what it writes (its digest), so the store need not hash it again.
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, store.blob_writer_hashed_by_caller()?);
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, store.blob_writer()?);
     client.fetch_blob(reference, desc, &mut w).await?;
     let w = w
         .into_inner()

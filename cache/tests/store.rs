@@ -389,3 +389,27 @@ fn killed_writer_leaves_no_blob_and_open_cleans_its_temp_file() {
     assert_eq!(n, 19);
     assert_eq!(reopened.read_blob(&d).unwrap(), b"still being written");
 }
+
+#[test]
+fn a_blob_writer_hashed_by_its_caller_is_named_by_the_callers_digest_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&tmp.path().join("store")).unwrap();
+    let bytes = b"layer bytes the caller hashed";
+    let mut w = store.blob_writer_hashed_by_caller().unwrap();
+    w.write_all(bytes).unwrap();
+    let digest = Digest::sha256_of(bytes);
+    assert_eq!(
+        w.commit(Some(&digest)).unwrap(),
+        (digest.clone(), bytes.len() as u64)
+    );
+    assert_eq!(store.read_blob(&digest).unwrap(), bytes);
+    // Without the caller's digest there is no name: an error, and nothing stored.
+    let mut w = store.blob_writer_hashed_by_caller().unwrap();
+    w.write_all(b"other").unwrap();
+    assert!(w.commit(None).is_err());
+    assert!(!store.has_blob(&Digest::sha256_of(b"other")));
+    // The ordinary writer still checks what it is told.
+    let mut w = store.blob_writer().unwrap();
+    w.write_all(b"checked").unwrap();
+    assert!(w.commit(Some(&digest)).is_err());
+}
