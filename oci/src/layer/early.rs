@@ -15,6 +15,10 @@
 //! with directory descriptors opened `O_NOFOLLOW`, takes each file by an `O_PATH` descriptor, checks that
 //! the inode is a regular file and only then reopens that inode (through `/proc/self/fd`) for reading,
 //! so a name swapped for a symlink or a device node in between is never opened.
+//!
+//! The spool costs disk space only until the layer is written: each member is aligned to the spool's
+//! blocks and punched out once the layer writer takes it, and the watcher stops spooling when less than
+//! [`MIN_FREE_BYTES`] are free, leaving the space to the RUN.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -44,9 +48,9 @@ const MAX_DEPTH: usize = 128;
 /// needs the space more than the spool does (the layer is then compressed afterwards, as it always was).
 const MIN_FREE_BYTES: u64 = 1 << 30;
 
-/// Members start at multiples of this in the spool, so that a taken member's pages can be punched out
-/// without touching its neighbours'.
-const SPOOL_ALIGN: u64 = 4096;
+/// Members start at multiples of the spool's block size, and at least of this, so that a taken member's
+/// blocks can be punched out without touching its neighbours' (a hole punch zeroes partial blocks).
+const MIN_SPOOL_ALIGN: u64 = 4096;
 
 /// A member compressed early: where its bytes are in the spool, and the hash of the data it holds.
 #[derive(Clone, Debug)]
@@ -54,6 +58,8 @@ pub(crate) struct EarlyMember {
     spool: Arc<File>,
     offset: u64,
     len: usize,
+    /// Its length in the spool: `len` rounded up to whole blocks.
+    span: u64,
     data_len: usize,
     hash: blake3::Hash,
     /// Set once the member is taken: its spool range is then gone.
@@ -74,12 +80,11 @@ impl EarlyMember {
         }
         let mut bytes = vec![0u8; self.len];
         self.spool.read_exact_at(&mut bytes, self.offset)?;
-        let aligned = (self.len as u64).div_ceil(SPOOL_ALIGN) * SPOOL_ALIGN;
         if let Err(e) = rustix::fs::fallocate(
             &*self.spool,
             rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
             self.offset,
-            aligned,
+            self.span,
         ) {
             // A file system without hole punching keeps the spool until it is removed.
             tracing::trace!(error = %e, "could not punch a taken member out of the spool");
@@ -101,6 +106,8 @@ pub struct Precompressed {
     used: Arc<AtomicU64>,
     /// Members written to the spool.
     pushed: u64,
+    /// The spool's block size (at least [`MIN_SPOOL_ALIGN`]): every member starts at a multiple of it.
+    align: u64,
     /// Set when the file system got too full to spool more: the watcher stops, keeping what it has.
     full: bool,
 }
@@ -115,6 +122,7 @@ impl Precompressed {
             files: HashMap::new(),
             used: Arc::new(AtomicU64::new(0)),
             pushed: 0,
+            align: MIN_SPOOL_ALIGN,
             full: false,
         }
     }
@@ -143,9 +151,9 @@ impl Precompressed {
         self.used.load(Ordering::Relaxed)
     }
 
-    /// Appends a compressed member to the spool (created on first use); `None` when the file system is
-    /// too full to spool more.
-    fn push(&mut self, bytes: &[u8]) -> io::Result<Option<(Arc<File>, u64)>> {
+    /// Appends a compressed member to the spool (created on first use) and returns the spool, its offset
+    /// and its span there; `None` when the file system is too full to spool more.
+    fn push(&mut self, bytes: &[u8]) -> io::Result<Option<(Arc<File>, u64, u64)>> {
         let spool = match &self.spool {
             Some(s) => Arc::clone(s),
             None => {
@@ -160,6 +168,8 @@ impl Precompressed {
                             format!("failed to create {}: {e}", self.spool_path.display()),
                         )
                     })?;
+                let blksize = rustix::fs::fstat(&file).map_or(0, |st| st.st_blksize);
+                self.align = u64::try_from(blksize).unwrap_or(0).max(MIN_SPOOL_ALIGN);
                 let file = Arc::new(file);
                 self.spool = Some(Arc::clone(&file));
                 file
@@ -178,11 +188,11 @@ impl Precompressed {
         self.pushed += 1;
         let offset = self.spool_len;
         (&*spool).write_all(bytes)?;
-        let aligned = (bytes.len() as u64).div_ceil(SPOOL_ALIGN) * SPOOL_ALIGN;
-        let pad = usize::try_from(aligned - bytes.len() as u64).expect("under the alignment");
-        (&*spool).write_all(&[0u8; SPOOL_ALIGN as usize][..pad])?;
-        self.spool_len += aligned;
-        Ok(Some((spool, offset)))
+        let span = (bytes.len() as u64).div_ceil(self.align) * self.align;
+        let pad = usize::try_from(span - bytes.len() as u64).expect("under the alignment");
+        (&*spool).write_all(&vec![0u8; pad])?;
+        self.spool_len += span;
+        Ok(Some((spool, offset, span)))
     }
 }
 
@@ -491,7 +501,7 @@ impl Walker<'_> {
             }
             let bytes = compress_member(self.compressor, &data[..want])?;
             let hash = blake3::hash(&data[..want]);
-            let Some((spool, offset)) = self.done.push(&bytes)? else {
+            let Some((spool, offset, span)) = self.done.push(&bytes)? else {
                 return Ok(());
             };
             let members = self.done.files.entry(key).or_default();
@@ -503,6 +513,7 @@ impl Walker<'_> {
                 spool,
                 offset,
                 len: bytes.len(),
+                span,
                 data_len: want,
                 hash,
                 taken: Arc::new(AtomicBool::new(false)),
