@@ -154,6 +154,17 @@ pub(crate) fn build(
         }
     }
     let remote = Arc::new(remote);
+    // With --push, the image's RUN layers start uploading while they are written.
+    let eager = match tags.first() {
+        Some(first) if push => Some(Arc::new(crate::eager::EagerPush::new(
+            client.get()?.clone(),
+            first.clone(),
+            rt.handle().clone(),
+            &lowered.graph,
+            stage.head,
+        ))),
+        _ => None,
+    };
     let worker = BuildWorker {
         images: Arc::clone(&images),
         store: Arc::clone(&store),
@@ -173,6 +184,7 @@ pub(crate) fn build(
         isolation: args.isolation.runner(),
         remote: Arc::clone(&remote),
         git: Arc::default(),
+        eager: eager.clone(),
     };
     let verbosity = match (args.quiet, args.progress) {
         (true, _) | (_, ProgressMode::Quiet) => Verbosity::Quiet,
@@ -274,7 +286,14 @@ pub(crate) fn build(
             bail!("--push needs a -t NAME that names the registry");
         }
         for t in &tags {
-            let digest = rt.block_on(export::push(client.get()?, &store, &remote, &image, t))?;
+            let digest = rt.block_on(export::push(
+                client.get()?,
+                &store,
+                &remote,
+                eager.as_deref(),
+                &image,
+                t,
+            ))?;
             if !args.quiet {
                 eprintln!("pushed {}@{digest}", t.familiar());
             }

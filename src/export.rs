@@ -1056,12 +1056,13 @@ pub(crate) async fn push(
     client: &registry::Client,
     store: &cache::Store,
     remote: &crate::remote_cache::Remote,
+    eager: Option<&crate::eager::EagerPush>,
     image: &Image,
     reference: &Reference,
 ) -> Result<Digest> {
     let mut descs = image.manifest.layers.clone();
     descs.push(image.manifest.config.clone());
-    crate::remote_cache::push_blobs(client, store, remote, &descs, reference).await?;
+    crate::remote_cache::push_blobs(client, store, remote, eager, &descs, reference).await?;
     let bytes = store.read_blob(&image.manifest_desc.digest)?;
     client
         .put_manifest(reference, &image.manifest_desc.media_type, &bytes)

@@ -7,6 +7,7 @@ mod cli;
 mod context;
 mod copy;
 mod diagnostics;
+mod eager;
 mod export;
 mod fetch;
 mod git;
@@ -152,6 +153,7 @@ fn real_main(cli: Cli, root: PathBuf) -> Result<ExitCode> {
                 client.get()?,
                 &store,
                 &remote,
+                None,
                 &image,
                 &reference,
             ))?;

@@ -1111,7 +1111,7 @@ async fn export_registry(
         let d = store.put_blob(config)?;
         descs.push(Descriptor::new(RECORDS_TYPE, d, config.len() as u64));
     }
-    let stats = push_blobs(client, store, remote, &descs, reference).await?;
+    let stats = push_blobs(client, store, remote, None, &descs, reference).await?;
     let repo = Reference {
         tag: None,
         digest: None,
@@ -1284,6 +1284,7 @@ pub(crate) async fn push_blobs(
     client: &registry::Client,
     store: &cache::Store,
     remote: &Remote,
+    eager: Option<&crate::eager::EagerPush>,
     descs: &[Descriptor],
     dest: &Reference,
 ) -> Result<PushStats> {
@@ -1295,6 +1296,12 @@ pub(crate) async fn push_blobs(
     }
     let uploads = unique.iter().map(|&d| async move {
         let what = || format!("pushing blob {} to {}", d.digest, dest.familiar());
+        // Uploaded while it was written (checked with the others below).
+        if let Some(eager) = eager {
+            if eager.uploaded(dest, &d.digest).await {
+                return Ok::<_, anyhow::Error>(registry::PushOutcome::Uploaded);
+            }
+        }
         if !store.has_blob(&d.digest) {
             if client.has_blob(dest, &d.digest).await.with_context(what)? {
                 return Ok::<_, anyhow::Error>(registry::PushOutcome::Exists);

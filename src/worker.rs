@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _, Result};
-use graph::{CopySource, Mount, Network, Node, Op};
+use graph::{CopySource, Mount, Network, Node, NodeId, Op};
 use oci::{Descriptor, ImageConfig, LayerOptions, Manifest, MergedView, Platform, Reference};
 use solver::{ExecContext, Layer, Outcome, WorkerError};
 
@@ -378,12 +378,34 @@ pub(crate) fn write_layer_blob(
     store: &cache::Store,
     write: impl FnOnce(&mut dyn std::io::Write) -> Result<oci::LayerInfo>,
 ) -> Result<Layer> {
+    write_layer_blob_pushing(store, None, write)
+}
+
+/// [`write_layer_blob`], uploading the blob while it is written when `push` (an eager push and the node
+/// whose layer this is) says so.
+pub(crate) fn write_layer_blob_pushing(
+    store: &cache::Store,
+    push: Option<(&crate::eager::EagerPush, NodeId)>,
+    write: impl FnOnce(&mut dyn std::io::Write) -> Result<oci::LayerInfo>,
+) -> Result<Layer> {
     // The layer writer hashes what it writes (its digest), so the store need not hash it again.
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, store.blob_writer_hashed_by_caller()?);
-    let info = write(&mut w)?;
-    let w = w
-        .into_inner()
-        .map_err(|e| anyhow!("writing layer: {}", e.error()))?;
+    let blob = store.blob_writer_hashed_by_caller()?;
+    let upload = push.and_then(|(eager, node)| eager.start(node, blob.path()).map(|u| (eager, u)));
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, blob);
+    let written = write(&mut w).and_then(|info| {
+        let w = w
+            .into_inner()
+            .map_err(|e| anyhow!("writing layer: {}", e.error()))?;
+        Ok((info, w))
+    });
+    if let Some((eager, upload)) = upload {
+        let done = written
+            .as_ref()
+            .ok()
+            .map(|(info, _)| (info.digest.clone(), info.size));
+        eager.finish(upload, done);
+    }
+    let (info, w) = written?;
     let (digest, size) = w.commit(Some(&info.digest))?;
     Ok(Layer {
         diff_id: info.diff_id,
@@ -435,6 +457,8 @@ pub(crate) struct BuildWorker {
     pub(crate) remote: Arc<crate::remote_cache::Remote>,
     /// `ADD <git URL>` sources.
     pub(crate) git: Arc<crate::git::GitSources>,
+    /// With `--push`: uploads of the pushed image's RUN layers while they are written.
+    pub(crate) eager: Option<Arc<crate::eager::EagerPush>>,
 }
 
 /// The runner mounts of one RUN, with what must live as long as the RUN does.
@@ -574,16 +598,18 @@ impl BuildWorker {
         let dir = tmp.path().join("layer");
         fs_err::create_dir(&dir).map_err(|e| werr(e.into()))?;
         fill(&dir).map_err(werr)?;
-        self.commit_layer(base, &dir, None).map_err(werr)
+        self.commit_layer(base, &dir, None, None).map_err(werr)
     }
 
     /// Writes `dir` (overlay format) as a layer blob and keeps `dir` as its snapshot; `early` holds gzip
-    /// members compressed while a RUN wrote `dir`.
+    /// members compressed while a RUN wrote `dir`, and `node` is that RUN (its layer may be pushed while
+    /// it is written).
     fn commit_layer(
         &self,
         base: &Outcome,
         dir: &Path,
         early: Option<&oci::Precompressed>,
+        node: Option<NodeId>,
     ) -> Result<Outcome> {
         if oci::is_empty_dir(dir)? {
             return Ok(Outcome {
@@ -591,7 +617,8 @@ impl BuildWorker {
                 added_layer: false,
             });
         }
-        let layer = write_layer_blob(&self.store, |w| {
+        let push = self.eager.as_deref().zip(node);
+        let layer = write_layer_blob_pushing(&self.store, push, |w| {
             oci::write_layer_early(dir, w, &self.layer_opts, early).context("writing layer")
         })?;
         if let Some(early) = early {
@@ -922,7 +949,7 @@ impl BuildWorker {
             return Err(WorkerError::ExitCode { code });
         }
         let early = early.and_then(oci::EarlyGzip::finish);
-        self.commit_layer(base, &upper, early.as_ref())
+        self.commit_layer(base, &upper, early.as_ref(), Some(ctx.node))
             .map_err(werr)
     }
 }

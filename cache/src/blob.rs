@@ -52,6 +52,12 @@ impl BlobWriter {
         })
     }
 
+    /// The temp file the bytes go to until [`commit`](Self::commit) (readable while it is written: the
+    /// bytes reach it through a buffer of 256 KiB).
+    pub fn path(&self) -> &Path {
+        self.inner.get_ref().path()
+    }
+
     /// Finishes the blob: fsync, check `expected` if given, and move it into place.
     ///
     /// Returns the digest and size in bytes. On a mismatch the temp file is removed and

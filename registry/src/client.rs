@@ -102,6 +102,22 @@ pub struct PulledManifest {
     pub media_type: String,
 }
 
+/// How far the writer of a blob that [`Client::push_growing_blob`] uploads has got.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Growth {
+    /// Still writing.
+    Writing,
+    /// Written: the blob's digest and size.
+    Done {
+        /// sha256 of the blob.
+        digest: Digest,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// The write failed; the upload is cancelled.
+    Failed,
+}
+
 /// What [`Client::push_blob`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PushOutcome {
@@ -689,6 +705,111 @@ impl Client {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Uploads the blob being written to `path` while it is written: one PATCH whose body sends the bytes
+    /// as they reach the file, ending when `written` says the blob is done (its digest and size), then the
+    /// PUT with the digest. `written` saying the write failed, or any error here, cancels the session;
+    /// nothing is retried, since the caller pushes the finished blob the usual way when this did not work
+    /// out.
+    pub async fn push_growing_blob(
+        &self,
+        r: &Reference,
+        path: &Path,
+        mut written: tokio::sync::watch::Receiver<Growth>,
+    ) -> Result<Digest, Error> {
+        let start = format!("{}/blobs/uploads/", self.base(r));
+        let resp = self
+            .send(r, Access::Push, Retry::Never, || {
+                Ok(self.http(r).post(&start).header(header::CONTENT_LENGTH, 0))
+            })
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(self
+                .unexpected(r, "POST", "upload of a layer being written", resp)
+                .await);
+        }
+        let mut session = self.location(r, &resp)?;
+        let result = self.feed_growing(r, path, &mut written, &mut session).await;
+        if result.is_err() {
+            // Not left to expire: the finished blob will be pushed in a session of its own.
+            let _ = self
+                .send(r, Access::Push, Retry::Never, || {
+                    Ok(self.http(r).delete(session.clone()))
+                })
+                .await;
+        }
+        result
+    }
+
+    /// One PATCH whose body follows the file as it grows (chunked transfer encoding, as `docker push`
+    /// streams its layers), then the PUT with the digest.
+    async fn feed_growing(
+        &self,
+        r: &Reference,
+        path: &Path,
+        written: &mut tokio::sync::watch::Receiver<Growth>,
+        session: &mut reqwest::Url,
+    ) -> Result<Digest, Error> {
+        let io_err = |source: std::io::Error| Error::Protocol {
+            registry: r.registry.clone(),
+            detail: format!(
+                "reading the layer being written at {}: {source}",
+                path.display()
+            ),
+        };
+        let file = fs_err::File::open(path).map_err(io_err)?.into_parts().0;
+        let body = growing_body(file, written.clone());
+        // The body can be sent once: a retry (after an auth challenge) finds it taken and fails, and the
+        // finished blob is pushed the usual way.
+        let body = std::sync::Mutex::new(Some(body));
+        let resp = self
+            .send(r, Access::Push, Retry::Never, || {
+                let body =
+                    body.lock()
+                        .expect("body lock")
+                        .take()
+                        .ok_or_else(|| Error::Protocol {
+                            registry: r.registry.clone(),
+                            detail: "the registry asked twice for a layer being written".to_owned(),
+                        })?;
+                Ok(self
+                    .http(r)
+                    .patch(session.clone())
+                    .header(header::CONTENT_TYPE, "application/octet-stream")
+                    .body(body))
+            })
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(self
+                .unexpected(r, "PATCH", "upload of a layer being written", resp)
+                .await);
+        }
+        *session = self.location(r, &resp)?;
+        let Growth::Done { digest, size } = written.borrow().clone() else {
+            return Err(Error::Protocol {
+                registry: r.registry.clone(),
+                detail: "the layer upload ended before the layer".to_owned(),
+            });
+        };
+        let mut url = session.clone();
+        url.query_pairs_mut()
+            .append_pair("digest", &digest.to_string());
+        let resp = self
+            .send(r, Access::Push, Retry::Never, || {
+                Ok(self
+                    .http(r)
+                    .put(url.clone())
+                    .header(header::CONTENT_LENGTH, 0))
+            })
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self
+                .unexpected(r, "PUT", &format!("blob {digest}"), resp)
+                .await);
+        }
+        tracing::debug!(%digest, size, repository = %r.name(), "blob pushed while it was written");
+        Ok(digest)
     }
 
     /// Uploads `bytes` as the manifest of `r` (under its tag, or its digest when it has no tag) and returns
@@ -1462,6 +1583,54 @@ fn refuses_monolithic(status: StatusCode, body: &[u8]) -> bool {
 }
 
 /// Reads `len` bytes of `file` at `offset` (one upload chunk, bounded by the chunk size).
+/// A request body that follows a file while it is written: what is in it so far, then what comes, until
+/// `written` says the file is done (the body ends at its size) or failed (the body fails).
+fn growing_body(
+    file: std::fs::File,
+    written: tokio::sync::watch::Receiver<Growth>,
+) -> reqwest::Body {
+    let stream = futures_util::stream::unfold(
+        (file, 0u64, written, false),
+        |(file, offset, mut written, ended)| async move {
+            if ended {
+                return None;
+            }
+            loop {
+                let state = written.borrow().clone();
+                // Appends reach the file's size only once their bytes are in the file.
+                let have = match &state {
+                    Growth::Failed => {
+                        let e = std::io::Error::other("the layer could not be written");
+                        return Some((Err(e), (file, offset, written, true)));
+                    }
+                    Growth::Done { size, .. } => *size,
+                    Growth::Writing => match file.metadata() {
+                        Ok(m) => m.len(),
+                        Err(e) => return Some((Err(e), (file, offset, written, true))),
+                    },
+                };
+                if have > offset {
+                    let len = (have - offset).min(UPLOAD_CHUNK as u64);
+                    let mut buf = vec![0u8; usize::try_from(len).expect("a chunk fits")];
+                    use std::os::unix::fs::FileExt;
+                    return match file.read_exact_at(&mut buf, offset) {
+                        Ok(()) => {
+                            Some((Ok(Bytes::from(buf)), (file, offset + len, written, false)))
+                        }
+                        Err(e) => Some((Err(e), (file, offset, written, true))),
+                    };
+                }
+                if matches!(state, Growth::Done { .. }) {
+                    return None;
+                }
+                // Wake when the writer finishes, or look at the file again soon.
+                let _ = tokio::time::timeout(Duration::from_millis(10), written.changed()).await;
+            }
+        },
+    );
+    reqwest::Body::wrap_stream(stream)
+}
+
 fn read_at(file: &mut fs_err::File, offset: u64, len: u64) -> std::io::Result<Bytes> {
     use std::io::{Read, Seek, SeekFrom};
     file.seek(SeekFrom::Start(offset))?;

@@ -31,8 +31,8 @@ mod credentials;
 mod error;
 
 pub use client::{
-    default_certs_d, Client, ClientOptions, PulledManifest, PushOutcome, RawManifest, UploadMethod,
-    DEFAULT_CHUNK_SIZE,
+    default_certs_d, Client, ClientOptions, Growth, PulledManifest, PushOutcome, RawManifest,
+    UploadMethod, DEFAULT_CHUNK_SIZE,
 };
 pub use credentials::{
     default_containers_auth, default_docker_config, login, logout, normalise_host,

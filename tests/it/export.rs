@@ -572,3 +572,81 @@ fn gzip_members_compressed_during_the_run_give_the_same_layer() {
     ]);
     assert!(err.contains("zstd levels are 1 to 22"), "{err}");
 }
+
+const TWO_STAGES: &str = r#"
+FROM busybox:local AS builder
+RUN head -c 3000000 /dev/urandom > /junk && echo builder-only > /note
+FROM busybox:local
+COPY --from=builder /note /note
+RUN for i in 1 2 3 4; do head -c 1048576 /dev/urandom >> /big.bin; sleep 0.2; done; sha256sum /big.bin > /sum
+"#;
+
+/// With --push, the pushed image's RUN layer goes up while it is written (one PATCH that follows the
+/// blob), the push after the build does not send it again, and a layer of another stage never reaches
+/// the registry.
+#[test]
+fn push_uploads_the_images_run_layers_while_they_are_written() {
+    let env = Env::new();
+    env.busybox();
+    let reg = crate::common::Registry::start();
+    let ctx = env.context("two-stages", &[("Dockerfile", TWO_STAGES)]);
+    let tag = format!("{}/eager/app:1", reg.addr);
+    let out = Command::new(crate::common::RBUILD)
+        .args(["--root", s(&env.root()), "build", "--progress", "plain"])
+        .args(["-t", &tag, "--push", s(&ctx)])
+        .env("RBUILD_LOG", "registry::client=debug")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let (_, stderr) = crate::common::expect_success(&out, &["build", "--push"]);
+    let layers = env.layers(&tag);
+    let run_layer = layers.last().unwrap().clone();
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("blob pushed while it was written") && l.contains(&run_layer)),
+        "the RUN layer {run_layer} was not pushed while written:\n{stderr}"
+    );
+    // Sent once: by the PATCH that followed it; the push after the build only checked it.
+    assert_eq!(
+        reg.requests("PUT", &format!("digest={}", run_layer.replace(':', "%3A"))),
+        1,
+        "{}",
+        reg.log()
+    );
+    assert_eq!(
+        reg.requests("PATCH", "/eager/app/blobs/uploads/"),
+        1,
+        "{}",
+        reg.log()
+    );
+    // The builder stage's RUN layer is not in the image and never went up.
+    let (_, _) = env.ok(&[
+        "build",
+        "-q",
+        "--target",
+        "builder",
+        "-t",
+        "builder:1",
+        s(&ctx),
+    ]);
+    let builder_layer = env.layers("builder:1").last().unwrap().clone();
+    assert!(!layers.contains(&builder_layer));
+    assert_eq!(
+        crate::common::http_status(&reg.addr, &format!("/v2/eager/app/blobs/{builder_layer}")),
+        Some(404)
+    );
+    // The pushed image is whole.
+    let rootfs = crate::common::skopeo_umoci_unpack(env.dir.path(), &tag);
+    let sum = std::fs::read_to_string(rootfs.join("sum")).unwrap();
+    let bytes = std::fs::read(rootfs.join("big.bin")).unwrap();
+    assert_eq!(bytes.len(), 4 << 20);
+    assert!(
+        sum.starts_with(oci::Digest::sha256_of(&bytes).hex()),
+        "{sum}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("note")).unwrap(),
+        "builder-only\n"
+    );
+}
