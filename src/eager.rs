@@ -69,12 +69,19 @@ impl EagerPush {
         if !self.nodes.contains(&node) {
             return None;
         }
+        // Opened now: the finished blob is renamed into the store, maybe before the upload starts.
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(path = %path.display(), error = %e, "cannot follow the blob being written");
+                return None;
+            }
+        };
         let (written, rx) = watch::channel(Growth::Writing);
-        let (client, reference, path) =
-            (self.client.clone(), self.reference.clone(), path.to_owned());
+        let (client, reference) = (self.client.clone(), self.reference.clone());
         let task = self
             .handle
-            .spawn(async move { client.push_growing_blob(&reference, &path, rx).await });
+            .spawn(async move { client.push_growing_blob(&reference, file, rx).await });
         Some(Upload { written, task })
     }
 

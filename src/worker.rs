@@ -393,9 +393,11 @@ pub(crate) fn write_layer_blob_pushing(
     let upload = push.and_then(|(eager, node)| eager.start(node, blob.path()).map(|u| (eager, u)));
     let mut w = std::io::BufWriter::with_capacity(1 << 20, blob);
     let written = write(&mut w).and_then(|info| {
-        let w = w
+        let mut w = w
             .into_inner()
             .map_err(|e| anyhow!("writing layer: {}", e.error()))?;
+        // Every byte in the file before an upload following it is told the blob is done.
+        std::io::Write::flush(&mut w).context("writing layer")?;
         Ok((info, w))
     });
     if let Some((eager, upload)) = upload {

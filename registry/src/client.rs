@@ -707,7 +707,7 @@ impl Client {
         }
     }
 
-    /// Uploads the blob being written to `path` while it is written: one PATCH whose body sends the bytes
+    /// Uploads the blob being written to `file` (opened for reading) while it is written: one PATCH whose body sends the bytes
     /// as they reach the file, ending when `written` says the blob is done (its digest and size), then the
     /// PUT with the digest. `written` saying the write failed, or any error here, cancels the session;
     /// nothing is retried, since the caller pushes the finished blob the usual way when this did not work
@@ -715,7 +715,7 @@ impl Client {
     pub async fn push_growing_blob(
         &self,
         r: &Reference,
-        path: &Path,
+        file: std::fs::File,
         mut written: tokio::sync::watch::Receiver<Growth>,
     ) -> Result<Digest, Error> {
         let start = format!("{}/blobs/uploads/", self.base(r));
@@ -730,7 +730,7 @@ impl Client {
                 .await);
         }
         let mut session = self.location(r, &resp)?;
-        let result = self.feed_growing(r, path, &mut written, &mut session).await;
+        let result = self.feed_growing(r, file, &mut written, &mut session).await;
         if result.is_err() {
             // Not left to expire: the finished blob will be pushed in a session of its own.
             let _ = self
@@ -747,18 +747,10 @@ impl Client {
     async fn feed_growing(
         &self,
         r: &Reference,
-        path: &Path,
+        file: std::fs::File,
         written: &mut tokio::sync::watch::Receiver<Growth>,
         session: &mut reqwest::Url,
     ) -> Result<Digest, Error> {
-        let io_err = |source: std::io::Error| Error::Protocol {
-            registry: r.registry.clone(),
-            detail: format!(
-                "reading the layer being written at {}: {source}",
-                path.display()
-            ),
-        };
-        let file = fs_err::File::open(path).map_err(io_err)?.into_parts().0;
         let body = growing_body(file, written.clone());
         // The body can be sent once: a retry (after an auth challenge) finds it taken and fails, and the
         // finished blob is pushed the usual way.

@@ -594,7 +594,7 @@ fn push_uploads_the_images_run_layers_while_they_are_written() {
     let out = Command::new(crate::common::RBUILD)
         .args(["--root", s(&env.root()), "build", "--progress", "plain"])
         .args(["-t", &tag, "--push", s(&ctx)])
-        .env("RBUILD_LOG", "registry::client=debug")
+        .env("RBUILD_LOG", "registry::client=debug,rbuild::eager=debug")
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
