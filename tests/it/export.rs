@@ -477,6 +477,19 @@ fn source_date_epoch_gives_the_same_digest_in_fresh_stores() {
     assert_eq!(c.1, d.1, "--rewrite-timestamp: same config digest");
 }
 
+/// `rbuild build --progress plain -t TAG --push CTX` with `RBUILD_LOG=filter`, asserting success;
+/// returns stderr (progress and log lines).
+fn push_with_log(env: &Env, tag: &str, ctx: &Path, filter: &str) -> String {
+    let out = Command::new(crate::common::RBUILD)
+        .args(["--root", s(&env.root()), "build", "--progress", "plain"])
+        .args(["-t", tag, "--push", s(ctx)])
+        .env("RBUILD_LOG", filter)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    crate::common::expect_success(&out, &["build", "--push"]).1
+}
+
 const GROWING: &str = r#"
 FROM busybox:local
 RUN for i in 1 2 3 4 5 6; do head -c 1048576 /dev/urandom >> /big.bin; sleep 0.3; done; \
@@ -492,14 +505,7 @@ fn gzip_members_compressed_during_the_run_give_the_same_layer() {
     let reg = crate::common::Registry::start();
     let ctx = env.context("growing", &[("Dockerfile", GROWING)]);
     let tag = format!("{}/early/app:1", reg.addr);
-    let out = Command::new(crate::common::RBUILD)
-        .args(["--root", s(&env.root()), "build", "--progress", "plain"])
-        .args(["-t", &tag, "--push", s(&ctx)])
-        .env("RBUILD_LOG", "rbuild::worker=debug")
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    let (_, stderr) = crate::common::expect_success(&out, &["build", "--push"]);
+    let stderr = push_with_log(&env, &tag, &ctx, "rbuild::worker=debug");
     let line = stderr
         .lines()
         .find(|l| l.contains("gzip members compressed during the RUN"))
@@ -591,14 +597,12 @@ fn push_uploads_the_images_run_layers_while_they_are_written() {
     let reg = crate::common::Registry::start();
     let ctx = env.context("two-stages", &[("Dockerfile", TWO_STAGES)]);
     let tag = format!("{}/eager/app:1", reg.addr);
-    let out = Command::new(crate::common::RBUILD)
-        .args(["--root", s(&env.root()), "build", "--progress", "plain"])
-        .args(["-t", &tag, "--push", s(&ctx)])
-        .env("RBUILD_LOG", "registry::client=debug,rbuild::eager=debug")
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    let (_, stderr) = crate::common::expect_success(&out, &["build", "--push"]);
+    let stderr = push_with_log(
+        &env,
+        &tag,
+        &ctx,
+        "registry::client=debug,rbuild::eager=debug",
+    );
     let layers = env.layers(&tag);
     let run_layer = layers.last().unwrap().clone();
     assert!(
