@@ -784,22 +784,7 @@ impl Client {
                 detail: "the layer upload ended before the layer".to_owned(),
             });
         };
-        let mut url = session.clone();
-        url.query_pairs_mut()
-            .append_pair("digest", &digest.to_string());
-        let resp = self
-            .send(r, Access::Push, Retry::Never, || {
-                Ok(self
-                    .http(r)
-                    .put(url.clone())
-                    .header(header::CONTENT_LENGTH, 0))
-            })
-            .await?;
-        if !resp.status().is_success() {
-            return Err(self
-                .unexpected(r, "PUT", &format!("blob {digest}"), resp)
-                .await);
-        }
+        self.close_upload(r, session.clone(), &digest).await?;
         tracing::debug!(%digest, size, repository = %r.name(), "blob pushed while it was written");
         Ok(digest)
     }
@@ -1268,9 +1253,19 @@ impl Client {
                 }
             }
         }
+        self.close_upload(r, session, &desc.digest).await
+    }
+
+    /// Ends an upload session whose bytes are all sent: PUT with the blob's digest, nothing in the body.
+    async fn close_upload(
+        &self,
+        r: &Reference,
+        mut session: reqwest::Url,
+        digest: &Digest,
+    ) -> Result<(), Error> {
         session
             .query_pairs_mut()
-            .append_pair("digest", &desc.digest.to_string());
+            .append_pair("digest", &digest.to_string());
         let resp = self
             .send(r, Access::Push, Retry::Never, || {
                 Ok(self
@@ -1281,7 +1276,7 @@ impl Client {
             .await?;
         if !resp.status().is_success() {
             return Err(self
-                .unexpected(r, "PUT", &format!("blob {}", desc.digest), resp)
+                .unexpected(r, "PUT", &format!("blob {digest}"), resp)
                 .await);
         }
         Ok(())
