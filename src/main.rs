@@ -2,23 +2,10 @@
 //!
 //! `rbuild -t app .` builds; `rbuild run app` runs; see `rbuild --help`.
 
-mod build;
 mod cli;
-mod context;
-mod copy;
+mod cmd;
 mod diagnostics;
-mod eager;
-mod export;
-mod fetch;
-mod git;
-mod login;
 mod progress;
-mod prune;
-mod pull;
-mod remote_cache;
-mod run;
-mod secrets;
-mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -108,86 +95,49 @@ fn real_main(cli: Cli, root: PathBuf) -> Result<ExitCode> {
     };
     match cli.command {
         Command::Build(args) => {
-            build::build(&args, open()?, &rt()?)?;
+            cmd::build::build(&args, open()?, &rt()?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => {
-            let code = run::run(&args, open()?, &rt()?)?;
+            let code = cmd::run::run(&args, open()?, &rt()?)?;
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
         Command::Images => {
-            let store = open()?;
-            println!("{:<40} {:<14} {:>10}", "NAME", "IMAGE ID", "SIZE");
-            for (name, desc) in store.list_tags()? {
-                let manifest: oci::Manifest =
-                    serde_json::from_slice(&store.read_blob(&desc.digest)?)?;
-                let size = export::image_size(&manifest);
-                println!(
-                    "{name:<40} {:<14} {:>10}",
-                    manifest.config.digest.short(),
-                    export::human_size(size)
-                );
-            }
+            cmd::image::images(&*open()?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Push(args) => {
-            let store = open()?;
-            let rt = rt()?;
-            let reference: oci::Reference = args.image.parse()?;
-            let desc = store
-                .resolve_tag(&reference.familiar())?
-                .with_context(|| format!("no image {} in the local store", reference.familiar()))?;
-            let manifest: oci::Manifest = serde_json::from_slice(&store.read_blob(&desc.digest)?)?;
-            let image = export::Image {
-                config_digest: manifest.config.digest.clone(),
-                manifest,
-                manifest_desc: desc,
-            };
-            let client = std::sync::Arc::new(worker::LazyClient::new(
-                args.registry.client_options(&args.insecure_registries),
-            ));
-            // A tagged image has all its blobs here; no imported cache is involved.
-            let remote =
-                remote_cache::Remote::new(std::sync::Arc::clone(&client), rt.handle().clone());
-            let digest = rt.block_on(export::push(
-                client.get()?,
-                &store,
-                &remote,
-                None,
-                &image,
-                &reference,
-            ))?;
-            println!("{}@{digest}", reference.name());
+            cmd::image::push(&args, &*open()?, &rt()?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Pull(args) => {
-            pull::pull(&args, open()?, &rt()?)?;
+            cmd::pull::pull(&args, open()?, &rt()?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Login(args) => {
-            login::login(&args, &rt()?)?;
+            cmd::login::login(&args, &rt()?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Logout { registry } => {
-            login::logout(registry.as_deref())?;
+            cmd::login::logout(registry.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::History { image, no_trunc } => {
-            export::history(&*open()?, &image, no_trunc)?;
+            cmd::image::history(&*open()?, &image, no_trunc)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { image } => {
-            export::inspect(&*open()?, &image)?;
+            cmd::image::inspect(&*open()?, &image)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Prune(args) => {
             let store = open()?;
-            prune::prune(&args, &store)?;
+            cmd::prune::prune(&args, &store)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Du => {
             let store = open()?;
-            prune::du(&store)?;
+            cmd::prune::du(&store)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Debug {

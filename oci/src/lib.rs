@@ -16,6 +16,7 @@ mod layer;
 mod manifest;
 mod reference;
 mod snapshot;
+pub mod time;
 
 pub use config::{Empty, Healthcheck, History, ImageConfig, RootFs, RunConfig};
 pub use digest::{Digest, DigestParseError, Hasher, HashingWriter};

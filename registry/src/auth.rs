@@ -327,17 +327,17 @@ impl Auth {
                     .basic_auth(&c.username, Some(&c.password)),
                 (None, _) => http.get(url.clone()),
             };
-            let may_retry = attempt < crate::client::MAX_RETRIES;
+            let may_retry = attempt < crate::retry::MAX_RETRIES;
             match req.send().await {
-                Ok(resp) if crate::client::retryable_status(resp.status()) && may_retry => {
-                    let wait = crate::client::retry_delay(&resp, attempt);
+                Ok(resp) if crate::retry::retryable_status(resp.status()) && may_retry => {
+                    let wait = crate::retry::retry_delay(&resp, attempt);
                     tracing::debug!(realm, status = %resp.status(), attempt, "token service failing, retrying");
                     tokio::time::sleep(wait).await;
                 }
                 Ok(resp) => break resp,
                 Err(e) if may_retry => {
                     tracing::debug!(realm, error = %e, attempt, "token request failed, retrying");
-                    tokio::time::sleep(crate::client::backoff(attempt)).await;
+                    tokio::time::sleep(crate::retry::backoff(attempt)).await;
                 }
                 Err(source) => {
                     return Err(Error::Unreachable {
@@ -365,7 +365,7 @@ impl Auth {
             }));
         }
         if !status.is_success() {
-            return Err(crate::client::status_error(
+            return Err(crate::retry::status_error(
                 if form.is_some() { "POST" } else { "GET" },
                 resp,
             )

@@ -12,6 +12,9 @@ use tokio_util::io::ReaderStream;
 
 use crate::auth::Auth;
 use crate::credentials::{self, Credentials};
+use crate::retry::{
+    backoff, retry_delay, retryable_status, status_error, status_error_parts, MAX_RETRIES,
+};
 use crate::Error;
 
 /// Settings for a [`Client`].
@@ -147,10 +150,6 @@ enum Retry {
     Never,
 }
 
-/// Retries after the first attempt, with [`backoff`] between them.
-pub(crate) const MAX_RETRIES: u32 = 3;
-/// The longest `Retry-After` we honour; a registry asking for more gets it capped.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Manifests larger than this are refused (the distribution spec suggests registries accept at least 4 MiB).
 const MANIFEST_LIMIT: usize = 4 << 20;
 /// Read size when streaming a blob file into an upload.
@@ -161,34 +160,12 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
     application/vnd.docker.distribution.manifest.v2+json, \
     application/vnd.docker.distribution.manifest.list.v2+json";
 
-/// 200 ms, 400 ms, 800 ms.
-pub(crate) fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(200 << attempt.min(5))
-}
-
-pub(crate) fn retryable_status(s: StatusCode) -> bool {
-    s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS || s == StatusCode::REQUEST_TIMEOUT
-}
-
 /// The `WWW-Authenticate` challenge of a 401 answer, if it has a readable one.
 fn challenge_of(resp: &reqwest::Response) -> Option<String> {
     resp.headers()
         .get(header::WWW_AUTHENTICATE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-}
-
-/// How long to wait before retrying after `resp`: its `Retry-After` in seconds when it has one (429 and
-/// 503 answers do), capped at [`MAX_RETRY_AFTER`]; else [`backoff`].
-pub(crate) fn retry_delay(resp: &reqwest::Response, attempt: u32) -> Duration {
-    resp.headers()
-        .get(header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or_else(
-            || backoff(attempt),
-            |secs| Duration::from_secs(secs).min(MAX_RETRY_AFTER),
-        )
 }
 
 /// What a Docker-style `certs.d/<host>/` holds: CA files (`*.crt`) and a client certificate (`*.cert`
@@ -1511,53 +1488,6 @@ fn platform_string(p: &Platform) -> String {
     match &p.variant {
         Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
         None => format!("{}/{}", p.os, p.architecture),
-    }
-}
-
-/// An [`Error::Status`] with the start of the body; registry error JSON becomes `CODE: message` lines.
-pub(crate) async fn status_error(method: &str, resp: reqwest::Response) -> Error {
-    let status = resp.status();
-    let url = resp.url().to_string();
-    // The body is only for the message; failing to read it must not hide the status.
-    let raw = resp.bytes().await.unwrap_or_default();
-    status_error_parts(method, status, url, &raw)
-}
-
-/// [`status_error`] for a response already read.
-fn status_error_parts(method: &str, status: StatusCode, url: String, raw: &[u8]) -> Error {
-    #[derive(serde::Deserialize)]
-    struct Errors {
-        errors: Vec<RegistryError>,
-    }
-    #[derive(serde::Deserialize)]
-    struct RegistryError {
-        #[serde(default)]
-        code: String,
-        #[serde(default)]
-        message: String,
-    }
-    let body = match serde_json::from_slice::<Errors>(raw) {
-        Ok(e) if !e.errors.is_empty() => e
-            .errors
-            .iter()
-            .map(|e| format!("{}: {}", e.code, e.message))
-            .collect::<Vec<_>>()
-            .join("; "),
-        _ => {
-            let text = String::from_utf8_lossy(raw);
-            let text = text.trim();
-            match text.char_indices().nth(300) {
-                Some((i, _)) => format!("{}…", &text[..i]),
-                None if text.is_empty() => "(empty body)".to_owned(),
-                None => text.to_owned(),
-            }
-        }
-    };
-    Error::Status {
-        status: status.as_u16(),
-        method: method.to_owned(),
-        url,
-        body,
     }
 }
 

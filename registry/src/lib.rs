@@ -29,6 +29,7 @@ mod auth;
 mod client;
 mod credentials;
 mod error;
+mod retry;
 
 pub use client::{
     default_certs_d, Client, ClientOptions, Growth, PulledManifest, PushOutcome, RawManifest,

@@ -45,7 +45,7 @@ fn build_logged(env: &Env, ctx: &Path, tag: &str) -> String {
         .args(["build", "--progress", "plain", "-t", tag])
         .arg(ctx)
         .env("NO_COLOR", "1")
-        .env("RBUILD_LOG", "warn,rbuild::context=debug")
+        .env("RBUILD_LOG", "warn,exec::context=debug")
         .stdin(Stdio::null())
         .output()
         .expect("running rbuild");

@@ -505,7 +505,7 @@ fn gzip_members_compressed_during_the_run_give_the_same_layer() {
     let reg = crate::common::Registry::start();
     let ctx = env.context("growing", &[("Dockerfile", GROWING)]);
     let tag = format!("{}/early/app:1", reg.addr);
-    let stderr = push_with_log(&env, &tag, &ctx, "rbuild::worker=debug");
+    let stderr = push_with_log(&env, &tag, &ctx, "exec=debug");
     let line = stderr
         .lines()
         .find(|l| l.contains("gzip members compressed during the RUN"))
@@ -601,7 +601,7 @@ fn push_uploads_the_images_run_layers_while_they_are_written() {
         &env,
         &tag,
         &ctx,
-        "registry::client=debug,rbuild::eager=debug",
+        "registry::client=debug,export::eager=debug",
     );
     let layers = env.layers(&tag);
     let run_layer = layers.last().unwrap().clone();

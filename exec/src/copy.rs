@@ -16,7 +16,7 @@ use oci::MergedView;
 use crate::context::{has_wildcard, path_match, Context, Kind};
 
 /// Performs one COPY/ADD into `layer`.
-pub(crate) fn copy(
+pub fn copy(
     c: &graph::Copy,
     ctx: &Context,
     src_view: Option<&MergedView>,
@@ -402,7 +402,7 @@ fn unpack_archive(path: &Path, kind: Archive, target: &Path) -> Result<()> {
 }
 
 /// Creates WORKDIR `path` in `layer`, owned by `user` (root when empty).
-pub(crate) fn mkdir(path: &str, user: &str, view: &MergedView, layer: &Path) -> Result<()> {
+pub fn mkdir(path: &str, user: &str, view: &MergedView, layer: &Path) -> Result<()> {
     let target = prepare_dest(path, view, layer)?;
     fs_err::create_dir_all(&target)?;
     fs_err::set_permissions(&target, std::fs::Permissions::from_mode(0o755))?;
@@ -613,11 +613,7 @@ fn walk_apply(
 ///
 /// Without a group, `primary_group` picks the user's passwd group (WORKDIR, as BuildKit); otherwise the
 /// gid equals the uid (COPY --chown, as Docker documents).
-pub(crate) fn lookup_owner(
-    spec: &str,
-    view: &MergedView,
-    primary_group: bool,
-) -> Result<(u32, u32)> {
+pub fn lookup_owner(spec: &str, view: &MergedView, primary_group: bool) -> Result<(u32, u32)> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),

@@ -14,7 +14,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 
 /// Resolutions and checkouts of the git sources of one build.
 #[derive(Default)]
-pub(crate) struct GitSources {
+pub struct GitSources {
     /// (remote, reference) → commit, so the key and the checkout agree within a build.
     resolved: Mutex<HashMap<(String, Option<String>), String>>,
 }
@@ -67,7 +67,7 @@ fn run(mut cmd: Command, what: &str) -> Result<String> {
 
 impl GitSources {
     /// The commit `g` names now: its reference as a full hash, or what the remote says the reference is.
-    pub(crate) fn resolve(&self, g: &graph::Git) -> Result<String> {
+    pub fn resolve(&self, g: &graph::Git) -> Result<String> {
         check_remote(&g.remote)?;
         let key = (g.remote.clone(), g.reference.clone());
         if let Some(c) = self.resolved.lock().expect("git lock").get(&key) {
@@ -101,12 +101,12 @@ impl GitSources {
     }
 
     /// The content key: the commit (the remote, subdir and keep flag are in the op).
-    pub(crate) fn content_key(&self, g: &graph::Git) -> Result<String> {
+    pub fn content_key(&self, g: &graph::Git) -> Result<String> {
         Ok(format!("git-commit {}", self.resolve(g)?))
     }
 
     /// Checks the commit out into `dir` (its `subdir` only, when given), without `.git` unless kept.
-    pub(crate) fn checkout(&self, g: &graph::Git, scratch: &Path, dir: &Path) -> Result<()> {
+    pub fn checkout(&self, g: &graph::Git, scratch: &Path, dir: &Path) -> Result<()> {
         let commit = self.resolve(g)?;
         let repo = scratch.join("repo");
         let mut init = git();

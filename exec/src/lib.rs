@@ -1,7 +1,17 @@
-//! The [`solver::Worker`] of the binary: pulls base images, unpacks snapshots lazily, runs RUN in the
-//! runner, and performs COPY/WORKDIR as file operations that produce layers.
+//! Execution of build steps: the [`solver::Worker`] that runs RUN through the runner with its mounts,
+//! performs COPY/ADD/WORKDIR as file operations on snapshots, and reads the build context, git
+//! repositories, http sources and secrets.
+//!
+//! It does not resolve or pull images itself ([`images`] does), assemble or push images (`export`), or
+//! know the shared cache's format (it sees it as an [`images::BlobSource`]). Main types: [`BuildWorker`],
+//! [`Context`], [`Secrets`], [`Downloads`], [`GitSources`].
+//!
+//! ```no_run
+//! # fn f(worker: exec::BuildWorker, graph: &graph::BuildGraph) {
+//! // The binary wires a BuildWorker and hands it to solver::solve with the graph.
+//! # }
+//! ```
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -10,457 +20,42 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context as _, Result};
 use graph::{CopySource, Mount, Network, Node, NodeId, Op};
-use oci::{Descriptor, ImageConfig, LayerOptions, Manifest, MergedView, Platform, Reference};
-use solver::{ExecContext, Layer, Outcome, WorkerError};
+use images::{platform_text, same_platform, write_layer_blob_pushing, BlobSource, BlobTap, Images};
+use oci::{LayerOptions, MergedView, Platform};
+use solver::{ExecContext, Outcome, WorkerError};
 
-use crate::context::Context;
-use crate::copy;
-use crate::secrets::Secrets;
+pub mod context;
+pub mod copy;
+pub mod fetch;
+pub mod git;
+pub mod secrets;
 
-/// A base image resolved to a manifest, with its config.
-#[derive(Clone, Debug)]
-pub(crate) struct ResolvedImage {
-    pub(crate) reference: Option<Reference>,
-    pub(crate) manifest_desc: Descriptor,
-    pub(crate) manifest: Manifest,
-    pub(crate) config: ImageConfig,
-}
+pub use context::Context;
+pub use fetch::Downloads;
+pub use git::GitSources;
+pub use secrets::Secrets;
 
-/// A registry client made on first use: a build whose bases are all in the store never pays for loading
-/// the system's CA certificates.
-pub(crate) struct LazyClient {
-    opts: registry::ClientOptions,
-    cell: std::sync::OnceLock<registry::Client>,
-}
-
-impl LazyClient {
-    pub(crate) fn new(opts: registry::ClientOptions) -> Self {
-        Self {
-            opts,
-            cell: std::sync::OnceLock::new(),
-        }
-    }
-
-    pub(crate) fn get(&self) -> Result<&registry::Client> {
-        if let Some(c) = self.cell.get() {
-            return Ok(c);
-        }
-        let c = registry::Client::new(self.opts.clone())?;
-        Ok(self.cell.get_or_init(|| c))
-    }
-}
-
-/// Resolves image references (local tags first, then registries) and remembers the answers for one build,
-/// so the lowering and the pull see the same manifest.
-pub(crate) struct Images {
-    pub(crate) store: Arc<cache::Store>,
-    pub(crate) client: Arc<LazyClient>,
-    pub(crate) rt: tokio::runtime::Handle,
-    pub(crate) platform: Platform,
-    resolved: Mutex<HashMap<String, ResolvedImage>>,
-    /// `--pull`: ignore local tags and earlier resolutions of base images; always ask the registry.
-    pull: bool,
-}
-
-impl Images {
-    pub(crate) fn new(
-        store: Arc<cache::Store>,
-        client: Arc<LazyClient>,
-        rt: tokio::runtime::Handle,
-        platform: Platform,
-    ) -> Self {
-        Self {
-            store,
-            client,
-            rt,
-            platform,
-            resolved: Mutex::new(HashMap::new()),
-            pull: false,
-        }
-    }
-
-    /// With `pull`, base images always come from their registry (`--pull`).
-    pub(crate) fn with_pull(mut self, pull: bool) -> Self {
-        self.pull = pull;
-        self
-    }
-
-    /// Resolves `name`: a tag in the local store, else the registry it names.
-    pub(crate) fn resolve(&self, name: &str) -> Result<ResolvedImage> {
-        if let Some(r) = self.resolved.lock().expect("images lock").get(name) {
-            return Ok(r.clone());
-        }
-        let r = self.resolve_uncached(name)?;
-        self.resolved
-            .lock()
-            .expect("images lock")
-            .insert(name.to_owned(), r.clone());
-        Ok(r)
-    }
-
-    fn resolve_uncached(&self, name: &str) -> Result<ResolvedImage> {
-        let reference: Reference = name.parse().with_context(|| format!("image {name:?}"))?;
-        // A local tag of another platform (built or pulled with another --platform) is not this image.
-        let mut local_other = None;
-        if !self.pull {
-            if let Some(desc) = self.store.resolve_tag(&reference.familiar())? {
-                let img = self.local(Some(reference.clone()), desc)?;
-                if config_matches(&img.config, &self.platform) {
-                    return Ok(img);
-                }
-                let theirs = config_platform(&img.config);
-                tracing::info!(%reference, local = %theirs, wanted = %platform_text(&self.platform), "local image is for another platform");
-                local_other = Some(theirs);
-            }
-        }
-        let context = || match &local_other {
-            Some(theirs) => format!(
-                "resolving image {} for platform {} (the local image is {theirs})",
-                reference.familiar(),
-                platform_text(&self.platform)
-            ),
-            None => format!("resolving image {}", reference.familiar()),
-        };
-        let base_key = self.base_key(&reference);
-        // As dockerd's BuildKit and `docker build` do: an image this store already pulled is used as it is;
-        // `--pull` asks the registry again. This keeps a no-op rebuild off the network.
-        if !self.pull && local_other.is_none() {
-            if let Some(desc) = self.store.base_get(&base_key)? {
-                if let Ok(img) = self.local(Some(reference.clone()), desc) {
-                    tracing::debug!(%reference, "using the manifest this store pulled before");
-                    return Ok(img);
-                }
-            }
-        }
-        let pulled = self
-            .rt
-            .block_on(self.client.get()?.get_manifest(&reference, &self.platform));
-        let pulled = match pulled {
-            Ok(p) => p,
-            Err(e @ registry::Error::Unreachable { .. }) if !self.pull => {
-                // Offline rebuild: reuse what this store resolved last time, if it is all still here.
-                if let Some(desc) = self.store.base_get(&base_key)? {
-                    tracing::warn!(%reference, "registry unreachable; using the last resolved manifest");
-                    return self.local(Some(reference), desc);
-                }
-                return Err(anyhow!(e).context(context()));
-            }
-            Err(e) => return Err(anyhow!(e).context(context())),
-        };
-        let config_bytes = if self.store.has_blob(&pulled.manifest.config.digest) {
-            self.store.read_blob(&pulled.manifest.config.digest)?
-        } else {
-            let bytes = self
-                .rt
-                .block_on(
-                    self.client
-                        .get()?
-                        .fetch_blob_bytes(&reference, &pulled.manifest.config),
-                )
-                .with_context(|| format!("fetching config of {}", reference.familiar()))?;
-            self.store.put_blob(&bytes)?;
-            bytes
-        };
-        let config: ImageConfig = serde_json::from_slice(&config_bytes)
-            .with_context(|| format!("parsing config of {}", reference.familiar()))?;
-        self.store.put_blob(&pulled.bytes)?;
-        let manifest_desc = Descriptor::new(
-            &pulled.media_type,
-            pulled.digest.clone(),
-            pulled.bytes.len() as u64,
-        );
-        self.store.base_put(&base_key, &manifest_desc)?;
-        Ok(ResolvedImage {
-            reference: Some(reference),
-            manifest_desc,
-            manifest: pulled.manifest,
-            config,
-        })
-    }
-
-    /// An image whose manifest is in the local store.
-    pub(crate) fn local(
-        &self,
-        reference: Option<Reference>,
-        desc: Descriptor,
-    ) -> Result<ResolvedImage> {
-        let manifest: Manifest = serde_json::from_slice(&self.store.read_blob(&desc.digest)?)
-            .with_context(|| format!("parsing manifest {}", desc.digest))?;
-        let config: ImageConfig =
-            serde_json::from_slice(&self.store.read_blob(&manifest.config.digest)?)
-                .with_context(|| format!("parsing config {}", manifest.config.digest))?;
-        Ok(ResolvedImage {
-            reference,
-            manifest_desc: desc,
-            manifest,
-            config,
-        })
-    }
-
-    /// The store's record name for the last resolution of `reference` (offline rebuilds): the reference,
-    /// plus the platform when it is not the host's.
-    fn base_key(&self, reference: &Reference) -> String {
-        if self.platform == Platform::host() {
-            reference.to_string()
-        } else {
-            format!("{reference} {}", platform_text(&self.platform))
-        }
-    }
-
-    /// Resolves `name` and makes sure its layer blobs are in the store: what a FROM and `rbuild pull` do.
-    /// `on_layer` hears about each layer, in order, once it is there.
-    pub(crate) fn pull(
-        &self,
-        name: &str,
-        on_layer: impl FnMut(&Layer, LayerFetch),
-    ) -> Result<(ResolvedImage, Vec<Layer>)> {
-        let image = self.resolve(name)?;
-        let layers = self.fetch_layers_with(&image, on_layer)?;
-        Ok((image, layers))
-    }
-
-    /// Makes sure every layer blob of `image` is in the store, downloading the missing ones.
-    pub(crate) fn fetch_layers(&self, image: &ResolvedImage) -> Result<Vec<Layer>> {
-        self.fetch_layers_with(image, |_, _| {})
-    }
-
-    /// [`Images::fetch_layers`], telling `on_layer` about each layer once it is there: those already in
-    /// the store first, then each download as it completes (up to [`PARALLEL_LAYERS`] at once).
-    pub(crate) fn fetch_layers_with(
-        &self,
-        image: &ResolvedImage,
-        mut on_layer: impl FnMut(&Layer, LayerFetch),
-    ) -> Result<Vec<Layer>> {
-        use futures_util::StreamExt as _;
-        let layers = image_layer_list(&image.config, &image.manifest, &image.manifest_desc.digest)?;
-        let mut missing = Vec::new();
-        for l in &layers {
-            if self.store.has_blob(&l.blob.digest) {
-                on_layer(l, LayerFetch::Present);
-            } else if !missing
-                .iter()
-                .any(|m: &&Layer| m.blob.digest == l.blob.digest)
-            {
-                missing.push(l);
-            }
-        }
-        if missing.is_empty() {
-            return Ok(layers);
-        }
-        let reference = image.reference.as_ref().ok_or_else(|| {
-            anyhow!(
-                "layer {} of a local image is missing from the store",
-                missing[0].blob.digest
-            )
-        })?;
-        let client = self.client.get()?;
-        let store = &self.store;
-        self.rt.block_on(async {
-            let mut downloads = futures_util::stream::iter(missing)
-                .map(|l| async move {
-                    download_blob(client, store, reference, &l.blob)
-                        .await
-                        .with_context(|| {
-                            format!(
-                                "pulling layer {} of {}",
-                                l.blob.digest,
-                                reference.familiar()
-                            )
-                        })?;
-                    Ok::<_, anyhow::Error>(l)
-                })
-                .buffer_unordered(PARALLEL_LAYERS);
-            while let Some(done) = downloads.next().await {
-                on_layer(done?, LayerFetch::Fetched);
-            }
-            Ok::<_, anyhow::Error>(())
-        })?;
-        Ok(layers)
-    }
-}
-
-/// Downloads blob `desc` of `reference`'s repository into the store (verified), and remembers where it came
-/// from: a later push to another repository of that registry can mount it instead of uploading it.
-pub(crate) async fn download_blob(
-    client: &registry::Client,
-    store: &cache::Store,
-    reference: &Reference,
-    desc: &Descriptor,
-) -> Result<()> {
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, store.blob_writer()?);
-    client.fetch_blob(reference, desc, &mut w).await?;
-    let w = w
-        .into_inner()
-        .map_err(|e| anyhow!("writing blob {}: {}", desc.digest, e.error()))?;
-    w.commit(Some(&desc.digest))?;
-    store.blob_source_add(&desc.digest, &reference.registry, &reference.repository)?;
-    Ok(())
-}
-
-/// How many layers of one image are downloaded at once.
-const PARALLEL_LAYERS: usize = 4;
-
-/// Whether a layer blob had to be downloaded by [`Images::fetch_layers_with`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum LayerFetch {
-    /// Already in the store; not fetched.
-    Present,
-    /// Downloaded from the registry.
-    Fetched,
-}
-
-/// `os/arch[/variant]`, as `--platform` spells it.
-pub(crate) fn platform_text(p: &Platform) -> String {
-    match &p.variant {
-        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-        None => format!("{}/{}", p.os, p.architecture),
-    }
-}
-
-/// Whether two platforms name the same os and architecture (and variant, when both have one).
-pub(crate) fn same_platform(a: &Platform, b: &Platform) -> bool {
-    a.os == b.os
-        && a.architecture == b.architecture
-        && (a.variant.is_none() || b.variant.is_none() || a.variant == b.variant)
-}
-
-fn config_platform(config: &ImageConfig) -> String {
-    platform_text(&Platform {
-        architecture: config.architecture.clone(),
-        os: config.os.clone(),
-        variant: config.variant.clone(),
-        os_version: None,
-    })
-}
-
-/// Whether an image config is for `platform`; a config that names no architecture matches anything.
-fn config_matches(config: &ImageConfig, platform: &Platform) -> bool {
-    config.architecture.is_empty()
-        || same_platform(
-            &Platform {
-                architecture: config.architecture.clone(),
-                os: config.os.clone(),
-                variant: config.variant.clone(),
-                os_version: None,
-            },
-            platform,
-        )
-}
-
-/// The layers of an image: its config's diff_ids paired with its manifest's blobs (`what` names the image in
-/// the error when their counts differ).
-pub(crate) fn image_layer_list(
-    config: &ImageConfig,
-    manifest: &Manifest,
-    what: &dyn std::fmt::Display,
-) -> Result<Vec<Layer>> {
-    let diff_ids = &config.rootfs.diff_ids;
-    if diff_ids.len() != manifest.layers.len() {
-        return Err(anyhow!(
-            "image {what} has {} layers but its config lists {} diff_ids",
-            manifest.layers.len(),
-            diff_ids.len()
-        ));
-    }
-    Ok(diff_ids
-        .iter()
-        .zip(&manifest.layers)
-        .map(|(d, b)| Layer {
-            diff_id: d.clone(),
-            blob: b.clone(),
-        })
-        .collect())
-}
-
-/// Writes a layer blob into the store with `write` (which returns what it wrote) and commits it under the
-/// digest it reports.
-pub(crate) fn write_layer_blob(
-    store: &cache::Store,
-    write: impl FnOnce(&mut dyn std::io::Write) -> Result<oci::LayerInfo>,
-) -> Result<Layer> {
-    write_layer_blob_pushing(store, None, write)
-}
-
-/// [`write_layer_blob`], uploading the blob while it is written when `push` (an eager push and the node
-/// whose layer this is) says so.
-pub(crate) fn write_layer_blob_pushing(
-    store: &cache::Store,
-    push: Option<(&crate::eager::EagerPush, NodeId)>,
-    write: impl FnOnce(&mut dyn std::io::Write) -> Result<oci::LayerInfo>,
-) -> Result<Layer> {
-    // The layer writer hashes what it writes (its digest), so the store need not hash it again.
-    let blob = store.blob_writer_hashed_by_caller()?;
-    let upload = push.and_then(|(eager, node)| eager.start(node, blob.path()).map(|u| (eager, u)));
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, blob);
-    let written = write(&mut w).and_then(|info| {
-        let mut w = w
-            .into_inner()
-            .map_err(|e| anyhow!("writing layer: {}", e.error()))?;
-        // Every byte in the file before an upload following it is told the blob is done.
-        std::io::Write::flush(&mut w).context("writing layer")?;
-        Ok((info, w))
-    });
-    if let Some((eager, upload)) = upload {
-        let done = written
-            .as_ref()
-            .ok()
-            .map(|(info, _)| (info.digest.clone(), info.size));
-        eager.finish(upload, done);
-    }
-    let (info, w) = written?;
-    let (digest, size) = w.commit(Some(&info.digest))?;
-    Ok(Layer {
-        diff_id: info.diff_id,
-        blob: Descriptor::new(info.media_type, digest, size),
-    })
-}
-
-/// Unpacks a layer into its snapshot dir unless it already is, returning the dir.
-pub(crate) fn ensure_snapshot(store: &cache::Store, layer: &Layer) -> Result<PathBuf> {
-    if let Some(p) = store.snapshot_path(&layer.diff_id) {
-        return Ok(p);
-    }
-    let tmp = store.tmp_dir()?;
-    let dir = tmp.path().join("fs");
-    fs_err::create_dir(&dir)?;
-    let blob = store.open_blob(&layer.blob.digest)?;
-    let diff_id = oci::unpack_layer(std::io::BufReader::new(blob), &layer.blob.media_type, &dir)
-        .with_context(|| format!("unpacking layer {}", layer.blob.digest))?;
-    if diff_id != layer.diff_id {
-        return Err(anyhow!(
-            "layer {} unpacks to diff_id {diff_id}, expected {}",
-            layer.blob.digest,
-            layer.diff_id
-        ));
-    }
-    Ok(store.commit_snapshot(&dir, &layer.diff_id)?)
-}
-
-/// Snapshot dirs of a layer stack, base first.
-pub(crate) fn snapshots(store: &cache::Store, layers: &[Layer]) -> Result<Vec<PathBuf>> {
-    layers.iter().map(|l| ensure_snapshot(store, l)).collect()
-}
-
-pub(crate) struct BuildWorker {
-    pub(crate) images: Arc<Images>,
-    pub(crate) store: Arc<cache::Store>,
-    pub(crate) context: Arc<Context>,
-    pub(crate) exe: PathBuf,
-    pub(crate) layer_opts: LayerOptions,
-    pub(crate) secrets: Arc<Secrets>,
-    pub(crate) downloads: Arc<crate::fetch::Downloads>,
+/// The worker of a build: what the solver calls to run each node.
+pub struct BuildWorker {
+    pub images: Arc<Images>,
+    pub store: Arc<cache::Store>,
+    pub context: Arc<Context>,
+    pub exe: PathBuf,
+    pub layer_opts: LayerOptions,
+    pub secrets: Arc<Secrets>,
+    pub downloads: Arc<Downloads>,
     /// Network of RUN steps that do not choose one (`--network`).
-    pub(crate) default_network: runner::Network,
+    pub default_network: runner::Network,
     /// `--no-new-privileges`.
-    pub(crate) no_new_privs: bool,
+    pub no_new_privs: bool,
     /// `--isolation`; not part of any cache key (the result is the same layer).
-    pub(crate) isolation: runner::Isolation,
+    pub isolation: runner::Isolation,
     /// Caches imported with `--cache-from`: where missing blobs and cache mounts come from.
-    pub(crate) remote: Arc<crate::remote_cache::Remote>,
+    pub remote: Arc<dyn BlobSource>,
     /// `ADD <git URL>` sources.
-    pub(crate) git: Arc<crate::git::GitSources>,
+    pub git: Arc<GitSources>,
     /// With `--push`: uploads of the pushed image's RUN layers while they are written.
-    pub(crate) eager: Option<Arc<crate::eager::EagerPush>>,
+    pub eager: Option<Arc<dyn BlobTap>>,
 }
 
 /// The runner mounts of one RUN, with what must live as long as the RUN does.
@@ -689,7 +284,14 @@ impl BuildWorker {
                         tracing::info!(id = %id, "cache mount restored from an imported cache");
                     }
                     if let Some(index) = from {
-                        seed_cache_dir(&self.store, &self.remote, &dir, inputs, *index, source)?;
+                        seed_cache_dir(
+                            &self.store,
+                            self.remote.as_ref(),
+                            &dir,
+                            inputs,
+                            *index,
+                            source,
+                        )?;
                     }
                     init_cache_dir(&dir, *mode, *uid, *gid, restored)?;
                     out.specs.push(runner::MountSpec::Bind {
@@ -712,7 +314,7 @@ impl BuildWorker {
                 } => {
                     let (lowers, source) = match input {
                         None => {
-                            let rel = crate::context::clean_rel(source)?;
+                            let rel = context::clean_rel(source)?;
                             (vec![self.context.host_path("")], format!("/{rel}"))
                         }
                         Some(index) => {
@@ -960,7 +562,7 @@ impl BuildWorker {
 /// dir that already has contents keeps them, as BuildKit seeds only on creation.
 fn seed_cache_dir(
     store: &cache::Store,
-    remote: &crate::remote_cache::Remote,
+    remote: &dyn BlobSource,
     dir: &Path,
     inputs: &[Outcome],
     index: usize,

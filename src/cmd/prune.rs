@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Result};
 
 use crate::cli::PruneArgs;
-use crate::export::human_size;
+use crate::cmd::image::human_size;
 
 /// Parses `10GB`, `512MB`, `1.5g`, `4096`, `2KiB` into bytes (decimal units as docker; `i` forms binary).
 pub(crate) fn parse_size(s: &str) -> Result<u64> {

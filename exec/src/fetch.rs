@@ -22,7 +22,7 @@ struct Fetched {
 }
 
 /// The downloads of one build.
-pub(crate) struct Downloads {
+pub struct Downloads {
     store: Arc<cache::Store>,
     rt: tokio::runtime::Handle,
     /// Made on the first download: loading the system's CA store costs milliseconds every build otherwise.
@@ -31,7 +31,7 @@ pub(crate) struct Downloads {
 }
 
 impl Downloads {
-    pub(crate) fn new(store: Arc<cache::Store>, rt: tokio::runtime::Handle) -> Self {
+    pub fn new(store: Arc<cache::Store>, rt: tokio::runtime::Handle) -> Self {
         Self {
             store,
             rt,
@@ -54,7 +54,7 @@ impl Downloads {
     }
 
     /// The content key of a download: its `--checksum` (no network), or the digest of the bytes fetched now.
-    pub(crate) fn content_key(&self, h: &graph::Http) -> Result<String> {
+    pub fn content_key(&self, h: &graph::Http) -> Result<String> {
         if let Some(sum) = &h.checksum {
             return Ok(sum.clone());
         }
@@ -63,7 +63,7 @@ impl Downloads {
 
     /// Writes the downloaded file as `dir/{filename}`: mode 0600 and the server's `Last-Modified` as mtime
     /// (as BuildKit does).
-    pub(crate) fn materialize(&self, h: &graph::Http, dir: &Path) -> Result<()> {
+    pub fn materialize(&self, h: &graph::Http, dir: &Path) -> Result<()> {
         let f = self.fetch(h)?;
         let target = dir.join(&h.filename);
         let mut src = self.store.open_blob(&f.digest)?;
@@ -168,7 +168,7 @@ fn httpdate_parse(v: &str) -> Option<SystemTime> {
     let [h, m, s] = hms.as_slice() else {
         return None;
     };
-    let secs = crate::export::days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s;
+    let secs = oci::time::days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s;
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
 }
 

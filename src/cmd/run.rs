@@ -7,7 +7,7 @@ use anyhow::{anyhow, Context as _, Result};
 use oci::Platform;
 
 use crate::cli::RunArgs;
-use crate::worker::{snapshots, Images};
+use images::{snapshots, Images};
 
 /// How long a stopped container may take before it is killed.
 const GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -18,9 +18,7 @@ pub(crate) fn run(
     store: Arc<cache::Store>,
     rt: &tokio::runtime::Runtime,
 ) -> Result<i32> {
-    let client = std::sync::Arc::new(crate::worker::LazyClient::new(
-        registry::ClientOptions::default(),
-    ));
+    let client = std::sync::Arc::new(images::LazyClient::new(registry::ClientOptions::default()));
     let images = Images::new(
         Arc::clone(&store),
         client,

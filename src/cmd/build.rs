@@ -7,13 +7,12 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context as _, Result};
 use oci::{Platform, Reference};
 
-use crate::cli::{BuildArgs, ProgressMode};
-use crate::context::Context;
+use crate::cli::{specs, BuildArgs, ProgressMode};
 use crate::diagnostics;
-use crate::export;
 use crate::progress::{PlainReporter, Verbosity};
-use crate::remote_cache::{self, CacheTo, LayeredRecords, Remote};
-use crate::worker::{BuildWorker, Images};
+use exec::{BuildWorker, Context};
+use images::{BlobSource, Images};
+use remotecache::{CacheTo, LayeredRecords, Remote};
 
 /// Base-image configs for lowering, resolved through [`Images`].
 struct Bases<'a>(&'a Images);
@@ -33,16 +32,16 @@ pub(crate) fn build(
     store: Arc<cache::Store>,
     rt: &tokio::runtime::Runtime,
 ) -> Result<Option<oci::Digest>> {
-    let outputs = export::parse_outputs(&args.outputs)?;
+    let outputs = specs::parse_outputs(&args.outputs)?;
     let cache_to: Vec<CacheTo> = args
         .cache_to
         .iter()
-        .map(|s| remote_cache::parse_cache_to(s))
+        .map(|s| specs::parse_cache_to(s))
         .collect::<Result<_>>()?;
-    let cache_from: Vec<remote_cache::CacheFrom> = args
+    let cache_from: Vec<remotecache::CacheFrom> = args
         .cache_from
         .iter()
-        .map(|s| remote_cache::parse_cache_from(s))
+        .map(|s| specs::parse_cache_from(s))
         .collect::<Result<_>>()?;
     let push = args.push || outputs.iter().any(export::Output::pushes);
     let tags: Vec<Reference> = args
@@ -88,12 +87,12 @@ pub(crate) fn build(
     };
     let export_opts = export::ExportOptions {
         compression,
-        level: export::compression_level(compression, args.compression_level)?,
+        level: specs::compression_level(compression, args.compression_level)?,
         force_compression: args.force_compression,
         oci_mediatypes: args.oci_mediatypes,
-        labels: export::key_values("--label", &args.labels)?,
-        annotations: export::key_values("--annotation", &args.annotations)?,
-        source_date_epoch: export::source_date_epoch(&build_args)?,
+        labels: specs::key_values("--label", &args.labels)?,
+        annotations: specs::key_values("--annotation", &args.annotations)?,
+        source_date_epoch: specs::source_date_epoch(&build_args)?,
         rewrite_timestamp: args.rewrite_timestamp,
         base: None,
         inline_cache: None,
@@ -104,7 +103,7 @@ pub(crate) fn build(
         target: args.target.clone(),
         platform: platform.clone(),
     };
-    let client = Arc::new(crate::worker::LazyClient::new(
+    let client = Arc::new(images::LazyClient::new(
         args.registry.client_options(&args.insecure_registries),
     ));
     let images = Arc::new(
@@ -156,7 +155,7 @@ pub(crate) fn build(
     let remote = Arc::new(remote);
     // With --push, the image's RUN layers start uploading while they are written.
     let eager = match tags.first() {
-        Some(first) if push => Some(Arc::new(crate::eager::EagerPush::new(
+        Some(first) if push => Some(Arc::new(export::EagerPush::new(
             client.get()?.clone(),
             first.clone(),
             rt.handle().clone(),
@@ -171,8 +170,8 @@ pub(crate) fn build(
         context,
         exe: std::env::current_exe().context("locating the rbuild executable")?,
         layer_opts: export_opts.layer_options(),
-        secrets: Arc::new(crate::secrets::Secrets::parse(&args.secrets, &args.ssh)?),
-        downloads: Arc::new(crate::fetch::Downloads::new(
+        secrets: Arc::new(exec::Secrets::parse(&args.secrets, &args.ssh)?),
+        downloads: Arc::new(exec::Downloads::new(
             Arc::clone(&store),
             rt.handle().clone(),
         )),
@@ -182,9 +181,9 @@ pub(crate) fn build(
         },
         no_new_privs: args.no_new_privileges,
         isolation: args.isolation.runner(),
-        remote: Arc::clone(&remote),
+        remote: Arc::clone(&remote) as Arc<dyn BlobSource>,
         git: Arc::default(),
-        eager: eager.clone(),
+        eager: eager.clone().map(|e| e as Arc<dyn images::BlobTap>),
     };
     let verbosity = match (args.quiet, args.progress) {
         (true, _) | (_, ProgressMode::Quiet) => Verbosity::Quiet,
@@ -234,7 +233,7 @@ pub(crate) fn build(
     let mut export_opts = export_opts;
     export_opts.base = base_of(&lowered.stages, stage, &images);
     if cache_to.contains(&CacheTo::Inline) {
-        export_opts.inline_cache = remote_cache::inline_value(&solved, &lowered.graph, stage.head);
+        export_opts.inline_cache = remotecache::inline_value(&solved, &lowered.graph, stage.head);
     }
     // Layers of an imported cache are fetched only when something here reads them: a push alone to the
     // registry the cache lives in needs none of them.
@@ -289,7 +288,7 @@ pub(crate) fn build(
             let digest = rt.block_on(export::push(
                 client.get()?,
                 &store,
-                &remote,
+                remote.as_ref(),
                 eager.as_deref(),
                 &image,
                 t,
@@ -321,7 +320,7 @@ pub(crate) fn build(
             eprintln!(
                 "cache import: {} blobs downloaded ({}), {kept} records kept in the local store",
                 fetched.blobs,
-                export::human_size(fetched.bytes)
+                crate::cmd::image::human_size(fetched.bytes)
             );
         }
     }
@@ -344,7 +343,7 @@ fn export_cache(
     to: &CacheTo,
     store: &cache::Store,
     remote: &Remote,
-    client: &crate::worker::LazyClient,
+    client: &images::LazyClient,
     rt: &tokio::runtime::Runtime,
     graph: &graph::BuildGraph,
     head: graph::NodeId,
@@ -365,7 +364,7 @@ fn export_cache(
         }
     };
     let started = std::time::Instant::now();
-    match remote_cache::export(
+    match remotecache::export(
         to,
         store,
         remote,
@@ -383,7 +382,7 @@ fn export_cache(
                     s.records,
                     if s.mounts > 0 { format!(", {} cache mounts", s.mounts) } else { String::new() },
                     s.blobs.uploaded,
-                    export::human_size(s.blobs.uploaded_bytes),
+                    crate::cmd::image::human_size(s.blobs.uploaded_bytes),
                     s.blobs.present,
                     s.blobs.mounted,
                     started.elapsed().as_secs_f64()

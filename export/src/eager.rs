@@ -4,7 +4,7 @@
 //!
 //! The upload follows the blob's temp file ([`registry::Client::push_growing_blob`]); whatever goes
 //! wrong with it, the push after the build uploads the finished blob the usual way, and every blob is
-//! checked with a HEAD before the manifest goes up (`remote_cache::push_blobs`).
+//! checked with a HEAD before the manifest goes up ([`crate::push_blobs`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Uploads of layers being written, by the blob digest they turned out to have.
-pub(crate) struct EagerPush {
+pub struct EagerPush {
     client: registry::Client,
     reference: Reference,
     handle: tokio::runtime::Handle,
@@ -26,7 +26,7 @@ pub(crate) struct EagerPush {
 }
 
 /// One upload under way, fed by the layer writer.
-pub(crate) struct Upload {
+pub struct Upload {
     written: watch::Sender<Growth>,
     task: JoinHandle<Result<Digest, registry::Error>>,
 }
@@ -34,7 +34,7 @@ pub(crate) struct Upload {
 impl EagerPush {
     /// Uploads to `reference`'s repository the layers of the RUN steps on `head`'s chain (the rootfs of
     /// the image: input 0, down to its base).
-    pub(crate) fn new(
+    pub fn new(
         client: registry::Client,
         reference: Reference,
         handle: tokio::runtime::Handle,
@@ -65,7 +65,7 @@ impl EagerPush {
     }
 
     /// Starts uploading the blob being written at `path`, if `node`'s layer is one to push.
-    pub(crate) fn start(&self, node: NodeId, path: &std::path::Path) -> Option<Upload> {
+    pub fn start(&self, node: NodeId, path: &std::path::Path) -> Option<Upload> {
         if !self.nodes.contains(&node) {
             return None;
         }
@@ -86,7 +86,7 @@ impl EagerPush {
     }
 
     /// Ends `upload`: the blob was written as `digest` (`None`: it failed).
-    pub(crate) fn finish(&self, upload: Upload, digest: Option<(Digest, u64)>) {
+    pub fn finish(&self, upload: Upload, digest: Option<(Digest, u64)>) {
         match digest {
             Some((digest, size)) => {
                 // A receiver gone means the task ended already; its result says how.
@@ -107,7 +107,7 @@ impl EagerPush {
 
     /// Whether `digest` was uploaded to `reference`'s repository while it was written (waits for the
     /// upload to end).
-    pub(crate) async fn uploaded(&self, reference: &Reference, digest: &Digest) -> bool {
+    pub async fn uploaded(&self, reference: &Reference, digest: &Digest) -> bool {
         if reference.registry != self.reference.registry
             || reference.repository != self.reference.repository
         {
@@ -130,5 +130,12 @@ impl EagerPush {
                 false
             }
         }
+    }
+}
+
+impl images::BlobTap for EagerPush {
+    fn follow(&self, node: NodeId, path: &std::path::Path) -> Option<images::TapDone<'_>> {
+        let upload = self.start(node, path)?;
+        Some(Box::new(move |done| self.finish(upload, done)))
     }
 }

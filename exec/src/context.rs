@@ -13,22 +13,22 @@ use rustix::fs::{openat, statat, AtFlags, FileType, Mode, OFlags};
 
 /// One context entry, path relative to the context root with `/` separators.
 #[derive(Clone, Debug)]
-pub(crate) struct Entry {
-    pub(crate) kind: Kind,
-    pub(crate) mode: u32,
+pub struct Entry {
+    pub kind: Kind,
+    pub mode: u32,
     /// Stat fields from the listing, for the stat cache (files only).
     stat: Option<cache::StatKey>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     File,
     Dir,
     Symlink,
 }
 
 /// The build context after `.dockerignore`, listed once per build.
-pub(crate) struct Context {
+pub struct Context {
     root: PathBuf,
     /// Relative path → entry, sorted, excluding ignored paths. The root itself is "".
     entries: BTreeMap<String, Entry>,
@@ -139,7 +139,7 @@ fn scan_dir(
 
 impl Context {
     /// Lists `root`, applying `ignore`.
-    pub(crate) fn load(root: &Path, ignore: &frontend::DockerIgnore) -> Result<Self> {
+    pub fn load(root: &Path, ignore: &frontend::DockerIgnore) -> Result<Self> {
         let meta =
             std::fs::metadata(root).with_context(|| format!("build context {}", root.display()))?;
         if !meta.is_dir() {
@@ -172,7 +172,7 @@ impl Context {
     }
 
     /// Uses (and updates) the stat cache in `store`, so unchanged files are not read again.
-    pub(crate) fn with_stat_cache(mut self, store: Arc<cache::Store>) -> Self {
+    pub fn with_stat_cache(mut self, store: Arc<cache::Store>) -> Self {
         let root = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
         self.stat_cache = Some(StatCache {
             store,
@@ -185,7 +185,7 @@ impl Context {
         self
     }
 
-    pub(crate) fn host_path(&self, rel: &str) -> PathBuf {
+    pub fn host_path(&self, rel: &str) -> PathBuf {
         if rel.is_empty() {
             self.root.clone()
         } else {
@@ -193,15 +193,12 @@ impl Context {
         }
     }
 
-    pub(crate) fn entry(&self, rel: &str) -> Option<&Entry> {
+    pub fn entry(&self, rel: &str) -> Option<&Entry> {
         self.entries.get(rel)
     }
 
     /// Entries strictly below directory `rel`, sorted.
-    pub(crate) fn below<'a>(
-        &'a self,
-        rel: &'a str,
-    ) -> impl Iterator<Item = (&'a String, &'a Entry)> + 'a {
+    pub fn below<'a>(&'a self, rel: &'a str) -> impl Iterator<Item = (&'a String, &'a Entry)> + 'a {
         let prefix = if rel.is_empty() {
             String::new()
         } else {
@@ -222,7 +219,7 @@ impl Context {
     }
 
     /// Expands one COPY source (possibly a wildcard) to matching context paths.
-    pub(crate) fn matches(&self, src: &str) -> Result<Vec<String>> {
+    pub fn matches(&self, src: &str) -> Result<Vec<String>> {
         let clean = clean_rel(src)?;
         if !has_wildcard(&clean) {
             return Ok(if self.entries.contains_key(&clean) {
@@ -242,12 +239,7 @@ impl Context {
 
     /// Digest of everything COPY would read for these sources: paths, kinds, modes (unless `chmod`
     /// replaces them), symlink targets and file contents. Never mtime, uid or gid (COPY writes 0:0).
-    pub(crate) fn content_key(
-        &self,
-        srcs: &[String],
-        exclude: &[String],
-        chmod: bool,
-    ) -> Result<String> {
+    pub fn content_key(&self, srcs: &[String], exclude: &[String], chmod: bool) -> Result<String> {
         let selected = self.selected(srcs, exclude)?;
         // The whole selection unchanged since an earlier build (same paths, modes and stat fields): its
         // key is one lookup, without loading the per-file stat cache (most of a no-op rebuild's work).
@@ -439,7 +431,7 @@ impl Drop for Context {
 }
 
 /// Normalises a COPY source to a path relative to the context root; `..` that would leave the root is an error.
-pub(crate) fn clean_rel(src: &str) -> Result<String> {
+pub fn clean_rel(src: &str) -> Result<String> {
     let mut parts: Vec<&str> = Vec::new();
     for c in src.split('/') {
         match c {
@@ -455,12 +447,12 @@ pub(crate) fn clean_rel(src: &str) -> Result<String> {
     Ok(parts.join("/"))
 }
 
-pub(crate) fn has_wildcard(p: &str) -> bool {
+pub fn has_wildcard(p: &str) -> bool {
     p.contains(['*', '?', '['])
 }
 
 /// Go `filepath.Match` semantics, component-aligned: `*` and `?` never match `/`.
-pub(crate) fn path_match(pattern: &str, name: &str) -> bool {
+pub fn path_match(pattern: &str, name: &str) -> bool {
     fn m(p: &[u8], n: &[u8]) -> bool {
         match p.first() {
             None => n.is_empty(),

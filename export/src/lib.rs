@@ -1,42 +1,64 @@
-//! Exporters: the image config and manifest of a solved stage, local tags, outputs (`-o` as buildx spells
-//! them: image, registry, oci, docker, local, tar), the metadata file, push, and `history` / `inspect`.
+//! Export: a solved stage becomes an image (config and manifest in the store, layers converted to the
+//! asked compression), then goes to its outputs (`-o` as buildx spells them: image, registry, oci, docker,
+//! local, tar), the metadata file, and registries (push, including the upload of RUN layers while they are
+//! written, [`EagerPush`]).
+//!
+//! It does not parse flags (the binary turns them into [`ExportOptions`] and [`Output`]s) or run steps.
+//!
+//! ```no_run
+//! # fn f(store: &cache::Store, stage: &frontend::Stage, solved: &solver::Solved) -> anyhow::Result<()> {
+//! let image = export::assemble(store, stage, solved, &export::ExportOptions::default(), None, &|_| Ok(()))?;
+//! export::write_outputs(store, &image, &["app:1".to_owned()], &[], true)?;
+//! # Ok(()) }
+//! ```
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, Context as _, Result};
+use images::BlobSource;
 use oci::{
     media_type, Compression, Descriptor, Digest, ImageConfig, LayerOptions, Manifest, Reference,
 };
 use solver::{Layer, Solved};
+
+mod eager;
+mod push;
+
+pub use eager::EagerPush;
+pub use push::{push_blobs, PushStats};
+
+/// The image config field that holds an inline build cache (`--cache-to type=inline`); the
+/// `remotecache` crate writes and reads what is under it.
+pub const INLINE_KEY: &str = "rbuild.cache.v1";
 
 /// Docker's media type for an uncompressed layer.
 const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
 
 /// How the image is assembled: compression, media types, metadata, timestamps.
 #[derive(Debug, Clone)]
-pub(crate) struct ExportOptions {
+pub struct ExportOptions {
     /// Compression of the layers this build writes (and of all layers with `force_compression`).
-    pub(crate) compression: Compression,
+    pub compression: Compression,
     /// Compression level; `None` is the compressor's default.
-    pub(crate) level: Option<u32>,
+    pub level: Option<u32>,
     /// Recompress layers (base layers, cache hits) whose compression differs from `compression`.
-    pub(crate) force_compression: bool,
+    pub force_compression: bool,
     /// OCI media types (default) or Docker schema2 ones.
-    pub(crate) oci_mediatypes: bool,
+    pub oci_mediatypes: bool,
     /// Image labels (`--label`), added to the config's `Labels`.
-    pub(crate) labels: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
     /// Manifest annotations (`--annotation`).
-    pub(crate) annotations: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
     /// `SOURCE_DATE_EPOCH`: timestamps in the config, history and layers are clamped to it.
-    pub(crate) source_date_epoch: Option<i64>,
+    pub source_date_epoch: Option<i64>,
     /// Rewrite every layer (base layers too) with mtimes clamped to `source_date_epoch`.
-    pub(crate) rewrite_timestamp: bool,
+    pub rewrite_timestamp: bool,
     /// The base image (name, manifest digest) for the `org.opencontainers.image.base.*` annotations.
-    pub(crate) base: Option<(String, Digest)>,
-    /// `--cache-to type=inline`: the cache records written into the config (see `remote_cache`).
-    pub(crate) inline_cache: Option<serde_json::Value>,
+    pub base: Option<(String, Digest)>,
+    /// `--cache-to type=inline`: the cache records written into the config (see the `remotecache` crate).
+    pub inline_cache: Option<serde_json::Value>,
 }
 
 impl Default for ExportOptions {
@@ -59,7 +81,7 @@ impl Default for ExportOptions {
 impl ExportOptions {
     /// The layer writer's options: compression on every core with a deterministic scheme (same bytes for
     /// any core count), mtimes clamped to `SOURCE_DATE_EPOCH`.
-    pub(crate) fn layer_options(&self) -> LayerOptions {
+    pub fn layer_options(&self) -> LayerOptions {
         LayerOptions {
             compression: self.compression,
             level: self.level,
@@ -71,101 +93,12 @@ impl ExportOptions {
     }
 }
 
-/// Checks `--compression-level` against what the compression knows: gzip 0–12 (libdeflate; 10–12 are
-/// slow and small), zstd 1–22. A level is ignored without compression, as BuildKit ignores it.
-pub(crate) fn compression_level(
-    compression: Compression,
-    level: Option<u32>,
-) -> Result<Option<u32>> {
-    let range = match compression {
-        Compression::Gzip => 0..=oci::MAX_GZIP_LEVEL,
-        Compression::Zstd => 1..=22,
-        Compression::Uncompressed => return Ok(level),
-    };
-    match level {
-        Some(l) if !range.contains(&l) => bail!(
-            "--compression-level {l}: {} levels are {} to {}",
-            match compression {
-                Compression::Gzip => "gzip",
-                _ => "zstd",
-            },
-            range.start(),
-            range.end()
-        ),
-        _ => Ok(level),
-    }
-}
-
-/// `SOURCE_DATE_EPOCH` from `--build-arg`, else the environment.
-pub(crate) fn source_date_epoch(build_args: &BTreeMap<String, String>) -> Result<Option<i64>> {
-    let v = build_args
-        .get("SOURCE_DATE_EPOCH")
-        .cloned()
-        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
-        .filter(|v| !v.is_empty());
-    v.map(|v| {
-        v.trim()
-            .parse::<i64>()
-            .map_err(|_| anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))
-    })
-    .transpose()
-}
-
-/// Parses `KEY=VALUE` flags (`--label`, `--annotation`).
-pub(crate) fn key_values(flag: &str, items: &[String]) -> Result<BTreeMap<String, String>> {
-    items
-        .iter()
-        .map(|kv| {
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| anyhow!("{flag} {kv:?}: expected KEY=VALUE"))?;
-            if k.is_empty() {
-                bail!("{flag} {kv:?}: empty key");
-            }
-            Ok((k.to_owned(), v.to_owned()))
-        })
-        .collect()
-}
-
 /// An image assembled in the local store.
 #[derive(Debug, Clone)]
-pub(crate) struct Image {
-    pub(crate) config_digest: Digest,
-    pub(crate) manifest: Manifest,
-    pub(crate) manifest_desc: Descriptor,
-}
-
-/// Time of the build as RFC 3339 UTC; `SOURCE_DATE_EPOCH` wins when set (reproducible builds).
-pub(crate) fn build_time(epoch: Option<i64>) -> String {
-    let secs = epoch.unwrap_or_else(|| {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        i64::try_from(d.as_secs()).unwrap_or(0)
-    });
-    rfc3339(secs)
-}
-
-/// Formats seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).
-pub(crate) fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+pub struct Image {
+    pub config_digest: Digest,
+    pub manifest: Manifest,
+    pub manifest_desc: Descriptor,
 }
 
 /// OCI media type for a layer blob, converting Docker's names for the same bytes.
@@ -235,9 +168,9 @@ fn convert_layers(
             }
         }
         fetch(l)?;
-        let done = crate::worker::write_layer_blob(store, |w| {
+        let done = images::write_layer_blob(store, |w| {
             if rewrite {
-                let dir = crate::worker::ensure_snapshot(store, l)?;
+                let dir = images::ensure_snapshot(store, l)?;
                 oci::write_layer(&dir, w, &lopts)
                     .with_context(|| format!("rewriting layer {}", l.blob.digest))
             } else {
@@ -264,7 +197,7 @@ fn convert_layers(
 ///
 /// `fetch` brings a layer's blob into the store when it must be read (recompression); layers of an
 /// imported cache may not be here yet.
-pub(crate) fn assemble(
+pub fn assemble(
     store: &cache::Store,
     stage: &frontend::Stage,
     solved: &Solved,
@@ -281,20 +214,18 @@ pub(crate) fn assemble(
     config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
     match &opts.inline_cache {
         Some(v) => {
-            config
-                .extra
-                .insert(crate::remote_cache::INLINE_KEY.to_owned(), v.clone());
+            config.extra.insert(INLINE_KEY.to_owned(), v.clone());
         }
         // A base image's inline cache says nothing about this image.
         None => {
-            config.extra.remove(crate::remote_cache::INLINE_KEY);
+            config.extra.remove(INLINE_KEY);
         }
     }
     if !opts.labels.is_empty() {
         let labels = config.config.labels.get_or_insert_with(BTreeMap::new);
         labels.extend(opts.labels.clone());
     }
-    let now = build_time(opts.source_date_epoch);
+    let now = oci::time::build_time(opts.source_date_epoch);
     for (index, node) in &stage.layer_history {
         if let Some(h) = config.history.get_mut(*index) {
             // A node whose outcome is unknown was below a cache hit; its record said it added a layer
@@ -415,13 +346,13 @@ fn same_but_for_time(a: &ImageConfig, b: &ImageConfig) -> bool {
 }
 
 /// Size of an image: config plus compressed layers.
-pub(crate) fn image_size(m: &Manifest) -> u64 {
+pub fn image_size(m: &Manifest) -> u64 {
     m.config.size + m.layers.iter().map(|l| l.size).sum::<u64>()
 }
 
 /// Where an image goes after the build (`-o`, as buildx spells it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Output {
+pub enum Output {
     /// `type=image` (the local store; the default) or `type=registry` (`push: true`).
     Image {
         /// `name=`: more names for the image (comma-separated in a quoted field).
@@ -460,11 +391,11 @@ pub(crate) enum Output {
 
 impl Output {
     /// Whether this output pushes to a registry.
-    pub(crate) fn pushes(&self) -> bool {
+    pub fn pushes(&self) -> bool {
         matches!(self, Self::Image { push: true, .. })
     }
     /// The `name=` names of an image output (they become tags like `-t`).
-    pub(crate) fn image_names(&self) -> &[String] {
+    pub fn image_names(&self) -> &[String] {
         match self {
             Self::Image { names, .. } => names,
             _ => &[],
@@ -472,120 +403,8 @@ impl Output {
     }
 }
 
-/// Splits an output spec on commas outside double quotes (buildx's CSV: `type=image,"name=a,b"`).
-pub(crate) fn csv_fields(spec: &str) -> Vec<String> {
-    let mut fields = vec![String::new()];
-    let mut quoted = false;
-    for c in spec.chars() {
-        match c {
-            '"' => quoted = !quoted,
-            ',' if !quoted => fields.push(String::new()),
-            c => fields.last_mut().expect("one field at least").push(c),
-        }
-    }
-    fields
-}
-
-/// Parses `-o` specs. `-o DIR` alone means `type=local,dest=DIR` and `-o -` means `type=tar,dest=-`, as
-/// with buildx.
-pub(crate) fn parse_outputs(specs: &[String]) -> Result<Vec<Output>> {
-    let mut out = Vec::new();
-    for spec in specs {
-        if !spec.contains('=') {
-            out.push(if spec == "-" {
-                Output::Tar { dest: "-".into() }
-            } else {
-                Output::Local { dest: spec.into() }
-            });
-            continue;
-        }
-        let mut fields: BTreeMap<String, String> = BTreeMap::new();
-        for part in csv_fields(spec) {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| anyhow!("--output {spec:?}: expected key=value pairs"))?;
-            fields.insert(k.trim().to_owned(), v.trim().to_owned());
-        }
-        let ty = fields
-            .remove("type")
-            .ok_or_else(|| anyhow!("--output {spec:?}: missing type="))?;
-        let names: Vec<String> = fields
-            .remove("name")
-            .map(|n| {
-                n.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let flag =
-            |fields: &mut BTreeMap<String, String>, key: &str, default: bool| -> Result<bool> {
-                match fields.remove(key).as_deref() {
-                    None => Ok(default),
-                    Some("true") | Some("1") => Ok(true),
-                    Some("false") | Some("0") => Ok(false),
-                    Some(v) => bail!("--output {spec:?}: {key}={v} is not true or false"),
-                }
-            };
-        let dest = |fields: &mut BTreeMap<String, String>| -> Result<PathBuf> {
-            fields
-                .remove("dest")
-                .filter(|d| !d.is_empty())
-                .map(PathBuf::from)
-                .ok_or_else(|| anyhow!("--output {spec:?}: type={ty} needs dest="))
-        };
-        let o = match ty.as_str() {
-            "image" => Output::Image {
-                push: flag(&mut fields, "push", false)?,
-                names,
-            },
-            "registry" => Output::Image { push: true, names },
-            "oci" => {
-                let dest = dest(&mut fields)?;
-                let dir_like = dest.is_dir() || dest.as_os_str().to_string_lossy().ends_with('/');
-                let tar = flag(&mut fields, "tar", !dir_like)?;
-                if !tar && dest.as_os_str() == "-" {
-                    bail!("--output {spec:?}: an OCI directory cannot go to stdout");
-                }
-                Output::Oci { dest, tar, names }
-            }
-            "docker" => Output::Docker {
-                dest: dest(&mut fields)?,
-                names,
-            },
-            "local" => Output::Local {
-                dest: dest(&mut fields)?,
-            },
-            "tar" => Output::Tar {
-                dest: dest(&mut fields)?,
-            },
-            other => bail!(
-                "--output {spec:?}: unknown type={other} (image, registry, oci, docker, local, tar are known)"
-            ),
-        };
-        // Options buildx has that change nothing here.
-        for k in [
-            "compression",
-            "compression-level",
-            "force-compression",
-            "oci-mediatypes",
-            "push-by-digest",
-        ] {
-            if fields.remove(k).is_some() {
-                tracing::warn!("--output {spec:?}: {k}= is taken from the build flags (--{k})");
-            }
-        }
-        if let Some(k) = fields.keys().next() {
-            bail!("--output {spec:?}: unknown option {k}= for type={ty}");
-        }
-        out.push(o);
-    }
-    Ok(out)
-}
-
 /// Writes every non-registry output of `image`. `names` are the image's tags (familiar form).
-pub(crate) fn write_outputs(
+pub fn write_outputs(
     store: &cache::Store,
     image: &Image,
     names: &[String],
@@ -629,20 +448,16 @@ pub(crate) fn write_outputs(
                 say(format!("exported docker archive to {}", dest.display()));
             }
             Output::Local { dest } => {
-                let view = oci::MergedView::new(crate::worker::snapshots(
-                    store,
-                    &image_layers(store, image)?,
-                )?);
+                let view =
+                    oci::MergedView::new(images::snapshots(store, &image_layers(store, image)?)?);
                 fs_err::create_dir_all(dest)?;
                 view.copy_out("/", dest, true)
                     .with_context(|| format!("copying the rootfs to {}", dest.display()))?;
                 say(format!("exported rootfs to {}", dest.display()));
             }
             Output::Tar { dest } => {
-                let view = oci::MergedView::new(crate::worker::snapshots(
-                    store,
-                    &image_layers(store, image)?,
-                )?);
+                let view =
+                    oci::MergedView::new(images::snapshots(store, &image_layers(store, image)?)?);
                 let tmp = store.tmp_dir()?;
                 let root = tmp.path().join("rootfs");
                 view.copy_out("/", &root, true)
@@ -663,10 +478,10 @@ pub(crate) fn write_outputs(
 }
 
 /// The layers of an image in the store (diff_ids from its config).
-pub(crate) fn image_layers(store: &cache::Store, image: &Image) -> Result<Vec<Layer>> {
+pub fn image_layers(store: &cache::Store, image: &Image) -> Result<Vec<Layer>> {
     let config: ImageConfig = serde_json::from_slice(&store.read_blob(&image.config_digest)?)
         .with_context(|| format!("parsing config {}", image.config_digest))?;
-    crate::worker::image_layer_list(&config, &image.manifest, &image.manifest_desc.digest)
+    images::image_layer_list(&config, &image.manifest, &image.manifest_desc.digest)
 }
 
 /// Runs `write` on `dest` (atomically: a temp file renamed into place) or on stdout for `-`.
@@ -852,7 +667,7 @@ fn write_layout(
 }
 
 /// Writes buildx's `--metadata-file` JSON for `image`; `names` are full image names.
-pub(crate) fn write_metadata(path: &Path, image: &Image, names: &[String]) -> Result<()> {
+pub fn write_metadata(path: &Path, image: &Image, names: &[String]) -> Result<()> {
     let mut m = serde_json::Map::new();
     m.insert(
         "containerimage.config.digest".into(),
@@ -876,7 +691,7 @@ pub(crate) fn write_metadata(path: &Path, image: &Image, names: &[String]) -> Re
 }
 
 /// An image of the local store by tag.
-pub(crate) fn local_image(store: &cache::Store, name: &str) -> Result<Image> {
+pub fn local_image(store: &cache::Store, name: &str) -> Result<Image> {
     let reference: Reference = name.parse().map_err(|e| anyhow!("image {name:?}: {e}"))?;
     let desc = store
         .resolve_tag(&reference.familiar())?
@@ -890,276 +705,23 @@ pub(crate) fn local_image(store: &cache::Store, name: &str) -> Result<Image> {
     })
 }
 
-/// `rbuild inspect IMAGE`: descriptor, manifest and config as one JSON document on stdout.
-pub(crate) fn inspect(store: &cache::Store, name: &str) -> Result<()> {
-    let image = local_image(store, name)?;
-    let config: serde_json::Value =
-        serde_json::from_slice(&store.read_blob(&image.config_digest)?)?;
-    let doc = serde_json::json!({
-        "Name": name,
-        "Id": image.config_digest.to_string(),
-        "Descriptor": image.manifest_desc,
-        "Manifest": image.manifest,
-        "Config": config,
-    });
-    println!("{}", serde_json::to_string_pretty(&doc)?);
-    Ok(())
-}
-
-/// `rbuild history IMAGE`: one line per history entry, newest first, like `docker history`.
-pub(crate) fn history(store: &cache::Store, name: &str, no_trunc: bool) -> Result<()> {
-    let image = local_image(store, name)?;
-    let config: ImageConfig = serde_json::from_slice(&store.read_blob(&image.config_digest)?)
-        .with_context(|| format!("parsing config {}", image.config_digest))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
-    let mut sizes = image.manifest.layers.iter().map(|l| l.size);
-    let mut rows: Vec<[String; 5]> = config
-        .history
-        .iter()
-        .map(|h| {
-            let size = if h.empty_layer {
-                0
-            } else {
-                sizes.next().unwrap_or(0)
-            };
-            let created = h
-                .created
-                .as_deref()
-                .and_then(parse_rfc3339)
-                .map_or_else(|| "<unknown>".to_owned(), |t| ago(now - t));
-            let mut by = h.created_by.clone().unwrap_or_default().replace('\n', " ");
-            if !no_trunc && by.chars().count() > 45 {
-                by = by.chars().take(44).collect::<String>() + "…";
-            }
-            [
-                "<missing>".to_owned(),
-                created,
-                by,
-                human_size(size),
-                h.comment.clone().unwrap_or_default(),
-            ]
-        })
-        .collect();
-    rows.reverse();
-    if let Some(top) = rows.first_mut() {
-        top[0] = if no_trunc {
-            image.config_digest.to_string()
-        } else {
-            image.config_digest.short().to_owned()
-        };
-    }
-    let header = ["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"];
-    let mut widths = header.map(|h| h.chars().count());
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: [&str; 5]| {
-        let mut s = String::new();
-        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(c);
-                s.push_str(&" ".repeat(w - c.chars().count() + 3));
-            }
-        }
-        s.trim_end().to_owned()
-    };
-    println!("{}", line(header));
-    for r in &rows {
-        println!(
-            "{}",
-            line([&r[0], &r[1], &r[2], &r[3], &r[4]].map(String::as_str))
-        );
-    }
-    Ok(())
-}
-
-/// `1700000000` from `2023-11-14T22:13:20Z` (fractions and offsets other than `Z` are accepted).
-fn parse_rfc3339(s: &str) -> Option<i64> {
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let hms: String = time.chars().take(8).collect();
-    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
-    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
-    let rest = &time[8.min(time.len())..];
-    let rest = rest.trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
-    let offset = match rest {
-        "" | "Z" | "z" => 0,
-        o => {
-            let sign = if o.starts_with('-') { -1 } else { 1 };
-            let mut p = o[1..].splitn(2, ':').map(|p| p.parse::<i64>().ok());
-            sign * (p.next()?? * 3600 + p.next().flatten().unwrap_or(0) * 60)
-        }
-    };
-    Some(days_from_civil(y, m, day) * 86_400 + hh * 3600 + mm * 60 + ss - offset)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (the inverse of `civil_from_days`, Howard
-/// Hinnant's algorithm); `month` is 1–12.
-pub(crate) fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// `docker history`'s relative times.
-fn ago(secs: i64) -> String {
-    let s = secs.max(0);
-    let (n, unit) = match s {
-        0..=59 => return "Less than a minute ago".to_owned(),
-        60..=3599 => (s / 60, "minute"),
-        3600..=86_399 => (s / 3600, "hour"),
-        86_400..=604_799 => (s / 86_400, "day"),
-        604_800..=2_591_999 => (s / 604_800, "week"),
-        2_592_000..=31_535_999 => (s / 2_592_000, "month"),
-        _ => (s / 31_536_000, "year"),
-    };
-    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
-}
-
-/// `1.5MB`, as docker prints sizes (powers of 1000).
-pub(crate) fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
-    #[allow(clippy::cast_precision_loss)] // display only
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes}B")
-    } else {
-        let n = format!("{v:.3}");
-        format!(
-            "{}{}",
-            n.trim_end_matches('0').trim_end_matches('.'),
-            UNITS[u]
-        )
-    }
-}
-
 /// Pushes `image` to `reference`: blobs the registry has are skipped, blobs of an imported cache that
 /// are not in the store are mounted from the cache's repository when it is on the same registry, and
 /// every blob is verified present before the manifest goes up.
-pub(crate) async fn push(
+pub async fn push(
     client: &registry::Client,
     store: &cache::Store,
-    remote: &crate::remote_cache::Remote,
-    eager: Option<&crate::eager::EagerPush>,
+    source: &dyn BlobSource,
+    eager: Option<&EagerPush>,
     image: &Image,
     reference: &Reference,
 ) -> Result<Digest> {
     let mut descs = image.manifest.layers.clone();
     descs.push(image.manifest.config.clone());
-    crate::remote_cache::push_blobs(client, store, remote, eager, &descs, reference).await?;
+    push_blobs(client, store, source, eager, &descs, reference).await?;
     let bytes = store.read_blob(&image.manifest_desc.digest)?;
     client
         .put_manifest(reference, &image.manifest_desc.media_type, &bytes)
         .await
         .with_context(|| format!("pushing manifest to {}", reference.familiar()))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rfc3339_formats_known_instants() {
-        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-    }
-
-    #[test]
-    fn rfc3339_parses_back() {
-        for t in [0, 951_782_400, 1_700_000_000, 4_102_444_800] {
-            assert_eq!(super::parse_rfc3339(&super::rfc3339(t)), Some(t));
-        }
-        assert_eq!(
-            super::parse_rfc3339("2023-11-14T23:13:20.123456789+01:00"),
-            Some(1_700_000_000)
-        );
-        assert_eq!(super::parse_rfc3339("yesterday"), None);
-    }
-
-    #[test]
-    fn outputs_parse_as_buildx_spells_them() {
-        use super::Output;
-        use std::path::PathBuf;
-        let o = super::parse_outputs(&[
-            "type=image,\"name=a:1,b:2\",push=true".into(),
-            "type=registry".into(),
-            "type=oci,dest=x.tar".into(),
-            "type=oci,dest=layout,tar=false".into(),
-            "type=docker,dest=d.tar".into(),
-            "type=local,dest=out".into(),
-            "type=tar,dest=-".into(),
-            "rootfs".into(),
-        ])
-        .unwrap();
-        assert_eq!(
-            o,
-            vec![
-                Output::Image {
-                    names: vec!["a:1".into(), "b:2".into()],
-                    push: true
-                },
-                Output::Image {
-                    names: vec![],
-                    push: true
-                },
-                Output::Oci {
-                    dest: PathBuf::from("x.tar"),
-                    tar: true,
-                    names: vec![]
-                },
-                Output::Oci {
-                    dest: PathBuf::from("layout"),
-                    tar: false,
-                    names: vec![]
-                },
-                Output::Docker {
-                    dest: PathBuf::from("d.tar"),
-                    names: vec![]
-                },
-                Output::Local {
-                    dest: PathBuf::from("out")
-                },
-                Output::Tar {
-                    dest: PathBuf::from("-")
-                },
-                Output::Local {
-                    dest: PathBuf::from("rootfs")
-                },
-            ]
-        );
-        for bad in [
-            "type=oci",
-            "type=nope,dest=x",
-            "dest=x",
-            "type=local,dest=x,color=red",
-            "type=image,push=maybe",
-        ] {
-            assert!(super::parse_outputs(&[bad.into()]).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn history_sizes_and_times_read_like_docker() {
-        assert_eq!(super::human_size(0), "0B");
-        assert_eq!(super::human_size(1_500_000), "1.5MB");
-        assert_eq!(super::human_size(4_096), "4.096kB");
-        assert_eq!(super::ago(30), "Less than a minute ago");
-        assert_eq!(super::ago(7_200), "2 hours ago");
-        assert_eq!(super::ago(86_400), "1 day ago");
-    }
 }

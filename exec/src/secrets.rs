@@ -17,7 +17,7 @@ enum SecretSource {
 
 /// The secrets and SSH sockets given on the command line, by id.
 #[derive(Debug, Default)]
-pub(crate) struct Secrets {
+pub struct Secrets {
     secrets: HashMap<String, SecretSource>,
     ssh: HashMap<String, PathBuf>,
 }
@@ -25,7 +25,7 @@ pub(crate) struct Secrets {
 impl Secrets {
     /// Parses `--secret` values (`id=x,src=FILE`, `id=x,env=VAR`, `id=x` — the variable `x` if
     /// set, else the file `x`) and `--ssh` values (`default`, `ID=SOCKET`).
-    pub(crate) fn parse(secrets: &[String], ssh: &[String]) -> Result<Self> {
+    pub fn parse(secrets: &[String], ssh: &[String]) -> Result<Self> {
         let mut out = Self::default();
         for spec in secrets {
             let (id, source) = parse_secret(spec).with_context(|| format!("--secret {spec}"))?;
@@ -50,7 +50,7 @@ impl Secrets {
     }
 
     /// The value of secret `id`, or `None` when it was not given.
-    pub(crate) fn value(&self, id: &str) -> Result<Option<Vec<u8>>> {
+    pub fn value(&self, id: &str) -> Result<Option<Vec<u8>>> {
         match self.secrets.get(id) {
             None => Ok(None),
             Some(SecretSource::File(path)) => fs_err::read(path)
@@ -63,7 +63,7 @@ impl Secrets {
     }
 
     /// The agent socket for SSH id `id`, or `None` when it was not given.
-    pub(crate) fn ssh_socket(&self, id: &str) -> Result<Option<PathBuf>> {
+    pub fn ssh_socket(&self, id: &str) -> Result<Option<PathBuf>> {
         let Some(path) = self.ssh.get(id) else {
             return Ok(None);
         };

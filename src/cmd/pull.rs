@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 use oci::{Platform, Reference};
 
 use crate::cli::PullArgs;
-use crate::worker::{platform_text, snapshots, Images, LayerFetch};
+use images::{platform_text, snapshots, Images, LayerFetch};
 
 /// Pulls `args.image` for the wanted platform, unpacks its layers, tags it; prints `name@digest`.
 pub(crate) fn pull(
@@ -19,7 +19,7 @@ pub(crate) fn pull(
         .parse()
         .with_context(|| format!("image {:?}", args.image))?;
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
-    let client = std::sync::Arc::new(crate::worker::LazyClient::new(
+    let client = std::sync::Arc::new(images::LazyClient::new(
         args.registry.client_options(&args.insecure_registries),
     ));
     let images = Images::new(
@@ -47,7 +47,7 @@ pub(crate) fn pull(
             // Several layers unpack at once: decompression is the cost, one core per layer.
             rx.into_iter()
                 .par_bridge()
-                .try_for_each(|layer| crate::worker::ensure_snapshot(&store, &layer).map(drop))
+                .try_for_each(|layer| images::ensure_snapshot(&store, &layer).map(drop))
         })
     };
     let pulled = images.pull(&reference.to_string(), |layer, status| {

@@ -3,9 +3,9 @@
 //! store. The format is ours and documented in docs/CACHE.md.
 //!
 //! Import reads metadata only. A record's layer blobs are downloaded when a step on top of them must run
-//! ([`Remote::snapshots`]), when the final image needs them locally, or never: a push to the registry the
-//! cache lives in mounts them from the cache repository ([`push_blobs`]). A cache mount is restored when a
-//! RUN that uses it runs and its local directory is empty ([`Remote::restore_mount`]).
+//! ([`BlobSource::snapshots`]), when the final image needs them locally, or never: a push to the registry the
+//! cache lives in mounts them from the cache repository (`export::push_blobs`). A cache mount is restored when a
+//! RUN that uses it runs and its local directory is empty ([`BlobSource::restore_mount`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -16,26 +16,27 @@ use oci::{media_type, Compression, Descriptor, Digest, ImageConfig, LayerOptions
 use serde::{Deserialize, Serialize};
 use solver::{Layer, Outcome};
 
-use crate::worker::LazyClient;
+use export::{push_blobs, PushStats};
+use images::{BlobSource, Fetching, LazyClient};
 
 /// `artifactType` of the root index of a cache.
-pub(crate) const ARTIFACT_TYPE: &str = "application/vnd.rbuild.cache.v1";
+pub const ARTIFACT_TYPE: &str = "application/vnd.rbuild.cache.v1";
 /// `artifactType` of each part manifest of a cache.
-pub(crate) const PART_TYPE: &str = "application/vnd.rbuild.cache.part.v1";
+pub const PART_TYPE: &str = "application/vnd.rbuild.cache.part.v1";
 /// Media type of a part's config blob: the records of that part.
-pub(crate) const RECORDS_TYPE: &str = "application/vnd.rbuild.cache.records.v1+json";
+pub const RECORDS_TYPE: &str = "application/vnd.rbuild.cache.records.v1+json";
 /// The image config field that holds an inline cache (`--cache-to type=inline`).
-pub(crate) const INLINE_KEY: &str = "rbuild.cache.v1";
+pub use export::INLINE_KEY;
 /// Version of the records documents; bumped on any incompatible change.
 const FORMAT_VERSION: u32 = 1;
 /// A part lists at most this many blobs, so a manifest stays far below registries' 4 MiB limit.
 const MAX_PART_BLOBS: usize = 256;
 /// Where a cache lives in a directory: an OCI image layout whose `index.json` names caches by tag.
-const DEFAULT_LOCAL_TAG: &str = "latest";
+pub const DEFAULT_LOCAL_TAG: &str = "latest";
 
 /// `mode=`: which records an export carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Mode {
+pub enum Mode {
     /// The steps of the final image (its stage and the stages it starts from).
     Min,
     /// Every step of every stage the build ran or found in the cache.
@@ -44,7 +45,7 @@ pub(crate) enum Mode {
 
 /// One `--cache-to`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum CacheTo {
+pub enum CacheTo {
     /// `type=registry,ref=REF`.
     Registry {
         reference: Reference,
@@ -62,19 +63,19 @@ pub(crate) enum CacheTo {
 
 /// Options shared by the registry and local exports.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ExportOpts {
-    pub(crate) mode: Mode,
+pub struct ExportOpts {
+    pub mode: Mode,
     /// `cache-mounts=true`: export the contents of the build's cache mounts.
-    pub(crate) mounts: bool,
+    pub mounts: bool,
     /// Compression of cache-mount blobs (layer blobs travel as they were built).
-    pub(crate) compression: Option<Compression>,
+    pub compression: Option<Compression>,
     /// `ignore-error=true`: a failed export is a warning, not a failed build.
-    pub(crate) ignore_error: bool,
+    pub ignore_error: bool,
 }
 
 /// One `--cache-from`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum CacheFrom {
+pub enum CacheFrom {
     /// `type=registry,ref=REF` or a bare `REF`: a cache ref or an image with an inline cache.
     Registry { reference: Reference },
     /// `type=local,src=DIR[,tag=NAME]`.
@@ -86,177 +87,6 @@ impl std::fmt::Display for CacheFrom {
         match self {
             CacheFrom::Registry { reference } => write!(f, "{reference}"),
             CacheFrom::Local { src, tag } => write!(f, "{}:{tag}", src.display()),
-        }
-    }
-}
-
-fn spec_fields(flag: &str, spec: &str) -> Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for field in crate::export::csv_fields(spec) {
-        if field.is_empty() {
-            continue;
-        }
-        let (k, v) = field
-            .split_once('=')
-            .ok_or_else(|| anyhow!("{flag} {spec:?}: {field:?} is not KEY=VALUE"))?;
-        if out.insert(k.to_owned(), v.to_owned()).is_some() {
-            bail!("{flag} {spec:?}: {k} is given twice");
-        }
-    }
-    Ok(out)
-}
-
-fn parse_bool(flag: &str, spec: &str, key: &str, v: Option<&String>) -> Result<bool> {
-    match v.map(String::as_str) {
-        None => Ok(false),
-        Some("true") => Ok(true),
-        Some("false") => Ok(false),
-        Some(other) => bail!("{flag} {spec:?}: {key}={other:?} must be true or false"),
-    }
-}
-
-fn parse_reference(flag: &str, spec: &str, r: &str) -> Result<Reference> {
-    r.parse::<Reference>()
-        .map_err(|e| anyhow!("{flag} {spec:?}: ref: {e}"))
-}
-
-/// Parses a `--cache-to` spec.
-pub(crate) fn parse_cache_to(spec: &str) -> Result<CacheTo> {
-    const FLAG: &str = "--cache-to";
-    let f = spec_fields(FLAG, spec)?;
-    let ty = f
-        .get("type")
-        .ok_or_else(|| anyhow!("{FLAG} {spec:?}: missing type= (registry, local or inline)"))?;
-    let known: &[&str] = match ty.as_str() {
-        "registry" => &[
-            "type",
-            "ref",
-            "mode",
-            "compression",
-            "cache-mounts",
-            "ignore-error",
-        ],
-        "local" => &[
-            "type",
-            "dest",
-            "tag",
-            "mode",
-            "compression",
-            "cache-mounts",
-            "ignore-error",
-        ],
-        "inline" => &["type", "mode"],
-        other => bail!("{FLAG} {spec:?}: unknown type {other:?} (registry, local or inline)"),
-    };
-    if let Some(k) = f.keys().find(|k| !known.contains(&k.as_str())) {
-        bail!(
-            "{FLAG} {spec:?}: unknown option {k:?} for type={ty} (known: {})",
-            known.join(", ")
-        );
-    }
-    let mode = match f.get("mode").map(String::as_str) {
-        None | Some("min") => Mode::Min,
-        Some("max") => Mode::Max,
-        Some(other) => bail!("{FLAG} {spec:?}: mode={other:?} must be min or max"),
-    };
-    let compression = match f.get("compression").map(String::as_str) {
-        None => None,
-        Some("gzip") => Some(Compression::Gzip),
-        Some("zstd") => Some(Compression::Zstd),
-        Some("uncompressed") => Some(Compression::Uncompressed),
-        Some(other) => {
-            bail!("{FLAG} {spec:?}: compression={other:?} must be gzip, zstd or uncompressed")
-        }
-    };
-    let opts = ExportOpts {
-        mode,
-        mounts: parse_bool(FLAG, spec, "cache-mounts", f.get("cache-mounts"))?,
-        compression,
-        ignore_error: parse_bool(FLAG, spec, "ignore-error", f.get("ignore-error"))?,
-    };
-    match ty.as_str() {
-        "registry" => {
-            let r = f.get("ref").ok_or_else(|| {
-                anyhow!("{FLAG} {spec:?}: type=registry needs ref=REPOSITORY:TAG")
-            })?;
-            let reference = parse_reference(FLAG, spec, r)?;
-            if reference.digest.is_some() {
-                bail!("{FLAG} {spec:?}: ref must name a tag, not a digest");
-            }
-            Ok(CacheTo::Registry { reference, opts })
-        }
-        "local" => {
-            let dest = f
-                .get("dest")
-                .ok_or_else(|| anyhow!("{FLAG} {spec:?}: type=local needs dest=DIR"))?;
-            Ok(CacheTo::Local {
-                dest: PathBuf::from(dest),
-                tag: local_tag(FLAG, spec, f.get("tag"))?,
-                opts,
-            })
-        }
-        _ => {
-            if mode == Mode::Max {
-                bail!("{FLAG} {spec:?}: type=inline supports only mode=min (use type=registry for mode=max)");
-            }
-            Ok(CacheTo::Inline)
-        }
-    }
-}
-
-fn local_tag(flag: &str, spec: &str, tag: Option<&String>) -> Result<String> {
-    let tag = tag.map_or(DEFAULT_LOCAL_TAG, String::as_str);
-    let valid = !tag.is_empty()
-        && tag.len() <= 128
-        && tag
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if !valid {
-        bail!("{flag} {spec:?}: tag={tag:?} must be letters, digits, '_', '.' or '-'");
-    }
-    Ok(tag.to_owned())
-}
-
-/// Parses a `--cache-from` spec; a bare reference means `type=registry,ref=REF`.
-pub(crate) fn parse_cache_from(spec: &str) -> Result<CacheFrom> {
-    const FLAG: &str = "--cache-from";
-    if !spec.contains('=') {
-        return Ok(CacheFrom::Registry {
-            reference: parse_reference(FLAG, spec, spec)?,
-        });
-    }
-    let f = spec_fields(FLAG, spec)?;
-    let ty = f
-        .get("type")
-        .ok_or_else(|| anyhow!("{FLAG} {spec:?}: missing type= (registry or local)"))?;
-    let known: &[&str] = match ty.as_str() {
-        "registry" => &["type", "ref"],
-        "local" => &["type", "src", "tag", "digest"],
-        other => bail!("{FLAG} {spec:?}: unknown type {other:?} (registry or local)"),
-    };
-    if let Some(k) = f.keys().find(|k| !known.contains(&k.as_str())) {
-        bail!(
-            "{FLAG} {spec:?}: unknown option {k:?} for type={ty} (known: {})",
-            known.join(", ")
-        );
-    }
-    match ty.as_str() {
-        "registry" => {
-            let r = f
-                .get("ref")
-                .ok_or_else(|| anyhow!("{FLAG} {spec:?}: type=registry needs ref=REF"))?;
-            Ok(CacheFrom::Registry {
-                reference: parse_reference(FLAG, spec, r)?,
-            })
-        }
-        _ => {
-            let src = f
-                .get("src")
-                .ok_or_else(|| anyhow!("{FLAG} {spec:?}: type=local needs src=DIR"))?;
-            Ok(CacheFrom::Local {
-                src: PathBuf::from(src),
-                tag: local_tag(FLAG, spec, f.get("tag"))?,
-            })
         }
     }
 }
@@ -494,22 +324,22 @@ enum Source {
 
 /// What one import found.
 #[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct ImportSummary {
-    pub(crate) records: usize,
-    pub(crate) blobs: usize,
-    pub(crate) mounts: usize,
-    pub(crate) inline: bool,
+pub struct ImportSummary {
+    pub records: usize,
+    pub blobs: usize,
+    pub mounts: usize,
+    pub inline: bool,
 }
 
 /// Downloads made for imported caches, for the build's summary line.
 #[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct FetchStats {
-    pub(crate) blobs: u64,
-    pub(crate) bytes: u64,
+pub struct FetchStats {
+    pub blobs: u64,
+    pub bytes: u64,
 }
 
 /// The caches imported with `--cache-from`: records in memory, blobs fetched on demand.
-pub(crate) struct Remote {
+pub struct Remote {
     client: Arc<LazyClient>,
     rt: tokio::runtime::Handle,
     records: HashMap<String, Outcome>,
@@ -519,7 +349,7 @@ pub(crate) struct Remote {
 }
 
 impl Remote {
-    pub(crate) fn new(client: Arc<LazyClient>, rt: tokio::runtime::Handle) -> Self {
+    pub fn new(client: Arc<LazyClient>, rt: tokio::runtime::Handle) -> Self {
         Self {
             client,
             rt,
@@ -531,35 +361,22 @@ impl Remote {
     }
 
     /// Whether nothing was imported.
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.records.is_empty() && self.mounts.is_empty()
     }
 
     /// The imported outcome for a cache key.
-    pub(crate) fn record(&self, key: &str) -> Option<&Outcome> {
+    pub fn record(&self, key: &str) -> Option<&Outcome> {
         self.records.get(key)
     }
 
-    /// Whether blob `d` can be fetched from an imported cache.
-    pub(crate) fn can_fetch(&self, d: &Digest) -> bool {
-        self.blobs.contains_key(d)
-    }
-
     /// What was downloaded so far.
-    pub(crate) fn stats(&self) -> FetchStats {
+    pub fn stats(&self) -> FetchStats {
         *self.stats.lock().expect("stats lock")
     }
 
-    /// Repositories of `registry` an imported blob lives in (for cross-repository mounts).
-    fn registry_repo(&self, d: &Digest, registry: &str) -> Option<String> {
-        match self.blobs.get(d) {
-            Some((_, Source::Registry(r))) if r.registry == registry => Some(r.repository.clone()),
-            _ => None,
-        }
-    }
-
     /// Reads the metadata of one cache (no layer is downloaded).
-    pub(crate) fn import(
+    pub fn import(
         &mut self,
         from: &CacheFrom,
         store: &cache::Store,
@@ -616,7 +433,7 @@ impl Remote {
         let doc: InlineDoc = serde_json::from_value(value.clone())
             .with_context(|| format!("the inline cache of {reference} is unreadable"))?;
         check_version(doc.version, doc.cache_key_version)?;
-        let layers = crate::worker::image_layer_list(&config, &pulled.manifest, reference)?;
+        let layers = images::image_layer_list(&config, &pulled.manifest, reference)?;
         // The image's manifest and config are kept: a later build may name it as its base.
         store.put_blob(&config_bytes)?;
         store.put_blob(&pulled.bytes)?;
@@ -716,24 +533,11 @@ impl Remote {
         }
         Ok(summary)
     }
+}
 
-    // ---- fetching ----
-
-    /// Makes sure blob `desc` is in the store, fetching it from an imported cache if it is not.
-    pub(crate) fn ensure(&self, store: &cache::Store, desc: &Descriptor) -> Result<()> {
-        if store.has_blob(&desc.digest) || !self.can_fetch(&desc.digest) {
-            return Ok(());
-        }
-        // One download per blob, even with several steps (or rbuild processes) wanting it at once.
-        let _guard = store.lock(&format!("fetch-blob:{}", desc.digest))?;
-        if store.has_blob(&desc.digest) {
-            return Ok(());
-        }
-        self.rt.block_on(self.fetch(store, desc))
-    }
-
+impl Remote {
     /// Downloads (or copies) blob `desc` into the store from where its import found it.
-    async fn fetch(&self, store: &cache::Store, desc: &Descriptor) -> Result<()> {
+    async fn fetch_now(&self, store: &cache::Store, desc: &Descriptor) -> Result<()> {
         let Some((_, source)) = self.blobs.get(&desc.digest) else {
             bail!(
                 "blob {} is neither in the store nor in an imported cache",
@@ -742,7 +546,7 @@ impl Remote {
         };
         match source {
             Source::Registry(r) => {
-                crate::worker::download_blob(self.client.get()?, store, r, desc)
+                images::download_blob(self.client.get()?, store, r, desc)
                     .await
                     .with_context(|| format!("fetching {} from the cache {}", desc.digest, r))?;
             }
@@ -762,20 +566,40 @@ impl Remote {
         tracing::debug!(digest = %desc.digest, size = desc.size, "fetched blob from an imported cache");
         Ok(())
     }
+}
 
-    /// Snapshot dirs of a layer stack (see [`crate::worker::snapshots`]), fetching the blobs of the
-    /// layers not unpacked yet.
-    pub(crate) fn snapshots(&self, store: &cache::Store, layers: &[Layer]) -> Result<Vec<PathBuf>> {
-        for l in layers {
-            if store.snapshot_path(&l.diff_id).is_none() {
-                self.ensure(store, &l.blob)?;
-            }
+impl BlobSource for Remote {
+    fn can_fetch(&self, d: &Digest) -> bool {
+        self.blobs.contains_key(d)
+    }
+
+    fn fetch<'a>(&'a self, store: &'a cache::Store, desc: &'a Descriptor) -> Fetching<'a> {
+        Box::pin(self.fetch_now(store, desc))
+    }
+
+    /// Repositories of `registry` an imported blob lives in (for cross-repository mounts).
+    fn registry_repo(&self, d: &Digest, registry: &str) -> Option<String> {
+        match self.blobs.get(d) {
+            Some((_, Source::Registry(r))) if r.registry == registry => Some(r.repository.clone()),
+            _ => None,
         }
-        crate::worker::snapshots(store, layers)
+    }
+
+    /// Makes sure blob `desc` is in the store, fetching it from an imported cache if it is not.
+    fn ensure(&self, store: &cache::Store, desc: &Descriptor) -> Result<()> {
+        if store.has_blob(&desc.digest) || !self.can_fetch(&desc.digest) {
+            return Ok(());
+        }
+        // One download per blob, even with several steps (or rbuild processes) wanting it at once.
+        let _guard = store.lock(&format!("fetch-blob:{}", desc.digest))?;
+        if store.has_blob(&desc.digest) {
+            return Ok(());
+        }
+        self.rt.block_on(self.fetch_now(store, desc))
     }
 
     /// Fills the (empty) directory of cache mount `id` from an imported cache; returns whether it did.
-    pub(crate) fn restore_mount(&self, store: &cache::Store, id: &str, dir: &Path) -> Result<bool> {
+    fn restore_mount(&self, store: &cache::Store, id: &str, dir: &Path) -> Result<bool> {
         let Some((layer, _)) = self.mounts.get(id) else {
             return Ok(false);
         };
@@ -802,9 +626,9 @@ impl Remote {
 }
 
 /// The store's records, with the imported caches behind them.
-pub(crate) struct LayeredRecords {
-    pub(crate) store: Arc<cache::Store>,
-    pub(crate) remote: Arc<Remote>,
+pub struct LayeredRecords {
+    pub store: Arc<cache::Store>,
+    pub remote: Arc<Remote>,
 }
 
 impl LayeredRecords {
@@ -816,7 +640,7 @@ impl LayeredRecords {
 
     /// Copies the imported records this build used into the store once their blobs are all here, so the
     /// next build on this machine hits without `--cache-from`.
-    pub(crate) fn keep_used(&self, solved: &solver::Solved) -> Result<usize> {
+    pub fn keep_used(&self, solved: &solver::Solved) -> Result<usize> {
         let mut kept = 0;
         for id in &solved.cached {
             let key = &solved.keys[id].0;
@@ -873,7 +697,7 @@ impl solver::Records for LayeredRecords {
 
 /// The nodes a `mode=min` export carries: the target stage's chain down to its base (each step's first
 /// input is the rootfs it builds on).
-pub(crate) fn min_nodes(graph: &graph::BuildGraph, head: graph::NodeId) -> Vec<graph::NodeId> {
+pub fn min_nodes(graph: &graph::BuildGraph, head: graph::NodeId) -> Vec<graph::NodeId> {
     let mut out = vec![head];
     let mut id = head;
     while let Some(&first) = graph.node(id).inputs.first() {
@@ -900,7 +724,7 @@ fn entries(solved: &solver::Solved, nodes: &[graph::NodeId]) -> Vec<RecordEntry>
 
 /// The inline cache for the image config (`--cache-to type=inline`): the target chain's records, as
 /// prefixes of the image's layers.
-pub(crate) fn inline_value(
+pub fn inline_value(
     solved: &solver::Solved,
     graph: &graph::BuildGraph,
     head: graph::NodeId,
@@ -984,7 +808,7 @@ fn mount_entries(
                 }
             }
         }
-        let layer = crate::worker::write_layer_blob(store, |w| {
+        let layer = images::write_layer_blob(store, |w| {
             oci::write_layer(&dir, w, &opts)
                 .with_context(|| format!("archiving cache mount {id:?}"))
         })?;
@@ -1036,15 +860,15 @@ fn tree_fingerprint(dir: &Path) -> Result<String> {
 
 /// What an export did, for the progress line.
 #[derive(Debug, Default)]
-pub(crate) struct ExportSummary {
-    pub(crate) records: usize,
-    pub(crate) mounts: usize,
-    pub(crate) blobs: PushStats,
+pub struct ExportSummary {
+    pub records: usize,
+    pub mounts: usize,
+    pub blobs: PushStats,
 }
 
 /// Exports the cache of this solve to `to` (registry or local; inline is written with the image).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn export(
+pub fn export(
     to: &CacheTo,
     store: &cache::Store,
     remote: &Remote,
@@ -1263,103 +1087,6 @@ fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-// ---- pushing blobs that may live only in an imported cache ----
-
-/// What [`push_blobs`] did.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct PushStats {
-    pub(crate) uploaded: usize,
-    pub(crate) uploaded_bytes: u64,
-    pub(crate) present: usize,
-    pub(crate) mounted: usize,
-}
-
-/// Pushes `descs` to `dest`'s repository and then checks that the registry has every one of them.
-///
-/// A blob the store does not have (a layer of an imported cache never downloaded) is not downloaded when
-/// the registry has it already or can mount it from the cache's repository; only otherwise is it fetched
-/// and uploaded. Blobs the store has are mounted from a repository they were pulled from or pushed to,
-/// when there is one on this registry.
-pub(crate) async fn push_blobs(
-    client: &registry::Client,
-    store: &cache::Store,
-    remote: &Remote,
-    eager: Option<&crate::eager::EagerPush>,
-    descs: &[Descriptor],
-    dest: &Reference,
-) -> Result<PushStats> {
-    let mut unique: Vec<&Descriptor> = Vec::new();
-    for d in descs {
-        if !unique.iter().any(|u| u.digest == d.digest) {
-            unique.push(d);
-        }
-    }
-    let uploads = unique.iter().map(|&d| async move {
-        let what = || format!("pushing blob {} to {}", d.digest, dest.familiar());
-        // Uploaded while it was written (checked with the others below).
-        if let Some(eager) = eager {
-            if eager.uploaded(dest, &d.digest).await {
-                return Ok::<_, anyhow::Error>(registry::PushOutcome::Uploaded);
-            }
-        }
-        if !store.has_blob(&d.digest) {
-            if client.has_blob(dest, &d.digest).await.with_context(what)? {
-                return Ok::<_, anyhow::Error>(registry::PushOutcome::Exists);
-            }
-            if let Some(repo) = remote.registry_repo(&d.digest, &dest.registry) {
-                if client.mount_blob(dest, d, &repo).await.with_context(what)? {
-                    return Ok(registry::PushOutcome::Mounted);
-                }
-            }
-            remote.fetch(store, d).await.with_context(what)?;
-        }
-        let from = store
-            .blob_sources(&d.digest, &dest.registry)
-            .unwrap_or_default()
-            .into_iter()
-            .find(|repo| *repo != dest.repository);
-        client
-            .push_blob_from(dest, d, &store.blob_path(&d.digest), from.as_deref())
-            .await
-            .with_context(what)
-    });
-    let outcomes = futures_util::future::join_all(uploads).await;
-    let mut stats = PushStats::default();
-    let mut to_verify = Vec::new();
-    for (d, outcome) in unique.iter().zip(outcomes) {
-        match outcome? {
-            registry::PushOutcome::Exists => stats.present += 1,
-            registry::PushOutcome::Mounted => {
-                stats.mounted += 1;
-                to_verify.push(*d);
-            }
-            registry::PushOutcome::Uploaded => {
-                stats.uploaded += 1;
-                stats.uploaded_bytes += d.size;
-                to_verify.push(*d);
-            }
-        }
-        store.blob_source_add(&d.digest, &dest.registry, &dest.repository)?;
-    }
-    // Before any manifest goes up: every blob it will name must be there (never an image with missing
-    // layers). Blobs found by a HEAD just now are; the others are asked again.
-    let checks = to_verify.iter().map(|d| async move {
-        let present = client.has_blob(dest, &d.digest).await?;
-        Ok::<_, registry::Error>((d, present))
-    });
-    for r in futures_util::future::join_all(checks).await {
-        let (d, present) = r?;
-        if !present {
-            bail!(
-                "{} does not have blob {} after it was pushed; not pushing a manifest that names it",
-                dest.familiar(),
-                d.digest
-            );
-        }
-    }
-    Ok(stats)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1377,62 +1104,6 @@ mod tests {
             layers: layers.iter().map(|n| layer(*n)).collect(),
             added_layer: true,
         }
-    }
-
-    #[test]
-    fn specs_parse_as_buildx_spells_them() {
-        let to =
-            parse_cache_to("type=registry,ref=127.0.0.1:5000/app:cache,mode=max,cache-mounts=true")
-                .unwrap();
-        let CacheTo::Registry { reference, opts } = to else {
-            panic!("not registry")
-        };
-        assert_eq!(reference.repository, "app");
-        assert_eq!(opts.mode, Mode::Max);
-        assert!(opts.mounts);
-        assert_eq!(
-            parse_cache_to("type=local,dest=/tmp/c").unwrap(),
-            CacheTo::Local {
-                dest: "/tmp/c".into(),
-                tag: "latest".into(),
-                opts: ExportOpts {
-                    mode: Mode::Min,
-                    mounts: false,
-                    compression: None,
-                    ignore_error: false
-                }
-            }
-        );
-        assert_eq!(parse_cache_to("type=inline").unwrap(), CacheTo::Inline);
-        assert!(matches!(
-            parse_cache_from("127.0.0.1:5000/app:cache").unwrap(),
-            CacheFrom::Registry { .. }
-        ));
-        assert_eq!(
-            parse_cache_from("type=local,src=/c,tag=main").unwrap(),
-            CacheFrom::Local {
-                src: "/c".into(),
-                tag: "main".into()
-            }
-        );
-        for (bad, says) in [
-            ("type=registry", "needs ref="),
-            ("type=s3,bucket=x", "unknown type \"s3\""),
-            ("type=registry,ref=r/a:1,mode=all", "mode=\"all\""),
-            ("type=local,dest=/x,colour=red", "unknown option \"colour\""),
-            ("type=inline,mode=max", "only mode=min"),
-            ("type=local,dest=/x,tag=../up", "tag=\"../up\""),
-            ("ref=r/a:1", "missing type="),
-            (
-                "type=registry,ref=r/a:1,cache-mounts=yes",
-                "cache-mounts=\"yes\"",
-            ),
-        ] {
-            let e = parse_cache_to(bad).unwrap_err().to_string();
-            assert!(e.contains("--cache-to") && e.contains(says), "{bad}: {e}");
-        }
-        let e = parse_cache_from("type=local").unwrap_err().to_string();
-        assert!(e.contains("needs src=DIR"), "{e}");
     }
 
     #[test]
