@@ -1,6 +1,12 @@
 //! rbuild: a daemonless container image builder.
 //!
 //! `rbuild -t app .` builds; `rbuild run app` runs; see `rbuild --help`.
+//!
+//! The binary is a shell over the workspace's crates: `cli/` parses flags, `cmd/` wires one subcommand
+//! each, `progress/` renders what a build tells its user, `diagnostics` points errors at Dockerfile lines.
+// The binary is where output goes: stdout for data, stderr for what the user reads.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+#![forbid(unsafe_code)]
 
 mod cli;
 mod cmd;
@@ -53,15 +59,29 @@ fn main() -> ExitCode {
         1 => "info",
         _ => "debug",
     };
-    tracing_subscriber::fmt()
+    // With `--progress rawjson` every stderr line is JSON: log records and the final error too.
+    let json =
+        matches!(&cli.command, Command::Build(b) if b.progress == cli::ProgressMode::RawJson);
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RBUILD_LOG")
                 .unwrap_or_else(|_| filter.into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     match real_main(cli, root) {
         Ok(code) => code,
+        Err(e) if json => {
+            eprintln!(
+                "{}",
+                serde_json::json!({"event": "error", "message": format!("{e:#}")})
+            );
+            ExitCode::FAILURE
+        }
         Err(e) => {
             match e.downcast::<diagnostics::SourceError>() {
                 Ok(d) => eprintln!("{:?}", miette::Report::new(d)),

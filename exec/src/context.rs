@@ -356,7 +356,7 @@ impl Context {
             }
         }
         let digest = blake3::hash(&buf);
-        Some((format!("context-tree-v1 {}", digest.to_hex()), racy))
+        Some((solver::RecordFamily::ContextTree.key(digest.to_hex()), racy))
     }
 
     fn file_digest(&self, rel: &str) -> Result<String> {
@@ -490,6 +490,20 @@ pub fn path_match(pattern: &str, name: &str) -> bool {
         }
     }
     m(pattern.as_bytes(), name.as_bytes())
+}
+
+/// The `.dockerignore` of a build: `<Dockerfile>.dockerignore` beside the Dockerfile first, as BuildKit
+/// reads it, else `.dockerignore` at the context root; none is an empty one.
+pub fn read_dockerignore(dockerfile: &Path, context: &Path) -> Result<frontend::DockerIgnore> {
+    let beside = PathBuf::from(format!("{}.dockerignore", dockerfile.display()));
+    for p in [beside, context.join(".dockerignore")] {
+        match std::fs::read_to_string(&p) {
+            Ok(text) => return Ok(frontend::DockerIgnore::parse(&text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(anyhow!(e).context(format!("reading {}", p.display()))),
+        }
+    }
+    Ok(frontend::DockerIgnore::parse(""))
 }
 
 #[cfg(test)]

@@ -19,11 +19,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _, Result};
-use graph::{CopySource, Mount, Network, Node, NodeId, Op};
+use graph::{CopySource, Mount, Network, Node, NodeId, Op, Sharing};
 use images::{platform_text, same_platform, write_layer_blob_pushing, BlobSource, BlobTap, Images};
 use oci::{LayerOptions, MergedView, Platform};
 use solver::{ExecContext, Outcome, WorkerError};
 
+pub mod container;
 pub mod context;
 pub mod copy;
 pub mod fetch;
@@ -68,10 +69,7 @@ struct Mounts {
 }
 
 fn werr(e: anyhow::Error) -> WorkerError {
-    WorkerError::Other {
-        message: format!("{e:#}"),
-        source: None,
-    }
+    WorkerError::Failed(e.into())
 }
 
 impl solver::Worker for BuildWorker {
@@ -254,13 +252,13 @@ impl BuildWorker {
                     from,
                     source,
                 } => {
-                    let dir = match sharing.as_str() {
-                        "locked" => {
+                    let dir = match sharing {
+                        Sharing::Locked => {
                             out._guards.push(Box::new(self.store.lock_cache_mount(id)?));
                             self.store.cache_mount_dir(id)?
                         }
                         // One writer at a time gets the persistent dir; the others a fresh one.
-                        "private" => {
+                        Sharing::Private => {
                             match self.store.try_lock(&format!("cache-mount-private:{id}"))? {
                                 Some(guard) => {
                                     out._guards.push(Box::new(guard));
@@ -275,7 +273,7 @@ impl BuildWorker {
                                 }
                             }
                         }
-                        _ => self.store.cache_mount_dir(id)?,
+                        Sharing::Shared => self.store.cache_mount_dir(id)?,
                     };
                     // A mount restored from an imported cache is new here: it gets its mode and owner
                     // like an empty one (its top directory is not in the exported tar).

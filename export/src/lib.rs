@@ -8,7 +8,8 @@
 //! ```no_run
 //! # fn f(store: &cache::Store, stage: &frontend::Stage, solved: &solver::Solved) -> anyhow::Result<()> {
 //! let image = export::assemble(store, stage, solved, &export::ExportOptions::default(), None, &|_| Ok(()))?;
-//! export::write_outputs(store, &image, &["app:1".to_owned()], &[], true)?;
+//! let out = export::Output::Local { dest: "rootfs".into() };
+//! export::write_output(store, &image, &["app:1".to_owned()], &out)?;
 //! # Ok(()) }
 //! ```
 
@@ -16,7 +17,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use images::BlobSource;
 use oci::{
     media_type, Compression, Descriptor, Digest, ImageConfig, LayerOptions, Manifest, Reference,
@@ -152,13 +153,13 @@ fn convert_layers(
             out.push(l.clone());
             continue;
         }
-        let key = format!(
-            "export-convert-v1 {} {:?} {:?} {:?}",
+        let key = solver::RecordFamily::ExportConvert.key(format_args!(
+            "{} {:?} {:?} {:?}",
             l.blob.digest,
             opts.compression,
             opts.level,
             rewrite.then_some(opts.source_date_epoch)
-        );
+        ));
         if let Some(v) = store.cache_get(&key)? {
             if let Ok(done) = serde_json::from_slice::<Layer>(&v) {
                 if store.has_blob(&done.blob.digest) {
@@ -403,78 +404,198 @@ impl Output {
     }
 }
 
-/// Writes every non-registry output of `image`. `names` are the image's tags (familiar form).
-pub fn write_outputs(
+impl Output {
+    /// Parses `-o` specs. `-o DIR` alone means `type=local,dest=DIR` and `-o -` means `type=tar,dest=-`, as
+    /// with buildx.
+    pub fn parse_all(specs: &[String]) -> Result<Vec<Output>> {
+        let mut out = Vec::new();
+        for spec in specs {
+            if !spec.contains('=') {
+                out.push(if spec == "-" {
+                    Self::Tar { dest: "-".into() }
+                } else {
+                    Self::Local { dest: spec.into() }
+                });
+                continue;
+            }
+            let mut fields: BTreeMap<String, String> = BTreeMap::new();
+            for part in csv_fields(spec) {
+                let (k, v) = part
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("--output {spec:?}: expected key=value pairs"))?;
+                fields.insert(k.trim().to_owned(), v.trim().to_owned());
+            }
+            let ty = fields
+                .remove("type")
+                .ok_or_else(|| anyhow!("--output {spec:?}: missing type="))?;
+            let names: Vec<String> = fields
+                .remove("name")
+                .map(|n| {
+                    n.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let flag =
+                |fields: &mut BTreeMap<String, String>, key: &str, default: bool| -> Result<bool> {
+                    match fields.remove(key).as_deref() {
+                        None => Ok(default),
+                        Some("true") | Some("1") => Ok(true),
+                        Some("false") | Some("0") => Ok(false),
+                        Some(v) => bail!("--output {spec:?}: {key}={v} is not true or false"),
+                    }
+                };
+            let dest = |fields: &mut BTreeMap<String, String>| -> Result<PathBuf> {
+                fields
+                    .remove("dest")
+                    .filter(|d| !d.is_empty())
+                    .map(PathBuf::from)
+                    .ok_or_else(|| anyhow!("--output {spec:?}: type={ty} needs dest="))
+            };
+            let o = match ty.as_str() {
+                "image" => Self::Image {
+                    push: flag(&mut fields, "push", false)?,
+                    names,
+                },
+                "registry" => Self::Image { push: true, names },
+                "oci" => {
+                    let dest = dest(&mut fields)?;
+                    let dir_like = dest.is_dir() || dest.as_os_str().to_string_lossy().ends_with('/');
+                    let tar = flag(&mut fields, "tar", !dir_like)?;
+                    if !tar && dest.as_os_str() == "-" {
+                        bail!("--output {spec:?}: an OCI directory cannot go to stdout");
+                    }
+                    Self::Oci { dest, tar, names }
+                }
+                "docker" => Self::Docker {
+                    dest: dest(&mut fields)?,
+                    names,
+                },
+                "local" => Self::Local {
+                    dest: dest(&mut fields)?,
+                },
+                "tar" => Self::Tar {
+                    dest: dest(&mut fields)?,
+                },
+                other => bail!(
+                    "--output {spec:?}: unknown type={other} (image, registry, oci, docker, local, tar are known)"
+                ),
+            };
+            // Options buildx has that change nothing here.
+            for k in [
+                "compression",
+                "compression-level",
+                "force-compression",
+                "oci-mediatypes",
+                "push-by-digest",
+            ] {
+                if fields.remove(k).is_some() {
+                    tracing::warn!("--output {spec:?}: {k}= is taken from the build flags (--{k})");
+                }
+            }
+            if let Some(k) = fields.keys().next() {
+                bail!("--output {spec:?}: unknown option {k}= for type={ty}");
+            }
+            out.push(o);
+        }
+        Ok(out)
+    }
+}
+
+/// Splits an output spec on commas outside double quotes (buildx's CSV: `type=image,"name=a,b"`).
+pub fn csv_fields(spec: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    for c in spec.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(String::new()),
+            c => fields.last_mut().expect("one field at least").push(c),
+        }
+    }
+    fields
+}
+
+/// Writes one non-registry output of `image` (`names` are its tags, familiar form) and says what it
+/// wrote (`exported OCI archive to app.tar`); `None` for an image output, which the tags and the push
+/// take care of.
+pub fn write_output(
     store: &cache::Store,
     image: &Image,
     names: &[String],
-    outputs: &[Output],
-    quiet: bool,
-) -> Result<()> {
-    let say = |m: String| {
-        if !quiet {
-            eprintln!("{m}");
-        }
-    };
-    for o in outputs {
-        match o {
-            Output::Image { .. } => {}
-            Output::Oci {
-                dest,
-                tar,
-                names: own,
-            } => {
-                let names = if own.is_empty() { names } else { own };
-                if *tar {
-                    write_file_or_stdout(dest, |w| {
-                        let mut sink = TarSink::new(w);
-                        write_layout(&mut sink, store, image, names, false)?;
-                        sink.finish()
-                    })?;
-                    say(format!("exported OCI archive to {}", dest.display()));
-                } else {
-                    let mut sink = DirSink { root: dest.clone() };
-                    write_layout(&mut sink, store, image, names, false)?;
-                    say(format!("exported OCI layout to {}", dest.display()));
-                }
-            }
-            Output::Docker { dest, names: own } => {
-                let names = if own.is_empty() { names } else { own };
+    output: &Output,
+) -> Result<Option<String>> {
+    Ok(Some(match output {
+        Output::Image { .. } => return Ok(None),
+        Output::Oci {
+            dest,
+            tar,
+            names: own,
+        } => {
+            let names = if own.is_empty() { names } else { own };
+            if *tar {
                 write_file_or_stdout(dest, |w| {
                     let mut sink = TarSink::new(w);
-                    write_layout(&mut sink, store, image, names, true)?;
+                    write_layout(&mut sink, store, image, names, false)?;
                     sink.finish()
                 })?;
-                say(format!("exported docker archive to {}", dest.display()));
-            }
-            Output::Local { dest } => {
-                let view =
-                    oci::MergedView::new(images::snapshots(store, &image_layers(store, image)?)?);
-                fs_err::create_dir_all(dest)?;
-                view.copy_out("/", dest, true)
-                    .with_context(|| format!("copying the rootfs to {}", dest.display()))?;
-                say(format!("exported rootfs to {}", dest.display()));
-            }
-            Output::Tar { dest } => {
-                let view =
-                    oci::MergedView::new(images::snapshots(store, &image_layers(store, image)?)?);
-                let tmp = store.tmp_dir()?;
-                let root = tmp.path().join("rootfs");
-                view.copy_out("/", &root, true)
-                    .context("copying the rootfs out of the snapshots")?;
-                let opts = LayerOptions {
-                    compression: Compression::Uncompressed,
-                    ..LayerOptions::default()
-                };
-                write_file_or_stdout(dest, |w| {
-                    oci::write_layer(&root, w, &opts).context("writing the rootfs tar")?;
-                    Ok(())
-                })?;
-                say(format!("exported rootfs tar to {}", dest.display()));
+                format!("exported OCI archive to {}", dest.display())
+            } else {
+                let mut sink = DirSink { root: dest.clone() };
+                write_layout(&mut sink, store, image, names, false)?;
+                format!("exported OCI layout to {}", dest.display())
             }
         }
+        Output::Docker { dest, names: own } => {
+            let names = if own.is_empty() { names } else { own };
+            write_file_or_stdout(dest, |w| {
+                let mut sink = TarSink::new(w);
+                write_layout(&mut sink, store, image, names, true)?;
+                sink.finish()
+            })?;
+            format!("exported docker archive to {}", dest.display())
+        }
+        Output::Local { dest } => {
+            let view =
+                oci::MergedView::new(images::snapshots(store, &image_layers(store, image)?)?);
+            fs_err::create_dir_all(dest)?;
+            view.copy_out("/", dest, true)
+                .with_context(|| format!("copying the rootfs to {}", dest.display()))?;
+            format!("exported rootfs to {}", dest.display())
+        }
+        Output::Tar { dest } => {
+            let view =
+                oci::MergedView::new(images::snapshots(store, &image_layers(store, image)?)?);
+            let tmp = store.tmp_dir()?;
+            let root = tmp.path().join("rootfs");
+            view.copy_out("/", &root, true)
+                .context("copying the rootfs out of the snapshots")?;
+            let opts = LayerOptions {
+                compression: Compression::Uncompressed,
+                ..LayerOptions::default()
+            };
+            write_file_or_stdout(dest, |w| {
+                oci::write_layer(&root, w, &opts).context("writing the rootfs tar")?;
+                Ok(())
+            })?;
+            format!("exported rootfs tar to {}", dest.display())
+        }
+    }))
+}
+
+impl Output {
+    /// What this output is, as the progress names it (`oci image format`, `local directory`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Image { .. } => "image",
+            Self::Oci { .. } => "oci image format",
+            Self::Docker { .. } => "docker image format",
+            Self::Local { .. } => "local directory",
+            Self::Tar { .. } => "tar",
+        }
     }
-    Ok(())
 }
 
 /// The layers of an image in the store (diff_ids from its config).
@@ -724,4 +845,70 @@ pub async fn push(
         .put_manifest(reference, &image.manifest_desc.media_type, &bytes)
         .await
         .with_context(|| format!("pushing manifest to {}", reference.familiar()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_parse_as_buildx_spells_them() {
+        use std::path::PathBuf;
+        let o = Output::parse_all(&[
+            "type=image,\"name=a:1,b:2\",push=true".into(),
+            "type=registry".into(),
+            "type=oci,dest=x.tar".into(),
+            "type=oci,dest=layout,tar=false".into(),
+            "type=docker,dest=d.tar".into(),
+            "type=local,dest=out".into(),
+            "type=tar,dest=-".into(),
+            "rootfs".into(),
+        ])
+        .unwrap();
+        assert_eq!(
+            o,
+            vec![
+                Output::Image {
+                    names: vec!["a:1".into(), "b:2".into()],
+                    push: true
+                },
+                Output::Image {
+                    names: vec![],
+                    push: true
+                },
+                Output::Oci {
+                    dest: PathBuf::from("x.tar"),
+                    tar: true,
+                    names: vec![]
+                },
+                Output::Oci {
+                    dest: PathBuf::from("layout"),
+                    tar: false,
+                    names: vec![]
+                },
+                Output::Docker {
+                    dest: PathBuf::from("d.tar"),
+                    names: vec![]
+                },
+                Output::Local {
+                    dest: PathBuf::from("out")
+                },
+                Output::Tar {
+                    dest: PathBuf::from("-")
+                },
+                Output::Local {
+                    dest: PathBuf::from("rootfs")
+                },
+            ]
+        );
+        for bad in [
+            "type=oci",
+            "type=nope,dest=x",
+            "dest=x",
+            "type=local,dest=x,color=red",
+            "type=image,push=maybe",
+        ] {
+            assert!(Output::parse_all(&[bad.into()]).is_err(), "{bad}");
+        }
+    }
 }

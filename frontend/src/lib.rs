@@ -14,8 +14,8 @@
 //!
 //! struct NoBases;
 //! impl BaseImages for NoBases {
-//!     fn config(&mut self, reference: &str) -> Result<oci::ImageConfig, String> {
-//!         Err(format!("no registry in this example ({reference})"))
+//!     fn config(&mut self, reference: &str) -> Result<oci::ImageConfig, frontend::BoxError> {
+//!         Err(format!("no registry in this example ({reference})").into())
 //!     }
 //! }
 //!
@@ -23,7 +23,7 @@
 //! let lowered = lower(&df, &LowerOptions::default(), &mut NoBases).unwrap();
 //! let stage = &lowered.stages[lowered.target];
 //! assert_eq!(stage.config.config.cmd.as_deref(), Some(&["/app".to_owned()][..]));
-//! assert_eq!(lowered.graph.node(stage.head).name, "[2/3] COPY app /app");
+//! assert_eq!(lowered.graph.node(stage.head).name.to_string(), "[2/3] COPY app /app");
 //! ```
 #![forbid(unsafe_code)]
 
@@ -35,7 +35,7 @@ pub mod shell;
 
 pub use dockerignore::DockerIgnore;
 pub use graph::Span;
-pub use lower::{lower, Base, BaseImages, LowerOptions, Lowered, Stage};
+pub use lower::{lower, Base, BaseImages, BoxError, LowerOptions, Lowered, Stage};
 pub use parser::{parse, Directives, Dockerfile, Heredoc, Instruction};
 
 /// One error or warning with its location.

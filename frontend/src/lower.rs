@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use graph::{BuildGraph, CopySource, Exec, Mkdir, Mount, Network, NodeId, Op};
+use graph::{BuildGraph, CopySource, Exec, Mkdir, Mount, Network, NodeId, Op, StepName};
 use oci::{Empty, Healthcheck, History, ImageConfig};
 
 use crate::instructions::{self, Command, CommandLine, CopyCmd, HealthCmd, RunCmd};
@@ -58,9 +58,12 @@ impl Default for LowerOptions {
 /// Called only for stages the target needs, with the reference after ARG expansion (never for
 /// `scratch` or stage names).
 pub trait BaseImages {
-    /// The config of image `reference`, or a message saying why it is not available.
-    fn config(&mut self, reference: &str) -> Result<ImageConfig, String>;
+    /// The config of image `reference`, or the error saying why it is not available.
+    fn config(&mut self, reference: &str) -> Result<ImageConfig, BoxError>;
 }
+
+/// An error of any type, as [`BaseImages`] implementors return it (its causes kept).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a stage starts from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +107,29 @@ pub struct Lowered {
     pub target: usize,
     /// Warnings (unused build args, empty continuation lines).
     pub warnings: Vec<Diagnostic>,
+}
+
+impl Lowered {
+    /// The stage named `name` (case-insensitive) or numbered `name`, if the target needs it.
+    pub fn stage(&self, name: &str) -> Option<&Stage> {
+        let lower = name.to_lowercase();
+        self.stages
+            .iter()
+            .find(|s| s.name.as_deref() == Some(lower.as_str()) || s.index.to_string() == name)
+    }
+
+    /// The image `stage` starts from, through the stages it is built on; `None` for scratch.
+    pub fn base_image<'a>(&'a self, stage: &'a Stage) -> Option<&'a str> {
+        let mut s = stage;
+        for _ in 0..=self.stages.len() {
+            match &s.base {
+                Base::Scratch => return None,
+                Base::Image(name) => return Some(name),
+                Base::Stage(i) => s = self.stages.iter().find(|t| t.index == *i)?,
+            }
+        }
+        None
+    }
 }
 
 /// A stage as written: its FROM and its other instructions.
@@ -288,6 +314,7 @@ struct State {
     user: String,
     cmd_set: bool,
     layer_history: Vec<(usize, NodeId)>,
+    /// The stage label of node names (empty in a single-stage build).
     prefix: String,
     total: usize,
     step: usize,
@@ -321,13 +348,9 @@ impl State {
         env
     }
 
-    fn next_name(&mut self, text: &str) -> String {
+    fn next_name(&mut self, text: &str) -> StepName {
         self.step += 1;
-        let width = self.total.to_string().len();
-        format!(
-            "[{}{:>width$}/{}] {text}",
-            self.prefix, self.step, self.total
-        )
+        StepName::step(&self.prefix, self.step, self.total, text)
     }
 
     fn history(&mut self, created_by: String, empty_layer: bool) -> usize {
@@ -530,7 +553,7 @@ impl Lowerer<'_> {
             },
             vec![],
             Some(span),
-            format!("FROM {reference}"),
+            format!("FROM {reference}").into(),
         );
         self.image_nodes.insert(reference.to_owned(), id);
         id
@@ -561,16 +584,12 @@ impl Lowerer<'_> {
             }
         }
         let prefix = if self.multi_stage {
-            format!(
-                "{} ",
-                def.name.clone().unwrap_or_else(|| format!("stage-{i}"))
-            )
+            def.name.clone().unwrap_or_else(|| format!("stage-{i}"))
         } else {
             String::new()
         };
         let total = def.cmds.len() + 1;
-        let width = total.to_string().len();
-        let from_name = format!("[{prefix}{:>width$}/{total}] FROM {image}", 1);
+        let from_name = StepName::step(&prefix, 1, total, format!("FROM {image}"));
         let (base, mut config, head) = if let Some(j) =
             Self::stage_ref(defs, i, &image).filter(|_| image.parse::<usize>().is_err())
         {
@@ -587,7 +606,13 @@ impl Lowerer<'_> {
         } else {
             let config = match self.bases.config(&image) {
                 Ok(c) => c,
-                Err(m) => {
+                Err(e) => {
+                    let mut m = e.to_string();
+                    let mut cause = e.source();
+                    while let Some(c) = cause {
+                        m = format!("{m}: {c}");
+                        cause = c.source();
+                    }
                     self.errors.push(Diagnostic::new(
                         format!("failed to resolve base image {image}: {m}"),
                         span,
@@ -1157,7 +1182,7 @@ impl Lowerer<'_> {
         } else if let Some(UrlSource::Http(url, filename)) = url {
             // The download is its own node (cached by content); the ADD copies its one file.
             srcs = vec![filename.clone()];
-            let name = format!("[{}download] {url}", st.prefix);
+            let name = StepName::source(&st.prefix, "download", url.clone());
             let node = self.graph.add(
                 Op::Http(graph::Http {
                     url,
@@ -1173,7 +1198,7 @@ impl Lowerer<'_> {
         } else if let Some(UrlSource::Git(git)) = url {
             // The checkout is its own node (cached by commit); the ADD copies its whole tree.
             srcs = vec!["/".to_owned()];
-            let name = format!("[{}git] {}", st.prefix, written_srcs[0]);
+            let name = StepName::source(&st.prefix, "git", written_srcs[0].clone());
             let node = self.graph.add(Op::Git(git), vec![], Some(span), name);
             inputs.push(node);
             CopySource::Input { index: 1 }
@@ -1228,11 +1253,14 @@ impl Lowerer<'_> {
         });
         if c.link && numeric_owner {
             let below = inputs[0];
-            // Names of helper nodes do not start with `[`: only the copy is the step (miss explanations
-            // and progress key on that).
-            inputs[0] = self
-                .graph
-                .add(Op::Scratch, vec![], None, format!("empty base of {name}"));
+            // Helper nodes have no place in the stage (Place::Other): only the copy is the step (miss
+            // explanations and progress key on that).
+            inputs[0] = self.graph.add(
+                Op::Scratch,
+                vec![],
+                None,
+                format!("empty base of {name}").into(),
+            );
             let layer = self
                 .graph
                 .add(Op::Copy(op), inputs, Some(span), name.clone());
@@ -1240,7 +1268,7 @@ impl Lowerer<'_> {
                 Op::Merge,
                 vec![below, layer],
                 Some(span),
-                format!("link {name}"),
+                format!("link {name}").into(),
             );
         } else {
             st.head = self.graph.add(Op::Copy(op), inputs, Some(span), name);
@@ -1581,7 +1609,7 @@ fn parse_mount(value: &str, workdir: &str, ssh_count: &mut usize) -> Result<Moun
     let mut from = None;
     let mut readonly: Option<bool> = None;
     let mut id = None;
-    let mut sharing = "shared".to_owned();
+    let mut sharing = graph::Sharing::Shared;
     let mut mode = None;
     let mut uid = 0u32;
     let mut gid = 0u32;
@@ -1600,12 +1628,7 @@ fn parse_mount(value: &str, workdir: &str, ssh_count: &mut usize) -> Result<Moun
             "readonly" | "ro" => readonly = Some(parse_bool(&k, v.as_deref())?),
             "readwrite" | "rw" => readonly = Some(!parse_bool(&k, v.as_deref())?),
             "id" => id = Some(need(&v)?),
-            "sharing" => {
-                sharing = need(&v)?.to_ascii_lowercase();
-                if !matches!(sharing.as_str(), "shared" | "private" | "locked") {
-                    return Err(format!("unsupported sharing value {sharing:?}"));
-                }
-            }
+            "sharing" => sharing = need(&v)?.parse()?,
             "mode" => {
                 let m = need(&v)?;
                 mode = Some(u32::from_str_radix(&m, 8).map_err(|_| format!("invalid mode {m:?}"))?);

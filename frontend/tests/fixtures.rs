@@ -12,7 +12,7 @@ struct FakeBases {
 }
 
 impl BaseImages for FakeBases {
-    fn config(&mut self, reference: &str) -> Result<oci::ImageConfig, String> {
+    fn config(&mut self, reference: &str) -> Result<oci::ImageConfig, frontend::BoxError> {
         self.requested.push(reference.to_owned());
         let mut c = oci::ImageConfig::scratch();
         c.architecture = "amd64".into();

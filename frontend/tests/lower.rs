@@ -28,7 +28,7 @@ impl Bases {
 }
 
 impl BaseImages for Bases {
-    fn config(&mut self, reference: &str) -> Result<oci::ImageConfig, String> {
+    fn config(&mut self, reference: &str) -> Result<oci::ImageConfig, frontend::BoxError> {
         self.requested.push(reference.to_owned());
         if reference.starts_with("missing") {
             return Err("manifest unknown".into());
@@ -70,12 +70,15 @@ fn only_needed_stages_are_lowered_and_requested() {
     let head = l.graph.node(l.stages[l.target].head);
     assert_eq!(head.inputs.len(), 2);
     assert_eq!(head.inputs[1], l.stages[0].head);
-    assert_eq!(head.name, "[stage-2 2/2] COPY --from=one /x /x");
+    assert_eq!(head.name.to_string(), "[stage-2 2/2] COPY --from=one /x /x");
 
     let (l, requested) = build(src, &[], Some("TWO"));
     assert_eq!(requested, vec!["b"]);
     assert_eq!(l.stages.len(), 1);
-    assert_eq!(l.graph.node(l.stages[0].head).name, "[two 2/2] RUN y");
+    assert_eq!(
+        l.graph.node(l.stages[0].head).name.to_string(),
+        "[two 2/2] RUN y"
+    );
 }
 
 #[test]
@@ -203,7 +206,7 @@ fn run_mount_defaults() {
             id: "/c".into(),
             target: "/c".into(),
             readonly: false,
-            sharing: "shared".into(),
+            sharing: graph::Sharing::Shared,
             mode: 0o755,
             uid: 0,
             gid: 0,
@@ -237,11 +240,14 @@ fn node_names_expand_variables_and_pad_steps() {
         src.push_str(&format!("RUN echo {i}\n"));
     }
     let (l, _) = build(&src, &[], None);
-    let names: Vec<&str> = l.graph.nodes().iter().map(|n| n.name.as_str()).collect();
+    let names: Vec<String> = l.graph.nodes().iter().map(|n| n.name.to_string()).collect();
     assert_eq!(names[0], "[ 1/11] FROM img");
     assert_eq!(names[1], "[ 3/11] WORKDIR /data");
     assert_eq!(names[9], "[11/11] RUN echo 7");
     assert!(l.graph.nodes().iter().all(|n| n.span.is_some()));
+    // The identity of a step names its place, not its text (miss explanations rely on it).
+    assert_eq!(l.graph.nodes()[9].name.identity().as_deref(), Some("11"));
+    assert_eq!(l.graph.nodes()[9].name.instruction(), "RUN echo 7");
 }
 
 #[test]
@@ -271,7 +277,7 @@ fn run_names_keep_the_instruction_as_written() {
                RUN echo \"hi $WHO\" $UNSET ${ALSO_UNSET:-d} > /o\n\
                COPY \"a\" /c/\n";
     let (l, _) = build(src, &[], None);
-    let names: Vec<&str> = l.graph.nodes().iter().map(|n| n.name.as_str()).collect();
+    let names: Vec<String> = l.graph.nodes().iter().map(|n| n.name.to_string()).collect();
     assert_eq!(
         names,
         vec![

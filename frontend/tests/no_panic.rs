@@ -5,7 +5,7 @@ use frontend::{lower, parse, BaseImages, DockerIgnore, LowerOptions};
 struct AnyBase;
 
 impl BaseImages for AnyBase {
-    fn config(&mut self, reference: &str) -> Result<oci::ImageConfig, String> {
+    fn config(&mut self, reference: &str) -> Result<oci::ImageConfig, frontend::BoxError> {
         if reference.len().is_multiple_of(3) {
             return Err("not found".into());
         }

@@ -48,6 +48,34 @@ pub enum Network {
     Host,
 }
 
+/// How RUN steps running at the same time share a cache mount (`sharing=`); encoded as BuildKit spells
+/// it (`shared`, `private`, `locked`), so cache keys did not move when this became an enum.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sharing {
+    /// Everyone uses the one directory at once (the default).
+    #[default]
+    Shared,
+    /// One user gets the directory; the others get a fresh, empty one each.
+    Private,
+    /// One user at a time; the others wait.
+    Locked,
+}
+
+impl std::str::FromStr for Sharing {
+    type Err = String;
+
+    /// Parses `shared`, `private` or `locked` (any case).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "shared" => Ok(Self::Shared),
+            "private" => Ok(Self::Private),
+            "locked" => Ok(Self::Locked),
+            _ => Err(format!("unsupported sharing value {s:?}")),
+        }
+    }
+}
+
 /// Where a mount's contents come from (`RUN --mount`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -60,8 +88,8 @@ pub enum Mount {
         target: String,
         /// Read-only.
         readonly: bool,
-        /// `shared`, `private` or `locked`.
-        sharing: String,
+        /// How concurrent builds share the directory.
+        sharing: Sharing,
         /// Mode of a newly created cache dir.
         mode: u32,
         /// Owner of a newly created cache dir.
@@ -291,8 +319,114 @@ pub struct Node {
     pub inputs: Vec<NodeId>,
     /// The instruction it came from.
     pub span: Option<Span>,
-    /// Display name, as BuildKit prints it: `[build 2/4] RUN make`.
-    pub name: String,
+    /// What the node is called and where it stands in its stage; displayed as BuildKit prints it:
+    /// `[build 2/4] RUN make`.
+    pub name: StepName,
+}
+
+/// The name of a node: its stage, its place there, and the instruction text, kept apart so that progress
+/// and miss explanations never parse a display string back.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StepName {
+    /// The stage as BuildKit labels it in a multi-stage build (`build`, `stage-1`); empty otherwise.
+    pub stage: String,
+    /// Where the node stands in its stage.
+    pub place: Place,
+    /// The instruction (or source) text: `RUN make`, `https://example.com/a.tgz`.
+    pub text: String,
+}
+
+/// Where a node stands in its stage.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Place {
+    /// The `index`-th of the stage's `total` instructions (1-based; FROM is the first).
+    Step {
+        /// 1-based position.
+        index: usize,
+        /// Instructions of the stage, FROM included.
+        total: usize,
+    },
+    /// A source an instruction reads (`download`, `git`): its own node before the instruction's.
+    Source(String),
+    /// A node of no instruction (tests, internal helpers): the text alone.
+    Other,
+}
+
+impl StepName {
+    /// The `index`-th of `total` instructions of stage `stage` (empty for a single-stage build).
+    pub fn step(stage: &str, index: usize, total: usize, text: impl Into<String>) -> Self {
+        Self {
+            stage: stage.to_owned(),
+            place: Place::Step { index, total },
+            text: text.into(),
+        }
+    }
+
+    /// A source node (`kind` is `download` or `git`) of stage `stage`.
+    pub fn source(stage: &str, kind: &str, text: impl Into<String>) -> Self {
+        Self {
+            stage: stage.to_owned(),
+            place: Place::Source(kind.to_owned()),
+            text: text.into(),
+        }
+    }
+
+    /// The instruction text alone: `RUN make`.
+    pub fn instruction(&self) -> &str {
+        &self.text
+    }
+
+    /// A name for this node that does not change when its instruction's text does: stage and position
+    /// (`build 2`), or stage and source kind. `None` for [`Place::Other`].
+    pub fn identity(&self) -> Option<String> {
+        let sep = if self.stage.is_empty() { "" } else { " " };
+        match &self.place {
+            Place::Step { index, total } => {
+                let width = total.to_string().len();
+                Some(
+                    format!("{}{sep}{index:>width$}", self.stage)
+                        .trim()
+                        .to_owned(),
+                )
+            }
+            Place::Source(kind) => Some(format!("{}{sep}{kind}", self.stage)),
+            Place::Other => None,
+        }
+    }
+}
+
+impl std::fmt::Display for StepName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sep = if self.stage.is_empty() { "" } else { " " };
+        match &self.place {
+            Place::Step { index, total } => {
+                let width = total.to_string().len();
+                write!(
+                    f,
+                    "[{}{sep}{index:>width$}/{total}] {}",
+                    self.stage, self.text
+                )
+            }
+            Place::Source(kind) => write!(f, "[{}{sep}{kind}] {}", self.stage, self.text),
+            Place::Other => f.write_str(&self.text),
+        }
+    }
+}
+
+impl From<String> for StepName {
+    fn from(text: String) -> Self {
+        Self {
+            stage: String::new(),
+            place: Place::Other,
+            text,
+        }
+    }
+}
+
+impl From<&str> for StepName {
+    fn from(text: &str) -> Self {
+        text.to_owned().into()
+    }
 }
 
 /// A DAG of nodes in topological order.
@@ -306,7 +440,13 @@ impl BuildGraph {
     ///
     /// # Panics
     /// If an input is not already in the graph (which would break topological order).
-    pub fn add(&mut self, op: Op, inputs: Vec<NodeId>, span: Option<Span>, name: String) -> NodeId {
+    pub fn add(
+        &mut self,
+        op: Op,
+        inputs: Vec<NodeId>,
+        span: Option<Span>,
+        name: StepName,
+    ) -> NodeId {
         let id = NodeId(self.nodes.len());
         assert!(
             inputs.iter().all(|i| i.0 < id.0),
@@ -358,10 +498,66 @@ impl BuildGraph {
         }
         seen
     }
+
+    /// `nodes` and every node that reads one of them, directly or through others.
+    pub fn with_dependents(&self, nodes: &[NodeId]) -> BTreeSet<NodeId> {
+        let mut out: BTreeSet<NodeId> = nodes.iter().copied().collect();
+        // Inputs precede their node, so one pass in order reaches every dependent.
+        for n in &self.nodes {
+            if n.inputs.iter().any(|i| out.contains(i)) {
+                out.insert(n.id);
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn dependents_are_found_through_every_path() {
+        use super::{BuildGraph, Op};
+        let mut g = BuildGraph::default();
+        let a = g.add(Op::Scratch, vec![], None, "a".into());
+        let b = g.add(Op::Scratch, vec![], None, "b".into());
+        let c = g.add(Op::Merge, vec![a, b], None, "c".into());
+        let d = g.add(Op::Merge, vec![b, c], None, "d".into());
+        let e = g.add(Op::Scratch, vec![], None, "e".into());
+        let got: Vec<_> = g.with_dependents(&[a]).into_iter().collect();
+        assert_eq!(got, [a, c, d]);
+        assert!(!g.with_dependents(&[a, b]).contains(&e));
+    }
+
+    #[test]
+    fn step_names_display_as_buildkit_and_keep_their_parts() {
+        use super::{Place, StepName};
+        let single = StepName::step("", 3, 11, "RUN make");
+        assert_eq!(single.to_string(), "[ 3/11] RUN make");
+        assert_eq!(single.identity().as_deref(), Some("3"));
+        assert_eq!(single.instruction(), "RUN make");
+        let multi = StepName::step("build", 2, 4, "COPY . /src");
+        assert_eq!(multi.to_string(), "[build 2/4] COPY . /src");
+        assert_eq!(multi.identity().as_deref(), Some("build 2"));
+        let dl = StepName::source("build", "download", "https://example.com/a");
+        assert_eq!(dl.to_string(), "[build download] https://example.com/a");
+        assert_eq!(dl.identity().as_deref(), Some("build download"));
+        let other = StepName::from("link COPY a /a");
+        assert_eq!(other.place, Place::Other);
+        assert_eq!(other.to_string(), "link COPY a /a");
+        assert_eq!(other.identity(), None);
+    }
+
+    #[test]
+    fn sharing_encodes_as_buildkit_spells_it() {
+        use super::Sharing;
+        assert_eq!(
+            serde_json::to_string(&Sharing::Locked).unwrap(),
+            "\"locked\""
+        );
+        assert_eq!("PRIVATE".parse::<Sharing>(), Ok(Sharing::Private));
+        assert!("sometimes".parse::<Sharing>().is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use solver::{Layer, Outcome};
 
 use export::{push_blobs, PushStats};
+
+mod spec;
 use images::{BlobSource, Fetching, LazyClient};
 
 /// `artifactType` of the root index of a cache.
@@ -673,8 +675,8 @@ impl LayeredRecords {
 }
 
 impl solver::Records for LayeredRecords {
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
-        let local = self.store.cache_get(key).map_err(|e| format!("{e:#}"))?;
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, solver::BoxError> {
+        let local = self.store.cache_get(key)?;
         if self.remote.is_empty() {
             return Ok(local);
         }
@@ -686,10 +688,10 @@ impl solver::Records for LayeredRecords {
             None => Ok(local),
         }
     }
-    fn put(&self, key: &str, value: &[u8], refs: &[Digest]) -> Result<(), String> {
+    fn put(&self, key: &str, value: &[u8], refs: &[Digest]) -> Result<(), solver::BoxError> {
         self.store
             .cache_put_with_refs(key, value, refs)
-            .map_err(|e| format!("{e:#}"))
+            .map_err(Into::into)
     }
 }
 
@@ -792,10 +794,8 @@ fn mount_entries(
         let _guard = store.lock_cache_mount(id)?;
         // Unchanged since it was last archived (same files with the same stat fields): the same blob,
         // without reading and compressing the whole mount again.
-        let record = format!(
-            "cache-mount-export-v1 {compression:?} {}",
-            tree_fingerprint(&dir)?
-        );
+        let record = solver::RecordFamily::CacheMountExport
+            .key(format_args!("{compression:?} {}", tree_fingerprint(&dir)?));
         if let Some(v) = store.cache_get(&record)? {
             if let Ok(layer) = serde_json::from_slice::<Layer>(&v) {
                 if store.has_blob(&layer.blob.digest) {

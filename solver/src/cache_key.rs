@@ -16,11 +16,58 @@
 //! | secret values, cache-mount contents | no   | they never decide what the layer is allowed to contain    |
 //!
 //! Change the table and bump [`CACHE_KEY_VERSION`] together.
+//!
+//! Besides step records, the store's cache table holds a few other families of records; every one is
+//! listed in [`RecordFamily`] with the version its keys carry, so that no crate invents a key format of
+//! its own.
 
 use sha2::{Digest as _, Sha256};
 
 /// Version of the key encoding; bump with any change to the table above.
 pub const CACHE_KEY_VERSION: u32 = 2;
+
+/// A family of records in the store's cache table, by the form of its keys.
+///
+/// | family | key | value | version |
+/// |---|---|---|---|
+/// | `Step` | a [`CacheKey`] (hex) | the step's outcome (layers) | [`CACHE_KEY_VERSION`] |
+/// | `Explain` | `explain:` + a step's stable identity | the [`KeyParts`] of its last key | [`CACHE_KEY_VERSION`] |
+/// | `ContextTree` | `context-tree-v1 ` + blake3 of the stat fingerprints of a COPY's selection | that selection's content key | 1 |
+/// | `ExportConvert` | `export-convert-v1 ` + layer digest, compression, level, epoch | the converted layer | 1 |
+/// | `CacheMountExport` | `cache-mount-export-v1 ` + compression, stat fingerprint of the mount's tree | the exported mount's layer | 1 |
+///
+/// Bump a family's version (its prefix) whenever what its key covers or its value means changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordFamily {
+    /// Step records, keyed by cache key.
+    Step,
+    /// The key parts of a step's last build, to explain its next miss.
+    Explain,
+    /// A COPY selection's content key, by the stat fingerprint of the files it reads.
+    ContextTree,
+    /// A layer converted to another compression or with clamped timestamps.
+    ExportConvert,
+    /// The layer of an exported cache mount, by the tree it was made from.
+    CacheMountExport,
+}
+
+impl RecordFamily {
+    /// The prefix of this family's keys (empty for step records, which are bare cache keys).
+    pub const fn prefix(self) -> &'static str {
+        match self {
+            Self::Step => "",
+            Self::Explain => "explain:",
+            Self::ContextTree => "context-tree-v1 ",
+            Self::ExportConvert => "export-convert-v1 ",
+            Self::CacheMountExport => "cache-mount-export-v1 ",
+        }
+    }
+
+    /// The key of a record of this family: the prefix, then `rest`.
+    pub fn key(self, rest: impl std::fmt::Display) -> String {
+        format!("{}{rest}", self.prefix())
+    }
+}
 
 /// A node's cache key: hex sha256 over the canonical encoding.
 #[derive(
@@ -132,6 +179,25 @@ fn describe_env_change(old: Option<&serde_json::Value>, new: &serde_json::Value)
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn record_families_have_distinct_versioned_prefixes() {
+        use super::RecordFamily::*;
+        let all = [Step, Explain, ContextTree, ExportConvert, CacheMountExport];
+        for a in all {
+            for b in all {
+                if a != b && !a.prefix().is_empty() && !b.prefix().is_empty() {
+                    assert!(!a.prefix().starts_with(b.prefix()), "{a:?} / {b:?}");
+                }
+            }
+        }
+        // A step record's key is a bare hex cache key: no other family's key can look like one.
+        for f in [ContextTree, ExportConvert, CacheMountExport] {
+            assert!(f.prefix().contains("-v"), "{f:?} carries no version");
+            assert!(!f.key("x").chars().all(|c| c.is_ascii_hexdigit()));
+        }
+        assert_eq!(Explain.key("Dockerfile#2"), "explain:Dockerfile#2");
+    }
+
     use super::*;
 
     fn parts(op: &str, inputs: &[&str], content: Option<&str>) -> KeyParts {

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-pub use cache_key::{CacheKey, KeyParts, CACHE_KEY_VERSION};
+pub use cache_key::{CacheKey, KeyParts, RecordFamily, CACHE_KEY_VERSION};
 use graph::NodeId;
 pub use graph::{BuildGraph, Node};
 use oci::{Descriptor, Digest};
@@ -73,6 +73,9 @@ pub enum WorkerError {
     /// The node was cancelled because another failed.
     #[error("cancelled")]
     Cancelled,
+    /// A failure of the worker's own, with its causes (rendered with [`error_chain`]).
+    #[error(transparent)]
+    Failed(BoxError),
     /// Anything else, with its cause.
     #[error("{message}")]
     Other {
@@ -158,10 +161,10 @@ pub trait Worker: Send + Sync {
 /// Persistent cache records (the binary stores them in the local store's SQLite).
 pub trait Records: Send + Sync {
     /// Value for `key`, if any.
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BoxError>;
     /// Stores `value` under `key`; `refs` are the blobs and snapshots (by diff_id) the record needs, so
     /// garbage collection keeps them while the record lives.
-    fn put(&self, key: &str, value: &[u8], refs: &[Digest]) -> Result<(), String>;
+    fn put(&self, key: &str, value: &[u8], refs: &[Digest]) -> Result<(), BoxError>;
 }
 
 /// In-memory [`Records`], for tests and `--no-cache` style one-off solves.
@@ -169,10 +172,10 @@ pub trait Records: Send + Sync {
 pub struct MemoryRecords(Mutex<HashMap<String, Vec<u8>>>);
 
 impl Records for MemoryRecords {
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BoxError> {
         Ok(self.0.lock().map_err(|e| e.to_string())?.get(key).cloned())
     }
-    fn put(&self, key: &str, value: &[u8], _refs: &[Digest]) -> Result<(), String> {
+    fn put(&self, key: &str, value: &[u8], _refs: &[Digest]) -> Result<(), BoxError> {
         self.0
             .lock()
             .map_err(|e| e.to_string())?
@@ -279,6 +282,21 @@ pub struct Solved {
     pub cached: Vec<NodeId>,
 }
 
+/// An error of any type, boxed where each implementor of a trait has its own (keeps its causes).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The text of an error and of each of its causes, joined by `: ` (what `anyhow` prints with `{:#}`).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// Why a solve failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SolveError {
@@ -294,6 +312,6 @@ pub enum SolveError {
         source: WorkerError,
     },
     /// The cache records could not be read or written.
-    #[error("cache records: {0}")]
-    Records(String),
+    #[error("cache records")]
+    Records(#[source] BoxError),
 }

@@ -35,7 +35,7 @@ pub fn decode_record(bytes: &[u8]) -> Option<Outcome> {
 }
 
 fn explain_key(identity: &str) -> String {
-    format!("explain:{identity}")
+    crate::RecordFamily::Explain.key(identity)
 }
 
 /// Solves `target`: every ancestor gets a cache key; misses needed for the target run on `worker`.
@@ -201,7 +201,7 @@ fn content_keys(
     if let Some((node, source)) = failure.into_inner().expect("failure lock") {
         return Err(SolveError::Node {
             node,
-            name: graph.node(node).name.clone(),
+            name: graph.node(node).name.to_string(),
             source,
         });
     }
@@ -284,7 +284,7 @@ impl Executor<'_> {
         if let Some((node, source)) = state.failure {
             return Err(SolveError::Node {
                 node,
-                name: self.graph.node(node).name.clone(),
+                name: self.graph.node(node).name.to_string(),
                 source,
             });
         }
@@ -357,8 +357,10 @@ impl Executor<'_> {
                 )))
             });
             let result = result.and_then(|outcome| {
-                self.store(id, &outcome)
-                    .map_err(|e| WorkerError::msg(format!("saving cache record: {e}")))?;
+                self.store(id, &outcome).map_err(|e| WorkerError::Other {
+                    message: "saving cache record".to_owned(),
+                    source: Some(e),
+                })?;
                 Ok(outcome)
             });
 
@@ -391,7 +393,7 @@ impl Executor<'_> {
                     if !matches!(e, WorkerError::Cancelled) || st.failure.is_none() {
                         self.reporter.event(Event::Failed {
                             node: id,
-                            message: e.to_string(),
+                            message: crate::error_chain(&e),
                         });
                     }
                     if st.failure.is_none()
@@ -406,7 +408,7 @@ impl Executor<'_> {
         }
     }
 
-    fn store(&self, id: NodeId, outcome: &Outcome) -> Result<(), String> {
+    fn store(&self, id: NodeId, outcome: &Outcome) -> Result<(), crate::BoxError> {
         let rec = encode_record(outcome);
         let refs: Vec<oci::Digest> = outcome
             .layers
@@ -415,7 +417,7 @@ impl Executor<'_> {
             .collect();
         self.records.put(&self.keys[&id].0, &rec, &refs)?;
         if let Some(identity) = self.opts.identities.get(&id) {
-            let parts = serde_json::to_vec(&self.parts[&id]).map_err(|e| e.to_string())?;
+            let parts = serde_json::to_vec(&self.parts[&id])?;
             self.records.put(&explain_key(identity), &parts, &[])?;
         }
         Ok(())

@@ -25,13 +25,18 @@ struct FakeWorker {
 fn script(node: &Node) -> String {
     match &node.op {
         Op::Exec(e) => e.args.last().cloned().unwrap_or_default(),
-        _ => node.name.clone(),
+        _ => node.name.to_string(),
     }
 }
 
 impl Worker for FakeWorker {
     fn content_key(&self, node: &Node) -> Result<Option<String>, WorkerError> {
-        Ok(self.content.lock().unwrap().get(&node.name).cloned())
+        Ok(self
+            .content
+            .lock()
+            .unwrap()
+            .get(&node.name.to_string())
+            .cloned())
     }
 
     fn execute(
@@ -94,7 +99,7 @@ fn run(g: &mut BuildGraph, parent: NodeId, s: &str) -> NodeId {
         Op::Exec(Exec::shell(s)),
         vec![parent],
         None,
-        format!("RUN {s}"),
+        format!("RUN {s}").into(),
     )
 }
 

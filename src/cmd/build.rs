@@ -1,4 +1,5 @@
-//! `rbuild build`: Dockerfile → frontend → solver → exporters.
+//! `rbuild build`: a pipeline of named steps — flags → Dockerfile → lowering → cache import → solve →
+//! image → outputs and pushes → cache export — each telling the user what it does through [`Progress`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -9,21 +10,37 @@ use oci::{Platform, Reference};
 
 use crate::cli::{specs, BuildArgs, ProgressMode};
 use crate::diagnostics;
-use crate::progress::{PlainReporter, Verbosity};
+use crate::progress::{Mode, Progress};
 use exec::{BuildWorker, Context};
-use images::{BlobSource, Images};
-use remotecache::{CacheTo, LayeredRecords, Remote};
+use images::{BlobSource, Images, LazyClient};
+use remotecache::{CacheFrom, CacheTo, LayeredRecords, Remote};
 
 /// Base-image configs for lowering, resolved through [`Images`].
 struct Bases<'a>(&'a Images);
 
 impl frontend::BaseImages for Bases<'_> {
-    fn config(&mut self, reference: &str) -> Result<oci::ImageConfig, String> {
-        self.0
-            .resolve(reference)
-            .map(|r| r.config)
-            .map_err(|e| format!("{e:#}"))
+    fn config(&mut self, reference: &str) -> Result<oci::ImageConfig, frontend::BoxError> {
+        Ok(self.0.resolve(reference)?.config)
     }
+}
+
+/// What the flags ask for, checked before anything runs.
+struct Plan {
+    outputs: Vec<export::Output>,
+    cache_to: Vec<CacheTo>,
+    cache_from: Vec<CacheFrom>,
+    push: bool,
+    tags: Vec<Reference>,
+    build_args: BTreeMap<String, String>,
+    export_opts: export::ExportOptions,
+}
+
+/// The Dockerfile, read and parsed.
+struct Source {
+    path: PathBuf,
+    label: String,
+    text: String,
+    parsed: frontend::Dockerfile,
 }
 
 /// Runs one build; returns the image config digest (the image ID), or `None` for `--check`.
@@ -32,44 +49,144 @@ pub(crate) fn build(
     store: Arc<cache::Store>,
     rt: &tokio::runtime::Runtime,
 ) -> Result<Option<oci::Digest>> {
-    let outputs = specs::parse_outputs(&args.outputs)?;
-    let cache_to: Vec<CacheTo> = args
+    let progress = Progress::new(mode(args));
+    let plan = plan(args)?;
+    let source = read_dockerfile(args)?;
+    let platform = args.platform.clone().unwrap_or_else(Platform::host);
+    let client = Arc::new(LazyClient::new(
+        args.registry.client_options(&args.insecure_registries),
+    ));
+    let images = Arc::new(
+        Images::new(
+            Arc::clone(&store),
+            Arc::clone(&client),
+            rt.handle().clone(),
+            platform,
+        )
+        .with_pull(args.pull),
+    );
+    let lowered = lower(&plan, &source, args, &images, &progress)?;
+    if args.check {
+        return check_done(&lowered, &source.label, &progress);
+    }
+    let stage = &lowered.stages[lowered.target];
+    let remote = Arc::new(import_caches(
+        &plan, &store, &client, rt, &images, &progress,
+    ));
+    let solved = solve(
+        args, &plan, &source, &lowered, &store, &images, &client, rt, &remote, &progress,
+    )?;
+    let mut export_opts = plan.export_opts.clone();
+    export_opts.base = base_of(&lowered, stage, &images);
+    if plan.cache_to.contains(&CacheTo::Inline) {
+        export_opts.inline_cache =
+            remotecache::inline_value(&solved.solved, &lowered.graph, stage.head);
+    }
+    let image = export_image(
+        &plan,
+        stage,
+        &solved.solved,
+        &export_opts,
+        &store,
+        &remote,
+        &progress,
+    )?;
+    let id = image.config_digest.clone();
+    let names: Vec<String> = plan.tags.iter().map(Reference::familiar).collect();
+    for output in plan
+        .outputs
+        .iter()
+        .filter(|o| !matches!(o, export::Output::Image { .. }))
+    {
+        let task = progress.task(format!("exporting to {}", output.kind()));
+        match export::write_output(&store, &image, &names, output) {
+            Ok(said) => task.status(said.as_deref().unwrap_or("done")),
+            Err(e) => {
+                task.fail(&format!("{e:#}"));
+                return Err(e);
+            }
+        }
+    }
+    push(
+        &plan,
+        &store,
+        &client,
+        rt,
+        &remote,
+        solved.eager.as_deref(),
+        &image,
+        &progress,
+    )?;
+    for to in &plan.cache_to {
+        let job = CacheExport {
+            to,
+            store: &store,
+            remote: &remote,
+            client: &client,
+            rt,
+        };
+        job.run(
+            &lowered.graph,
+            stage.head,
+            &solved.solved,
+            &export_opts,
+            &progress,
+        )?;
+    }
+    if !remote.is_empty() {
+        let kept = solved.records.keep_used(&solved.solved)?;
+        let fetched = remote.stats();
+        progress.info(&format!(
+            "cache import: {} blobs downloaded ({}), {kept} records kept in the local store",
+            fetched.blobs,
+            crate::cmd::image::human_size(fetched.bytes)
+        ));
+    }
+    progress.finish();
+    if let Some(path) = &args.iidfile {
+        fs_err::write(path, id.to_string())?;
+    }
+    if let Some(path) = &args.metadata_file {
+        let full: Vec<String> = plan.tags.iter().map(Reference::to_string).collect();
+        export::write_metadata(path, &image, &full)?;
+    }
+    if args.quiet {
+        println!("{id}");
+    }
+    Ok(Some(id))
+}
+
+/// The progress mode: `-q` wins over `--progress`.
+fn mode(args: &BuildArgs) -> Mode {
+    match (args.quiet, args.progress) {
+        (true, _) | (_, ProgressMode::Quiet) => Mode::Quiet,
+        (_, ProgressMode::Tty) => Mode::Tty,
+        (_, ProgressMode::RawJson) => Mode::Json,
+        (_, ProgressMode::Auto) => Mode::auto(),
+        (_, ProgressMode::Plain) => Mode::Plain,
+    }
+}
+
+/// Checks every flag that names an output, a cache, a tag or an export option.
+fn plan(args: &BuildArgs) -> Result<Plan> {
+    let outputs = export::Output::parse_all(&args.outputs)?;
+    let cache_to = args
         .cache_to
         .iter()
-        .map(|s| specs::parse_cache_to(s))
+        .map(|s| CacheTo::parse(s))
         .collect::<Result<_>>()?;
-    let cache_from: Vec<remotecache::CacheFrom> = args
+    let cache_from = args
         .cache_from
         .iter()
-        .map(|s| specs::parse_cache_from(s))
+        .map(|s| CacheFrom::parse(s))
         .collect::<Result<_>>()?;
     let push = args.push || outputs.iter().any(export::Output::pushes);
-    let tags: Vec<Reference> = args
+    let tags = args
         .tags
         .iter()
         .chain(outputs.iter().flat_map(export::Output::image_names))
         .map(|t| t.parse::<Reference>().map_err(|e| anyhow!("-t {t:?}: {e}")))
         .collect::<Result<_>>()?;
-
-    let context_dir = &args.context;
-    if !context_dir.is_dir() {
-        bail!(
-            "build context {} not found or not a directory",
-            context_dir.display()
-        );
-    }
-    let dockerfile = args
-        .file
-        .clone()
-        .unwrap_or_else(|| context_dir.join("Dockerfile"));
-    let src = std::fs::read_to_string(&dockerfile).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => anyhow!("Dockerfile not found: {}", dockerfile.display()),
-        _ => anyhow!(e).context(format!("reading {}", dockerfile.display())),
-    })?;
-    let file_label = dockerfile.display().to_string();
-    let df =
-        frontend::parse(&src).map_err(|d| diagnostics::from_frontend(&file_label, &src, &d))?;
-
     let mut build_args = BTreeMap::new();
     for kv in &args.build_args {
         match kv.split_once('=') {
@@ -97,44 +214,80 @@ pub(crate) fn build(
         base: None,
         inline_cache: None,
     };
-    let platform = args.platform.clone().unwrap_or_else(Platform::host);
-    let opts = frontend::LowerOptions {
+    Ok(Plan {
+        outputs,
+        cache_to,
+        cache_from,
+        push,
+        tags,
         build_args,
+        export_opts,
+    })
+}
+
+/// Reads and parses the Dockerfile (`-f`, else `Dockerfile` in the context).
+fn read_dockerfile(args: &BuildArgs) -> Result<Source> {
+    if !args.context.is_dir() {
+        bail!(
+            "build context {} not found or not a directory",
+            args.context.display()
+        );
+    }
+    let path = args
+        .file
+        .clone()
+        .unwrap_or_else(|| args.context.join("Dockerfile"));
+    let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow!("Dockerfile not found: {}", path.display()),
+        _ => anyhow!(e).context(format!("reading {}", path.display())),
+    })?;
+    let label = path.display().to_string();
+    let parsed =
+        frontend::parse(&text).map_err(|d| diagnostics::from_frontend(&label, &text, &d))?;
+    Ok(Source {
+        path,
+        label,
+        text,
+        parsed,
+    })
+}
+
+/// Lowers the Dockerfile for the target platform; warnings go to the user.
+fn lower(
+    plan: &Plan,
+    source: &Source,
+    args: &BuildArgs,
+    images: &Images,
+    progress: &Progress,
+) -> Result<frontend::Lowered> {
+    let opts = frontend::LowerOptions {
+        build_args: plan.build_args.clone(),
         target: args.target.clone(),
-        platform: platform.clone(),
+        platform: images.platform.clone(),
     };
-    let client = Arc::new(images::LazyClient::new(
-        args.registry.client_options(&args.insecure_registries),
-    ));
-    let images = Arc::new(
-        Images::new(
-            Arc::clone(&store),
-            Arc::clone(&client),
-            rt.handle().clone(),
-            platform,
-        )
-        .with_pull(args.pull),
-    );
-    let lowered = frontend::lower(&df, &opts, &mut Bases(&images))
-        .map_err(|d| diagnostics::from_frontend(&file_label, &src, &d))?;
+    let lowered = frontend::lower(&source.parsed, &opts, &mut Bases(images))
+        .map_err(|d| diagnostics::from_frontend(&source.label, &source.text, &d))?;
     for w in &lowered.warnings {
-        eprintln!("warning: {file_label}:{}: {}", w.span.line, w.message);
+        progress.warning(&format!("{}:{}: {}", source.label, w.span.line, w.message));
     }
-    if args.check {
-        return check_done(&lowered, &file_label);
-    }
-    let stage = &lowered.stages[lowered.target];
+    progress.attach(&lowered.graph);
+    Ok(lowered)
+}
 
-    let ignore = read_dockerignore(&dockerfile, context_dir)?;
-    let walk = std::time::Instant::now();
-    let context =
-        Arc::new(Context::load(context_dir, &ignore)?.with_stat_cache(Arc::clone(&store)));
-    tracing::debug!(elapsed = ?walk.elapsed(), "build context walked");
-
-    let mut remote = Remote::new(Arc::clone(&client), rt.handle().clone());
-    for from in &cache_from {
-        match remote.import(from, &store, &images.platform) {
-            Ok(found) if !args.quiet => eprintln!(
+/// Reads the metadata of every `--cache-from` (a cache that fails is a warning: the build goes on).
+fn import_caches(
+    plan: &Plan,
+    store: &cache::Store,
+    client: &Arc<LazyClient>,
+    rt: &tokio::runtime::Runtime,
+    images: &Images,
+    progress: &Progress,
+) -> Remote {
+    let mut remote = Remote::new(Arc::clone(client), rt.handle().clone());
+    for from in &plan.cache_from {
+        let task = progress.task(format!("importing cache manifest from {from}"));
+        match remote.import(from, store, &images.platform) {
+            Ok(found) => task.status(&format!(
                 "importing cache from {from}: {} records, {} blobs{}{}",
                 found.records,
                 found.blobs,
@@ -144,18 +297,50 @@ pub(crate) fn build(
                     String::new()
                 },
                 if found.inline { " (inline)" } else { "" }
-            ),
-            Ok(_) => {}
+            )),
             // A cache is an optimisation: the build goes on without it, loudly.
             Err(e) => {
-                eprintln!("warning: cache import from {from} failed, building without it: {e:#}")
+                task.fail("failed");
+                progress.warning(&format!(
+                    "cache import from {from} failed, building without it: {e:#}"
+                ));
             }
         }
     }
-    let remote = Arc::new(remote);
+    remote
+}
+
+/// What the solve leaves for the steps after it.
+struct Solved {
+    solved: solver::Solved,
+    records: LayeredRecords,
+    /// With `--push`: the uploads of the image's RUN layers made while they were written.
+    eager: Option<Arc<export::EagerPush>>,
+}
+
+/// Runs the graph: the worker, the records (local and imported), and the failure pointed at its line.
+#[allow(clippy::too_many_arguments)]
+fn solve(
+    args: &BuildArgs,
+    plan: &Plan,
+    source: &Source,
+    lowered: &frontend::Lowered,
+    store: &Arc<cache::Store>,
+    images: &Arc<Images>,
+    client: &LazyClient,
+    rt: &tokio::runtime::Runtime,
+    remote: &Arc<Remote>,
+    progress: &Progress,
+) -> Result<Solved> {
+    let stage = &lowered.stages[lowered.target];
+    let ignore = exec::context::read_dockerignore(&source.path, &args.context)?;
+    let walk = std::time::Instant::now();
+    let context =
+        Arc::new(Context::load(&args.context, &ignore)?.with_stat_cache(Arc::clone(store)));
+    tracing::debug!(elapsed = ?walk.elapsed(), "build context walked");
     // With --push, the image's RUN layers start uploading while they are written.
-    let eager = match tags.first() {
-        Some(first) if push => Some(Arc::new(export::EagerPush::new(
+    let eager = match plan.tags.first() {
+        Some(first) if plan.push => Some(Arc::new(export::EagerPush::new(
             client.get()?.clone(),
             first.clone(),
             rt.handle().clone(),
@@ -165,219 +350,208 @@ pub(crate) fn build(
         _ => None,
     };
     let worker = BuildWorker {
-        images: Arc::clone(&images),
-        store: Arc::clone(&store),
+        images: Arc::clone(images),
+        store: Arc::clone(store),
         context,
         exe: std::env::current_exe().context("locating the rbuild executable")?,
-        layer_opts: export_opts.layer_options(),
+        layer_opts: plan.export_opts.layer_options(),
         secrets: Arc::new(exec::Secrets::parse(&args.secrets, &args.ssh)?),
-        downloads: Arc::new(exec::Downloads::new(
-            Arc::clone(&store),
-            rt.handle().clone(),
-        )),
+        downloads: Arc::new(exec::Downloads::new(Arc::clone(store), rt.handle().clone())),
         default_network: match args.network {
             crate::cli::NetworkArg::None => runner::Network::None,
             crate::cli::NetworkArg::Default | crate::cli::NetworkArg::Host => runner::Network::Host,
         },
         no_new_privs: args.no_new_privileges,
         isolation: args.isolation.runner(),
-        remote: Arc::clone(&remote) as Arc<dyn BlobSource>,
+        remote: Arc::clone(remote) as Arc<dyn BlobSource>,
         git: Arc::default(),
         eager: eager.clone().map(|e| e as Arc<dyn images::BlobTap>),
     };
-    let verbosity = match (args.quiet, args.progress) {
-        (true, _) | (_, ProgressMode::Quiet) => Verbosity::Quiet,
-        (_, ProgressMode::Tty) => Verbosity::Tty,
-        (_, ProgressMode::RawJson) => Verbosity::Json,
-        (_, ProgressMode::Auto) => Verbosity::auto(),
-        _ => Verbosity::Plain,
-    };
-    let reporter = PlainReporter::new(&lowered.graph, verbosity);
-    let identities = node_identities(&lowered.graph, &dockerfile);
     let solve_opts = solver::SolveOptions {
         jobs: args.jobs.unwrap_or(8).max(1),
-        cache: cache_policy(args, &lowered)?,
-        identities,
+        cache: cache_policy(args, lowered),
+        identities: node_identities(&lowered.graph, &source.path),
     };
     let _lease = store.lease()?;
     let records = LayeredRecords {
-        store: Arc::clone(&store),
-        remote: Arc::clone(&remote),
+        store: Arc::clone(store),
+        remote: Arc::clone(remote),
     };
-    let solve_started = std::time::Instant::now();
+    let started = std::time::Instant::now();
     let solved = solver::solve(
         &lowered.graph,
         stage.head,
         &worker,
         &records,
-        &reporter,
+        progress,
         &solve_opts,
     )
     .map_err(|e| match &e {
-        solver::SolveError::Node { node, .. } => {
+        solver::SolveError::Node {
+            node,
+            source: cause,
+            ..
+        } => {
             let n = lowered.graph.node(*node);
             let what = format!(
                 "`{}` failed: {}",
-                instruction_text(&n.name),
-                failure_text(&e)
+                n.name.instruction(),
+                solver::error_chain(cause)
             );
             match n.span {
-                Some(span) => anyhow!(diagnostics::step_failed(&file_label, &src, span, what)),
+                Some(span) => {
+                    anyhow!(diagnostics::step_failed(
+                        &source.label,
+                        &source.text,
+                        span,
+                        what
+                    ))
+                }
                 None => anyhow!(what),
             }
         }
         solver::SolveError::Records(_) => anyhow!(e),
     })?;
+    tracing::debug!(elapsed = ?started.elapsed(), "solved");
+    Ok(Solved {
+        solved,
+        records,
+        eager,
+    })
+}
 
-    tracing::debug!(elapsed = ?solve_started.elapsed(), "solved");
-    let mut export_opts = export_opts;
-    export_opts.base = base_of(&lowered.stages, stage, &images);
-    if cache_to.contains(&CacheTo::Inline) {
-        export_opts.inline_cache = remotecache::inline_value(&solved, &lowered.graph, stage.head);
-    }
+/// Writes the image into the store and names it with the tags (`exporting to image`).
+fn export_image(
+    plan: &Plan,
+    stage: &frontend::Stage,
+    solved: &solver::Solved,
+    export_opts: &export::ExportOptions,
+    store: &cache::Store,
+    remote: &Remote,
+    progress: &Progress,
+) -> Result<export::Image> {
+    let task = progress.task("exporting to image");
     // Layers of an imported cache are fetched only when something here reads them: a push alone to the
     // registry the cache lives in needs none of them.
-    let local_needed = !push || !outputs.iter().all(export::Output::pushes);
+    let local_needed = !plan.push || !plan.outputs.iter().all(export::Output::pushes);
     if local_needed {
         if let Some(head) = solved.outcomes.get(&stage.head) {
             for l in &head.layers {
-                remote.ensure(&store, &l.blob)?;
+                remote.ensure(store, &l.blob)?;
             }
         }
     }
     // The image the first tag names now: kept when only the build time would change.
-    let previous = tags
+    let previous = plan
+        .tags
         .first()
-        .and_then(|t| export::local_image(&store, &t.familiar()).ok());
-    let fetch = |l: &solver::Layer| remote.ensure(&store, &l.blob);
-    let image = export::assemble(&store, stage, &solved, &export_opts, previous, &fetch)?;
-    let id = image.config_digest.clone();
-    if !args.quiet {
-        eprintln!("writing image {id}");
-    }
+        .and_then(|t| export::local_image(store, &t.familiar()).ok());
+    let fetch = |l: &solver::Layer| remote.ensure(store, &l.blob);
+    let image = export::assemble(store, stage, solved, export_opts, previous, &fetch)?;
+    task.status(&format!("writing image {}", image.config_digest));
     let complete = image
         .manifest
         .layers
         .iter()
         .all(|l| store.has_blob(&l.digest));
-    for t in &tags {
-        if !complete {
+    for t in &plan.tags {
+        if complete {
+            store.set_tag(&t.familiar(), &image.manifest_desc)?;
+            task.status(&format!("naming to {}", t.familiar()));
+        } else {
             // Never a tag naming blobs this store does not have.
-            if !args.quiet {
-                eprintln!(
-                    "not naming {} in the local store: some of its layers are only in the cache registry \
-                     (`rbuild pull {}` fetches them)",
-                    t.familiar(),
-                    t.familiar()
-                );
-            }
-            continue;
-        }
-        store.set_tag(&t.familiar(), &image.manifest_desc)?;
-        if !args.quiet {
-            eprintln!("naming to {}", t.familiar());
+            task.status(&format!(
+                "not naming {} in the local store: some of its layers are only in the cache registry \
+                 (`rbuild pull {}` fetches them)",
+                t.familiar(),
+                t.familiar()
+            ));
         }
     }
-    let names: Vec<String> = tags.iter().map(Reference::familiar).collect();
-    export::write_outputs(&store, &image, &names, &outputs, args.quiet)?;
-    if push {
-        if tags.is_empty() {
-            bail!("--push needs a -t NAME that names the registry");
-        }
-        for t in &tags {
-            let digest = rt.block_on(export::push(
-                client.get()?,
-                &store,
-                remote.as_ref(),
-                eager.as_deref(),
-                &image,
-                t,
-            ))?;
-            if !args.quiet {
-                eprintln!("pushed {}@{digest}", t.familiar());
-            }
-            println!("{}@{digest}", t.name());
-        }
-    }
-    for to in &cache_to {
-        export_cache(
-            to,
-            &store,
-            &remote,
-            &client,
-            rt,
-            &lowered.graph,
-            stage.head,
-            &solved,
-            &export_opts,
-            args.quiet,
-        )?;
-    }
-    if !remote.is_empty() {
-        let kept = records.keep_used(&solved)?;
-        let fetched = remote.stats();
-        if !args.quiet {
-            eprintln!(
-                "cache import: {} blobs downloaded ({}), {kept} records kept in the local store",
-                fetched.blobs,
-                crate::cmd::image::human_size(fetched.bytes)
-            );
-        }
-    }
-    if let Some(path) = &args.iidfile {
-        fs_err::write(path, id.to_string())?;
-    }
-    if let Some(path) = &args.metadata_file {
-        let full: Vec<String> = tags.iter().map(Reference::to_string).collect();
-        export::write_metadata(path, &image, &full)?;
-    }
-    if args.quiet {
-        println!("{id}");
-    }
-    Ok(Some(id))
+    Ok(image)
 }
 
-/// Exports the cache to one `--cache-to` destination and says what went where.
+/// `--push`: the image to every tag's registry; prints `NAME@DIGEST` on stdout for each.
 #[allow(clippy::too_many_arguments)]
-fn export_cache(
-    to: &CacheTo,
+fn push(
+    plan: &Plan,
     store: &cache::Store,
-    remote: &Remote,
-    client: &images::LazyClient,
+    client: &LazyClient,
     rt: &tokio::runtime::Runtime,
-    graph: &graph::BuildGraph,
-    head: graph::NodeId,
-    solved: &solver::Solved,
-    export_opts: &export::ExportOptions,
-    quiet: bool,
+    remote: &Remote,
+    eager: Option<&export::EagerPush>,
+    image: &export::Image,
+    progress: &Progress,
 ) -> Result<()> {
-    let (shown, ignore_error) = match to {
-        CacheTo::Inline => {
-            if !quiet {
-                eprintln!("cache written inline into the image config");
+    if !plan.push {
+        return Ok(());
+    }
+    if plan.tags.is_empty() {
+        bail!("--push needs a -t NAME that names the registry");
+    }
+    for t in &plan.tags {
+        let task = progress.task(format!("pushing {}", t.familiar()));
+        let pushed = rt.block_on(export::push(client.get()?, store, remote, eager, image, t));
+        let digest = match pushed {
+            Ok(d) => d,
+            Err(e) => {
+                task.fail(&format!("{e:#}"));
+                return Err(e);
             }
-            return Ok(());
-        }
-        CacheTo::Registry { reference, opts } => (reference.to_string(), opts.ignore_error),
-        CacheTo::Local { dest, tag, opts } => {
-            (format!("{}:{tag}", dest.display()), opts.ignore_error)
-        }
-    };
-    let started = std::time::Instant::now();
-    match remotecache::export(
-        to,
-        store,
-        remote,
-        client,
-        rt.handle(),
-        graph,
-        head,
-        solved,
-        export_opts.compression,
-    ) {
-        Ok(s) => {
-            if !quiet {
-                eprintln!(
+        };
+        task.status(&format!("pushed {}@{digest}", t.familiar()));
+        println!("{}@{digest}", t.name());
+    }
+    Ok(())
+}
+
+/// One `--cache-to` export and what it needs.
+struct CacheExport<'a> {
+    to: &'a CacheTo,
+    store: &'a cache::Store,
+    remote: &'a Remote,
+    client: &'a LazyClient,
+    rt: &'a tokio::runtime::Runtime,
+}
+
+impl CacheExport<'_> {
+    /// Exports the cache and says what went where (`exporting cache to REF`).
+    fn run(
+        &self,
+        graph: &graph::BuildGraph,
+        head: graph::NodeId,
+        solved: &solver::Solved,
+        export_opts: &export::ExportOptions,
+        progress: &Progress,
+    ) -> Result<()> {
+        let (shown, ignore_error) = match self.to {
+            CacheTo::Inline => {
+                progress
+                    .task("exporting cache")
+                    .status("cache written inline into the image config");
+                return Ok(());
+            }
+            CacheTo::Registry { reference, opts } => (reference.to_string(), opts.ignore_error),
+            CacheTo::Local { dest, tag, opts } => {
+                (format!("{}:{tag}", dest.display()), opts.ignore_error)
+            }
+        };
+        let task = progress.task(format!("exporting cache to {shown}"));
+        let started = std::time::Instant::now();
+        let exported = remotecache::export(
+            self.to,
+            self.store,
+            self.remote,
+            self.client,
+            self.rt.handle(),
+            graph,
+            head,
+            solved,
+            export_opts.compression,
+        );
+        match exported {
+            Ok(s) => {
+                task.status(&format!(
                     "exported cache to {shown}: {} records{}, blobs: {} uploaded ({}), {} already there, {} mounted, in {:.2}s",
                     s.records,
                     if s.mounts > 0 { format!(", {} cache mounts", s.mounts) } else { String::new() },
@@ -386,44 +560,49 @@ fn export_cache(
                     s.blobs.present,
                     s.blobs.mounted,
                     started.elapsed().as_secs_f64()
-                );
+                ));
+                Ok(())
             }
-            Ok(())
+            Err(e) if ignore_error => {
+                task.fail("failed");
+                progress.warning(&format!(
+                    "cache export to {shown} failed (ignore-error=true): {e:#}"
+                ));
+                Ok(())
+            }
+            Err(e) => {
+                task.fail(&format!("{e:#}"));
+                Err(e.context(format!("exporting the cache to {shown}")))
+            }
         }
-        Err(e) if ignore_error => {
-            eprintln!("warning: cache export to {shown} failed (ignore-error=true): {e:#}");
-            Ok(())
-        }
-        Err(e) => Err(e.context(format!("exporting the cache to {shown}"))),
     }
 }
 
 /// `--check`: the Dockerfile parsed and lowered; report and stop before running anything.
-fn check_done(lowered: &frontend::Lowered, file_label: &str) -> Result<Option<oci::Digest>> {
+fn check_done(
+    lowered: &frontend::Lowered,
+    file_label: &str,
+    progress: &Progress,
+) -> Result<Option<oci::Digest>> {
     let steps = lowered.graph.len();
     let stages = lowered.stages.len();
-    eprintln!(
+    progress.info(&format!(
         "check complete, no errors: {file_label} ({stages} stage(s), {steps} step(s) to build)"
-    );
+    ));
     Ok(None)
 }
 
 /// `--no-cache` ignores every record; `--no-cache-filter STAGE` those of the named stages' steps.
-fn cache_policy(args: &BuildArgs, lowered: &frontend::Lowered) -> Result<solver::CachePolicy> {
+fn cache_policy(args: &BuildArgs, lowered: &frontend::Lowered) -> solver::CachePolicy {
     if args.no_cache {
-        return Ok(solver::CachePolicy::Ignore);
+        return solver::CachePolicy::Ignore;
     }
     if args.no_cache_filter.is_empty() {
-        return Ok(solver::CachePolicy::Use);
+        return solver::CachePolicy::Use;
     }
     let mut nodes = Vec::new();
     for want in &args.no_cache_filter {
-        let want_lc = want.to_lowercase();
-        let stage = lowered
-            .stages
-            .iter()
-            .find(|s| s.name.as_deref() == Some(want_lc.as_str()) || s.index.to_string() == *want);
-        match stage {
+        match lowered.stage(want) {
             Some(s) => nodes.extend(s.layer_history.iter().map(|(_, n)| *n)),
             // A stage the target does not need is not built at all; nothing to re-run.
             None => {
@@ -433,69 +612,22 @@ fn cache_policy(args: &BuildArgs, lowered: &frontend::Lowered) -> Result<solver:
     }
     // The solver looks records up from the target down, so a hit on a consumer would hide the stage:
     // everything that (transitively) reads a filtered node ignores the cache too.
-    let mut ignored: std::collections::HashSet<graph::NodeId> = nodes.iter().copied().collect();
-    loop {
-        let before = ignored.len();
-        for n in lowered.graph.nodes() {
-            if n.inputs.iter().any(|i| ignored.contains(i)) {
-                ignored.insert(n.id);
-            }
-        }
-        if ignored.len() == before {
-            break;
-        }
-    }
-    Ok(solver::CachePolicy::IgnoreNodes(
-        ignored.into_iter().collect(),
-    ))
+    solver::CachePolicy::IgnoreNodes(lowered.graph.with_dependents(&nodes).into_iter().collect())
 }
 
 /// The image the target stage starts from (through earlier stages), for the base-image annotations.
 fn base_of(
-    stages: &[frontend::Stage],
+    lowered: &frontend::Lowered,
     stage: &frontend::Stage,
     images: &Images,
 ) -> Option<(String, oci::Digest)> {
-    let mut s = stage;
-    for _ in 0..=stages.len() {
-        match &s.base {
-            frontend::Base::Scratch => return None,
-            frontend::Base::Image(name) => {
-                let r = images.resolve(name).ok()?;
-                let shown = r
-                    .reference
-                    .as_ref()
-                    .map_or_else(|| name.clone(), Reference::to_string);
-                return Some((shown, r.manifest_desc.digest));
-            }
-            frontend::Base::Stage(i) => s = stages.iter().find(|t| t.index == *i)?,
-        }
-    }
-    None
-}
-
-fn read_dockerignore(dockerfile: &Path, context: &Path) -> Result<frontend::DockerIgnore> {
-    let beside = PathBuf::from(format!("{}.dockerignore", dockerfile.display()));
-    for p in [beside, context.join(".dockerignore")] {
-        match std::fs::read_to_string(&p) {
-            Ok(text) => return Ok(frontend::DockerIgnore::parse(&text)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(anyhow!(e).context(format!("reading {}", p.display()))),
-        }
-    }
-    Ok(frontend::DockerIgnore::parse(""))
-}
-
-/// `[build 2/4] RUN make` → `RUN make`.
-fn instruction_text(name: &str) -> &str {
-    name.split_once("] ").map_or(name, |(_, rest)| rest)
-}
-
-fn failure_text(e: &solver::SolveError) -> String {
-    match e {
-        solver::SolveError::Node { source, .. } => format!("{source}"),
-        other => other.to_string(),
-    }
+    let name = lowered.base_image(stage)?;
+    let r = images.resolve(name).ok()?;
+    let shown = r
+        .reference
+        .as_ref()
+        .map_or_else(|| name.to_owned(), Reference::to_string);
+    Some((shown, r.manifest_desc.digest))
 }
 
 /// Stable identities for explaining misses: Dockerfile path + stage + position, not the instruction text.
@@ -505,9 +637,8 @@ fn node_identities(graph: &graph::BuildGraph, dockerfile: &Path) -> HashMap<grap
         .nodes()
         .iter()
         .filter_map(|n| {
-            let inner = n.name.strip_prefix('[')?.split_once(']')?.0;
-            let position = inner.split_once('/').map_or(inner, |(p, _)| p).trim();
-            Some((n.id, format!("{}#{position}", file.display())))
+            let place = n.name.identity()?;
+            Some((n.id, format!("{}#{place}", file.display())))
         })
         .collect()
 }

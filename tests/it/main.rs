@@ -21,6 +21,8 @@ mod frontend;
 mod mounts;
 /// The Node/Express acceptance scenario (issue #8).
 mod node;
+/// `--progress` modes: rawjson, tty under a pseudo-terminal.
+mod progress;
 /// Registries end to end: login/logout, push and pull through auth, `rbuild pull`, `--platform`.
 mod registry;
 /// Rootless mode: rbuild as an ordinary user, in a user namespace.

@@ -1,0 +1,313 @@
+//! Everything a build tells its user goes through [`Progress`]: the solver's events for each step, and
+//! the build's own tasks (importing caches, exporting to the image, outputs, pushes, cache export) as
+//! numbered vertices the way BuildKit shows its exporters. One renderer per mode:
+//! [`plain`] (BuildKit's `#3 [2/4] RUN make` lines plus the reason of every cache miss), [`tty`] (a live
+//! view redrawn in place, ending with a summary line), [`json`] (one JSON object per line, nothing else
+//! on stderr) and quiet (failures only).
+
+mod json;
+mod plain;
+mod tty;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use graph::{BuildGraph, NodeId, Op};
+use solver::Event;
+
+/// How a build reports progress (`--progress`, `-q`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// BuildKit-style lines.
+    Plain,
+    /// Failures only (`-q`).
+    Quiet,
+    /// Live view redrawn in place.
+    Tty,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Mode {
+    /// `auto` is tty when stderr is a terminal (and TERM is not `dumb`), else plain.
+    pub(crate) fn auto() -> Self {
+        use std::io::IsTerminal;
+        let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
+        if std::io::stderr().is_terminal() && !dumb {
+            Mode::Tty
+        } else {
+            Mode::Plain
+        }
+    }
+}
+
+/// One thing to show: a step's or a task's change, or a message of the build.
+#[derive(Debug)]
+pub(crate) enum Line<'a> {
+    /// Vertex `n` appears (plain mode prints its name once, before its first other line).
+    Begin { n: usize, name: &'a str },
+    /// A step found in the cache.
+    Cached { n: usize, name: &'a str },
+    /// A step runs, and why its cache key missed.
+    Miss {
+        n: usize,
+        name: &'a str,
+        reason: &'a str,
+    },
+    /// A line the step's command wrote, `t` seconds after it started.
+    Output {
+        n: usize,
+        name: &'a str,
+        t: f64,
+        line: &'a str,
+    },
+    /// A status line of a task (`naming to app:1`).
+    Status {
+        n: usize,
+        name: &'a str,
+        line: &'a str,
+    },
+    /// Vertex `n` finished.
+    Done {
+        n: usize,
+        name: &'a str,
+        elapsed: Duration,
+    },
+    /// Vertex `n` failed.
+    Failed {
+        n: usize,
+        name: &'a str,
+        message: &'a str,
+    },
+    /// A warning of the build (not of one step).
+    Warning(&'a str),
+    /// A message of the build (a summary).
+    Info(&'a str),
+}
+
+/// Draws [`Line`]s for one mode.
+pub(crate) trait Render: Send + Sync {
+    /// Shows one line. `since` is the time since the build started.
+    fn show(&self, line: &Line<'_>, since: Duration);
+    /// The build is over: `done` of `total` vertices finished.
+    fn finish(&self, _done: usize, _total: usize, _elapsed: Duration) {}
+}
+
+/// Renders nothing but failures and warnings (`-q`).
+struct Quiet;
+
+impl Render for Quiet {
+    fn show(&self, line: &Line<'_>, _: Duration) {
+        match line {
+            Line::Failed { n, name, message } => {
+                plain::write(&format!("#{n} {name} ERROR: {message}\n"));
+            }
+            Line::Warning(text) => plain::write(&format!("warning: {text}\n")),
+            _ => {}
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    numbers: HashMap<NodeId, usize>,
+    next: usize,
+    node_started: HashMap<NodeId, Instant>,
+    finished: usize,
+}
+
+/// The build's reporter: numbers vertices, and sends each line to the mode's renderer.
+pub(crate) struct Progress {
+    render: Box<dyn Render>,
+    names: OnceLock<(HashMap<NodeId, String>, HashSet<NodeId>)>,
+    started: Instant,
+    state: Mutex<State>,
+}
+
+impl Progress {
+    pub(crate) fn new(mode: Mode) -> Self {
+        let render: Box<dyn Render> = match mode {
+            Mode::Plain => Box::new(plain::Plain),
+            Mode::Quiet => Box::new(Quiet),
+            Mode::Tty => Box::new(tty::Live::start()),
+            Mode::Json => Box::new(json::Json),
+        };
+        Self {
+            render,
+            names: OnceLock::new(),
+            started: Instant::now(),
+            state: Mutex::new(State {
+                next: 1,
+                ..State::default()
+            }),
+        }
+    }
+
+    /// Learns the names of the graph's steps (once, before solving).
+    pub(crate) fn attach(&self, graph: &BuildGraph) {
+        let names = graph
+            .nodes()
+            .iter()
+            .map(|n| (n.id, n.name.to_string()))
+            .collect();
+        let hidden = graph
+            .nodes()
+            .iter()
+            .filter(|n| matches!(n.op, Op::Scratch))
+            .map(|n| n.id)
+            .collect();
+        let _ = self.names.set((names, hidden)); // a second graph keeps the first names
+    }
+
+    fn show(&self, line: &Line<'_>) {
+        self.render.show(line, self.started.elapsed());
+    }
+
+    /// A warning of the build.
+    pub(crate) fn warning(&self, text: &str) {
+        self.show(&Line::Warning(text));
+    }
+
+    /// A message of the build (shown in every mode but quiet).
+    pub(crate) fn info(&self, text: &str) {
+        self.show(&Line::Info(text));
+    }
+
+    /// Starts a task of the build's own (`exporting to image`), shown as a vertex like a step.
+    pub(crate) fn task(&self, name: impl Into<String>) -> Task<'_> {
+        let name = name.into();
+        let n = {
+            let mut st = self.state.lock().expect("progress lock");
+            let n = st.next;
+            st.next += 1;
+            n
+        };
+        self.show(&Line::Begin { n, name: &name });
+        Task {
+            progress: self,
+            n,
+            name,
+            started: Instant::now(),
+            ended: false,
+        }
+    }
+
+    /// Ends the build's output (the tty summary line).
+    pub(crate) fn finish(&self) {
+        let st = self.state.lock().expect("progress lock");
+        self.render
+            .finish(st.finished, st.next - 1, self.started.elapsed());
+    }
+}
+
+/// A task of the build, numbered like a step; ends as done when dropped unless it failed.
+pub(crate) struct Task<'a> {
+    progress: &'a Progress,
+    n: usize,
+    name: String,
+    started: Instant,
+    ended: bool,
+}
+
+impl Task<'_> {
+    /// A status line of this task.
+    pub(crate) fn status(&self, line: &str) {
+        self.progress.show(&Line::Status {
+            n: self.n,
+            name: &self.name,
+            line,
+        });
+    }
+
+    /// Marks the task failed with `message`.
+    pub(crate) fn fail(mut self, message: &str) {
+        self.ended = true;
+        self.progress.show(&Line::Failed {
+            n: self.n,
+            name: &self.name,
+            message,
+        });
+    }
+}
+
+impl Drop for Task<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.progress.state.lock().expect("progress lock").finished += 1;
+            self.progress.show(&Line::Done {
+                n: self.n,
+                name: &self.name,
+                elapsed: self.started.elapsed(),
+            });
+        }
+    }
+}
+
+impl solver::Reporter for Progress {
+    fn event(&self, event: Event) {
+        let node = match &event {
+            Event::Cached { node }
+            | Event::Started { node, .. }
+            | Event::Log { node, .. }
+            | Event::Done { node, .. }
+            | Event::Failed { node, .. } => *node,
+        };
+        let Some((names, hidden)) = self.names.get() else {
+            return;
+        };
+        if hidden.contains(&node) {
+            return;
+        }
+        let name = names.get(&node).map_or("", String::as_str);
+        let mut st = self.state.lock().expect("progress lock");
+        let n = match st.numbers.get(&node) {
+            Some(n) => *n,
+            None => {
+                let n = st.next;
+                st.next += 1;
+                st.numbers.insert(node, n);
+                self.show(&Line::Begin { n, name });
+                n
+            }
+        };
+        // Lines of one vertex stay in order: they are shown under the lock.
+        match event {
+            Event::Cached { .. } => {
+                st.finished += 1;
+                self.show(&Line::Cached { n, name });
+            }
+            Event::Started { reason, .. } => {
+                st.node_started.insert(node, Instant::now());
+                self.show(&Line::Miss {
+                    n,
+                    name,
+                    reason: &reason,
+                });
+            }
+            Event::Log { line, .. } => {
+                let t = st
+                    .node_started
+                    .get(&node)
+                    .unwrap_or(&self.started)
+                    .elapsed()
+                    .as_secs_f64();
+                self.show(&Line::Output {
+                    n,
+                    name,
+                    t,
+                    line: &line,
+                });
+            }
+            Event::Done { elapsed, .. } => {
+                st.finished += 1;
+                self.show(&Line::Done { n, name, elapsed });
+            }
+            Event::Failed { message, .. } => self.show(&Line::Failed {
+                n,
+                name,
+                message: &message,
+            }),
+        }
+    }
+}
