@@ -436,11 +436,16 @@ impl GitServer {
             .spawn()
             .expect("starting git daemon");
         let addr = format!("127.0.0.1:{port}");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(&addr).is_ok() {
-                break;
+        let up = (0..100).any(|_| {
+            std::net::TcpStream::connect(&addr).is_ok() || {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                false
             }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        });
+        let mut child = child;
+        if !up {
+            let _ = child.kill(); // already gone is fine: the test fails either way
+            panic!("git daemon did not listen on {addr} within 5 s");
         }
         GitServer {
             child,

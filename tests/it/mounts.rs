@@ -114,6 +114,10 @@ fn context_bind_cannot_follow_a_symlink_out_of_the_context() {
         !err.contains("root:x:0:0"),
         "host /etc/passwd leaked: {err}"
     );
+    assert!(
+        err.contains("mount source /leak"),
+        "the mount is refused, not the build failing for another reason: {err}"
+    );
 }
 
 const SECRET: &str = "Sup3rS3cretValue-4711";

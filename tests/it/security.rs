@@ -20,6 +20,10 @@ fn copy_of_an_absolute_host_path_reads_the_context() {
     std::fs::remove_file(ctx.join("etc/shadow")).unwrap();
     let err = env.fails(&["build", "--progress", "plain", ctx.to_str().unwrap()]);
     assert!(!err.contains("root:"), "{err}");
+    assert!(
+        err.contains("/etc/shadow") && err.contains("not found in the build context"),
+        "the COPY fails for its missing source, not for another reason: {err}"
+    );
 }
 
 #[test]
@@ -65,8 +69,20 @@ fn workdir_through_proc_self_fd_reaches_no_host_file() {
             &tag,
             ctx.to_str().unwrap(),
         ]);
+        // Either the RUN finds nothing of the host, or the sandbox refuses the working directory (fds
+        // of rbuild's own are closed before the chdir): nothing else, in particular no other failure.
         if out.status.success() {
             assert_eq!(env.run_sh(&tag, "cat /out"), "", "fd {n} reached the host");
+        } else {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{stderr}");
+            let path = format!("/proc/self/fd/{n}: No such file or directory");
+            assert!(
+                stderr.contains(&path)
+                    && (stderr.contains("failed to change directory to")
+                        || stderr.contains("failed to create the working directory")),
+                "fd {n}: the build failed for another reason:\n{stderr}"
+            );
         }
     }
 }
@@ -207,7 +223,8 @@ fn nothing_is_left_behind_after_success_failure_or_kill() {
         "fail",
         &[("Dockerfile", "FROM busybox:local\nRUN exit 3\n")],
     );
-    env.fails(&["build", "--progress", "plain", fail.to_str().unwrap()]);
+    let err = env.fails(&["build", "--progress", "plain", fail.to_str().unwrap()]);
+    assert!(err.contains("exited with code 3"), "{err}");
     assert_eq!(host_mounts_under(env.dir.path()), Vec::<String>::new());
 
     let slow = env.context(
