@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Lists import circles among the files (top-level modules) of each crate of the workspace.
 
-A file `a.rs` depends on `b.rs` when its non-test code names `crate::b` (or `super::b` from a child
-module). Exit status 1 when any crate has a circle; prints each circle found. Used by the redesign (#18):
+A file depends on another when its non-test code names a path into it (`crate::layer::gzip::X`,
+`super::gzip::X`); a module declaring its children is not an import. Exit status 1 when any crate has a circle; prints each circle found. Used by the redesign (#18):
 run `scripts/module-cycles.py` from the repository root.
 """
 import pathlib
@@ -19,12 +19,12 @@ def crates():
     yield "rbuild (src/)", ROOT / "src"
 
 
-def module_of(src: pathlib.Path, path: pathlib.Path) -> str:
-    rel = path.relative_to(src).with_suffix("")
-    parts = list(rel.parts)
-    if parts[-1] in ("lib", "main", "mod"):
+def module_path(src: pathlib.Path, path: pathlib.Path) -> tuple:
+    """`layer/early.rs` -> ("layer", "early"); `layer/mod.rs` and `lib.rs` name their directory."""
+    parts = list(path.relative_to(src).with_suffix("").parts)
+    if parts and parts[-1] in ("lib", "main", "mod"):
         parts = parts[:-1]
-    return parts[0] if parts else "<root>"
+    return tuple(parts)
 
 
 def strip_tests(text: str) -> str:
@@ -44,16 +44,32 @@ def strip_tests(text: str) -> str:
 
 
 def graph(src: pathlib.Path):
+    """Edges between files: a file depends on the deepest file module a `crate::a::b` or `super::x` path
+    it names resolves to (not on its own ancestors: a parent declaring its children is no import)."""
+    files = {module_path(src, p): p for p in src.rglob("*.rs")}
     edges = {}
-    for path in src.rglob("*.rs"):
-        me = module_of(src, path)
-        text = strip_tests(path.read_text())
-        text = re.sub(r"//.*", "", text)
-        names = set(re.findall(r"\bcrate::(\w+)", text))
-        names |= {n for n in re.findall(r"\bsuper::(\w+)", text)} if path.parent != src else set()
-        for n in names:
-            if n != me and ((src / f"{n}.rs").exists() or (src / n).is_dir()):
-                edges.setdefault(me, set()).add(n)
+    for me, path in files.items():
+        text = re.sub(r"//.*", "", strip_tests(path.read_text()))
+        targets = []
+        # `crate::a::b`, `super::a`, and one level of braces: `super::{a, b::C}`.
+        for root, rest in re.findall(r"\b(crate|super)((?:::\w+)*(?:::\{[^}]*\})?)", text):
+            base = () if root == "crate" else me[:-1]
+            head, _, group = rest.partition("{")
+            head = tuple(p for p in head.split("::") if p)
+            items = [g.strip() for g in group.rstrip("}").split(",")] if group else [""]
+            for item in items:
+                tail = tuple(p for p in item.split("::") if p and p != "self")
+                targets.append(base + head + tail)
+        for t in targets:
+            # The deepest prefix of the path that is a file of this crate.
+            for k in range(len(t), 0, -1):
+                if t[:k] in files:
+                    target = t[:k]
+                    break
+            else:
+                continue
+            if target != me and me[: len(target)] != target:
+                edges.setdefault(me, set()).add(target)
     return edges
 
 
@@ -82,7 +98,7 @@ def main():
     for name, src in crates():
         for c in cycles(graph(src)):
             bad += 1
-            print(f"{name}: " + " -> ".join(c))
+            print(f"{name}: " + " -> ".join("::".join(m) or "<root>" for m in c))
     if bad:
         print(f"{bad} import circle(s)")
         return 1

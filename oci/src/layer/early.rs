@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use libdeflater::Compressor;
 use rustix::fs::{FileType, Mode, OFlags};
 
-use super::gzip::{compress_member, gzip_level, MEMBER_SIZE};
+use super::gzip::{compress_member, gzip_level, EarlyMember, MEMBER_SIZE};
 
 /// The shortest pause between two walks of the directory.
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -51,48 +51,6 @@ const MIN_FREE_BYTES: u64 = 1 << 30;
 /// Members start at multiples of the spool's block size, and at least of this, so that a taken member's
 /// blocks can be punched out without touching its neighbours' (a hole punch zeroes partial blocks).
 const MIN_SPOOL_ALIGN: u64 = 4096;
-
-/// A member compressed early: where its bytes are in the spool, and the hash of the data it holds.
-#[derive(Clone, Debug)]
-pub(crate) struct EarlyMember {
-    spool: Arc<File>,
-    offset: u64,
-    len: usize,
-    /// Its length in the spool: `len` rounded up to whole blocks.
-    span: u64,
-    data_len: usize,
-    hash: blake3::Hash,
-    /// Set once the member is taken: its spool range is then gone.
-    taken: Arc<AtomicBool>,
-    used: Arc<AtomicU64>,
-}
-
-impl EarlyMember {
-    /// Takes the compressed member if it was made from exactly `data` (and was not taken before), and
-    /// frees its place in the spool: the spool then never grows the disk use beyond what is not yet in
-    /// the blob, its pages are dropped before they are written back, and the blob's pages reuse them.
-    pub(crate) fn take_for(&self, data: &[u8]) -> io::Result<Option<Vec<u8>>> {
-        if data.len() != self.data_len || blake3::hash(data) != self.hash {
-            return Ok(None);
-        }
-        if self.taken.swap(true, Ordering::AcqRel) {
-            return Ok(None);
-        }
-        let mut bytes = vec![0u8; self.len];
-        self.spool.read_exact_at(&mut bytes, self.offset)?;
-        if let Err(e) = rustix::fs::fallocate(
-            &*self.spool,
-            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
-            self.offset,
-            self.span,
-        ) {
-            // A file system without hole punching keeps the spool until it is removed.
-            tracing::trace!(error = %e, "could not punch a taken member out of the spool");
-        }
-        self.used.fetch_add(1, Ordering::Relaxed);
-        Ok(Some(bytes))
-    }
-}
 
 /// What [`EarlyGzip`] compressed: members of large files by (device, inode) and index, in a spool file
 /// that is removed when this is dropped.

@@ -24,7 +24,9 @@ use std::thread::JoinHandle;
 
 use libdeflater::{CompressionLvl, Compressor};
 
-use super::early::EarlyMember;
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Uncompressed bytes per member at most: large enough that a member's fresh start (no history from
 /// the one before) costs under 0.2% of the output, small enough to bound memory and spread the work.
@@ -232,6 +234,49 @@ impl<W: Write> Write for GzipEncoder<W> {
     fn flush(&mut self) -> io::Result<()> {
         // Flushing a partial member would make the output depend on write timing; members stay whole.
         self.out.flush()
+    }
+}
+
+/// A member compressed early (by `early::EarlyGzip`, while a RUN wrote its file): where its bytes are in
+/// the spool, and the hash of the data it holds. The encoder takes it instead of compressing that data.
+#[derive(Clone, Debug)]
+pub(crate) struct EarlyMember {
+    pub(super) spool: Arc<File>,
+    pub(super) offset: u64,
+    pub(super) len: usize,
+    /// Its length in the spool: `len` rounded up to whole blocks.
+    pub(super) span: u64,
+    pub(super) data_len: usize,
+    pub(super) hash: blake3::Hash,
+    /// Set once the member is taken: its spool range is then gone.
+    pub(super) taken: Arc<AtomicBool>,
+    pub(super) used: Arc<AtomicU64>,
+}
+
+impl EarlyMember {
+    /// Takes the compressed member if it was made from exactly `data` (and was not taken before), and
+    /// frees its place in the spool: the spool then never grows the disk use beyond what is not yet in
+    /// the blob, its pages are dropped before they are written back, and the blob's pages reuse them.
+    pub(crate) fn take_for(&self, data: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        if data.len() != self.data_len || blake3::hash(data) != self.hash {
+            return Ok(None);
+        }
+        if self.taken.swap(true, Ordering::AcqRel) {
+            return Ok(None);
+        }
+        let mut bytes = vec![0u8; self.len];
+        self.spool.read_exact_at(&mut bytes, self.offset)?;
+        if let Err(e) = rustix::fs::fallocate(
+            &*self.spool,
+            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+            self.offset,
+            self.span,
+        ) {
+            // A file system without hole punching keeps the spool until it is removed.
+            tracing::trace!(error = %e, "could not punch a taken member out of the spool");
+        }
+        self.used.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(bytes))
     }
 }
 

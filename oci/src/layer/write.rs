@@ -12,8 +12,8 @@ use std::thread::JoinHandle;
 
 use tar::{EntryType, Header};
 
-use super::early::{EarlyMember, Precompressed};
-use super::gzip::{GzipEncoder, DEFAULT_GZIP_LEVEL, MEMBER_SIZE};
+use super::early::Precompressed;
+use super::gzip::{EarlyMember, GzipEncoder, DEFAULT_GZIP_LEVEL, MEMBER_SIZE};
 use super::pax::push_record;
 use super::{Compression, LayerError, LayerInfo, LayerOptions, OPAQUE_MARKER, WHITEOUT_PREFIX};
 use crate::Hasher;
