@@ -71,6 +71,30 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;",
 ];
 
+/// How long a statement waits for another process's lock on the database.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `f` again while SQLite answers SQLITE_BUSY without having waited (a lock upgrade that could
+/// deadlock, which the busy handler does not cover), until `limit` has passed.
+fn retry_busy<T>(
+    limit: Duration,
+    mut f: impl FnMut() -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    let start = std::time::Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && start.elapsed() < limit =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The newest schema version this build knows.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -93,10 +117,14 @@ impl Db {
         };
         let conn = Connection::open(path).map_err(err("open"))?;
         // busy_timeout first: switching to WAL itself needs a lock another process may hold.
-        conn.busy_timeout(Duration::from_secs(10))
+        conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(err("set busy_timeout"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err("enable WAL"))?;
+        // The lock of `Store::open` keeps rbuild openers apart; this covers a process that holds the
+        // database for other reasons (an older rbuild, the sqlite3 shell), for as long as busy_timeout.
+        retry_busy(BUSY_TIMEOUT, || {
+            conn.pragma_update(None, "journal_mode", "WAL")
+        })
+        .map_err(err("enable WAL"))?;
         // NORMAL in WAL mode: a commit is durable after the next checkpoint, and the database never corrupts.
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(err("set synchronous"))?;
@@ -129,7 +157,7 @@ impl Db {
         if current == SCHEMA_VERSION {
             return Ok(());
         }
-        self.write("migrate schema", |tx| {
+        self.write_retrying_busy("migrate schema", |tx| {
             tx.execute_batch(
                 "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
             )?;
@@ -191,6 +219,29 @@ impl Db {
             Fail::Sql(source) => self.error(op, source),
             Fail::Other(e) => e,
         })
+    }
+
+    /// [`write`](Self::write) for schema creation: retried while the database is busy, as the switch to
+    /// WAL of another connection can make `BEGIN IMMEDIATE` fail without waiting.
+    fn write_retrying_busy<T>(
+        &self,
+        op: &str,
+        f: impl Fn(&Transaction<'_>) -> Result<T, Fail>,
+    ) -> Result<T, Error> {
+        let start = std::time::Instant::now();
+        loop {
+            match self.write(op, &f) {
+                Err(Error::Db {
+                    source: rusqlite::Error::SqliteFailure(e, _),
+                    ..
+                }) if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && start.elapsed() < BUSY_TIMEOUT =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Runs `f` on the connection outside any explicit transaction (for reads).

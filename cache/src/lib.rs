@@ -38,7 +38,7 @@ mod stat;
 use std::collections::BTreeMap;
 use std::fs::{File, Permissions};
 use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use oci::{media_type, Descriptor, Digest, Index, Manifest};
@@ -129,8 +129,48 @@ fn spread_subdirs(dir: &Path) {
     }
 }
 
+/// The mode of the store's root and of its directories that hold image contents or scratch space.
+///
+/// Only the owner may enter them: a layer may hold a setuid-root binary or a device node, and a snapshot
+/// (or a RUN's upper dir, or a cache mount) is a plain directory on the host, so any user able to reach it
+/// could run that binary as root (issue #19). Docker keeps `/var/lib/docker` 0710 for the same reason. The
+/// contents of snapshots keep their own modes: a container sees them through its mount, never through
+/// this path.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Creates `dir` (and missing parents) with [`PRIVATE_DIR_MODE`] from the start, or restricts an existing
+/// one (a store made by an older rbuild, which used the umask).
+fn private_dir(dir: &Path) -> Result<(), Error> {
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(dir)
+    {
+        Ok(()) => {}
+        Err(source) => {
+            return Err(io::Error::new(
+                source.kind(),
+                format!(
+                    "failed to create store directory {}: {source}",
+                    dir.display()
+                ),
+            )
+            .into())
+        }
+    }
+    let meta = fs_err::metadata(dir)?;
+    if meta.permissions().mode() & 0o7777 != PRIVATE_DIR_MODE {
+        tracing::info!(dir = %dir.display(), mode = format!("{:o}", meta.permissions().mode() & 0o7777), "making store directory private");
+        fs_err::set_permissions(dir, Permissions::from_mode(PRIVATE_DIR_MODE))?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens the store at `root`, creating the layout and database schema as needed.
+    ///
+    /// The root and its directories of image contents and scratch space get [`PRIVATE_DIR_MODE`], also
+    /// when an older rbuild created them with the umask.
     ///
     /// Also removes the scratch space (`tmp/`) of processes that died while using this store; the scratch
     /// space of live processes is never touched (see the `session` module: each process holds a `flock`).
@@ -141,8 +181,15 @@ impl Store {
         let locks = root.join("locks");
         let tmp = root.join("tmp");
         let empty = root.join("empty");
+        private_dir(root)?;
         for dir in [&blobs, &snapshots, &mounts, &locks, &tmp, &empty] {
             fs_err::create_dir_all(dir)?;
+        }
+        // See: #19. The root alone would do, but each directory that holds image contents or build
+        // scratch space is private too, so that no single mode change (an operator's `chmod 755` of the
+        // root, an older rbuild's store) exposes setuid files or device nodes of a layer to other users.
+        for dir in [&root.join("blobs"), &snapshots, &mounts, &tmp] {
+            private_dir(dir)?;
         }
         for dir in [&snapshots, &mounts, &tmp] {
             spread_subdirs(dir);
@@ -157,7 +204,18 @@ impl Store {
             Err(e) => tracing::warn!(error = %e, "failed to clean store scratch space"),
         }
         let session = Session::create(&tmp)?;
-        let db = Db::open(&root.join("db.sqlite"))?;
+        let db = {
+            // See: #19. Processes opening a fresh store at once raced in SQLite's switch to WAL (which
+            // takes the database's exclusive lock while others hold a shared one, a case SQLite answers
+            // with SQLITE_BUSY at once rather than through the busy handler) and in schema creation.
+            // Openers take turns; an open of an up-to-date store holds this lock for well under a
+            // millisecond, and processes that already opened the store never take it.
+            let path = locks.join("db-open.lock");
+            let file = open_lock_file(&path)?;
+            flock_retry(&file, FlockOperation::LockExclusive)
+                .map_err(|source| Error::Lock { path, source })?;
+            Db::open(&root.join("db.sqlite"))?
+        };
         let store = Store {
             root: root.to_owned(),
             blobs,
@@ -973,5 +1031,80 @@ mod tests {
         );
         assert_eq!(store.list_tags().unwrap(), vec![]);
         assert_eq!(store.resolve_tag("app:latest").unwrap(), None);
+    }
+    /// Runs `cmd` as `nobody` (uid and gid 65534, no supplementary groups) with util-linux `setpriv`.
+    fn as_nobody(cmd: &[&std::ffi::OsStr]) -> std::process::Output {
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "this test needs root: it runs a setuid-root binary as nobody"
+        );
+        // Through `sh`: setpriv itself finds the program before it drops privileges.
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .args(["/bin/sh", "-c", "exec \"$0\" \"$@\""])
+            .args(cmd)
+            .output()
+            .expect("setpriv (util-linux) runs")
+    }
+
+    // See: #19. A setuid-root binary in a pulled layer must not be runnable by other users of the host.
+    #[test]
+    fn r19_store_dirs_private_setuid_binary_unreachable_by_nobody() {
+        let base = tempfile::tempdir().unwrap();
+        // The temp dir is 0700; open it so that only the store's own modes protect what is inside.
+        fs_err::set_permissions(base.path(), Permissions::from_mode(0o755)).unwrap();
+        let setuid_id = |dest: &Path| {
+            fs_err::copy("/usr/bin/id", dest).unwrap();
+            fs_err::set_permissions(dest, Permissions::from_mode(0o4755)).unwrap();
+        };
+        // Control: the same binary outside the store gives nobody euid 0, so the test can see the attack.
+        let control = base.path().join("control-id");
+        setuid_id(&control);
+        let out = as_nobody(&[control.as_os_str(), "-u".as_ref()]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "{out:?}");
+
+        // A store laid out by an older rbuild: every directory 0755.
+        let root = base.path().join("store");
+        for dir in ["", "blobs/sha256", "snapshots", "mounts", "tmp", "locks"] {
+            fs_err::create_dir_all(root.join(dir)).unwrap();
+            fs_err::set_permissions(root.join(dir), Permissions::from_mode(0o755)).unwrap();
+        }
+        let store = Store::open(&root).unwrap();
+        for dir in ["", "blobs", "snapshots", "mounts", "tmp"] {
+            let mode = fs_err::metadata(root.join(dir))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777;
+            assert_eq!(mode, PRIVATE_DIR_MODE, "{dir:?} of the store");
+        }
+
+        let tmp = store.tmp_dir().unwrap();
+        setuid_id(&tmp.path().join("id"));
+        let scratch = tmp.path().join("id");
+        let out = as_nobody(&[scratch.as_os_str(), "-u".as_ref()]);
+        assert!(!out.status.success(), "scratch space reachable: {out:?}");
+        let snapshot = store
+            .commit_snapshot(tmp, &Digest::sha256_of(b"setuid layer"))
+            .unwrap();
+        let cache_mount = store.cache_mount_dir("go-build").unwrap();
+        setuid_id(&cache_mount.join("id"));
+        for binary in [snapshot.join("id"), cache_mount.join("id")] {
+            // Still setuid root, and still 0755 inside: a container sees it as the image made it.
+            let mode = fs_err::metadata(&binary).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(mode, 0o4755);
+            let out = as_nobody(&[binary.as_os_str(), "-u".as_ref()]);
+            assert!(!out.status.success(), "{} ran: {out:?}", binary.display());
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+                "{out:?}"
+            );
+        }
+
+        // A store created fresh is private from its first directory on.
+        let fresh = base.path().join("fresh").join("store");
+        drop(Store::open(&fresh).unwrap());
+        let mode = fs_err::metadata(&fresh).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, PRIVATE_DIR_MODE);
     }
 }

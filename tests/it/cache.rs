@@ -392,3 +392,39 @@ fn a_rebuild_that_changes_nothing_keeps_the_image_id_and_writes_no_blob() {
     assert_ne!(id1, id3);
     assert_eq!(env.ok(&["run", "same:1"]).0, "hi\n");
 }
+
+// See: #19. Several processes creating one fresh store at once failed about 1 in 40 with `failed to enable
+// WAL: database is locked`: 20 rounds of 8 processes, each on a store nobody opened before.
+#[test]
+fn r19_concurrent_first_use_of_a_fresh_store() {
+    let base = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    for round in 0..20 {
+        let root = base.path().join(format!("store-{round}"));
+        let children: Vec<_> = (0..8)
+            .map(|_| {
+                std::process::Command::new(crate::common::RBUILD)
+                    .arg("--root")
+                    .arg(&root)
+                    .arg("images")
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    eprintln!(
+        "r19: 160 first opens in {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
+}
