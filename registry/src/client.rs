@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use oci::{media_type, Descriptor, Digest, Hasher, Index, Manifest, Platform, Reference};
@@ -15,6 +15,7 @@ use crate::credentials::{self, Credentials};
 use crate::retry::{
     backoff, retry_delay, retryable_status, status_error, status_error_parts, MAX_RETRIES,
 };
+use crate::stall::{self, Progress, Stalled};
 use crate::Error;
 
 /// Settings for a [`Client`].
@@ -45,6 +46,12 @@ pub struct ClientOptions {
     /// Mirrors of Docker Hub (`https://mirror.example`, `http://127.0.0.1:5000`), tried in order for
     /// pulls of `docker.io` images before Docker Hub itself, as dockerd's `registry-mirrors`.
     pub mirrors: Vec<String>,
+    /// How long a request may go without progress (see the `stall` module) before it fails;
+    /// [`default_stall_timeout`](crate::default_stall_timeout) when `None`.
+    pub stall_timeout: Option<Duration>,
+    /// How long a request keeps being retried, from its first attempt: no new attempt starts after this;
+    /// twice the stall timeout when `None` (a frozen registry fails a request in about a minute).
+    pub retry_budget: Option<Duration>,
 }
 
 /// The `certs.d` directory read when [`ClientOptions::certs_d`] is `None`: `$RBUILD_CERTS_D`, else
@@ -90,6 +97,8 @@ struct Inner {
     auth: Auth,
     upload: UploadMethod,
     chunk_size: u64,
+    stall: Duration,
+    retry_budget: Duration,
 }
 
 /// A single-image manifest resolved from a reference.
@@ -233,6 +242,9 @@ fn strip_scheme(s: &str) -> &str {
 impl Client {
     /// Builds a client: TLS (rustls, system roots), timeouts, and credentials from the Docker config.
     pub fn new(opts: ClientOptions) -> Result<Self, Error> {
+        let stall = opts
+            .stall_timeout
+            .unwrap_or_else(crate::stall::default_stall_timeout);
         let agent = opts
             .user_agent
             .clone()
@@ -241,8 +253,9 @@ impl Client {
             reqwest::Client::builder()
                 .user_agent(agent.clone())
                 .connect_timeout(Duration::from_secs(30))
-                // Per read, not per request: a big blob may take minutes, a silent peer may not.
-                .read_timeout(Duration::from_secs(120))
+            // No read timeout: reqwest's covers the whole request until the answer's headers (a big
+            // upload included) and then each body read; the stall watch of `send` and `read_chunk`
+            // measures progress instead (see the `stall` module).
         };
         let http = builder()
             .build()
@@ -361,6 +374,8 @@ impl Client {
                 auth: Auth::new(creds),
                 upload: opts.upload,
                 chunk_size: opts.chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE).max(1),
+                stall,
+                retry_budget: opts.retry_budget.unwrap_or(stall * 2),
             }),
         })
     }
@@ -509,6 +524,7 @@ impl Client {
         let mut hasher = Hasher::new();
         let mut received = 0u64;
         let mut resumes = 0;
+        let mut failing_since: Option<Instant> = None;
         loop {
             let offset = received;
             let resp = self
@@ -538,9 +554,16 @@ impl Client {
                         .await)
                 }
             };
-            match stream_body(r, resp, &mut skip, &mut received, &mut hasher, desc, sink).await {
+            match self
+                .stream_body(r, resp, &mut skip, &mut received, &mut hasher, desc, sink)
+                .await
+            {
                 Ok(()) => break,
-                Err(e @ Error::Transfer { .. }) if resumes < MAX_RETRIES => {
+                Err(e @ (Error::Transfer { .. } | Error::Stalled { .. }))
+                    if resumes < MAX_RETRIES
+                        && failing_since.get_or_insert_with(Instant::now).elapsed()
+                            < self.inner.retry_budget =>
+                {
                     tracing::warn!(digest = %desc.digest, received, error = %e, "blob download broke, resuming");
                     tokio::time::sleep(backoff(resumes)).await;
                     resumes += 1;
@@ -668,13 +691,19 @@ impl Client {
         }
         let from_repo = from_repo.filter(|f| *f != r.repository);
         let mut attempt = 0;
+        let mut failing_since: Option<Instant> = None;
         loop {
             match self.upload_once(r, desc, path, from_repo).await {
                 Ok(outcome) => {
                     tracing::debug!(digest = %desc.digest, size = desc.size, repository = %r.name(), ?outcome, "blob pushed");
                     return Ok(outcome);
                 }
-                Err(e) if e.is_transient() && attempt < MAX_RETRIES => {
+                Err(e)
+                    if e.is_transient()
+                        && attempt < MAX_RETRIES
+                        && failing_since.get_or_insert_with(Instant::now).elapsed()
+                            < self.inner.retry_budget =>
+                {
                     tracing::warn!(digest = %desc.digest, error = %e, attempt, "blob upload failed, restarting");
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
@@ -728,10 +757,9 @@ impl Client {
         written: &mut tokio::sync::watch::Receiver<Growth>,
         session: &mut reqwest::Url,
     ) -> Result<Digest, Error> {
-        let body = growing_body(file, written.clone());
         // The body can be sent once: a retry (after an auth challenge) finds it taken and fails, and the
-        // finished blob is pushed the usual way.
-        let body = std::sync::Mutex::new(Some(body));
+        // finished blob is pushed the usual way. It is made inside `send` to count into its stall watch.
+        let body = std::sync::Mutex::new(Some((file, written.clone())));
         let resp = self
             .send(r, Access::Push, Retry::Never, || {
                 let body =
@@ -742,6 +770,7 @@ impl Client {
                             registry: r.registry.clone(),
                             detail: "the registry asked twice for a layer being written".to_owned(),
                         })?;
+                let body = growing_body(body.0, body.1);
                 Ok(self
                     .http(r)
                     .patch(session.clone())
@@ -793,7 +822,7 @@ impl Client {
                     .http(r)
                     .put(&url)
                     .header(header::CONTENT_TYPE, media_type)
-                    .body(body.clone()))
+                    .body(stall::counted_bytes(body.clone())))
             })
             .await?;
         if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
@@ -945,17 +974,51 @@ impl Client {
     {
         let scope = Self::scope(r, access);
         let mut attempt = 0;
+        let mut stalls = 0;
         let mut challenged = false;
+        let started = Instant::now();
+        // Retries stop at MAX_RETRIES or when the retry budget is spent, whichever comes first.
+        let may_retry = |attempt: u32| {
+            retry == Retry::Idempotent
+                && attempt < MAX_RETRIES
+                && started.elapsed() < self.inner.retry_budget
+        };
         loop {
-            let mut req = build()?;
+            let progress = Progress::new(self.inner.stall);
+            let mut req = stall::scope(&progress, &build)?;
             if let Some(h) = self.inner.auth.header(&r.registry, &scope) {
                 req = req.header(header::AUTHORIZATION, h);
             }
-            let may_retry = retry == Retry::Idempotent && attempt < MAX_RETRIES;
-            let resp = match req.send().await {
-                Ok(resp) => resp,
-                Err(e) => {
-                    if may_retry {
+            let (client, request) = req.build_split();
+            let request = request.map_err(|source| Error::Transfer {
+                registry: r.registry.clone(),
+                source,
+            })?;
+            let shown = format!("{} {}", request.method(), request.url());
+            let resp = match progress.watch(client.execute(request)).await {
+                Ok(Ok(resp)) => resp,
+                Err(Stalled) => {
+                    stalls += 1;
+                    if may_retry(attempt) {
+                        tracing::warn!(
+                            registry = r.registry,
+                            request = shown,
+                            attempt,
+                            "registry stalled, retrying"
+                        );
+                        tokio::time::sleep(backoff(attempt)).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(Error::Stalled {
+                        registry: r.registry.clone(),
+                        request: shown,
+                        stall: self.inner.stall,
+                        attempts: stalls,
+                    });
+                }
+                Ok(Err(e)) => {
+                    if may_retry(attempt) {
                         tracing::debug!(registry = r.registry, error = %e, attempt, "request failed, retrying");
                         tokio::time::sleep(backoff(attempt)).await;
                         attempt += 1;
@@ -990,13 +1053,24 @@ impl Client {
                 challenged = true;
                 let challenge = challenge_of(&resp);
                 let http = self.http(r);
-                self.inner
-                    .auth
-                    .authenticate(http, &r.registry, &scope, challenge.as_deref())
-                    .await?;
+                let progress = Progress::new(self.inner.stall);
+                progress
+                    .watch(self.inner.auth.authenticate(
+                        http,
+                        &r.registry,
+                        &scope,
+                        challenge.as_deref(),
+                    ))
+                    .await
+                    .map_err(|Stalled| Error::Stalled {
+                        registry: r.registry.clone(),
+                        request: format!("token request for {scope}"),
+                        stall: self.inner.stall,
+                        attempts: 1,
+                    })??;
                 continue;
             }
-            if retryable_status(status) && may_retry {
+            if retryable_status(status) && may_retry(attempt) {
                 let wait = retry_delay(&resp, attempt);
                 tracing::debug!(registry = r.registry, %status, attempt, ?wait, "registry busy or failing, retrying");
                 tokio::time::sleep(wait).await;
@@ -1004,6 +1078,36 @@ impl Client {
                 continue;
             }
             return Ok(resp);
+        }
+    }
+
+    /// The next piece of `resp`'s body; fails when the body makes no progress for the stall timeout.
+    ///
+    /// `progress` spans the whole body (one per response), `request` names it in the error.
+    async fn read_chunk(
+        &self,
+        r: &Reference,
+        resp: &mut reqwest::Response,
+        progress: &Progress,
+        request: &str,
+    ) -> Result<Option<Bytes>, Error> {
+        match progress.watch(resp.chunk()).await {
+            Ok(Ok(chunk)) => {
+                if let Some(c) = &chunk {
+                    progress.add(c.len() as u64);
+                }
+                Ok(chunk)
+            }
+            Ok(Err(source)) => Err(Error::Transfer {
+                registry: r.registry.clone(),
+                source,
+            }),
+            Err(Stalled) => Err(Error::Stalled {
+                registry: r.registry.clone(),
+                request: request.to_owned(),
+                stall: self.inner.stall,
+                attempts: 1,
+            }),
         }
     }
 
@@ -1144,6 +1248,7 @@ impl Client {
                 let (file, _) = file.into_parts();
                 let stream =
                     ReaderStream::with_capacity(tokio::fs::File::from_std(file), UPLOAD_CHUNK);
+                let body = stall::counted_stream(stream);
                 Ok(self
                     .http(r)
                     .put(session.clone())
@@ -1151,7 +1256,7 @@ impl Client {
                     // An explicit length makes hyper send a sized body instead of chunked encoding, which
                     // some registries and proxies refuse for blob uploads.
                     .header(header::CONTENT_LENGTH, desc.size)
-                    .body(reqwest::Body::wrap_stream(stream)))
+                    .body(body))
             })
             .await?;
         let status = resp.status();
@@ -1183,6 +1288,7 @@ impl Client {
         let mut file = fs_err::File::open(path).map_err(read_err)?;
         let mut offset = 0u64;
         let mut failures = 0;
+        let mut failing_since: Option<Instant> = None;
         while offset < desc.size {
             let len = self.inner.chunk_size.min(desc.size - offset);
             let chunk = read_at(&mut file, offset, len).map_err(read_err)?;
@@ -1195,7 +1301,7 @@ impl Client {
                         .header(header::CONTENT_TYPE, "application/octet-stream")
                         .header(header::CONTENT_RANGE, format!("{offset}-{end}"))
                         .header(header::CONTENT_LENGTH, len)
-                        .body(chunk.clone()))
+                        .body(stall::counted_bytes(chunk.clone())))
                 })
                 .await;
             let error = match result {
@@ -1214,7 +1320,10 @@ impl Client {
                 Err(e) if e.is_transient() => e,
                 Err(e) => return Err(e),
             };
-            if failures >= MAX_RETRIES {
+            if failures >= MAX_RETRIES
+                || failing_since.get_or_insert_with(Instant::now).elapsed()
+                    >= self.inner.retry_budget
+            {
                 return Err(error);
             }
             tracing::warn!(digest = %desc.digest, offset, error = %error, "blob chunk failed, resuming from the registry's offset");
@@ -1322,11 +1431,14 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned())
             .unwrap_or_default();
+        let content_digest = resp
+            .headers()
+            .get("docker-content-digest")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_owned());
         let mut bytes = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|source| Error::Transfer {
-            registry: r.registry.clone(),
-            source,
-        })? {
+        let progress = Progress::new(self.inner.stall);
+        let request = format!("GET {url} (body)");
+        while let Some(chunk) = self.read_chunk(r, &mut resp, &progress, &request).await? {
             if bytes.len() + chunk.len() > MANIFEST_LIMIT {
                 return Err(Error::Protocol {
                     registry: r.registry.clone(),
@@ -1336,6 +1448,24 @@ impl Client {
             bytes.extend_from_slice(&chunk);
         }
         let digest = Digest::sha256_of(&bytes);
+        // See: #19. As docker's pull does: the registry's own statement of the digest must match what it
+        // sent (else a tag could be answered with other bytes than the registry says it holds). Only
+        // sha256 is computed here; a header in another algorithm is left to the reference's digest.
+        if let Some(header) = content_digest {
+            if header.starts_with("sha256:") || !header.contains(':') {
+                let matches = header.parse::<Digest>().is_ok_and(|d| d == digest);
+                if !matches {
+                    return Err(Error::ContentDigestMismatch {
+                        registry: r.registry.clone(),
+                        reference: shown.to_owned(),
+                        header,
+                        actual: digest,
+                    });
+                }
+            } else {
+                tracing::debug!(reference = shown, %header, "Docker-Content-Digest in an algorithm not checked here");
+            }
+        }
         if let Some(expected) = expect {
             if *expected != digest {
                 return Err(Error::DigestMismatch {
@@ -1404,43 +1534,47 @@ impl Client {
 }
 
 /// Copies a blob response into `sink` after dropping its first `skip` bytes, hashing and counting.
-async fn stream_body(
-    r: &Reference,
-    mut resp: reqwest::Response,
-    skip: &mut u64,
-    received: &mut u64,
-    hasher: &mut Hasher,
-    desc: &Descriptor,
-    sink: &mut (dyn Write + Send),
-) -> Result<(), Error> {
-    while let Some(chunk) = resp.chunk().await.map_err(|source| Error::Transfer {
-        registry: r.registry.clone(),
-        source,
-    })? {
-        let mut chunk = &chunk[..];
-        if *skip > 0 {
-            let n = usize::try_from(*skip)
-                .unwrap_or(usize::MAX)
-                .min(chunk.len());
-            chunk = &chunk[n..];
-            *skip -= n as u64;
-        }
-        *received += chunk.len() as u64;
-        if *received > desc.size {
-            return Err(Error::SizeMismatch {
-                what: "blob",
+impl Client {
+    /// (see above)
+    #[allow(clippy::too_many_arguments)]
+    async fn stream_body(
+        &self,
+        r: &Reference,
+        mut resp: reqwest::Response,
+        skip: &mut u64,
+        received: &mut u64,
+        hasher: &mut Hasher,
+        desc: &Descriptor,
+        sink: &mut (dyn Write + Send),
+    ) -> Result<(), Error> {
+        let progress = Progress::new(self.inner.stall);
+        let request = format!("GET {} (body)", resp.url());
+        while let Some(chunk) = self.read_chunk(r, &mut resp, &progress, &request).await? {
+            let mut chunk = &chunk[..];
+            if *skip > 0 {
+                let n = usize::try_from(*skip)
+                    .unwrap_or(usize::MAX)
+                    .min(chunk.len());
+                chunk = &chunk[n..];
+                *skip -= n as u64;
+            }
+            *received += chunk.len() as u64;
+            if *received > desc.size {
+                return Err(Error::SizeMismatch {
+                    what: "blob",
+                    digest: desc.digest.clone(),
+                    expected: desc.size,
+                    actual: *received,
+                });
+            }
+            hasher.update(chunk);
+            sink.write_all(chunk).map_err(|source| Error::WriteSink {
                 digest: desc.digest.clone(),
-                expected: desc.size,
-                actual: *received,
-            });
+                source,
+            })?;
         }
-        hasher.update(chunk);
-        sink.write_all(chunk).map_err(|source| Error::WriteSink {
-            digest: desc.digest.clone(),
-            source,
-        })?;
+        Ok(())
     }
-    Ok(())
 }
 
 /// The first byte offset of a 206 answer's `Content-Range: bytes <start>-<end>/<size>`.
@@ -1506,46 +1640,55 @@ fn growing_body(
     file: std::fs::File,
     written: tokio::sync::watch::Receiver<Growth>,
 ) -> reqwest::Body {
+    let progress = stall::current();
     let stream = futures_util::stream::unfold(
         (file, 0u64, written, false),
-        |(file, offset, mut written, ended)| async move {
-            if ended {
-                return None;
-            }
-            loop {
-                let state = written.borrow().clone();
-                // Appends reach the file's size only once their bytes are in the file.
-                let have = match &state {
-                    Growth::Failed => {
-                        let e = std::io::Error::other("the layer could not be written");
-                        return Some((Err(e), (file, offset, written, true)));
-                    }
-                    Growth::Done { size, .. } => *size,
-                    Growth::Writing => match file.metadata() {
-                        Ok(m) => m.len(),
-                        Err(e) => return Some((Err(e), (file, offset, written, true))),
-                    },
-                };
-                if have > offset {
-                    let len = (have - offset).min(UPLOAD_CHUNK as u64);
-                    let mut buf = vec![0u8; usize::try_from(len).expect("a chunk fits")];
-                    use std::os::unix::fs::FileExt;
-                    return match file.read_exact_at(&mut buf, offset) {
-                        Ok(()) => {
-                            Some((Ok(Bytes::from(buf)), (file, offset + len, written, false)))
-                        }
-                        Err(e) => Some((Err(e), (file, offset, written, true))),
-                    };
-                }
-                if matches!(state, Growth::Done { .. }) {
+        move |(file, offset, mut written, ended)| {
+            let progress = progress.clone();
+            async move {
+                if ended {
                     return None;
                 }
-                // Wake when the writer finishes, or look at the file again soon.
-                let _ = tokio::time::timeout(Duration::from_millis(10), written.changed()).await;
+                loop {
+                    let state = written.borrow().clone();
+                    // Appends reach the file's size only once their bytes are in the file.
+                    let have = match &state {
+                        Growth::Failed => {
+                            let e = std::io::Error::other("the layer could not be written");
+                            return Some((Err(e), (file, offset, written, true)));
+                        }
+                        Growth::Done { size, .. } => *size,
+                        Growth::Writing => match file.metadata() {
+                            Ok(m) => m.len(),
+                            Err(e) => return Some((Err(e), (file, offset, written, true))),
+                        },
+                    };
+                    if have > offset {
+                        let len = (have - offset).min(UPLOAD_CHUNK as u64);
+                        let mut buf = vec![0u8; usize::try_from(len).expect("a chunk fits")];
+                        use std::os::unix::fs::FileExt;
+                        return match file.read_exact_at(&mut buf, offset) {
+                            Ok(()) => {
+                                Some((Ok(Bytes::from(buf)), (file, offset + len, written, false)))
+                            }
+                            Err(e) => Some((Err(e), (file, offset, written, true))),
+                        };
+                    }
+                    if matches!(state, Growth::Done { .. }) {
+                        return None;
+                    }
+                    // Waiting for the writer is not the registry stalling.
+                    if let Some(p) = &progress {
+                        p.touch();
+                    }
+                    // Wake when the writer finishes, or look at the file again soon.
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(10), written.changed()).await;
+                }
             }
         },
     );
-    reqwest::Body::wrap_stream(stream)
+    stall::counted_stream(stream)
 }
 
 fn read_at(file: &mut fs_err::File, offset: u64, len: u64) -> std::io::Result<Bytes> {

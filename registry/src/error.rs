@@ -110,6 +110,30 @@ pub enum Error {
         /// The digest of the bytes received.
         actual: Digest,
     },
+    /// A request made no progress for the stall timeout (a frozen or trickling registry).
+    #[error("registry {registry} stalled: no progress for {}s on {request}{}", .stall.as_secs_f64(), attempts_note(*.attempts))]
+    Stalled {
+        /// Registry host (and port).
+        registry: String,
+        /// The request, as `METHOD url`.
+        request: String,
+        /// The stall timeout.
+        stall: std::time::Duration,
+        /// How many attempts stalled (retries stop at the retry budget).
+        attempts: u32,
+    },
+    /// A manifest's body does not hash to the `Docker-Content-Digest` the registry sent with it.
+    #[error("registry {registry} sent manifest {reference} with Docker-Content-Digest {header}, but the manifest it sent has digest {actual}")]
+    ContentDigestMismatch {
+        /// Registry host (and port).
+        registry: String,
+        /// The reference asked for.
+        reference: String,
+        /// The header's value.
+        header: String,
+        /// The digest of the bytes received.
+        actual: Digest,
+    },
     /// Content is not as long as its descriptor says.
     #[error("{what} {digest} has size {actual}, expected {expected}")]
     SizeMismatch {
@@ -201,9 +225,17 @@ impl Error {
     /// Whether retrying the same request later may succeed (connection trouble, 5xx, 408, 429).
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Unreachable { .. } | Error::Transfer { .. } => true,
+            Error::Unreachable { .. } | Error::Transfer { .. } | Error::Stalled { .. } => true,
             Error::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
             _ => false,
         }
+    }
+}
+
+fn attempts_note(attempts: u32) -> String {
+    if attempts > 1 {
+        format!(" ({attempts} attempts)")
+    } else {
+        String::new()
     }
 }

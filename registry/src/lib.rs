@@ -13,6 +13,9 @@
 //! [`ClientOptions::insecure_registries`]) use plain http; others https, verified against the system CA
 //! store (`rustls-platform-verifier`, which on Linux reads `SSL_CERT_FILE`/`SSL_CERT_DIR` via
 //! `rustls-native-certs`). `HTTP(S)_PROXY`/`NO_PROXY` are honoured except for loopback registries.
+//! There is no total timeout: a request fails when it makes no progress for
+//! [`ClientOptions::stall_timeout`] (30 s by default, `RBUILD_REGISTRY_STALL_TIMEOUT`), and retries stop
+//! after [`ClientOptions::retry_budget`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), registry::Error> {
@@ -30,6 +33,7 @@ mod client;
 mod credentials;
 mod error;
 mod retry;
+mod stall;
 
 pub use client::{
     default_certs_d, Client, ClientOptions, Growth, PulledManifest, PushOutcome, RawManifest,
@@ -39,3 +43,4 @@ pub use credentials::{
     default_containers_auth, default_docker_config, login, logout, normalise_host,
 };
 pub use error::Error;
+pub use stall::{default_stall_timeout, DEFAULT_STALL_TIMEOUT};

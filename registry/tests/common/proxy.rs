@@ -23,6 +23,30 @@ pub struct Truncate {
     pub times: u32,
 }
 
+/// Relays matching responses up to `after` bytes (status line and headers included), then sends nothing
+/// more while keeping the connection open, as a registry frozen with SIGSTOP does.
+pub struct Freeze {
+    pub method: &'static str,
+    pub path_contains: &'static str,
+    pub after: usize,
+    pub times: u32,
+}
+
+/// Relays matching responses one byte every `interval_ms` milliseconds.
+pub struct Trickle {
+    pub method: &'static str,
+    pub path_contains: &'static str,
+    pub interval_ms: u64,
+}
+
+/// Sets header `name` to `value` in matching responses (replacing the upstream's).
+pub struct Rewrite {
+    pub method: &'static str,
+    pub path_contains: &'static str,
+    pub name: &'static str,
+    pub value: String,
+}
+
 /// What the token endpoint demands.
 pub enum TokenAuth {
     /// Tokens for anyone.
@@ -40,6 +64,9 @@ struct State {
     bearer: Option<TokenAuth>,
     faults: Mutex<Vec<Fault>>,
     truncations: Mutex<Vec<Truncate>>,
+    freezes: Mutex<Vec<Freeze>>,
+    trickles: Mutex<Vec<Trickle>>,
+    rewrites: Mutex<Vec<Rewrite>>,
     seen: Mutex<Vec<String>>,
     fault_headers: Mutex<Vec<(String, String)>>,
     /// (method, path part, matching requests still to let through, status): fails one request once.
@@ -74,6 +101,9 @@ impl Proxy {
             bearer,
             faults: Mutex::new(Vec::new()),
             truncations: Mutex::new(Vec::new()),
+            freezes: Mutex::new(Vec::new()),
+            trickles: Mutex::new(Vec::new()),
+            rewrites: Mutex::new(Vec::new()),
             seen: Mutex::new(Vec::new()),
             fault_headers: Mutex::new(Vec::new()),
             fail_after: Mutex::new(Vec::new()),
@@ -145,6 +175,21 @@ impl Proxy {
     /// Adds a truncation rule.
     pub fn truncate(&self, t: Truncate) {
         self.state.truncations.lock().unwrap().push(t);
+    }
+
+    /// Adds a freeze rule.
+    pub fn freeze(&self, f: Freeze) {
+        self.state.freezes.lock().unwrap().push(f);
+    }
+
+    /// Adds a trickle rule.
+    pub fn trickle(&self, t: Trickle) {
+        self.state.trickles.lock().unwrap().push(t);
+    }
+
+    /// Adds a header rewrite rule.
+    pub fn rewrite(&self, r: Rewrite) {
+        self.state.rewrites.lock().unwrap().push(r);
     }
 
     /// Every request seen, as `METHOD path?query [content-length=N] [transfer-encoding=…]`, in order.
@@ -449,6 +494,73 @@ async fn handle(state: &State, mut conn: TcpStream) -> std::io::Result<()> {
         let mut answer = Vec::new();
         up.read_to_end(&mut answer).await?;
         conn.write_all(&answer[..cut.min(answer.len())]).await?;
+        return conn.shutdown().await;
+    }
+    let freeze = {
+        let mut rules = state.freezes.lock().unwrap();
+        rules
+            .iter_mut()
+            .find(|f| f.times > 0 && f.method == method && path.contains(f.path_contains))
+            .map(|f| {
+                f.times -= 1;
+                f.after
+            })
+    };
+    if let Some(after) = freeze {
+        let mut answer = Vec::new();
+        up.read_to_end(&mut answer).await?;
+        conn.write_all(&answer[..after.min(answer.len())]).await?;
+        // Frozen: the connection stays open and silent until the client gives up.
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        return Ok(());
+    }
+    let trickle = {
+        let rules = state.trickles.lock().unwrap();
+        rules
+            .iter()
+            .find(|t| t.method == method && path.contains(t.path_contains))
+            .map(|t| t.interval_ms)
+    };
+    if let Some(ms) = trickle {
+        let mut answer = Vec::new();
+        up.read_to_end(&mut answer).await?;
+        for byte in answer.chunks(1) {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            conn.write_all(byte).await?;
+        }
+        return conn.shutdown().await;
+    }
+    let rewrite: Vec<(String, String)> = state
+        .rewrites
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.method == method && path.contains(r.path_contains))
+        .map(|r| (r.name.to_owned(), r.value.clone()))
+        .collect();
+    if !rewrite.is_empty() {
+        let mut answer = Vec::new();
+        up.read_to_end(&mut answer).await?;
+        let split = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a complete answer");
+        let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+        let mut lines: Vec<String> = head
+            .split("\r\n")
+            .filter(|l| {
+                !rewrite.iter().any(|(name, _)| {
+                    l.to_ascii_lowercase()
+                        .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+                })
+            })
+            .map(str::to_owned)
+            .collect();
+        for (name, value) in &rewrite {
+            lines.push(format!("{name}: {value}"));
+        }
+        conn.write_all(lines.join("\r\n").as_bytes()).await?;
+        conn.write_all(&answer[split..]).await?;
         return conn.shutdown().await;
     }
     let slow = state.slow_ms_per_kib.load(Ordering::SeqCst);
