@@ -696,3 +696,182 @@ fn parallel_gzip_is_identical_for_any_thread_count() {
     assert_eq!(diff_id, one.diff_id);
     assert_eq!(fs_err::read(dest.join("big/data.bin")).unwrap(), big);
 }
+
+/// Fails (never skips) when a tool a test needs is missing.
+fn require_tool(bin: &str, package: &str) {
+    assert!(
+        Path::new(bin).exists(),
+        "{bin} is missing: install it with `apt-get install {package}` (or run scripts/install-deps.sh)"
+    );
+}
+
+// See: #19. Sparse files in base layers unpacked as `GNUSparseFile.<pid>/name` junk (PAX formats) instead
+// of the file, which containerd and Docker read. Each format GNU tar writes (old GNU, PAX 0.0, 0.1, 1.0)
+// and bsdtar's (PAX 1.0 without the closing empty fragment) must give the same file, with its holes.
+#[test]
+fn r19_gnu_sparse_files_from_gnu_tar_and_bsdtar_unpack_as_the_file() {
+    require_tool("/usr/bin/tar", "tar");
+    require_tool("/usr/bin/bsdtar", "libarchive-tools");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs_err::create_dir_all(src.join("dir")).unwrap();
+    // 8 MiB with data at the start, in the middle (not block-aligned) and at the very end.
+    let size: u64 = 8 << 20;
+    let mut expected = vec![0u8; usize::try_from(size).unwrap()];
+    {
+        let mut f = fs_err::File::create(src.join("dir/holes")).unwrap();
+        f.set_len(size).unwrap();
+        use std::io::Seek;
+        for (at, bytes) in [
+            (0u64, &b"start"[..]),
+            (3_000_001, b"middle"),
+            (size - 3, b"end"),
+        ] {
+            f.seek(std::io::SeekFrom::Start(at)).unwrap();
+            f.write_all(bytes).unwrap();
+            let at = usize::try_from(at).unwrap();
+            expected[at..at + bytes.len()].copy_from_slice(bytes);
+        }
+    }
+    write(&src.join("dir/plain"), b"not sparse");
+    let gnu = |format: &str, extra: &[&str], out: &str| {
+        let status = Command::new("tar")
+            .arg("-C")
+            .arg(&src)
+            .args(["--sparse", &format!("--format={format}")])
+            .args(extra)
+            .arg("-cf")
+            .arg(tmp.path().join(out))
+            .args(["dir"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    gnu("gnu", &[], "gnu.tar");
+    for v in ["0.0", "0.1", "1.0"] {
+        gnu(
+            "posix",
+            &[&format!("--sparse-version={v}")],
+            &format!("pax{v}.tar"),
+        );
+    }
+    let status = Command::new("bsdtar")
+        .arg("-C")
+        .arg(&src)
+        .args(["--read-sparse", "-cf"])
+        .arg(tmp.path().join("bsdtar.tar"))
+        .arg("dir")
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    for name in [
+        "gnu.tar",
+        "pax0.0.tar",
+        "pax0.1.tar",
+        "pax1.0.tar",
+        "bsdtar.tar",
+    ] {
+        let blob = fs_err::read(tmp.path().join(name)).unwrap();
+        if name != "gnu.tar" {
+            assert!(
+                blob.windows(10).any(|w| w == b"GNU.sparse"),
+                "{name} holds no GNU sparse records: the test would prove nothing"
+            );
+        }
+        let dest = tmp.path().join(format!("out-{name}"));
+        let diff_id = oci::unpack_layer(&blob[..], oci::media_type::OCI_LAYER_TAR, &dest).unwrap();
+        assert_eq!(diff_id, Digest::sha256_of(&blob), "{name}");
+        let mut names: Vec<_> = fs_err::read_dir(dest.join("dir"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["holes", "plain"], "{name}");
+        let got = fs_err::read(dest.join("dir/holes")).unwrap();
+        assert!(got == expected, "{name}: content differs");
+        assert_eq!(fs_err::read(dest.join("dir/plain")).unwrap(), b"not sparse");
+        let meta = fs_err::metadata(dest.join("dir/holes")).unwrap();
+        if name != "gnu.tar" {
+            // The tar crate fills the old format's holes; ours are kept.
+            assert!(
+                meta.blocks() * 512 < size / 4,
+                "{name}: {} bytes allocated, holes not kept",
+                meta.blocks() * 512
+            );
+        }
+    }
+}
+
+// See: #19. Sparse maps that do not fit their data are refused with an error naming the entry.
+#[test]
+fn r19_bad_sparse_maps_are_refused() {
+    let pax = |records: &[(&str, &str)], data: &[u8]| {
+        let mut out = Vec::new();
+        {
+            let mut b = tar::Builder::new(&mut out);
+            let mut body = Vec::new();
+            for (k, v) in records {
+                let len = k.len() + v.len() + 3;
+                let mut n = len + len.to_string().len();
+                if n.to_string().len() != len.to_string().len() {
+                    n += 1;
+                }
+                body.extend_from_slice(format!("{n} {k}={v}\n").as_bytes());
+            }
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::XHeader);
+            h.set_path("PaxHeaders/f").unwrap();
+            h.set_size(body.len() as u64);
+            h.set_cksum();
+            b.append(&h, &body[..]).unwrap();
+            let mut h = tar::Header::new_ustar();
+            h.set_path("GNUSparseFile.1/f").unwrap();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+            b.finish().unwrap();
+        }
+        out
+    };
+    type Case = (
+        &'static [(&'static str, &'static str)],
+        &'static [u8],
+        &'static str,
+    );
+    let cases: &[Case] = &[
+        (
+            &[("GNU.sparse.size", "10"), ("GNU.sparse.map", "5,10")],
+            b"0123456789",
+            "past the real size",
+        ),
+        (
+            &[("GNU.sparse.size", "100"), ("GNU.sparse.map", "0,50")],
+            b"0123456789",
+            "more bytes than",
+        ),
+        (
+            &[("GNU.sparse.size", "100"), ("GNU.sparse.map", "20,5,10,5")],
+            b"0123456789",
+            "overlaps",
+        ),
+        (
+            &[("GNU.sparse.major", "1"), ("GNU.sparse.realsize", "10")],
+            b"99\n0\n",
+            "runs past",
+        ),
+    ];
+    for (records, data, want) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let blob = pax(records, data);
+        let err =
+            oci::unpack_layer(&blob[..], oci::media_type::OCI_LAYER_TAR, tmp.path()).unwrap_err();
+        let text = format!("{err}");
+        assert!(
+            matches!(err, LayerError::BadSparse { .. }) && text.contains(want),
+            "{records:?}: {text}"
+        );
+        assert!(text.contains("GNUSparseFile.1/f"), "{text}");
+    }
+}

@@ -15,6 +15,7 @@ use crate::Digest;
 mod early;
 mod gzip;
 mod pax;
+mod sparse;
 mod unpack;
 mod write;
 
@@ -164,6 +165,14 @@ pub enum LayerError {
         path: String,
         /// Why it is refused.
         reason: &'static str,
+    },
+    /// A sparse file's map (GNU sparse formats in PAX records) is malformed or does not fit its data.
+    #[error("layer entry {path:?} has a bad sparse map: {reason}")]
+    BadSparse {
+        /// The entry path as written in the tar.
+        path: String,
+        /// What is wrong.
+        reason: String,
     },
     /// The blob's media type or compression is not supported.
     #[error("unsupported layer media type or compression {media_type:?}")]

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use tar::EntryType;
 
+use super::sparse;
 use super::{
     overlay_opaque_xattr, LayerError, OPAQUE_MARKER, USER_OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX,
 };
@@ -114,7 +115,20 @@ struct Unpacker {
 
 impl Unpacker {
     fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), LayerError> {
-        let raw_path = entry.path_bytes().into_owned();
+        let header_path = entry.path_bytes().into_owned();
+        let sparse = sparse::Sparse::of(&mut entry).map_err(|e| match e {
+            sparse::Error::Io(e) => LayerError::Blob(e),
+            sparse::Error::Bad(reason) => LayerError::BadSparse {
+                path: String::from_utf8_lossy(&header_path).into_owned(),
+                reason,
+            },
+        })?;
+        // GNU sparse 0.1 and 1.0 store the file under `GNUSparseFile.<pid>/<name>` and its real name in
+        // a PAX record (readers that don't know the format unpack the raw fragments there).
+        let raw_path = match sparse.as_ref().and_then(|s| s.name.clone()) {
+            Some(name) => name,
+            None => header_path,
+        };
         let shown = String::from_utf8_lossy(&raw_path).into_owned();
         let unpack_err = |source: io::Error| LayerError::Unpack {
             path: shown.clone(),
@@ -213,7 +227,24 @@ impl Unpacker {
                 )
                 .map_err(|e| unpack_err(e.into()))?;
                 let mut file = std::fs::File::from(fd);
-                io::copy(&mut entry, &mut file).map_err(LayerError::Blob)?;
+                match &sparse {
+                    Some(sparse) if kind != EntryType::GNUSparse => {
+                        let stored = entry.header().entry_size().unwrap_or(0);
+                        sparse
+                            .write(&mut entry, stored, &mut file)
+                            .map_err(|e| match e {
+                                sparse::Error::Io(e) => LayerError::Blob(e),
+                                sparse::Error::Bad(reason) => LayerError::BadSparse {
+                                    path: shown.clone(),
+                                    reason,
+                                },
+                            })?;
+                    }
+                    // Old GNU sparse entries (type `S`): the tar crate reads them with the holes filled.
+                    _ => {
+                        io::copy(&mut entry, &mut file).map_err(LayerError::Blob)?;
+                    }
+                }
                 apply_fd_meta(&file, &meta).map_err(unpack_err)?;
             }
             EntryType::Link => {
