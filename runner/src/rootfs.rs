@@ -279,7 +279,9 @@ fn overlay(lowers: &[&Path], upper: Option<Upper<'_>>) -> Result<OwnedFd, SetupE
             )?;
         }
     }
-    let mut attrs = MountAttrFlags::empty();
+    // See: #19. A RUN has CAP_MKNOD (as in Docker): the nodes it makes land in its layer, but nodev
+    // keeps them from opening host devices (Docker's device cgroup does that; it may be missing here).
+    let mut attrs = MountAttrFlags::MOUNT_ATTR_NODEV;
     if let Some(Upper { upper, work }) = upper {
         fs_err::create_dir_all(work).ctx(|| "failed to create the overlay work dir".into())?;
         for (key, value) in [("upperdir", upper), ("workdir", work)] {
@@ -555,6 +557,14 @@ pub(crate) fn prepare(spec: &Spec, created: &mut Vec<Created>) -> Result<(), Set
                 source, readonly, ..
             } => {
                 let tree = clone_tree(source, true)?;
+                // See: #19. Writable binds (cache mounts, `-v`) must not open device nodes made in
+                // them either; Docker refuses device nodes of a bind without --device as well.
+                crate::sys::make_tree_nodev(&tree).ctx(|| {
+                    format!(
+                        "failed to make the bind mount of {} nodev",
+                        source.display()
+                    )
+                })?;
                 if *readonly {
                     crate::sys::make_tree_readonly(&tree).ctx(|| {
                         format!(
@@ -629,7 +639,9 @@ pub(crate) fn prepare(spec: &Spec, created: &mut Vec<Created>) -> Result<(), Set
         "tmpfs",
         &dev,
         "tmpfs",
-        MountFlags::NOSUID | MountFlags::STRICTATIME,
+        // nodev: the default devices below are bind mounts of the host's (their own mounts); a node
+        // made in /dev by a RUN does not open (See: #19).
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::STRICTATIME,
         "mode=755,size=65536k",
     )?;
     for (name, tree) in &devices {

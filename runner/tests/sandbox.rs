@@ -15,7 +15,7 @@ use runner::{MountSpec, Network, Seccomp, Spec};
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "ls", "id", "sleep", "touch", "mkdir", "rm", "hostname", "grep", "wc",
     "pwd", "test", "true", "head", "stat", "kill", "env", "readlink", "mount", "unshare",
-    "nsenter", "linux32", "chroot",
+    "nsenter", "linux32", "chroot", "mknod",
 ];
 
 /// A busybox-only rootfs with no /etc, /proc, /dev or /sys (like a `FROM scratch` image).
@@ -439,6 +439,61 @@ fn dev_is_minimal_and_works() {
         out.stdout.ends_with("5\n5\npts/ptmx\npts\nshm\n"),
         "{out:?}"
     );
+}
+
+// See: #19. `RUN mknod /k c 1 11 && echo x > /k` wrote to the host's kernel log. Nodes can still be
+// made (CAP_MKNOD, as in Docker) and land in the layer, but none opens: not on the rootfs, not in /dev,
+// not in a writable bind (a cache mount) or a tmpfs. Char 1:3 (null) and the block device of the host's
+// root file system exist on every host, so without nodev they would open (the test would see it).
+fn r19_device_nodes_can_be_created_but_not_opened() {
+    let st = rustix::fs::stat("/").unwrap();
+    let (major, minor) = (rustix::fs::major(st.st_dev), rustix::fs::minor(st.st_dev));
+    let rw = tempfile::tempdir().unwrap();
+    let script = format!(
+        "for d in / /dev/ /mnt/rw/ /mnt/tmp/; do \
+           mknod ${{d}}c c 1 3 && mknod ${{d}}b b {major} {minor} && test -c ${{d}}c && test -b ${{d}}b || exit 9; \
+           echo x 2>&1 > ${{d}}c || echo char-denied; \
+           head -c 1 ${{d}}b 2>&1 >/dev/null || echo block-denied; \
+         done; echo x > /dev/null && echo default-null-works"
+    );
+    let mut sb = Sandbox::sh(&script);
+    sb.spec.mounts = vec![
+        MountSpec::Bind {
+            source: rw.path().to_owned(),
+            target: "/mnt/rw".into(),
+            readonly: false,
+        },
+        MountSpec::Tmpfs {
+            target: "/mnt/tmp".into(),
+            size: 0,
+        },
+    ];
+    let out = sb.run().ok();
+    let denied = out.stdout.matches("Permission denied").count();
+    assert_eq!(
+        out.stdout.matches("char-denied").count(),
+        4,
+        "a char device opened: {out:?}"
+    );
+    assert_eq!(
+        out.stdout.matches("block-denied").count(),
+        4,
+        "a block device opened: {out:?}"
+    );
+    assert_eq!(denied, 8, "{out:?}");
+    assert!(out.stdout.ends_with("default-null-works\n"), "{out:?}");
+    // The rootfs's nodes land in the layer (upper dir), as images that ship device nodes need.
+    let c = std::fs::symlink_metadata(sb.upper().join("c")).unwrap();
+    assert!(c.file_type().is_char_device());
+    assert_eq!(c.rdev(), rustix::fs::makedev(1, 3));
+    assert!(std::fs::symlink_metadata(sb.upper().join("b"))
+        .unwrap()
+        .file_type()
+        .is_block_device());
+    assert!(std::fs::symlink_metadata(rw.path().join("c"))
+        .unwrap()
+        .file_type()
+        .is_char_device());
 }
 
 fn hostname_and_hosts_file() {
@@ -907,6 +962,10 @@ fn main() {
             proc_and_sys_are_masked_and_readonly,
         ),
         ("dev_is_minimal_and_works", dev_is_minimal_and_works),
+        (
+            "r19_device_nodes_can_be_created_but_not_opened",
+            r19_device_nodes_can_be_created_but_not_opened,
+        ),
         ("hostname_and_hosts_file", hostname_and_hosts_file),
         (
             "host_network_sees_host_interfaces",

@@ -308,6 +308,35 @@ pub(crate) fn make_tree_readonly(tree: &OwnedFd) -> io::Result<()> {
     }
 }
 
+/// Makes a detached mount tree (from `open_tree`) `nodev`, submounts included: device nodes on it can
+/// be created (and land in a layer) but not opened. See: #19.
+pub(crate) fn make_tree_nodev(tree: &OwnedFd) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: as in `make_tree_readonly`: a valid `struct mount_attr` and an empty NUL-terminated path.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &raw const attr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Brings the loopback interface of the current network namespace up.
 pub(crate) fn loopback_up() -> io::Result<()> {
     use std::os::fd::AsRawFd;
