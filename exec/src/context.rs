@@ -36,6 +36,10 @@ pub struct Context {
     digests: Mutex<BTreeMap<String, String>>,
     /// Digests of earlier builds, by stat fields; None without a store.
     stat_cache: Option<StatCache>,
+    /// Paths on disk the context leaves out (`.dockerignore`, sockets, fifos, devices), topmost only:
+    /// an excluded directory is listed without its contents unless `!` patterns re-include some of them.
+    /// Sorted.
+    hidden: Vec<String>,
 }
 
 /// The persistent stat cache of one context: (path, ino, size, mtime, ctime) → content digest.
@@ -72,6 +76,7 @@ fn scan_dir(
     fd: OwnedFd,
     rel: &str,
     ignore: &frontend::DockerIgnore,
+    hidden: &Mutex<Vec<String>>,
 ) -> Result<Vec<(String, Entry)>> {
     use rayon::prelude::*;
     let shown = || root.join(rel).display().to_string();
@@ -94,6 +99,7 @@ fn scan_dir(
         let excluded = ignore.is_excluded(&child);
         let listed = item.file_type();
         if excluded && listed != FileType::Directory && listed != FileType::Unknown {
+            hide(hidden, child);
             continue;
         }
         let st = statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW)
@@ -102,7 +108,11 @@ fn scan_dir(
             FileType::Symlink => Kind::Symlink,
             FileType::Directory => Kind::Dir,
             FileType::RegularFile => Kind::File,
-            _ => continue, // sockets, fifos, devices are not sent by docker either
+            // Sockets, fifos, devices are not sent by docker either.
+            _ => {
+                hide(hidden, child);
+                continue;
+            }
         };
         if kind == Kind::Dir && (!excluded || ignore.may_include_under(&child)) {
             let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -112,6 +122,9 @@ fn scan_dir(
             subdirs.push((sub, child.clone()));
         }
         if excluded {
+            if kind != Kind::Dir || !ignore.may_include_under(&child) {
+                hide(hidden, child);
+            }
             continue;
         }
         let stat = (kind == Kind::File).then(|| cache::StatKey {
@@ -131,10 +144,17 @@ fn scan_dir(
     }
     let nested: Vec<Vec<(String, Entry)>> = subdirs
         .into_par_iter()
-        .map(|(sub, child)| scan_dir(root, sub, &child, ignore))
+        .map(|(sub, child)| scan_dir(root, sub, &child, ignore, hidden))
         .collect::<Result<_>>()?;
     out.extend(nested.into_iter().flatten());
     Ok(out)
+}
+
+fn hide(hidden: &Mutex<Vec<String>>, rel: String) {
+    hidden
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(rel);
 }
 
 impl Context {
@@ -151,7 +171,12 @@ impl Context {
             Mode::empty(),
         )
         .map_err(|e| anyhow::anyhow!("reading build context {}: {e}", root.display()))?;
-        let mut listed = scan_dir(root, top, "", ignore)?;
+        let hidden = Mutex::new(Vec::new());
+        let mut listed = scan_dir(root, top, "", ignore, &hidden)?;
+        let mut hidden = hidden
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        hidden.sort_unstable();
         listed.push((
             String::new(),
             Entry {
@@ -168,7 +193,13 @@ impl Context {
             entries,
             digests: Mutex::new(BTreeMap::new()),
             stat_cache: None,
+            hidden,
         })
+    }
+
+    /// Paths below the root that are on disk but not in the context (see `Context::hidden`), sorted.
+    pub fn hidden(&self) -> &[String] {
+        &self.hidden
     }
 
     /// Uses (and updates) the stat cache in `store`, so unchanged files are not read again.

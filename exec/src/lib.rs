@@ -313,7 +313,18 @@ impl BuildWorker {
                     let (lowers, source) = match input {
                         None => {
                             let rel = context::clean_rel(source)?;
-                            (vec![self.context.host_path("")], format!("/{rel}"))
+                            let mut lowers = vec![self.context.host_path("")];
+                            // See: #19. What .dockerignore leaves out is not in the context, so not
+                            // in a bind of it either: a layer of whiteouts over the context hides it.
+                            if let Some(layer) = context_whiteouts(
+                                &self.store,
+                                &self.context,
+                                &rel,
+                                &mut out._guards,
+                            )? {
+                                lowers.push(layer);
+                            }
+                            (lowers, format!("/{rel}"))
                         }
                         Some(index) => {
                             let input = inputs.get(*index).ok_or_else(|| {
@@ -554,6 +565,74 @@ impl BuildWorker {
         self.commit_layer(base, &upper, early.as_ref(), Some(ctx.node))
             .map_err(werr)
     }
+}
+
+/// A layer of overlay whiteouts for the paths on disk that the context leaves out (`.dockerignore`), to
+/// stack over the context in a bind of `rel`; `None` when nothing is left out there. See: #19.
+///
+/// A bind of a path that is itself left out fails as a missing source does in BuildKit.
+fn context_whiteouts(
+    store: &cache::Store,
+    context: &context::Context,
+    rel: &str,
+    guards: &mut Vec<Box<dyn std::any::Any>>,
+) -> Result<Option<PathBuf>> {
+    let under = |h: &str| rel.is_empty() || h == rel || h.starts_with(&format!("{rel}/"));
+    if let Some(h) = context
+        .hidden()
+        .iter()
+        .find(|h| rel == h.as_str() || rel.starts_with(&format!("{h}/")))
+    {
+        return Err(anyhow!(
+            "RUN --mount=type=bind source {rel} is not in the build context: {h} is excluded by .dockerignore"
+        ));
+    }
+    let hidden: Vec<&String> = context.hidden().iter().filter(|h| under(h)).collect();
+    if hidden.is_empty() {
+        return Ok(None);
+    }
+    let tmp = store.tmp_dir()?;
+    let layer = tmp.path().join("ignored");
+    // Directories of the whiteout layer hide the context's own in the merged view: same mode and
+    // owner as those.
+    let like_context = |dir: &str| -> Result<()> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let ours = if dir.is_empty() {
+            layer.clone()
+        } else {
+            layer.join(dir)
+        };
+        fs_err::create_dir(&ours)?;
+        let theirs = fs_err::symlink_metadata(context.host_path(dir))?;
+        std::os::unix::fs::lchown(&ours, Some(theirs.uid()), Some(theirs.gid()))
+            .with_context(|| format!("chown {}", ours.display()))?;
+        fs_err::set_permissions(
+            &ours,
+            std::fs::Permissions::from_mode(theirs.mode() & 0o7777),
+        )?;
+        Ok(())
+    };
+    like_context("")?;
+    for h in hidden {
+        let path = layer.join(h);
+        let comps: Vec<&str> = h.split('/').collect();
+        for end in 1..comps.len() {
+            let dir = comps[..end].join("/");
+            if !layer.join(&dir).exists() {
+                like_context(&dir)?;
+            }
+        }
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::empty(),
+            rustix::fs::makedev(0, 0),
+        )
+        .with_context(|| format!("making the whiteout of {h} for a bind of the context"))?;
+    }
+    guards.push(Box::new(tmp));
+    Ok(Some(layer))
 }
 
 /// Fills a new (empty) cache dir with `source` of input `index` (`RUN --mount=type=cache,from=…`); a cache

@@ -236,3 +236,56 @@ fn ssh_agent_socket_is_forwarded() {
     let err = env.fails(&["build", "--progress", "plain", req.to_str().unwrap()]);
     assert!(err.contains("--ssh default"), "{err}");
 }
+
+// See: #19. With `secret.env` in .dockerignore, `RUN --mount=type=bind,target=/m cat /m/secret.env` printed
+// it while `COPY secret.env` failed. BuildKit leaves ignored files out of the context, so out of a bind of
+// it too; `!` exceptions stay visible.
+#[test]
+fn r19_dockerignore_applies_to_context_bind_mounts() {
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "bindignore",
+        &[
+            ("secret.env", "TOKEN=leaked\n"),
+            ("app/main.sh", "echo main\n"),
+            ("app/secret.env", "TOKEN=nested\n"),
+            ("docs/keep.md", "kept\n"),
+            ("docs/drop.md", "dropped\n"),
+            (".dockerignore", "secret.env\n**/secret.env\ndocs\n!docs/keep.md\n"),
+            (
+                "Dockerfile",
+                "FROM busybox:local\n\
+                 RUN --mount=type=bind,target=/m (cd /m && find . | sort | grep -v '^.$') > /all\n\
+                 RUN --mount=type=bind,source=app,target=/a ls /a > /app\n\
+                 RUN --mount=type=bind,target=/m,rw rm -f /m/docs/keep.md && ls /m/docs | wc -l > /rw\n",
+            ),
+        ],
+    );
+    env.build_plain("bindignore:1", &ctx, &[]);
+    assert_eq!(
+        env.run_sh("bindignore:1", "cat /all; echo --; cat /app; cat /rw"),
+        "./.dockerignore\n./Dockerfile\n./app\n./app/main.sh\n./docs\n./docs/keep.md\n--\nmain.sh\n0\n"
+    );
+    // Nothing in the context was touched.
+    assert!(ctx.join("docs/keep.md").exists() && ctx.join("secret.env").exists());
+
+    // A bind of an ignored path fails as a missing one does, naming it.
+    let ctx = env.context(
+        "bindignore2",
+        &[
+            ("secret.env", "TOKEN=leaked\n"),
+            (".dockerignore", "secret.env\n"),
+            (
+                "Dockerfile",
+                "FROM busybox:local\nRUN --mount=type=bind,source=secret.env,target=/s cat /s\n",
+            ),
+        ],
+    );
+    let err = env.fails(&["build", "--progress", "plain", ctx.to_str().unwrap()]);
+    assert!(!err.contains("TOKEN=leaked"), "{err}");
+    assert!(
+        err.contains("secret.env is excluded by .dockerignore"),
+        "{err}"
+    );
+}
