@@ -93,6 +93,21 @@ pub struct Usage {
 pub struct LockGuard {
     _file: File,
     path: PathBuf,
+    /// Unlink the lock file when released (locks named by a cache key, of which there are many).
+    transient: bool,
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if self.transient {
+            // Unlinked while still held: a process that opened the file before can then take a lock
+            // nobody else sees, alongside one on a new file. Both look the record up again first, so
+            // both find this holder's result; only after a failure may both run the step.
+            if let Err(e) = fs_err::remove_file(&self.path) {
+                tracing::debug!(error = %e, "failed to remove a lock file");
+            }
+        }
+    }
 }
 
 impl LockGuard {
@@ -666,6 +681,22 @@ impl Store {
         self.lock_with(name, FlockOperation::NonBlockingLockExclusive)
     }
 
+    /// Takes the lock for running a miss with cache key `key` if it is free right now; see: #19.
+    ///
+    /// Concurrent builds on one store run an identical miss once: the first takes this lock and runs,
+    /// the others wait for it and then read its record. Its file is removed when it is released, so that
+    /// the locks of every key ever built don't pile up in `locks/`.
+    pub fn try_lock_cache_key(&self, key: &str) -> Result<Option<LockGuard>, Error> {
+        let guard = self.lock_with(
+            &format!("cache-key:{key}"),
+            FlockOperation::NonBlockingLockExclusive,
+        )?;
+        Ok(guard.map(|mut g| {
+            g.transient = true;
+            g
+        }))
+    }
+
     /// Takes the lock that guards cache mount `id` for `sharing=locked`; `prune` skips a mount whose lock
     /// is held.
     pub fn lock_cache_mount(&self, id: &str) -> Result<LockGuard, Error> {
@@ -676,7 +707,11 @@ impl Store {
         let path = self.lock_file_path(name);
         let file = open_lock_file(&path)?;
         match flock_retry(&file, op) {
-            Ok(()) => Ok(Some(LockGuard { _file: file, path })),
+            Ok(()) => Ok(Some(LockGuard {
+                _file: file,
+                path,
+                transient: false,
+            })),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(source) => Err(Error::Lock { path, source }),
         }

@@ -693,6 +693,14 @@ impl solver::Records for LayeredRecords {
             .cache_put_with_refs(key, value, refs)
             .map_err(Into::into)
     }
+    // See: #19. The store is shared by every rbuild process on the machine: a flock per cache key makes
+    // concurrent builds run an identical miss once.
+    fn try_lock(&self, key: &str) -> Result<solver::KeyLock, solver::BoxError> {
+        Ok(match self.store.try_lock_cache_key(key)? {
+            Some(guard) => solver::KeyLock::Held(Box::new(guard)),
+            None => solver::KeyLock::Busy,
+        })
+    }
 }
 
 // ---- export ----

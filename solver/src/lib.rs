@@ -165,6 +165,24 @@ pub trait Records: Send + Sync {
     /// Stores `value` under `key`; `refs` are the blobs and snapshots (by diff_id) the record needs, so
     /// garbage collection keeps them while the record lives.
     fn put(&self, key: &str, value: &[u8], refs: &[Digest]) -> Result<(), BoxError>;
+    /// Tries to take the cross-process lock of `key` without waiting, for running a miss with that key.
+    ///
+    /// Records shared between processes (the local store) implement it so that concurrent builds run a
+    /// miss once: the first takes the lock and runs, the others wait and then find its record. The
+    /// default, for records private to one solve, is [`KeyLock::Unshared`].
+    fn try_lock(&self, _key: &str) -> Result<KeyLock, BoxError> {
+        Ok(KeyLock::Unshared)
+    }
+}
+
+/// The answer of [`Records::try_lock`].
+pub enum KeyLock {
+    /// The lock is ours until this guard drops.
+    Held(Box<dyn Send>),
+    /// Another process holds it (it is running that miss).
+    Busy,
+    /// These records are not shared: nothing to lock.
+    Unshared,
 }
 
 /// In-memory [`Records`], for tests and `--no-cache` style one-off solves.

@@ -2,14 +2,14 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use graph::{BuildGraph, NodeId};
+use graph::{BuildGraph, Node, NodeId};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    CacheKey, CachePolicy, Cancel, Event, ExecContext, KeyParts, Outcome, Records, Reporter,
-    SolveError, SolveOptions, Solved, Worker, WorkerError,
+    CacheKey, CachePolicy, Cancel, Event, ExecContext, KeyLock, KeyParts, Outcome, Records,
+    Reporter, SolveError, SolveOptions, Solved, Worker, WorkerError,
 };
 
 /// What a cache record holds.
@@ -208,6 +208,15 @@ fn content_keys(
     Ok(results.into_inner().expect("results lock"))
 }
 
+/// How a node's outcome came to be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    /// The worker ran it.
+    Executed,
+    /// Another process ran it while this one waited for the key's lock.
+    CachedLate,
+}
+
 struct Executor<'a> {
     graph: &'a BuildGraph,
     worker: &'a dyn Worker,
@@ -271,15 +280,22 @@ impl Executor<'_> {
         let wake = Condvar::new();
         let outcomes = Mutex::new(std::mem::take(&mut solved.outcomes));
         let executed = Mutex::new(Vec::new());
+        let late_hits = Mutex::new(Vec::new());
 
         std::thread::scope(|s| {
             for _ in 0..self.opts.jobs.clamp(1, run.len()) {
-                s.spawn(|| self.work_loop(&state, &wake, &outcomes, &executed, &dependents));
+                s.spawn(|| {
+                    self.work_loop(&state, &wake, &outcomes, &executed, &late_hits, &dependents)
+                });
             }
         });
 
         solved.outcomes = outcomes.into_inner().expect("outcomes lock");
         solved.executed = executed.into_inner().expect("executed lock");
+        solved
+            .cached
+            .extend(late_hits.into_inner().expect("late hits lock"));
+        solved.cached.sort();
         let state = state.into_inner().expect("state lock");
         if let Some((node, source)) = state.failure {
             return Err(SolveError::Node {
@@ -297,6 +313,7 @@ impl Executor<'_> {
         wake: &Condvar,
         outcomes: &Mutex<HashMap<NodeId, Outcome>>,
         executed: &Mutex<Vec<NodeId>>,
+        late_hits: &Mutex<Vec<NodeId>>,
         dependents: &HashMap<NodeId, Vec<NodeId>>,
     ) {
         loop {
@@ -332,47 +349,40 @@ impl Executor<'_> {
                     })
                     .collect()
             };
-            self.reporter.event(Event::Started {
-                node: id,
-                reason: self.reasons[&id].clone(),
-            });
-            let started = Instant::now();
-            let ctx = ExecContext {
-                cancel: &self.cancel,
-                reporter: self.reporter,
-                node: id,
+            // See: #19. Another process may be running this very miss (same key, same store): wait
+            // for it and take its record instead of running the step again.
+            let (key_lock, late) = match self.lock_key(id) {
+                Ok(locked) => locked,
+                Err(e) => (None, Some(Err(e))),
             };
-            // A panicking worker must fail its node, not leave the solve waiting forever.
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.worker.execute(node, &inputs, &ctx)
-            }))
-            .unwrap_or_else(|panic| {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(ToString::to_string)
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                Err(WorkerError::msg(format!(
-                    "internal error (worker panicked): {what}"
-                )))
-            });
-            let result = result.and_then(|outcome| {
-                self.store(id, &outcome).map_err(|e| WorkerError::Other {
-                    message: "saving cache record".to_owned(),
-                    source: Some(e),
-                })?;
-                Ok(outcome)
-            });
+            let started = Instant::now();
+            let result = match late {
+                Some(found) => found.map(|outcome| (outcome, Ran::CachedLate)),
+                None => {
+                    self.reporter.event(Event::Started {
+                        node: id,
+                        reason: self.reasons[&id].clone(),
+                    });
+                    self.execute(id, node, &inputs)
+                        .map(|outcome| (outcome, Ran::Executed))
+                }
+            };
+            drop(key_lock);
 
             let mut st = state.lock().expect("state lock");
             st.running -= 1;
             match result {
-                Ok(outcome) => {
-                    self.reporter.event(Event::Done {
-                        node: id,
-                        elapsed: started.elapsed(),
-                    });
-                    executed.lock().expect("executed lock").push(id);
+                Ok((outcome, ran)) => {
+                    if ran == Ran::Executed {
+                        self.reporter.event(Event::Done {
+                            node: id,
+                            elapsed: started.elapsed(),
+                        });
+                        executed.lock().expect("executed lock").push(id);
+                    } else {
+                        self.reporter.event(Event::Cached { node: id });
+                        late_hits.lock().expect("late hits lock").push(id);
+                    }
                     let mut finished = vec![id];
                     finished.extend(st.followers.remove(&id).unwrap_or_default());
                     let mut o = outcomes.lock().expect("outcomes lock");
@@ -406,6 +416,92 @@ impl Executor<'_> {
             }
             wake.notify_all();
         }
+    }
+
+    /// Runs node `id` on the worker and records its outcome.
+    fn execute(&self, id: NodeId, node: &Node, inputs: &[Outcome]) -> Result<Outcome, WorkerError> {
+        let ctx = ExecContext {
+            cancel: &self.cancel,
+            reporter: self.reporter,
+            node: id,
+        };
+        // A panicking worker must fail its node, not leave the solve waiting forever.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.worker.execute(node, inputs, &ctx)
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(ToString::to_string)
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(WorkerError::msg(format!(
+                "internal error (worker panicked): {what}"
+            )))
+        });
+        result.and_then(|outcome| {
+            self.store(id, &outcome).map_err(|e| WorkerError::Other {
+                message: "saving cache record".to_owned(),
+                source: Some(e),
+            })?;
+            Ok(outcome)
+        })
+    }
+
+    /// Takes the cross-process lock of `id`'s cache key (see [`Records::try_lock`]), waiting while
+    /// another process holds it, then looks the record up again: `(guard, Some(outcome))` when the
+    /// other process stored a usable record meanwhile, `(guard, None)` when this node must run.
+    ///
+    /// Nodes whose cache is ignored (`--no-cache`, `--no-cache-filter`) neither lock nor look up.
+    #[allow(clippy::type_complexity)]
+    fn lock_key(
+        &self,
+        id: NodeId,
+    ) -> Result<(Option<Box<dyn Send>>, Option<Result<Outcome, WorkerError>>), WorkerError> {
+        let ignored = match &self.opts.cache {
+            CachePolicy::Use => false,
+            CachePolicy::Ignore => true,
+            CachePolicy::IgnoreNodes(list) => list.contains(&id),
+        };
+        if ignored {
+            return Ok((None, None));
+        }
+        let key = &self.keys[&id].0;
+        let records_err = |e: crate::BoxError| WorkerError::Other {
+            message: "reading cache records".to_owned(),
+            source: Some(e),
+        };
+        let mut pause = Duration::from_millis(5);
+        let mut waited = false;
+        let guard = loop {
+            match self.records.try_lock(key).map_err(records_err)? {
+                KeyLock::Held(guard) => break guard,
+                KeyLock::Unshared => return Ok((None, None)),
+                KeyLock::Busy => {
+                    if !waited {
+                        tracing::info!(
+                            node = id.0,
+                            "another rbuild is running this step; waiting for its result"
+                        );
+                        waited = true;
+                    }
+                    if self.cancel.is_cancelled() {
+                        return Err(WorkerError::Cancelled);
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+            }
+        };
+        if let Some(bytes) = self.records.get(key).map_err(records_err)? {
+            if let Ok(rec) = serde_json::from_slice::<Record>(&bytes) {
+                if self.worker.is_usable(&rec.outcome) {
+                    tracing::debug!(node = id.0, waited, "found the record of another process");
+                    return Ok((Some(guard), Some(Ok(rec.outcome))));
+                }
+            }
+        }
+        Ok((Some(guard), None))
     }
 
     fn store(&self, id: NodeId, outcome: &Outcome) -> Result<(), crate::BoxError> {

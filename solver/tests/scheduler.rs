@@ -352,3 +352,92 @@ fn worker_panic_fails_the_node_instead_of_hanging() {
     .unwrap_err();
     assert!(err.to_string().contains("boom"), "{err}");
 }
+
+/// Records shared by several solves (as the store is by several processes), with per-key locks.
+#[derive(Default)]
+struct SharedRecords {
+    records: MemoryRecords,
+    locked: std::sync::Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+struct KeyGuard(
+    std::sync::Arc<Mutex<std::collections::HashSet<String>>>,
+    String,
+);
+
+impl Drop for KeyGuard {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().remove(&self.1);
+    }
+}
+
+impl solver::Records for SharedRecords {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, solver::BoxError> {
+        self.records.get(key)
+    }
+    fn put(&self, key: &str, value: &[u8], refs: &[Digest]) -> Result<(), solver::BoxError> {
+        self.records.put(key, value, refs)
+    }
+    fn try_lock(&self, key: &str) -> Result<solver::KeyLock, solver::BoxError> {
+        if self.locked.lock().unwrap().insert(key.to_owned()) {
+            Ok(solver::KeyLock::Held(Box::new(KeyGuard(
+                self.locked.clone(),
+                key.to_owned(),
+            ))))
+        } else {
+            Ok(solver::KeyLock::Busy)
+        }
+    }
+}
+
+// See: #19. Concurrent builds sharing a store ran every shared step once each. With a per-key lock, 4
+// solves of the same deps-then-src graph started at once run each step once: one solve runs it, the
+// others wait and report it cached; a different last step still runs in its own solve.
+#[test]
+fn r19_concurrent_solves_sharing_records_run_each_miss_once() {
+    let rec = SharedRecords::default();
+    let w = FakeWorker::default();
+    let evs: Vec<Events> = (0..4).map(|_| Events::default()).collect();
+    let solved: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = evs
+            .iter()
+            .enumerate()
+            .map(|(i, ev)| {
+                let (rec, w) = (&rec, &w);
+                s.spawn(move || {
+                    let mut g = BuildGraph::default();
+                    let base = g.add(Op::Scratch, vec![], None, "scratch".into());
+                    let deps = run(&mut g, base, "sleep 3");
+                    let src = run(&mut g, deps, "sleep 1");
+                    let own = run(&mut g, src, &format!("own {i}"));
+                    solve(&g, own, w, rec, ev, &opts()).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let calls = w.calls.lock().unwrap().clone();
+    for shared in ["scratch", "sleep 3", "sleep 1"] {
+        assert_eq!(
+            calls.iter().filter(|c| *c == shared).count(),
+            1,
+            "{shared} ran more than once: {calls:?}"
+        );
+    }
+    for i in 0..4 {
+        assert!(calls.contains(&format!("own {i}")), "{calls:?}");
+    }
+    // Every solve knows every outcome; the shared ones are executed in one solve, cached in the rest.
+    let executed: usize = solved.iter().map(|s| s.executed.len()).sum();
+    let cached: usize = solved.iter().map(|s| s.cached.len()).sum();
+    assert_eq!(executed, 3 + 4, "{solved:?}");
+    assert_eq!(cached, 3 * 3);
+    for (s, ev) in solved.iter().zip(&evs) {
+        assert_eq!(s.outcomes.len(), 4);
+        let ev = ev.0.lock().unwrap();
+        assert!(
+            ev.iter().all(|e| !matches!(e, Event::Failed { .. })),
+            "{ev:?}"
+        );
+    }
+}

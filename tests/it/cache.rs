@@ -428,3 +428,63 @@ fn r19_concurrent_first_use_of_a_fresh_store() {
         started.elapsed().as_secs_f64()
     );
 }
+
+// See: #19. On a cold store, concurrent builds sharing steps ran every shared step in every process. With
+// the per-cache-key lock, one process runs each shared step; the others wait and report it CACHED.
+#[test]
+fn r19_concurrent_identical_builds_run_each_shared_step_once() {
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "dedupe",
+        &[
+            ("deps.txt", "a\nb\n"),
+            (
+                "Dockerfile",
+                "FROM busybox:local\nCOPY deps.txt /\nRUN sleep 2 && cp /deps.txt /installed\nRUN cat /installed\n",
+            ),
+        ],
+    );
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            Command::new(RBUILD)
+                .arg("--root")
+                .arg(env.root())
+                .args(["build", "--progress", "plain", "-t", &format!("dedupe:{i}")])
+                .arg(&ctx)
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let logs: Vec<String> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            let log = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(out.status.success(), "{log}");
+            log
+        })
+        .collect();
+    for step in ["COPY deps.txt", "RUN sleep 2", "RUN cat"] {
+        let ran = logs
+            .iter()
+            .filter(|l| crate::common::step_status(l, step) == "RAN")
+            .count();
+        assert_eq!(
+            ran,
+            1,
+            "{step} ran in {ran} of 4 builds:\n{}",
+            logs.join("\n----\n")
+        );
+    }
+    for i in 0..4 {
+        assert_eq!(
+            env.run_sh(&format!("dedupe:{i}"), "cat /installed"),
+            "a\nb\n"
+        );
+    }
+}
