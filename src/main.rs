@@ -160,6 +160,10 @@ fn real_main(cli: Cli, root: PathBuf) -> Result<ExitCode> {
             cmd::prune::du(&store)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Check { repair } => {
+            let store = open()?;
+            cmd::prune::check(&store, repair)
+        }
         Command::Debug {
             what: DebugCommand::Ast { file },
         } => {

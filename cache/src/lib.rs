@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 mod blob;
+mod check;
 mod db;
 mod error;
 mod gc;
@@ -46,6 +47,7 @@ use rusqlite::{params, OptionalExtension};
 use rustix::fs::FlockOperation;
 
 pub use blob::BlobWriter;
+pub use check::{CheckReport, Repair};
 pub use error::Error;
 pub use gc::{GcItem, Lease, PruneOptions, PruneReport};
 pub use stat::{StatEntry, StatKey};

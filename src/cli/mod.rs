@@ -34,6 +34,7 @@ const SUBCOMMANDS: &[&str] = &[
     "debug",
     "prune",
     "du",
+    "check",
     "help",
     "-h",
     "--help",
@@ -138,6 +139,14 @@ pub(crate) enum Command {
     Prune(PruneArgs),
     /// Show the disk usage of the local store.
     Du,
+    /// Verify the local store: blobs match their digests, tags reach complete images, cache records
+    /// name blobs that are there, the store is private. Exits 1 when something is broken.
+    Check {
+        /// Remove what is broken (corrupt blobs, the tags and records that need them, lost snapshots)
+        /// and make the store private again; the next build redoes what was removed.
+        #[arg(long)]
+        repair: bool,
+    },
     /// Inspect internals.
     Debug {
         #[command(subcommand)]

@@ -134,6 +134,60 @@ pub(crate) fn du(store: &cache::Store) -> Result<()> {
     Ok(())
 }
 
+/// `rbuild check [--repair]`: prints what is broken (stdout, one line each) and a summary (stderr); exit
+/// code 1 when something is broken and was not repaired.
+pub(crate) fn check(store: &cache::Store, repair: bool) -> Result<std::process::ExitCode> {
+    let mode = if repair {
+        cache::Repair::Yes
+    } else {
+        cache::Repair::No
+    };
+    let blobs_of = |value: &[u8]| {
+        solver::decode_record(value).map(|o| {
+            o.layers
+                .into_iter()
+                .map(|l| l.blob.digest)
+                .collect::<Vec<_>>()
+        })
+    };
+    let r = store.check(mode, &blobs_of)?;
+    let verb = if repair { "removed" } else { "broken" };
+    for d in &r.corrupt_blobs {
+        println!("corrupt blob {d} ({verb})");
+    }
+    for (tag, reason) in &r.broken_tags {
+        println!("broken tag {tag}: {reason} ({verb})");
+    }
+    for key in &r.broken_records {
+        println!("broken cache record {key} ({verb})");
+    }
+    for s in &r.missing_snapshots {
+        println!("lost snapshot sha256:{s} ({verb})");
+    }
+    for (dir, m) in &r.open_dirs {
+        let fixed = if repair { "made private" } else { "open" };
+        println!("store directory {} has mode {m:o} ({fixed})", dir.display());
+    }
+    eprintln!(
+        "checked {} blobs, {} tags, {} cache records: {}",
+        r.blobs,
+        r.tags,
+        r.records,
+        if r.is_clean() {
+            "all good".to_owned()
+        } else if repair {
+            "repaired".to_owned()
+        } else {
+            "broken (rbuild check --repair removes it)".to_owned()
+        }
+    );
+    Ok(if r.is_clean() || repair {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

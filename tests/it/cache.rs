@@ -201,6 +201,9 @@ COPY c.txt /c.txt
         let _ = child.kill(); // SIGKILL; it may have finished already
         let _ = child.wait();
         assert_tags_complete(&env.root());
+        // See: #19. The store's own verification agrees: nothing corrupt, no dangling tag or record.
+        let (out, err) = env.ok(&["check"]);
+        assert!(out.is_empty() && err.contains("all good"), "{out}{err}");
     }
     // The next builds succeed, reuse whatever the killed ones recorded, and give working images.
     for v in 0..3 {
@@ -487,4 +490,41 @@ fn r19_concurrent_identical_builds_run_each_shared_step_once() {
             "a\nb\n"
         );
     }
+}
+
+// See: #19. `rbuild check` reports a corrupt layer blob and what needs it, exits 1; `--repair` removes
+// them; the next build redoes the work and the store checks clean again.
+#[test]
+fn r19_check_reports_and_repair_removes_a_corrupt_layer() {
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "check",
+        &[("Dockerfile", "FROM busybox:local\nRUN echo hi > /hi\n")],
+    );
+    env.build_plain("checked:1", &ctx, &[]);
+    let (out, err) = env.ok(&["check"]);
+    assert!(out.is_empty() && err.contains("all good"), "{out}{err}");
+    // Flip the RUN layer's bytes (the image's last layer).
+    let last = env.layers("checked:1").pop().unwrap();
+    let blob = env
+        .root()
+        .join("blobs/sha256")
+        .join(last.trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[10] ^= 0xff;
+    std::fs::write(&blob, bytes).unwrap();
+    let out = env.rbuild(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("corrupt blob {last}")), "{text}");
+    assert!(text.contains("broken tag checked:1"), "{text}");
+    assert!(text.contains("broken cache record"), "{text}");
+    let (out, _) = env.ok(&["check", "--repair"]);
+    assert!(out.contains("removed"), "{out}");
+    env.ok(&["check"]);
+    let (_, log) = env.build_plain("checked:1", &ctx, &[]);
+    assert_eq!(crate::common::step_status(&log, "RUN echo hi"), "RAN");
+    assert_eq!(env.run_sh("checked:1", "cat /hi"), "hi\n");
+    env.ok(&["check"]);
 }
