@@ -498,10 +498,41 @@ impl Output {
             if let Some(k) = fields.keys().next() {
                 bail!("--output {spec:?}: unknown option {k}= for type={ty}");
             }
+            // A file goes into an existing directory, as buildx opens it (see: #19): no directory the
+            // user did not name is made. A directory output (local, oci tar=false) is made, as BuildKit
+            // does.
+            match &o {
+                Output::Oci {
+                    dest, tar: true, ..
+                }
+                | Output::Docker { dest, .. }
+                | Output::Tar { dest } => {
+                    require_parent_dir(&format!("--output {spec:?}"), dest)?;
+                }
+                _ => {}
+            }
             out.push(o);
         }
         Ok(out)
     }
+}
+
+/// Fails unless the directory `path` goes into exists (`-`, stdout, needs none); `what` names the flag.
+pub fn require_parent_dir(what: &str, path: &Path) -> Result<()> {
+    if path.as_os_str() == "-" {
+        return Ok(());
+    }
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        bail!(
+            "{what}: directory {} does not exist (create it first; rbuild makes no directory you did not name)",
+            parent.display()
+        );
+    }
+    Ok(())
 }
 
 /// Splits an output spec on commas outside double quotes (buildx's CSV: `type=image,"name=a,b"`).
@@ -621,7 +652,8 @@ fn write_file_or_stdout(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    fs_err::create_dir_all(dir)?;
+    // The directory must exist (the CLI checks it before building): no directory the user did not
+    // name is made. See: #19.
     let tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("creating {}", dest.display()))?;
     {

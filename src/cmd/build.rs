@@ -170,6 +170,15 @@ fn mode(args: &BuildArgs) -> Mode {
 /// Checks every flag that names an output, a cache, a tag or an export option.
 fn plan(args: &BuildArgs) -> Result<Plan> {
     let outputs = export::Output::parse_all(&args.outputs)?;
+    // Checked before building, so that a typo does not cost a whole build (see: #19).
+    for (flag, path) in [
+        ("--iidfile", &args.iidfile),
+        ("--metadata-file", &args.metadata_file),
+    ] {
+        if let Some(path) = path {
+            export::require_parent_dir(flag, path)?;
+        }
+    }
     let cache_to = args
         .cache_to
         .iter()

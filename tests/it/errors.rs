@@ -121,3 +121,64 @@ fn copy_outside_the_context_is_refused() {
     let err = env.fails(&["build", "-t", "x:1", ctx.to_str().unwrap()]);
     assert!(err.contains("outside the build context"), "{err}");
 }
+
+// See: #19. `-o type=oci,dest=/no/such/dir/x.tar` made /no/such/dir silently. buildx opens the file, so a
+// missing directory fails; rbuild says so before building and makes no directory the user did not name.
+// --iidfile and --metadata-file too.
+#[test]
+fn r19_output_and_iidfile_into_a_missing_directory_fail_before_building() {
+    let env = Env::new();
+    let ctx = env.context(
+        "missingdir",
+        &[("Dockerfile", "FROM scratch\nCOPY f /f\n"), ("f", "x\n")],
+    );
+    let missing = env.dir.path().join("no/such/dir");
+    for (flags, shown) in [
+        (
+            vec![
+                "-o".to_owned(),
+                format!("type=oci,dest={}/x.tar", missing.display()),
+            ],
+            "--output",
+        ),
+        (
+            vec![
+                "-o".to_owned(),
+                format!("type=docker,dest={}/x.tar", missing.display()),
+            ],
+            "--output",
+        ),
+        (
+            vec!["--iidfile".to_owned(), format!("{}/iid", missing.display())],
+            "--iidfile",
+        ),
+        (
+            vec![
+                "--metadata-file".to_owned(),
+                format!("{}/m.json", missing.display()),
+            ],
+            "--metadata-file",
+        ),
+    ] {
+        let mut args = vec!["build", "--progress", "plain"];
+        args.extend(flags.iter().map(String::as_str));
+        args.push(ctx.to_str().unwrap());
+        let err = env.fails(&args);
+        assert!(
+            err.contains(shown) && err.contains("does not exist"),
+            "{err}"
+        );
+        assert!(!err.contains("COPY f"), "it built first: {err}");
+        assert!(!env.dir.path().join("no").exists(), "{err}");
+    }
+    // A directory output is what the user named: made, as BuildKit does.
+    let out = env.dir.path().join("made/oci-dir/");
+    env.ok(&[
+        "build",
+        "-q",
+        "-o",
+        &format!("type=oci,dest={}/,tar=false", out.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(out.join("index.json").is_file());
+}

@@ -80,6 +80,8 @@ fn every_output_at_once_and_real_tools_read_them() {
         d.join("out/rootfs.tar"),
         d.join("out/meta.json"),
     );
+    // File outputs go into an existing directory, as with buildx (r19 in errors.rs).
+    std::fs::create_dir(d.join("out")).unwrap();
     env.ok(&[
         "build",
         "-t",
