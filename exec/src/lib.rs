@@ -291,7 +291,17 @@ impl BuildWorker {
                             source,
                         )?;
                     }
-                    init_cache_dir(&dir, *mode, *uid, *gid, restored)?;
+                    // Without `from`, `source` is a subpath of the cache itself, as BuildKit
+                    // mounts it (with `from` the cache was seeded from that subpath). See: #19.
+                    let dir = if from.is_none() && !source.is_empty() {
+                        let rel = context::clean_rel(source)?;
+                        let (sub, fresh) = cache_subdir(&dir, &rel)?;
+                        init_cache_dir(&sub, *mode, *uid, *gid, fresh || restored)?;
+                        sub
+                    } else {
+                        init_cache_dir(&dir, *mode, *uid, *gid, restored)?;
+                        dir
+                    };
                     out.specs.push(runner::MountSpec::Bind {
                         source: dir,
                         target: target.clone(),
@@ -565,6 +575,31 @@ impl BuildWorker {
         self.commit_layer(base, &upper, early.as_ref(), Some(ctx.node))
             .map_err(werr)
     }
+}
+
+/// The directory `rel` inside cache dir `dir`, made if missing; whether it was made. An earlier RUN may
+/// have left a symlink anywhere in the cache: every component must be a real directory, so the bind mount
+/// of the result stays inside the cache.
+fn cache_subdir(dir: &Path, rel: &str) -> Result<(PathBuf, bool)> {
+    let mut path = dir.to_owned();
+    let mut fresh = false;
+    for comp in rel.split('/').filter(|c| !c.is_empty()) {
+        path.push(comp);
+        match fs_err::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(anyhow!(
+                    "cache mount source {rel}: {comp} in the cache is not a directory (a symlink left by an earlier step?)"
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs_err::create_dir(&path)?;
+                fresh = true;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((path, fresh))
 }
 
 /// A layer of overlay whiteouts for the paths on disk that the context leaves out (`.dockerignore`), to

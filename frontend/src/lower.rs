@@ -1669,10 +1669,16 @@ fn parse_mount(value: &str, workdir: &str, ssh_count: &mut usize) -> Result<Moun
                 uid,
                 gid,
                 from: None,
-                source: if from.is_some() {
-                    source.unwrap_or_default()
-                } else {
-                    String::new()
+                // BuildKit mounts this subpath (of the cache, seeded from `from` when given); a `..`
+                // would reach past it. See: #19.
+                source: match source {
+                    Some(s) if s.split('/').any(|c| c == "..") => {
+                        return Err(format!(
+                            "cache mount source {s:?} has a `..` component: it must stay inside the cache"
+                        ))
+                    }
+                    Some(s) => s,
+                    None => String::new(),
                 },
             };
             Ok(match from {

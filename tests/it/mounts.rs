@@ -289,3 +289,59 @@ fn r19_dockerignore_applies_to_context_bind_mounts() {
         "{err}"
     );
 }
+
+// See: #19. `RUN --mount=type=cache,source=` was ignored without `from`. BuildKit mounts that subpath of
+// the cache (dockerfile2llb: llb.SourcePath on the cache mount); with `from` the cache is seeded from that
+// subpath of `from`. `..` is refused, and a symlink left in the cache by an earlier step is not followed.
+#[test]
+fn r19_cache_mount_source_is_a_subpath_and_dotdot_is_refused() {
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "cachesrc",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local AS seed\n\
+             RUN mkdir -p /data/sub && echo seeded > /data/sub/s\n\
+             FROM busybox:local\n\
+             RUN --mount=type=cache,id=c,target=/c echo top > /c/top && mkdir -p /c/sub && echo inner > /c/sub/f\n\
+             RUN --mount=type=cache,id=c,target=/s,source=sub cat /s/f > /got && ls /s >> /got\n\
+             RUN --mount=type=cache,id=c,target=/n,source=new/dir touch /n/made && ls /n >> /got\n\
+             RUN --mount=type=cache,id=c,target=/c ls /c/new/dir >> /got\n\
+             RUN --mount=type=cache,id=seeded,from=seed,source=/data/sub,target=/m cat /m/s >> /got\n",
+        )],
+    );
+    env.build_plain("cachesrc:1", &ctx, &[]);
+    assert_eq!(
+        env.run_sh("cachesrc:1", "cat /got"),
+        "inner\nf\nmade\nmade\nseeded\n"
+    );
+
+    let ctx = env.context(
+        "cachedotdot",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\nRUN --mount=type=cache,id=c,target=/x,source=../../etc cat /x/passwd\n",
+        )],
+    );
+    let err = env.fails(&["build", "--progress", "plain", ctx.to_str().unwrap()]);
+    assert!(err.contains("`..` component"), "{err}");
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert!(!err.contains("root:x:0:0"), "{err}");
+
+    let ctx = env.context(
+        "cachesymlink",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\n\
+             RUN --mount=type=cache,id=c,target=/c ln -s /etc /c/evil\n\
+             RUN --mount=type=cache,id=c,target=/e,source=evil cat /e/passwd\n",
+        )],
+    );
+    let err = env.fails(&["build", "--progress", "plain", ctx.to_str().unwrap()]);
+    assert!(
+        err.contains("evil in the cache is not a directory"),
+        "{err}"
+    );
+    assert!(!err.contains("root:x:0:0"), "{err}");
+}
