@@ -111,6 +111,12 @@ impl solver::Worker for BuildWorker {
             Op::Scratch => Ok(Outcome::default()),
             Op::Image { reference } => {
                 let (_, layers) = self.images.pull(reference, |_, _| {}).map_err(werr)?;
+                // Unpacked here rather than by the first step that uses the base, so that a layer that
+                // does not unpack (a hostile or broken base) is reported at its FROM line. See: #19.
+                self.remote
+                    .snapshots(&self.store, &layers)
+                    .with_context(|| format!("unpacking base image {reference}"))
+                    .map_err(werr)?;
                 Ok(Outcome {
                     layers,
                     added_layer: false,

@@ -150,7 +150,7 @@ pub enum LayerError {
     #[error("failed to read the layer blob")]
     Blob(#[source] io::Error),
     /// A tar entry could not be created in the destination.
-    #[error("failed to unpack layer entry {path:?}")]
+    #[error("failed to unpack layer entry {:?}", shorten(path))]
     Unpack {
         /// The entry path as written in the tar.
         path: String,
@@ -159,7 +159,7 @@ pub enum LayerError {
         source: io::Error,
     },
     /// A tar entry would escape the destination or go through something that is not a directory.
-    #[error("refusing layer entry {path:?}: {reason}")]
+    #[error("refusing layer entry {:?}: {reason}", shorten(path))]
     UnsafePath {
         /// The entry path (or hardlink target) as written in the tar.
         path: String,
@@ -167,7 +167,7 @@ pub enum LayerError {
         reason: &'static str,
     },
     /// A sparse file's map (GNU sparse formats in PAX records) is malformed or does not fit its data.
-    #[error("layer entry {path:?} has a bad sparse map: {reason}")]
+    #[error("layer entry {:?} has a bad sparse map: {reason}", shorten(path))]
     BadSparse {
         /// The entry path as written in the tar.
         path: String,
@@ -180,4 +180,44 @@ pub enum LayerError {
         /// The media type, or a description of the detected compression.
         media_type: String,
     },
+}
+
+/// An entry path as errors show it: at most 60 characters from each end (a hostile layer's paths may be
+/// kilobytes long). See: #19.
+fn shorten(path: &str) -> std::borrow::Cow<'_, str> {
+    const KEEP: usize = 60;
+    let chars = path.chars().count();
+    if chars <= 2 * KEEP + 1 {
+        return path.into();
+    }
+    let head: String = path.chars().take(KEEP).collect();
+    let tail: String = path.chars().skip(chars - KEEP).collect();
+    format!("{head}…({} characters)…{tail}", chars - 2 * KEEP).into()
+}
+
+#[cfg(test)]
+mod shorten_tests {
+    // See: #19. A long entry path gives a readable error.
+    #[test]
+    fn r19_long_entry_paths_are_shortened_in_errors() {
+        let long = format!("{}/x", "a/".repeat(2000));
+        let e = super::LayerError::UnsafePath {
+            path: long.clone(),
+            reason: "has a `..` component",
+        };
+        let text = e.to_string();
+        assert!(text.len() < 200, "{text}");
+        assert!(
+            text.contains("(3882 characters)") && text.ends_with("has a `..` component"),
+            "{text}"
+        );
+        let short = super::LayerError::UnsafePath {
+            path: "../x".into(),
+            reason: "has a `..` component",
+        };
+        assert_eq!(
+            short.to_string(),
+            "refusing layer entry \"../x\": has a `..` component"
+        );
+    }
 }
