@@ -401,7 +401,6 @@ fn a_rebuild_that_changes_nothing_keeps_the_image_id_and_writes_no_blob() {
 #[test]
 fn r19_concurrent_first_use_of_a_fresh_store() {
     let base = tempfile::tempdir().unwrap();
-    let started = std::time::Instant::now();
     for round in 0..20 {
         let root = base.path().join(format!("store-{round}"));
         let children: Vec<_> = (0..8)
@@ -426,10 +425,6 @@ fn r19_concurrent_first_use_of_a_fresh_store() {
             );
         }
     }
-    eprintln!(
-        "r19: 160 first opens in {:.2}s",
-        started.elapsed().as_secs_f64()
-    );
 }
 
 // See: #19. On a cold store, concurrent builds sharing steps ran every shared step in every process. With
