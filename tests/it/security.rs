@@ -336,3 +336,29 @@ fn build_network_none_and_no_new_privileges_reach_run_steps_and_the_cache_key() 
     assert_eq!(status(&[]), "2");
     assert_eq!(status(&["--security-opt", "seccomp=unconfined"]), "0");
 }
+
+// See: #19. `RUN mknod /k c 1 11 && echo x > /k` wrote to the host's kernel log. In RUN and in `rbuild run`
+// a node can be made (it lands in the layer, as Docker allows) but not opened; a node the image ships
+// does not open either. Char 1:3 (null) exists on every host, so an open that worked would show.
+#[test]
+fn r19_run_and_rbuild_run_create_device_nodes_but_cannot_open_them() {
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "devnodes",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\n\
+             RUN mknod /k c 1 3 && (echo x > /k && echo opened || echo denied) > /r 2>&1\n",
+        )],
+    );
+    env.build_plain("devnodes:1", &ctx, &[]);
+    let out = env.run_sh(
+        "devnodes:1",
+        "cat /r; test -c /k && echo shipped; (echo x > /k) 2>&1; mknod /k2 c 1 3 && (echo x > /k2) 2>&1; true",
+    );
+    // /r holds the shell's own message and "denied"; then the shipped node and the one made at run time.
+    assert!(out.contains("denied\nshipped\n"), "{out}");
+    assert_eq!(out.matches("Permission denied").count(), 3, "{out}");
+    assert!(!out.contains("opened"), "{out}");
+}
