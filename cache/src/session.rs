@@ -95,7 +95,14 @@ pub(crate) fn clean_dead(tmp: &Path) -> io::Result<usize> {
                 removed += 1;
             }
         } else if name.starts_with(PENDING_PREFIX) {
-            let old = entry.metadata()?.modified()?.elapsed().unwrap_or_default() > PENDING_MAX_AGE;
+            // A fresh store's openers race here: the pending file of another one is renamed to its
+            // lock between the listing and this stat (See: #19). Gone is fine.
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let old = meta.modified()?.elapsed().unwrap_or_default() > PENDING_MAX_AGE;
             if old && remove_file_if_present(&path)? {
                 removed += 1;
             }

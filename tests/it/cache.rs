@@ -418,11 +418,10 @@ fn r19_concurrent_first_use_of_a_fresh_store() {
             .collect();
         for child in children {
             let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "round {round}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "round {round}: {err}");
+            // Not even a warning: racing openers are normal on a build-farm node.
+            assert!(!err.contains("WARN"), "round {round}: {err}");
         }
     }
 }
