@@ -51,10 +51,9 @@ pub struct Features {
     /// compared, so this holds on any kernel with seccomp filters), or the error.
     pub seccomp: Result<(), String>,
     /// The probe ran in a user namespace (rootless mode): overlay needs `userxattr` (Linux 5.11).
+    /// Rootless builds on older kernels have no overlay; `fuse-overlayfs` is not used (yet):
+    /// its whiteouts and opaque marks differ from the kernel's, which the layer diff reads.
     pub user_namespace: bool,
-    /// `fuse-overlayfs` found in `PATH` with `/dev/fuse` present: rootless builds where the
-    /// kernel refuses overlay in a user namespace.
-    pub fuse_overlayfs: Option<PathBuf>,
 }
 
 /// One probed feature, for display: what it is and which code path it selects.
@@ -80,7 +79,6 @@ impl Features {
             close_range: true,
             seccomp: Ok(()),
             user_namespace: crate::in_user_namespace(),
-            fuse_overlayfs: None,
         }
     }
 
@@ -108,11 +106,10 @@ impl Features {
         out.push(FeatureReport {
             name: "overlay",
             available: self.overlay.is_ok(),
-            path: match (&self.overlay, &self.fuse_overlayfs) {
-                (Ok(()), _) if self.user_namespace => "kernel overlay with userxattr".into(),
-                (Ok(()), _) => "kernel overlay".into(),
-                (Err(_), Some(fuse)) => format!("{} (FUSE)", fuse.display()),
-                (Err(e), None) => format!("unavailable ({e})"),
+            path: match &self.overlay {
+                Ok(()) if self.user_namespace => "kernel overlay with userxattr".into(),
+                Ok(()) => "kernel overlay".into(),
+                Err(e) => format!("unavailable ({e})"),
             },
         });
         out.extend([
@@ -151,14 +148,10 @@ impl Features {
         let Err(e) = &self.overlay else {
             return None;
         };
-        if self.fuse_overlayfs.is_some() {
-            return None;
-        }
         Some(if self.user_namespace {
             format!(
-                "this kernel cannot mount overlay in a user namespace ({e}; Linux 5.11 or newer \
-                 can): install fuse-overlayfs (Debian package fuse-overlayfs) for rootless builds, \
-                 run as root, or use --isolation=chroot"
+                "this kernel cannot mount overlay in a user namespace ({e}): rootless builds \
+                 need Linux 5.11 or newer; on this kernel run rbuild as root"
             )
         } else {
             format!(
@@ -278,7 +271,6 @@ fn run(scratch: &Path) -> Features {
 
 fn probe_here(scratch: &Path) -> Features {
     let mut f = Features::newest();
-    f.fuse_overlayfs = find_fuse_overlayfs();
     f.close_range = sys::close_range_works();
     f.mount_setattr = sys::mount_setattr_exists();
     // A private mount namespace, so nothing mounted here is seen outside or outlives us.
@@ -382,15 +374,4 @@ fn probe_overlay(scratch: &Path, f: &mut Features) {
         // at exit anyway.
         let _ = rustix::mount::unmount(&target, UnmountFlags::DETACH);
     }
-}
-
-/// `fuse-overlayfs` in `PATH`, when `/dev/fuse` exists too.
-fn find_fuse_overlayfs() -> Option<PathBuf> {
-    if !Path::new("/dev/fuse").exists() {
-        return None;
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("fuse-overlayfs"))
-        .find(|p| p.is_file())
 }

@@ -73,7 +73,7 @@ pub(crate) fn info(args: &InfoArgs, root: &Path) -> Result<()> {
     let features = runner::probe(&exe, &scratch).context("probing the kernel")?;
     let mut problems = Vec::new();
 
-    let overlay_ok = features.overlay.is_ok() || features.fuse_overlayfs.is_some();
+    let overlay_ok = features.overlay.is_ok();
     let isolation = Isolation {
         default: "namespaces",
         usable: overlay_ok && features.mount_api,
@@ -87,8 +87,8 @@ pub(crate) fn info(args: &InfoArgs, root: &Path) -> Result<()> {
     };
     if !isolation.usable {
         problems.push(if features.user_namespace {
-            "RUN steps fail: this kernel has no overlay in a user namespace (Linux 5.11+): \
-             install fuse-overlayfs, run as root, or use --isolation=chroot"
+            "RUN steps fail: this kernel has no overlay in a user namespace, which rootless \
+             builds need (Linux 5.11 or newer): run rbuild as root"
                 .to_owned()
         } else {
             format!(
