@@ -14,6 +14,7 @@ struct VmRun {
 }
 
 impl VmRun {
+    #[allow(clippy::print_stdout)] // the VM's report, shown with --nocapture
     fn boot(suite: &str) -> Self {
         require("/usr/bin/qemu-system-x86_64", "qemu-system-x86");
         require("/usr/bin/cpio", "cpio");
