@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages rbuild's tests and examples need (idempotent; needs root).
 set -euo pipefail
-pkgs=(docker-registry busybox-static skopeo umoci jq curl apache2-utils debootstrap openssl git uidmap procps libarchive-tools)
+# libarchive-tools: bsdtar for the sparse-file unpack test. qemu-system-x86, cpio, binutils (objcopy) and
+# e2fsprogs: tests/it/kernels.rs boots Debian's 5.10 and 6.1 kernels (fetched by scripts/kernel-vm.sh into
+# /var/cache/rbuild-test/kernels).
+pkgs=(docker-registry busybox-static skopeo umoci jq curl apache2-utils debootstrap openssl git uidmap procps
+  libarchive-tools qemu-system-x86 cpio binutils e2fsprogs)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

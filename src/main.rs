@@ -155,6 +155,10 @@ fn real_main(cli: Cli, root: PathBuf) -> Result<ExitCode> {
             cmd::prune::prune(&args, &store)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Info(args) => {
+            cmd::info::info(&args, &root)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Du => {
             let store = open()?;
             cmd::prune::du(&store)?;

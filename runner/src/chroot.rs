@@ -33,8 +33,9 @@ use std::sync::Mutex;
 use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps, CWD};
 use rustix::process::{Pid, Signal, WaitOptions};
 
-use crate::init::{forward_until_sigchld, reap_all, Context, SetupError, DEFAULT_CAPS, FORWARDED};
+use crate::command::{forward_until_sigchld, reap_all, Program, DEFAULT_CAPS, FORWARDED};
 use crate::rootfs::components;
+use crate::setup::{die, Context, SetupError};
 use crate::sys::{self, Fork, SignalSet};
 use crate::{MountSpec, Network, Spec, EXIT_SETUP_FAILED};
 
@@ -929,7 +930,7 @@ fn command(
     last_cap: u32,
     may_filter: bool,
 ) -> ! {
-    let prepared = (|| -> Result<crate::init::Program, SetupError> {
+    let prepared = (|| -> Result<Program, SetupError> {
         // If the outside process dies (rbuild killed), so does the command.
         rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
             .ctx(|| "failed to set the parent death signal".into())?;
@@ -942,7 +943,7 @@ fn command(
             .mode(0o755)
             .create(&spec.cwd)
             .ctx(|| format!("failed to create the working directory {}", spec.cwd))?;
-        let mut program = crate::init::Program::prepare(spec)?;
+        let mut program = Program::prepare(spec)?;
         program.caps = CHROOT_CAPS;
         program.last_cap = Some(last_cap);
         if !may_filter {
@@ -953,7 +954,7 @@ fn command(
     })();
     match prepared {
         Ok(program) => program.exec(original_mask),
-        Err(e) => crate::init::die(EXIT_SETUP_FAILED, &e),
+        Err(e) => die(EXIT_SETUP_FAILED, &e),
     }
 }
 

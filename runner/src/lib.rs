@@ -10,6 +10,10 @@
 //! removes from the upper dir every mountpoint the runner had to create (`/etc/hosts`, `/proc`,
 //! …) so they do not pollute the layer, and exits with the command's status.
 //!
+//! Kernels: Linux 5.10 and newer. What the sandbox uses that is newer than 5.10 (`lowerdir+`,
+//! `mount_setattr`, …) is probed once per process ([`probe`], [`Features`]) before the first
+//! sandbox starts, and each missing feature has a fallback that keeps the behaviour.
+//!
 //! Rootless mode: [`enter_rootless`] moves an unprivileged caller into a user namespace (with its
 //! subordinate ids mapped by `newuidmap`/`newgidmap`) where everything above works as root.
 //!
@@ -68,16 +72,26 @@ mod chroot;
 #[cfg(target_os = "linux")]
 mod cleanup;
 #[cfg(target_os = "linux")]
+mod command;
+#[cfg(target_os = "linux")]
 mod init;
+#[cfg(target_os = "linux")]
+mod kernel;
+#[cfg(target_os = "linux")]
+mod overlay;
 #[cfg(target_os = "linux")]
 mod rootfs;
 #[cfg(target_os = "linux")]
 mod seccomp;
+#[cfg(target_os = "linux")]
+mod setup;
 mod sys;
 mod user;
 #[cfg(target_os = "linux")]
 mod userns;
 
+#[cfg(target_os = "linux")]
+pub use kernel::{probe, FeatureReport, Features, FALLBACKS, FALLBACKS_ENV};
 #[cfg(target_os = "linux")]
 pub use userns::{enter_rootless, id_map, subordinate_ranges, IdRange, RootlessError};
 
@@ -244,6 +258,8 @@ pub enum Error {
     NotInit { exe: PathBuf },
     #[error("failed to send the spec to the sandbox process")]
     SendSpec(#[source] std::io::Error),
+    #[error("the kernel probe {exe} gave no answer: {detail}")]
+    Probe { exe: PathBuf, detail: String },
     #[error("sandboxes are only supported on linux")]
     Unsupported,
 }
@@ -254,6 +270,13 @@ pub enum Error {
 /// init forks, which is only sound in a single-threaded process. When `argv[1]` is [`INIT_ARG`]
 /// this never returns.
 pub fn init_if_requested() {
+    #[cfg(target_os = "linux")]
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == kernel::PROBE_ARG)
+    {
+        kernel::main();
+    }
     if std::env::args_os().nth(1).is_some_and(|a| a == INIT_ARG) {
         #[cfg(target_os = "linux")]
         init::main();

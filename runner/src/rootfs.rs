@@ -21,7 +21,8 @@ use rustix::mount::{
 use rustix::thread::UnshareFlags;
 use serde::{Deserialize, Serialize};
 
-use crate::init::{Context, SetupError};
+use crate::kernel::Features;
+use crate::setup::{Context, SetupError};
 use crate::{MountSpec, Network, Spec};
 
 /// A path (relative to the rootfs, no leading `/`) that exists in the upper dir only because
@@ -213,6 +214,144 @@ fn attach(tree: &OwnedFd, target: &Path) -> Result<(), SetupError> {
     .ctx(|| format!("failed to attach a mount on {}", target.display()))
 }
 
+/// A detached mount (from `open_tree`) to attach in the sandbox.
+struct Tree {
+    fd: OwnedFd,
+    /// Flags still to be set once attached: the kernel has no `mount_setattr` (before 5.12) to set
+    /// them while detached.
+    remount: Option<Remount>,
+}
+
+/// Flags a tree gets by a remount after it is attached.
+#[derive(Clone, Copy, Debug)]
+struct Remount {
+    readonly: bool,
+    nodev: bool,
+    /// The mounts below it too.
+    recursive: bool,
+}
+
+impl Tree {
+    fn new(fd: OwnedFd) -> Self {
+        Self { fd, remount: None }
+    }
+
+    /// The tree made read-only (with its submounts when `recursive`): now, or once attached.
+    fn readonly(fd: OwnedFd, recursive: bool, features: &Features) -> Result<Self, SetupError> {
+        Self::with(fd, true, false, recursive, features)
+    }
+
+    /// The tree made read-only and/or `nodev` (with its submounts when `recursive`): now with
+    /// `mount_setattr`, or by a remount once attached.
+    fn with(
+        fd: OwnedFd,
+        readonly: bool,
+        nodev: bool,
+        recursive: bool,
+        features: &Features,
+    ) -> Result<Self, SetupError> {
+        if !features.mount_setattr {
+            let remount = (readonly || nodev).then_some(Remount {
+                readonly,
+                nodev,
+                recursive,
+            });
+            return Ok(Self { fd, remount });
+        }
+        if nodev {
+            crate::sys::make_tree_nodev(&fd)
+                .ctx(|| "failed to make a detached mount nodev".into())?;
+        }
+        if readonly {
+            crate::sys::make_tree_readonly(&fd)
+                .ctx(|| "failed to make a detached mount read-only".into())?;
+        }
+        Ok(Self::new(fd))
+    }
+
+    fn attach(&self, target: &Path) -> Result<(), SetupError> {
+        attach(&self.fd, target)?;
+        if let Some(r) = self.remount {
+            remount(target, r)?;
+        }
+        Ok(())
+    }
+}
+
+/// Makes the attached mount at `target` read-only and/or nodev (and the mounts below it when
+/// `recursive`) the way it was done before `mount_setattr`: `MS_REMOUNT|MS_BIND` with the flags,
+/// keeping those the mount has, which the kernel refuses to clear in a user namespace (locked flags).
+fn remount(target: &Path, r: Remount) -> Result<(), SetupError> {
+    use rustix::fs::StatVfsMountFlags as S;
+    let mut points = vec![target.to_owned()];
+    if r.recursive {
+        let info = fs_err::read_to_string("/proc/self/mountinfo")
+            .ctx(|| "failed to read the mount table".into())?;
+        points.extend(submounts(&info, target));
+    }
+    for p in points {
+        let have = rustix::fs::statvfs(&p)
+            .ctx(|| format!("failed to read the mount flags of {}", p.display()))?
+            .f_flag;
+        let mut flags = MountFlags::BIND;
+        if r.readonly {
+            flags |= MountFlags::RDONLY;
+        }
+        if r.nodev {
+            flags |= MountFlags::NODEV;
+        }
+        for (s, m) in [
+            (S::NOSUID, MountFlags::NOSUID),
+            (S::NODEV, MountFlags::NODEV),
+            (S::NOEXEC, MountFlags::NOEXEC),
+            (S::NOATIME, MountFlags::NOATIME),
+            (S::NODIRATIME, MountFlags::NODIRATIME),
+            (S::RELATIME, MountFlags::RELATIME),
+        ] {
+            if have.contains(s) {
+                flags |= m;
+            }
+        }
+        if have.contains(S::RDONLY) {
+            flags |= MountFlags::RDONLY;
+        }
+        rustix::mount::mount_remount(&p, flags, "")
+            .ctx(|| format!("failed to remount {} ({flags:?})", p.display()))?;
+    }
+    Ok(())
+}
+
+/// The mount points strictly below `target` in a `/proc/self/mountinfo` text.
+fn submounts(mountinfo: &str, target: &Path) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p != target && p.starts_with(target))
+        .collect()
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, …).
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b.get(i + 1..i + 4).filter(|d| {
+            d.iter()
+                .all(|c| (b'0'..=b'3').contains(&d[0]) && (b'0'..=b'7').contains(c))
+        });
+        if let (b'\\', Some(d)) = (b[i], octal) {
+            out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn clone_tree(source: &Path, recursive: bool) -> Result<OwnedFd, SetupError> {
     let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
     if recursive {
@@ -257,8 +396,42 @@ struct Upper<'a> {
     work: &'a Path,
 }
 
-/// Creates a detached overlay mount of `lowers` (base first, at least one).
-fn overlay(lowers: &[&Path], upper: Option<Upper<'_>>) -> Result<OwnedFd, SetupError> {
+/// Mounts an overlay of `lowers` (base first, at least one; two without an upper dir) at
+/// `target`: with `lowerdir+` on kernels that have it, otherwise with the classic option (see
+/// the `overlay` module). `tag` names the overlay's scratch paths in `work`.
+fn overlay(
+    work: &Path,
+    tag: &str,
+    lowers: &[&Path],
+    upper: Option<Upper<'_>>,
+    target: &Path,
+    features: &Features,
+) -> Result<(), SetupError> {
+    if let Some(Upper { work, .. }) = &upper {
+        fs_err::create_dir_all(work).ctx(|| "failed to create the overlay work dir".into())?;
+    }
+    let user_namespace = crate::in_user_namespace();
+    // No syncfs of the upper dir's file system when the overlay goes away (Linux ≥ 5.10; older
+    // kernels keep syncing, see kernel::Features): that unmount otherwise writes back every dirty
+    // page of the whole host file system, a third of a second after a RUN that wrote 500 MB here
+    // and more on a busy node, and fsync in the RUN (dpkg's, per file) becomes free. The upper dir
+    // is scratch space: its layer blob is fsynced when it is stored, and its snapshot is then as
+    // durable as every other snapshot (unpacked layers and COPY results are not synced either).
+    // buildah mounts its build containers the same way.
+    let volatile = features.overlay_volatile && upper.is_some();
+    // Past overlay's own depth limit only the classic path merges layers.
+    if !features.lowerdir_append || lowers.len() > crate::overlay::MAX_LAYERS {
+        let links = work.join(format!("links-{tag}"));
+        let upper = upper.map(|u| (u.upper, u.work));
+        return crate::overlay::mount_classic(
+            &links,
+            lowers,
+            upper,
+            user_namespace,
+            volatile,
+            target,
+        );
+    }
     let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
         .ctx(|| "failed to open an overlay filesystem context".into())?;
     let fail = |what: String, e: rustix::io::Errno| {
@@ -283,7 +456,6 @@ fn overlay(lowers: &[&Path], upper: Option<Upper<'_>>) -> Result<OwnedFd, SetupE
     // keeps them from opening host devices (Docker's device cgroup does that; it may be missing here).
     let mut attrs = MountAttrFlags::MOUNT_ATTR_NODEV;
     if let Some(Upper { upper, work }) = upper {
-        fs_err::create_dir_all(work).ctx(|| "failed to create the overlay work dir".into())?;
         for (key, value) in [("upperdir", upper), ("workdir", work)] {
             if let Err(e) = rustix::mount::fsconfig_set_string(&fs, key, value) {
                 fail(
@@ -292,71 +464,48 @@ fn overlay(lowers: &[&Path], upper: Option<Upper<'_>>) -> Result<OwnedFd, SetupE
                 )?;
             }
         }
-        // No syncfs of the upper dir's file system when the overlay goes away (Linux ≥ 5.10; older
-        // kernels refuse the flag and keep syncing): that unmount otherwise writes back every dirty
-        // page of the whole host file system, a third of a second after a RUN that wrote 500 MB here
-        // and more on a busy node, and fsync in the RUN (dpkg's, per file) becomes free. The upper dir
-        // is scratch space: its layer blob is fsynced when it is stored, and its snapshot is then as
-        // durable as every other snapshot (unpacked layers and COPY results are not synced either).
-        // buildah mounts its build containers the same way.
-        if let Err(e) = rustix::mount::fsconfig_set_flag(&fs, "volatile") {
-            // Read the kernel's message about it, so that a later failure's log is about that one.
-            let log = fs_log(&fs);
-            tracing::debug!(error = %e, log, "overlay without volatile");
-        }
     } else {
         attrs |= MountAttrFlags::MOUNT_ATTR_RDONLY;
     }
-    // The upper dir becomes an OCI layer: no metadata-only copy-ups or redirects it could not
-    // express, and no index tying the upper dir to these exact lower dirs.
-    // With `userxattr` the kernel refuses to follow redirects (`off` still follows them).
-    let redirect_dir = if crate::in_user_namespace() {
-        "nofollow"
-    } else {
-        "off"
-    };
-    for (key, value) in [
-        ("redirect_dir", redirect_dir),
-        ("metacopy", "off"),
-        ("index", "off"),
-    ] {
-        if let Err(e) = rustix::mount::fsconfig_set_string(&fs, key, value) {
-            fail(format!("failed to set overlay option {key}={value}"), e)?;
-        }
-    }
-    // In a user namespace `trusted.*` xattrs cannot be set: overlay keeps its opaque marks in
-    // `user.overlay.*` instead (the snapshots are written the same way, see oci::overlay_opaque_xattr).
-    if crate::in_user_namespace() {
-        if let Err(e) = rustix::mount::fsconfig_set_flag(&fs, "userxattr") {
-            fail("failed to set overlay option userxattr".into(), e)?;
+    for (key, value) in crate::overlay::options(user_namespace, volatile) {
+        let set = match &value {
+            Some(v) => rustix::mount::fsconfig_set_string(&fs, key, v),
+            None => rustix::mount::fsconfig_set_flag(&fs, key),
+        };
+        if let Err(e) = set {
+            let shown = value.map_or(key.to_owned(), |v| format!("{key}={v}"));
+            fail(format!("failed to set overlay option {shown}"), e)?;
         }
     }
     if let Err(e) = rustix::mount::fsconfig_create(&fs) {
         fail("failed to create the overlay filesystem".into(), e)?;
     }
-    rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
-        .ctx(|| "failed to mount the overlay filesystem".into())
+    let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
+        .ctx(|| "failed to mount the overlay filesystem".into())?;
+    attach(&mnt, target)
 }
 
-fn mount_overlay(spec: &Spec, target: &Path) -> Result<(), SetupError> {
+fn mount_overlay(spec: &Spec, target: &Path, features: &Features) -> Result<(), SetupError> {
     let work = &spec.work;
     let empty;
-    let lowers: Vec<&Path> = if spec.lowers.is_empty() {
+    let mut lowers = crate::overlay::dedupe(&spec.lowers);
+    if lowers.is_empty() {
         empty = work.join("empty");
         fs_err::create_dir_all(&empty).ctx(|| "failed to create an empty lower dir".into())?;
-        vec![empty.as_path()]
-    } else {
-        spec.lowers.iter().map(PathBuf::as_path).collect()
-    };
+        lowers.push(empty.as_path());
+    }
     let ovl_work = work.join("ovl");
-    let mnt = overlay(
+    overlay(
+        work,
+        "root",
         &lowers,
         Some(Upper {
             upper: &spec.upper,
             work: &ovl_work,
         }),
-    )?;
-    attach(&mnt, target)
+        target,
+        features,
+    )
 }
 
 /// Clones the tree at `source` inside an overlay of `lowers` (see [`MountSpec::Overlay`]).
@@ -367,7 +516,9 @@ fn overlay_tree(
     lowers: &[PathBuf],
     source: &str,
     scratch: Option<&PathBuf>,
+    features: &Features,
 ) -> Result<(OwnedFd, Leaf), SetupError> {
+    let lowers = crate::overlay::dedupe(lowers);
     // A read-only overlay (no upper dir) needs two lower dirs, any overlay one; distinct empty
     // dirs pad them (the same dir twice would be "overlapping layers").
     let needed = if scratch.is_some() { 1 } else { 2 };
@@ -377,7 +528,7 @@ fn overlay_tree(
     for e in &empties {
         fs_err::create_dir_all(e).ctx(|| "failed to create an empty lower dir".into())?;
     }
-    let all: Vec<&Path> = empties.iter().chain(lowers).map(PathBuf::as_path).collect();
+    let all: Vec<&Path> = empties.iter().map(PathBuf::as_path).chain(lowers).collect();
     let (upper, ovl_work) = match scratch {
         Some(dir) => {
             let upper = dir.join("upper");
@@ -387,17 +538,20 @@ fn overlay_tree(
         }
         None => (None, PathBuf::new()),
     };
-    let mnt = overlay(
+    // Mounted in this (private) mount namespace only, to clone the selected subtree from it.
+    let at = work.join(format!("mnt{n}"));
+    fs_err::create_dir_all(&at).ctx(|| format!("failed to create {}", at.display()))?;
+    overlay(
+        work,
+        &format!("mnt{n}"),
         &all,
         upper.as_deref().map(|upper| Upper {
             upper,
             work: &ovl_work,
         }),
+        &at,
+        features,
     )?;
-    // Attached in this (private) mount namespace only, to clone the selected subtree from it.
-    let at = work.join(format!("mnt{n}"));
-    fs_err::create_dir_all(&at).ctx(|| format!("failed to create {}", at.display()))?;
-    attach(&mnt, &at)?;
     let root = rustix::fs::open(
         &at,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -443,7 +597,8 @@ fn file_tree(
     mode: u32,
     uid: u32,
     gid: u32,
-) -> Result<OwnedFd, SetupError> {
+    features: &Features,
+) -> Result<Tree, SetupError> {
     let dir = work.join(format!("file{n}"));
     fs_err::create_dir_all(&dir).ctx(|| format!("failed to create {}", dir.display()))?;
     mount(
@@ -472,8 +627,7 @@ fn file_tree(
         .ctx(|| "failed to chmod a file mount".into())?;
     drop(file);
     let tree = clone_tree(&path, false)?;
-    crate::sys::make_tree_readonly(&tree).ctx(|| "failed to make a file mount read-only".into())?;
-    Ok(tree)
+    Tree::readonly(tree, false, features)
 }
 
 fn hosts_file(hostname: &str) -> String {
@@ -483,7 +637,14 @@ fn hosts_file(hostname: &str) -> String {
 /// Builds the rootfs and enters it. Runs in PID 1; on return the process is inside the new
 /// mount namespace with `/` being the sandbox rootfs. Paths created in the upper dir are
 /// appended to `created` as they are made, so they can be cleaned even after a failure.
-pub(crate) fn prepare(spec: &Spec, created: &mut Vec<Created>) -> Result<(), SetupError> {
+pub(crate) fn prepare(
+    spec: &Spec,
+    features: &Features,
+    created: &mut Vec<Created>,
+) -> Result<(), SetupError> {
+    if let Some(e) = features.overlay_error() {
+        return Err(SetupError::msg(e));
+    }
     let mut flags = UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC;
     if spec.network == Network::None {
         flags |= UnshareFlags::NEWNET;
@@ -517,7 +678,7 @@ pub(crate) fn prepare(spec: &Spec, created: &mut Vec<Created>) -> Result<(), Set
     };
     fs_err::write(&resolv, resolv_conf).ctx(|| "failed to write resolv.conf".into())?;
 
-    mount_overlay(spec, &rootfs)?;
+    mount_overlay(spec, &rootfs, features)?;
     let upper = rustix::fs::open(
         &spec.upper,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -528,28 +689,28 @@ pub(crate) fn prepare(spec: &Spec, created: &mut Vec<Created>) -> Result<(), Set
     // Everything that comes from the host is cloned now, while the host is still visible.
     let devices = DEVICES
         .iter()
-        .map(|d| Ok((*d, clone_tree(&Path::new("/dev").join(d), false)?)))
+        .map(|d| {
+            let tree = clone_tree(&Path::new("/dev").join(d), false)?;
+            Ok((*d, Tree::new(tree)))
+        })
         .collect::<Result<Vec<_>, SetupError>>()?;
-    let hosts_tree = clone_tree(&hosts, false)?;
+    let hosts_tree = Tree::new(clone_tree(&hosts, false)?);
     let nosuid_nodev_noexec_attrs = MountAttrFlags::MOUNT_ATTR_NOSUID
         | MountAttrFlags::MOUNT_ATTR_NODEV
         | MountAttrFlags::MOUNT_ATTR_NOEXEC;
-    let proc_tree = detached_fs("proc", nosuid_nodev_noexec_attrs)?;
+    let proc_tree = Tree::new(detached_fs("proc", nosuid_nodev_noexec_attrs)?);
     // Rootless without a network namespace of our own: sysfs may not be mounted (the kernel wants
     // the network namespace owned by our user namespace), so the host's /sys is bound read-only,
     // as rootless podman does.
     let sys_tree = if crate::in_user_namespace() && spec.network != Network::None {
-        let tree = clone_tree(Path::new("/sys"), true)?;
-        crate::sys::make_tree_readonly(&tree)
-            .ctx(|| "failed to make the bind mount of /sys read-only".into())?;
-        tree
+        Tree::readonly(clone_tree(Path::new("/sys"), true)?, true, features)?
     } else {
-        detached_fs(
+        Tree::new(detached_fs(
             "sysfs",
             nosuid_nodev_noexec_attrs | MountAttrFlags::MOUNT_ATTR_RDONLY,
-        )?
+        )?)
     };
-    let resolv_tree = clone_tree(&resolv, false)?;
+    let resolv_tree = Tree::new(clone_tree(&resolv, false)?);
     let mut binds = Vec::new();
     for (n, m) in spec.mounts.iter().enumerate() {
         match m {
@@ -559,20 +720,7 @@ pub(crate) fn prepare(spec: &Spec, created: &mut Vec<Created>) -> Result<(), Set
                 let tree = clone_tree(source, true)?;
                 // See: #19. Writable binds (cache mounts, `-v`) must not open device nodes made in
                 // them either; Docker refuses device nodes of a bind without --device as well.
-                crate::sys::make_tree_nodev(&tree).ctx(|| {
-                    format!(
-                        "failed to make the bind mount of {} nodev",
-                        source.display()
-                    )
-                })?;
-                if *readonly {
-                    crate::sys::make_tree_readonly(&tree).ctx(|| {
-                        format!(
-                            "failed to make the bind mount of {} read-only",
-                            source.display()
-                        )
-                    })?;
-                }
+                let tree = Tree::with(tree, *readonly, true, true, features)?;
                 let leaf = if fs_err::metadata(source)
                     .ctx(|| "failed to stat a bind source".into())?
                     .is_dir()
@@ -588,13 +736,11 @@ pub(crate) fn prepare(spec: &Spec, created: &mut Vec<Created>) -> Result<(), Set
                 source,
                 scratch,
                 ..
-            } => binds.push(Some(overlay_tree(
-                work,
-                n,
-                lowers,
-                source,
-                scratch.as_ref(),
-            )?)),
+            } => {
+                let (tree, leaf) =
+                    overlay_tree(work, n, lowers, source, scratch.as_ref(), features)?;
+                binds.push(Some((Tree::new(tree), leaf)));
+            }
             MountSpec::File {
                 content,
                 mode,
@@ -602,7 +748,7 @@ pub(crate) fn prepare(spec: &Spec, created: &mut Vec<Created>) -> Result<(), Set
                 gid,
                 ..
             } => binds.push(Some((
-                file_tree(work, n, &content.0, *mode, *uid, *gid)?,
+                file_tree(work, n, &content.0, *mode, *uid, *gid, features)?,
                 Leaf::File,
             ))),
             MountSpec::Tmpfs { .. } => binds.push(None),
@@ -632,7 +778,7 @@ pub(crate) fn prepare(spec: &Spec, created: &mut Vec<Created>) -> Result<(), Set
 
     let nosuid_nodev_noexec = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
     let proc_dir = ensure("/proc", Leaf::Dir)?;
-    attach(&proc_tree, &proc_dir)?;
+    proc_tree.attach(&proc_dir)?;
 
     let dev = ensure("/dev", Leaf::Dir)?;
     mount(
@@ -646,7 +792,7 @@ pub(crate) fn prepare(spec: &Spec, created: &mut Vec<Created>) -> Result<(), Set
     )?;
     for (name, tree) in &devices {
         let target = ensure(&format!("/dev/{name}"), Leaf::File)?;
-        attach(tree, &target)?;
+        tree.attach(&target)?;
     }
     let pts = ensure("/dev/pts", Leaf::Dir)?;
     mount(
@@ -676,12 +822,12 @@ pub(crate) fn prepare(spec: &Spec, created: &mut Vec<Created>) -> Result<(), Set
     }
 
     let sys = ensure("/sys", Leaf::Dir)?;
-    attach(&sys_tree, &sys)?;
+    sys_tree.attach(&sys)?;
 
     let target = ensure("/etc/hosts", Leaf::File)?;
-    attach(&hosts_tree, &target)?;
+    hosts_tree.attach(&target)?;
     let target = ensure("/etc/resolv.conf", Leaf::File)?;
-    attach(&resolv_tree, &target)?;
+    resolv_tree.attach(&target)?;
 
     for (m, bind) in spec.mounts.iter().zip(&binds) {
         match (m, bind) {
@@ -692,7 +838,7 @@ pub(crate) fn prepare(spec: &Spec, created: &mut Vec<Created>) -> Result<(), Set
                 Some((tree, leaf)),
             ) => {
                 let target = ensure(target, *leaf)?;
-                attach(tree, &target)?;
+                tree.attach(&target)?;
             }
             (MountSpec::Tmpfs { target, size }, _) => {
                 let target = ensure(target, Leaf::Dir)?;
@@ -752,4 +898,24 @@ pub(crate) fn prepare(spec: &Spec, created: &mut Vec<Created>) -> Result<(), Set
             .ctx(|| "failed to make the rootfs read-only".into())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn submounts_are_those_strictly_below_with_escapes_undone() {
+        let info = "\
+22 1 8:1 / / rw - ext4 /dev/sda1 rw
+30 22 0:5 / /mnt/a rw - tmpfs t rw
+31 30 0:6 / /mnt/a/b\\040c rw - tmpfs t rw
+32 22 0:7 / /mnt/ab rw - tmpfs t rw
+";
+        assert_eq!(
+            submounts(info, Path::new("/mnt/a")),
+            vec![PathBuf::from("/mnt/a/b c")]
+        );
+        assert_eq!(unescape_mountinfo("x\\134y\\9"), "x\\y\\9");
+    }
 }

@@ -1,7 +1,7 @@
 //! Docker's default seccomp profile for the command, compiled to BPF with `seccompiler`.
 //!
 //! The profile is moby's `profiles/seccomp/default.json` resolved for a process holding
-//! Docker's default capabilities (`init::DEFAULT_CAPS`: no `CAP_SYS_ADMIN`, but
+//! Docker's default capabilities (`command::DEFAULT_CAPS`: no `CAP_SYS_ADMIN`, but
 //! `CAP_SYS_CHROOT`) on the native ABI of x86_64 or aarch64:
 //!
 //! * every syscall in [`ALLOWED`] is allowed, plus `chroot` (granted by `CAP_SYS_CHROOT`);
@@ -35,7 +35,7 @@ use seccompiler::{
     SeccompRule,
 };
 
-use crate::init::SetupError;
+use crate::setup::SetupError;
 use crate::Seccomp;
 
 #[cfg(target_arch = "x86_64")]

@@ -35,6 +35,7 @@ const SUBCOMMANDS: &[&str] = &[
     "prune",
     "du",
     "check",
+    "info",
     "help",
     "-h",
     "--help",
@@ -147,11 +148,37 @@ pub(crate) enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Show what this machine offers rbuild: kernel features, isolation, rootless ids, store, registries.
+    Info(InfoArgs),
     /// Inspect internals.
     Debug {
         #[command(subcommand)]
         what: DebugCommand,
     },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InfoArgs {
+    /// Output format: text, or json for scripts.
+    #[arg(long, value_enum, default_value_t = InfoFormat::Text)]
+    pub(crate) format: InfoFormat,
+    /// Registry hosts reached over plain HTTP (shown as configured).
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub(crate) insecure_registries: Vec<String>,
+    /// Docker Hub mirrors (shown as configured; `RBUILD_REGISTRY_MIRRORS` too).
+    #[arg(
+        long = "registry-mirror",
+        value_name = "URL",
+        env = "RBUILD_REGISTRY_MIRRORS",
+        value_delimiter = ','
+    )]
+    pub(crate) registry_mirrors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum InfoFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

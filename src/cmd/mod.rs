@@ -2,6 +2,7 @@
 
 pub(crate) mod build;
 pub(crate) mod image;
+pub(crate) mod info;
 pub(crate) mod login;
 pub(crate) mod prune;
 pub(crate) mod pull;

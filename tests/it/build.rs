@@ -239,3 +239,25 @@ fn from_an_image_in_a_registry_pulls_it_into_a_fresh_store() {
     let (out, _) = b.ok(&["run", "pulled:1"]);
     assert_eq!(out.trim(), "pulled");
 }
+
+/// Two steps that make byte-identical layers (the same `COPY` twice with a RUN between) put one
+/// snapshot twice in the stack of the next RUN, which overlay refuses (ELOOP) unless the lower
+/// copy is dropped. BuildKit prints the original content (checked by hand in the lab's BuildKit,
+/// dockerd 20.10, as written in #17). See: #17.
+#[test]
+fn r17_same_layer_twice_in_one_stack_reads_the_higher_copy() {
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "same-layer-twice",
+        &[
+            ("f", "original\n"),
+            (
+                "Dockerfile",
+                "FROM busybox:local\nCOPY f /f\nRUN echo changed > /f\nCOPY f /f\nRUN cat /f > /out\n",
+            ),
+        ],
+    );
+    env.build_plain("twice:1", &ctx, &[]);
+    assert_eq!(env.run_sh("twice:1", "cat /out"), "original\n");
+}

@@ -17,6 +17,8 @@ mod errors;
 mod export;
 /// Dockerfile features end to end: instructions, flags, heredocs, ADD, .dockerignore, `--check`.
 mod frontend;
+/// Debian's Linux 5.10 and 6.1 kernels in QEMU running the build scenarios (issue #16).
+mod kernels;
 /// RUN --mount (cache, bind, tmpfs, secret, ssh) end to end.
 mod mounts;
 /// The Node/Express acceptance scenario (issue #8).

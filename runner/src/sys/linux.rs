@@ -61,16 +61,44 @@ pub(crate) fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> io::Err
     io::Error::last_os_error()
 }
 
-/// Closes every file descriptor from `first` upwards.
-pub(crate) fn close_fds_from(first: u32) -> io::Result<()> {
-    // SAFETY: close_range only closes descriptors; the caller is about to execve and holds no
-    // Rust object owning one of them that would be used afterwards.
-    let rc = unsafe { libc::close_range(first, u32::MAX, 0) };
+/// `close_range(first, last, 0)` as a raw syscall (glibc has a wrapper only since 2.34).
+fn close_range(first: u32, last: u32) -> io::Result<()> {
+    // SAFETY: close_range only closes descriptors; callers hold no Rust object owning one of
+    // them that would be used afterwards (see the callers).
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint) };
     if rc == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Whether the kernel has `close_range` (Linux 5.9). Closes nothing.
+pub(crate) fn close_range_works() -> bool {
+    close_range(u32::MAX, u32::MAX).is_ok()
+}
+
+/// Closes every file descriptor from `first` upwards, with `close_range` when `use_close_range`
+/// (and the kernel has it), otherwise one by one as listed in `/proc/self/fd`.
+pub(crate) fn close_fds_from(first: u32, use_close_range: bool) -> io::Result<()> {
+    if use_close_range {
+        match close_range(first, u32::MAX) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {}
+            other => return other,
+        }
+    }
+    // Listed first and closed after: the listing holds a descriptor of its own.
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        if u32::try_from(fd).is_ok_and(|f| f >= first) {
+            // SAFETY: as for close_range above; EBADF (the listing's own, now closed,
+            // descriptor) is harmless.
+            unsafe { libc::close(fd) };
+        }
+    }
+    Ok(())
 }
 
 /// Takes ownership of a file descriptor inherited from the parent process.
@@ -335,6 +363,31 @@ pub(crate) fn make_tree_nodev(tree: &OwnedFd) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// The size of a memory page: how much mount(2) copies as the options of a mount.
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf only reads a constant of the C library.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096)
+}
+
+/// Whether the kernel has `mount_setattr` (Linux 5.12): called with no mount, it fails with
+/// `EBADF` or `EINVAL` if it exists and `ENOSYS` otherwise.
+pub(crate) fn mount_setattr_exists() -> bool {
+    // SAFETY: a null attribute pointer with size 0 and fd -1: the kernel reads no memory of
+    // ours before failing.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            -1,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            std::ptr::null::<MountAttr>(),
+            0usize,
+        )
+    };
+    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS)
 }
 
 /// Brings the loopback interface of the current network namespace up.
