@@ -231,6 +231,7 @@ pub fn lower(
         escape: df.directives.escape,
         graph: BuildGraph::default(),
         stages: vec![None; defs.len()],
+        stage_args: vec![Vec::new(); defs.len()],
         busy: vec![false; defs.len()],
         errors: Vec::new(),
         warnings: df.warnings.clone(),
@@ -293,6 +294,9 @@ struct Lowerer<'o> {
     escape: char,
     graph: BuildGraph,
     stages: Vec<Option<Stage>>,
+    /// ARGs in scope at the end of each lowered stage: a stage built `FROM` it starts with them,
+    /// as BuildKit's dispatch state inherits its base stage's build args and LLB env.
+    stage_args: Vec<Vec<(String, Option<String>)>>,
     busy: Vec<bool>,
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
@@ -590,17 +594,22 @@ impl Lowerer<'_> {
         };
         let total = def.cmds.len() + 1;
         let from_name = StepName::step(&prefix, 1, total, format!("FROM {image}"));
+        let mut args = Vec::new();
         let (base, mut config, head) = if let Some(j) =
             Self::stage_ref(defs, i, &image).filter(|_| image.parse::<usize>().is_err())
         {
             self.ensure(defs, j)?;
             let s = self.stages[j].as_ref().expect("ensured above");
+            args.clone_from(&self.stage_args[j]);
             (Base::Stage(j), s.config.clone(), s.head)
         } else if image.eq_ignore_ascii_case("scratch") {
             let mut c = ImageConfig::scratch();
             c.architecture = self.opts.platform.architecture.clone();
             c.os = self.opts.platform.os.clone();
             c.variant = self.opts.platform.variant.clone();
+            // BuildKit's `emptyImage` (dockerfile2llb/image.go) starts a scratch stage with
+            // WorkingDir "/" (and the default PATH, set below). See: #17
+            c.config.working_dir = Some("/".into());
             let head = self.graph.add(Op::Scratch, vec![], Some(span), from_name);
             (Base::Scratch, c, head)
         } else {
@@ -653,7 +662,7 @@ impl Lowerer<'_> {
         let mut st = State {
             config,
             head,
-            args: Vec::new(),
+            args,
             shell,
             workdir,
             user,
@@ -678,6 +687,7 @@ impl Lowerer<'_> {
         if failed {
             return Err(());
         }
+        self.stage_args[i] = std::mem::take(&mut st.args);
         Ok(Stage {
             name: def.name.clone(),
             index: i,
@@ -790,6 +800,15 @@ impl Lowerer<'_> {
                     parts.push(match &v {
                         Some(v) => format!("{k}={v}"),
                         None => k.clone(),
+                    });
+                    // A bare `ARG K` with no value anywhere keeps the value K already has in this
+                    // stage (declared earlier, or inherited from the parent stage): BuildKit only
+                    // adds an ARG to the LLB env when it has a value, and never removes one.
+                    let v = v.or_else(|| {
+                        st.args
+                            .iter()
+                            .find(|(ak, _)| *ak == k)
+                            .and_then(|(_, v)| v.clone())
                     });
                     st.args.retain(|(ak, _)| *ak != k);
                     st.args.push((k, v));
