@@ -838,6 +838,9 @@ impl Lowerer<'_> {
             Command::Cmd(c) => {
                 let args = self.command_args(st, c);
                 st.config.config.cmd = Some(args.clone());
+                // BuildKit's dispatchCmd sets ArgsEscaped on every CMD, either form (found by
+                // the differential: tests/differential/scratch-config).
+                st.config.config.args_escaped = Some(true);
                 st.cmd_set = true;
                 st.history(format!("CMD {}", go_quote_list(&args)), true);
             }
@@ -1484,16 +1487,17 @@ fn health_config(h: &HealthCmd) -> Healthcheck {
     }
 }
 
-/// BuildKit writes the health config with Go's `%q` of the struct pointer.
+/// BuildKit writes the health config with Go's `%+v` of the struct (dockerfile frontend 1.24.0 and
+/// later, moby/buildkit d67dafe; earlier versions used `%q` of a pointer: `&{["CMD" "x"] "1s" …}`).
 fn health_history(h: &HealthCmd) -> String {
     use crate::instructions::format_duration as d;
     format!(
-        "&{{{} {} {} {} {} '\\x{:02x}'}}",
-        go_quote_list(&h.test),
-        go_quote(&d(h.interval)),
-        go_quote(&d(h.timeout)),
-        go_quote(&d(h.start_period)),
-        go_quote(&d(h.start_interval)),
+        "{{Test:[{}] Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
+        h.test.join(" "),
+        d(h.interval),
+        d(h.timeout),
+        d(h.start_period),
+        d(h.start_interval),
         h.retries
     )
 }

@@ -457,3 +457,16 @@ fn json_form_with_trailing_text_is_the_shell_form_as_in_current_buildkit() {
         &["e".to_owned()]
     );
 }
+
+/// Found by the differential (tests/differential/scratch-config): BuildKit sets
+/// `ArgsEscaped: true` on every CMD, exec or shell form (lab: dockerd 20.10's config has it;
+/// current source: dockerfile2llb `dispatchCmd`); ENTRYPOINT alone does not.
+#[test]
+fn cmd_sets_args_escaped_as_buildkit() {
+    let (l, _) = build("FROM scratch\nCMD [\"a\"]\n", &[], None);
+    assert_eq!(l.stages[0].config.config.args_escaped, Some(true));
+    let (l, _) = build("FROM scratch\nCMD a b\n", &[], None);
+    assert_eq!(l.stages[0].config.config.args_escaped, Some(true));
+    let (l, _) = build("FROM scratch\nENTRYPOINT [\"a\"]\n", &[], None);
+    assert_eq!(l.stages[0].config.config.args_escaped, None);
+}
