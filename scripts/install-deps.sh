@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages rbuild's tests and examples need (idempotent; needs root).
 set -euo pipefail
-pkgs=(docker-registry busybox-static skopeo umoci jq curl apache2-utils debootstrap openssl git uidmap procps)
+pkgs=(docker-registry busybox-static skopeo umoci jq curl apache2-utils debootstrap openssl git uidmap procps python3)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
