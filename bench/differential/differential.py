@@ -251,7 +251,7 @@ def cmd_run(argv):
         with tempfile.TemporaryDirectory(prefix="differential-") as tmp:
             store = os.path.join(tmp, "store")
             for i, case in enumerate(sorted(os.listdir(cdir))):
-                if not os.path.isdir(os.path.join(cdir, case, "context")):
+                if case.startswith(".") or not os.path.isdir(os.path.join(cdir, case, "context")):
                     continue
                 ctx, df, args = parse_case(os.path.join(cdir, case))
                 t0 = time.time()
