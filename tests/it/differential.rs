@@ -77,6 +77,13 @@ fn copy_semantics_match_buildkit() {
     matches_buildkit("copy-semantics");
 }
 
+/// RUN output (modes, owners, symlinks, hardlinks, a fifo, sticky dirs) carried into a scratch stage by
+/// COPY --from.
+#[test]
+fn copy_from_a_run_stage_matches_buildkit() {
+    matches_buildkit("multistage-run");
+}
+
 /// #17 item 10: ADD of a tar with a PAX global header.
 #[test]
 fn add_of_a_tar_with_a_pax_global_header_matches_buildkit() {
