@@ -1133,21 +1133,28 @@ impl Lowerer<'_> {
         if (dest_raw == "." || dest_raw.is_empty()) && !dest.ends_with('/') {
             dest.push('/');
         }
+        // A flag that expands to nothing (`--chmod=${mode}` with `mode` unset) is no flag, as in
+        // BuildKit's dispatchCopy (`if cfg.chmod != ""`); found by the differential (BuildKit's
+        // testCopyChmod).
         let chown = match &c.chown {
-            Some(v) => Some(self.expand(v, &env, span)?),
+            Some(v) => Some(self.expand(v, &env, span)?).filter(|v| !v.is_empty()),
             None => None,
         };
         let chmod = match &c.chmod {
             Some(v) => {
                 let v = self.expand(v, &env, span)?;
-                match u32::from_str_radix(&v, 8) {
-                    Ok(m) if m <= 0o7777 => Some(m),
-                    _ => {
-                        self.errors.push(
-                            Diagnostic::new(format!("invalid chmod parameter {v:?}"), span)
-                                .with_help("use octal mode bits such as 755 or 0644"),
-                        );
-                        return Err(());
+                if v.is_empty() {
+                    None
+                } else {
+                    match u32::from_str_radix(&v, 8) {
+                        Ok(m) if m <= 0o7777 => Some(m),
+                        _ => {
+                            self.errors.push(
+                                Diagnostic::new(format!("invalid chmod parameter {v:?}"), span)
+                                    .with_help("use octal mode bits such as 755 or 0644"),
+                            );
+                            return Err(());
+                        }
                     }
                 }
             }

@@ -470,3 +470,21 @@ fn cmd_sets_args_escaped_as_buildkit() {
     let (l, _) = build("FROM scratch\nENTRYPOINT [\"a\"]\n", &[], None);
     assert_eq!(l.stages[0].config.config.args_escaped, None);
 }
+
+/// Found by the differential (BuildKit's testCopyChmod): `--chmod`/`--chown` that expand to nothing
+/// are no flags (dockerfile2llb dispatchCopy: `if cfg.chmod != ""`), not an invalid mode.
+#[test]
+fn copy_flags_that_expand_to_nothing_are_ignored() {
+    let (l, _) = build(
+        "FROM scratch\nARG mode\nARG who\nCOPY --chmod=${mode} --chown=$who f /f\n",
+        &[],
+        None,
+    );
+    match &l.graph.node(l.stages[0].head).op {
+        Op::Copy(c) => {
+            assert_eq!(c.chmod, None);
+            assert_eq!(c.chown, None);
+        }
+        other => panic!("not a copy: {other:?}"),
+    }
+}
