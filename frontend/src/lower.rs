@@ -317,6 +317,9 @@ struct State {
     workdir: String,
     user: String,
     cmd_set: bool,
+    /// Keys whose last assignment was an ENV (after or without an ARG value): BuildKit's RUN history
+    /// shows the value of its LLB env, where the last of ARG and ENV wins.
+    env_last: BTreeSet<String>,
     layer_history: Vec<(usize, NodeId)>,
     /// The stage label of node names (empty in a single-stage build).
     prefix: String,
@@ -325,28 +328,39 @@ struct State {
 }
 
 impl State {
-    /// Variables for expansion: ARGs, then ENV (ENV wins, as Docker documents).
+    /// Variables for expansion: the image ENV and the ARGs with values, the later assignment of a
+    /// name winning, as in BuildKit's LLB env (`ENV B=1` then `ARG B=arg` gives `arg`; lab: dockerd
+    /// 20.10, `RUN echo $B` prints `arg`; current dockerfile2llb `dispatchArg` is `AddEnv` too).
     fn expand_env(&self) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = self
-            .args
-            .iter()
-            .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
-            .collect();
+        let mut env: Vec<(String, String)> = Vec::new();
         for kv in self.config.config.env.iter().flatten() {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
             env.push((k.to_owned(), v.to_owned()));
         }
+        for (k, v) in &self.args {
+            if let Some(v) = v {
+                if !self.env_last.contains(k) {
+                    env.retain(|(ek, _)| ek != k);
+                    env.push((k.clone(), v.clone()));
+                }
+            }
+        }
         env
     }
 
-    /// Environment of a RUN: image ENV, then ARGs with values not shadowed by ENV.
+    /// Environment of a RUN: image ENV, with ARGs that have values added, or replacing an ENV value
+    /// they were assigned after (the same LLB env as [`State::expand_env`]).
     fn run_env(&self) -> Vec<String> {
         let mut env: Vec<String> = self.config.config.env.clone().unwrap_or_default();
         for (k, v) in &self.args {
-            if let Some(v) = v {
-                if self.config.config.env_get(k).is_none() {
-                    env.push(format!("{k}={v}"));
-                }
+            let Some(v) = v else { continue };
+            let pos = env
+                .iter()
+                .position(|kv| kv.split_once('=').map_or(kv.as_str(), |(ek, _)| ek) == k);
+            match pos {
+                None => env.push(format!("{k}={v}")),
+                Some(i) if !self.env_last.contains(k) => env[i] = format!("{k}={v}"),
+                Some(_) => {}
             }
         }
         env
@@ -667,6 +681,7 @@ impl Lowerer<'_> {
             workdir,
             user,
             cmd_set: false,
+            env_last: BTreeSet::new(),
             layer_history: Vec::new(),
             prefix,
             total,
@@ -783,6 +798,7 @@ impl Lowerer<'_> {
                 }
                 for (k, v) in expanded {
                     st.config.config.env_set(&k, &v);
+                    st.env_last.insert(k);
                 }
                 st.history(format!("ENV {}", parts.join(" ")), true);
             }
@@ -810,8 +826,15 @@ impl Lowerer<'_> {
                             .find(|(ak, _)| *ak == k)
                             .and_then(|(_, v)| v.clone())
                     });
-                    st.args.retain(|(ak, _)| *ak != k);
-                    st.args.push((k, v));
+                    if v.is_some() {
+                        st.env_last.remove(&k);
+                    }
+                    // A declared again keeps its place (BuildKit's runCommandString lists each
+                    // build arg once, where it first appeared).
+                    match st.args.iter_mut().find(|(ak, _)| *ak == k) {
+                        Some(slot) => slot.1 = v,
+                        None => st.args.push((k, v)),
+                    }
                 }
                 st.history(format!("ARG {}", parts.join(" ")), true);
             }
@@ -1087,7 +1110,7 @@ impl Lowerer<'_> {
         };
         let name = st.next_name(&name_text);
         st.head = self.graph.add(Op::Exec(exec), inputs, Some(span), name);
-        let created_by = format!("RUN {} # buildkit", run_command_string(&args, &st.args));
+        let created_by = format!("RUN {} # buildkit", run_command_string(&args, st));
         let h = st.history(created_by, false);
         st.layer_history.push((h, st.head));
         Ok(())
@@ -1457,16 +1480,29 @@ enum UrlSource {
     Git(graph::Git),
 }
 
-/// BuildKit's `runCommandString`: `|N K=v … args` when build args are in scope.
-fn run_command_string(args: &[String], build_args: &[(String, Option<String>)]) -> String {
-    let with_values: Vec<String> = build_args
+/// BuildKit's `runCommandString`: `|N K=v … args` when build args are in scope. Every ARG in scope
+/// is listed, a valueless one as `K=`; the value is that of the LLB env, where the last of ARG and ENV
+/// wins (lab: `ARG FOO`, `ARG BAR=1`, `ENV BAR=2`, `RUN …` gives `RUN |2 FOO= BAR=2 …`; current
+/// dockerfile2llb is the same code).
+fn run_command_string(args: &[String], st: &State) -> String {
+    let listed: Vec<String> = st
+        .args
         .iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+        .map(|(k, v)| {
+            let env = st.config.config.env_get(k);
+            let value = match (st.env_last.contains(k), env, v) {
+                (true, Some(e), _) => e.to_owned(),
+                (_, _, Some(v)) => v.clone(),
+                (_, Some(e), None) => e.to_owned(),
+                (_, None, None) => String::new(),
+            };
+            format!("{k}={value}")
+        })
         .collect();
     let mut parts = Vec::new();
-    if !with_values.is_empty() {
-        parts.push(format!("|{}", with_values.len()));
-        parts.extend(with_values);
+    if !listed.is_empty() {
+        parts.push(format!("|{}", listed.len()));
+        parts.extend(listed);
     }
     parts.extend(args.iter().cloned());
     parts.join(" ")

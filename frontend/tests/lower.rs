@@ -105,8 +105,13 @@ fn arg_and_env_scoping() {
     assert_eq!(requested, vec!["alpine:3.20"]);
     let st = &l.stages[0];
     let e = exec(&l, st.head);
-    // Image ENV first, then ARGs that ENV does not shadow; ARGs never enter the image config.
-    assert_eq!(e.env, vec!["PATH=/bin", "LANG=C", "B=1", "TAG=3.20", "A=1"]);
+    // Image ENV first, then ARGs; an ARG assigned after an ENV of the same name wins in the RUN's
+    // environment, as in BuildKit (lab: `ENV B=1`, `ARG B=arg`, `RUN echo $B` prints `arg`); ARGs
+    // never enter the image config.
+    assert_eq!(
+        e.env,
+        vec!["PATH=/bin", "LANG=C", "B=arg", "TAG=3.20", "A=1"]
+    );
     assert_eq!(
         st.config.config.env.as_ref().unwrap(),
         &vec!["PATH=/bin", "LANG=C", "B=1"]
@@ -487,4 +492,25 @@ fn copy_flags_that_expand_to_nothing_are_ignored() {
         }
         other => panic!("not a copy: {other:?}"),
     }
+}
+
+/// Found by the differential, checked in the lab (`docker history` of this Dockerfile under dockerd
+/// 20.10: `RUN |3 FOO= BAR=2 BAZ=arg /bin/sh -c echo hi > /x # buildkit`; current dockerfile2llb
+/// `runCommandString` is the same): every ARG in scope is listed, a valueless one as `K=`, with the
+/// value the last of ARG and ENV gave it.
+#[test]
+fn run_history_lists_valueless_args_and_the_last_of_arg_and_env() {
+    let src =
+        "FROM busybox\nARG FOO\nARG BAR=1\nENV BAR=2\nENV BAZ=env\nARG BAZ=arg\nRUN echo hi > /x\n";
+    let (l, _) = build(src, &[], None);
+    assert_eq!(
+        l.stages[0]
+            .config
+            .history
+            .last()
+            .unwrap()
+            .created_by
+            .as_deref(),
+        Some("RUN |3 FOO= BAR=2 BAZ=arg /bin/sh -c echo hi > /x # buildkit")
+    );
 }

@@ -89,3 +89,10 @@ fn copy_from_a_run_stage_matches_buildkit() {
 fn add_of_a_tar_with_a_pax_global_header_matches_buildkit() {
     matches_buildkit("pax-global-header");
 }
+
+/// An ARG assigned after an ENV of the same name wins in RUN's environment and expansion; a valueless
+/// ARG is not set.
+#[test]
+fn arg_and_env_order_in_run_matches_buildkit() {
+    matches_buildkit("arg-env-order");
+}
