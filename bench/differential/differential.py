@@ -194,13 +194,16 @@ def compare(expected, actual, volatile):
 
 def buildkit_listing(ctx, dockerfile, args, tag, tmp):
     env = dict(os.environ, DOCKER_HOST="unix:///tmp/lab/docker.sock", DOCKER_BUILDKIT="1")
-    sh([DOCKER, "build", "--no-cache", "-q", "-t", tag, "-f", dockerfile, *args, ctx], env=env)
-    archive = os.path.join(tmp, "bk.tar")
-    sh([DOCKER, "save", "-o", archive, tag], env=env)
-    lines = listing(f"docker-archive:{archive}")
-    os.remove(archive)
-    sh([DOCKER, "rmi", "-f", tag], env=env)
-    return lines
+    try:
+        sh([DOCKER, "build", "--no-cache", "-q", "-t", tag, "-f", dockerfile, *args, ctx], env=env)
+        archive = os.path.join(tmp, "bk.tar")
+        sh([DOCKER, "save", "-o", archive, tag], env=env)
+        lines = listing(f"docker-archive:{archive}")
+        os.remove(archive)
+        return lines
+    finally:
+        # The tag only (a failed build has none): images other lab users made are left alone.
+        subprocess.run([DOCKER, "rmi", "-f", tag], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def rbuild_listing(rbuild, store, ctx, dockerfile, args, tmp):
