@@ -165,8 +165,18 @@ impl solver::Worker for BuildWorker {
                         added_layer: false,
                     });
                 }
+                // An existing directory is left as it is (its mode, such as /tmp's 1777, and owner):
+                // the layer is empty, as BuildKit's `mkdir -p` of it changes nothing.
+                let exists = view
+                    .resolve(&m.path, true)
+                    .map_err(|e| werr(e.into()))?
+                    .is_some_and(|r| r.is_dir);
                 self.file_op(base, |layer_dir| {
-                    copy::mkdir(&m.path, &m.user, &view, layer_dir)
+                    if exists {
+                        Ok(())
+                    } else {
+                        copy::mkdir(&m.path, &m.user, &view, layer_dir)
+                    }
                 })
             }
         }

@@ -271,3 +271,44 @@ fn copy_of_several_sources_to_a_path_that_is_not_a_directory_fails() {
         assert!(out.join(p).is_file(), "{p}");
     }
 }
+
+/// A RUN or WORKDIR that changes nothing still gets a layer, as in BuildKit (lab: `RUN true` has
+/// history `empty_layer: false` and a layer); WORKDIR of an existing directory leaves it as it is
+/// (/tmp stays 1777); `WORKDIR /` adds no layer.
+#[test]
+fn steps_that_change_nothing_commit_an_empty_layer_as_buildkit() {
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "empty",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\nRUN true\nWORKDIR /tmp\nWORKDIR /\nRUN stat -c %a /tmp > /mode\n",
+        )],
+    );
+    env.ok(&["build", "-t", "empty:1", s(&ctx)]);
+    let base = env.layers("busybox:local").len();
+    assert_eq!(env.layers("empty:1").len(), base + 3);
+    assert_eq!(env.run_sh("empty:1", "cat /mode"), "1777\n");
+    let (out, _) = env.ok(&["inspect", "empty:1"]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("inspect prints JSON");
+    let hist = v["Config"]["history"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("no Config.history in {out}"));
+    let flags: Vec<(String, bool)> = hist
+        .iter()
+        .rev()
+        .take(4)
+        .map(|h| {
+            (
+                h["created_by"].as_str().unwrap_or_default().to_owned(),
+                h["empty_layer"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert_eq!(flags.len(), 4, "{out}");
+    assert!(!flags[0].1 && !flags[3].1, "{flags:?}");
+    assert!(flags[1].1, "WORKDIR / adds no layer: {flags:?}");
+    assert!(!flags[2].1, "WORKDIR /tmp: {flags:?}");
+}
