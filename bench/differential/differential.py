@@ -218,7 +218,7 @@ def rbuild_listing(rbuild, store, ctx, dockerfile, args, tmp):
 
 # Differences that have a known cause, by the diff line they produce (`key: buildkit=… rbuild=…`).
 # "lab-0.8": the lab's BuildKit (0.8, in dockerd 20.10) differs from current BuildKit there and rbuild
-# follows current BuildKit (source named). "empty-layer": rbuild's own known difference.
+# follows current BuildKit (source named).
 KNOWN = [
     ("lab-0.8", "COPY/ADD history names --chown/--chmod (current dispatchCopy writes them)",
      re.compile(r'^config:history\[\d+\]: buildkit=\["(COPY|ADD) (?!--)([^"]*)", (.*) '
@@ -231,8 +231,6 @@ KNOWN = [
      re.compile(r'^/\S+: buildkit=dir 0755 0:0 rbuild=<absent>$')),
     ("lab-0.8", "COPY --from skips fifos (copied since fsutil 331e532, BuildKit 0.10)",
      re.compile(r'^/\S+: buildkit=<absent> rbuild=fifo ')),
-    ("empty-layer", "a RUN/WORKDIR that changes nothing: BuildKit commits an empty layer, rbuild none",
-     re.compile(r'^config:history\[\d+\]: buildkit=\[(".*"), false, (".*")\] rbuild=\[\1, true, \2\]$')),
 ]
 
 
@@ -312,24 +310,18 @@ def cmd_run(argv):
                 print(f"[{name}] {case}: {r['status']}" + "".join(f"\n    {d}" for d in diffs[:20]), flush=True)
         built = [r for r in results if r["status"] != "buildkit-failed"]
         same = [r for r in built if r["status"] == "identical"]
-        # The same figure with known causes set aside: lab-0.8 differences (rbuild follows current
-        # BuildKit there), then also rbuild's empty-layer difference.
-        def residual(r, kinds):
-            return [d for d in r.get("diffs", []) if classify(d)[0] not in kinds]
+        # The same figure with the lab 0.8's own differences set aside (rbuild follows current
+        # BuildKit there).
         for r in built:
             r["explained"] = [[d, *classify(d)] for d in r.get("diffs", []) if classify(d)[0]]
         as_current = [r for r in built if r["status"] == "identical" or
-                      (r["status"] == "different" and not residual(r, {"lab-0.8"}))]
-        but_empty = [r for r in built if r["status"] == "identical" or
-                     (r["status"] == "different" and not residual(r, {"lab-0.8", "empty-layer"}))]
+                      (r["status"] == "different" and all(classify(d)[0] for d in r["diffs"]))]
         with open(os.path.join(HERE, "results", f"{name}.json"), "w") as f:
             json.dump({"corpus": name, "identical": len(same), "built_by_buildkit": len(built),
-                       "identical_but_lab_0_8": len(as_current),
-                       "identical_but_lab_0_8_and_empty_layers": len(but_empty),
-                       "cases": results}, f, indent=1)
-        summary.append(f"{name}: {len(same)}/{len(built)} identical; {len(as_current)}/{len(built)} once the "
-                       f"lab 0.8's own differences are set aside; {len(but_empty)}/{len(built)} also without "
-                       f"empty layers ({len(results)} cases, {len(results) - len(built)} BuildKit does not build)")
+                       "identical_but_lab_0_8": len(as_current), "cases": results}, f, indent=1)
+        summary.append(f"{name}: {len(same)}/{len(built)} identical, {len(as_current)}/{len(built)} once the "
+                       f"lab 0.8's own differences are set aside ({len(results)} cases, "
+                       f"{len(results) - len(built)} BuildKit does not build)")
     print("\n".join(summary))
 
 
@@ -340,8 +332,7 @@ def cmd_summary(argv):
             d = json.load(f)
         built = [r for r in d["cases"] if r["status"] != "buildkit-failed"]
         counts = {}
-        for label, kinds in (("identical", set()), ("but lab 0.8", {"lab-0.8"}),
-                             ("but lab 0.8 and empty layers", {"lab-0.8", "empty-layer"})):
+        for label, kinds in (("identical", set()), ("once the lab 0.8's own differences are set aside", {"lab-0.8"})):
             counts[label] = sum(1 for r in built if r["status"] == "identical" or (
                 r["status"] == "different" and all(classify(x)[0] in kinds for x in r["diffs"])))
         print(f"{d['corpus']}: " + "; ".join(f"{k} {v}/{len(built)}" for k, v in counts.items()) +
