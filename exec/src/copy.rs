@@ -54,6 +54,8 @@ pub fn copy(
     }
     // Expand sources: (name as matched, path read after following a named symlink, is a directory).
     let mut sources: Vec<(String, String, bool)> = Vec::new();
+    // Sources as written that matched something: a wildcard matching nothing does not count.
+    let mut matched_sources = c.inline.len();
     for src in &c.srcs {
         let found: Vec<(String, String, bool)> = match (&c.source, src_view) {
             (graph::CopySource::Context, _) => ctx
@@ -84,6 +86,7 @@ pub fn copy(
             };
             bail!("COPY source {src:?} not found in {place}");
         }
+        matched_sources += 1;
         sources.extend(found);
     }
     sources.retain(|(p, _, _)| {
@@ -102,11 +105,11 @@ pub fn copy(
     // same path, keeping only the last: we refuse that rather than lose files. See: #19 (item 9)
     let dest_exists_as_dir = dest_view.resolve(&c.dest, true)?.is_some_and(|r| r.is_dir);
     let dest_is_dir = c.dest.ends_with('/') || dest_exists_as_dir;
-    if !dest_is_dir && c.srcs.len() + c.inline.len() > 1 {
+    if !dest_is_dir && matched_sources > 1 {
         bail!(
-            "COPY has {} sources but its destination {:?} is not a directory: when using COPY \
-             with more than one source file, the destination must be a directory and end with a /",
-            c.srcs.len() + c.inline.len(),
+            "COPY has {matched_sources} sources but its destination {:?} is not a directory: when \
+             using COPY with more than one source file, the destination must be a directory and end \
+             with a /",
             c.dest
         );
     }
@@ -712,9 +715,12 @@ fn walk_apply(
 /// gid equals the uid (COPY --chown, as Docker documents).
 pub fn lookup_owner(spec: &str, view: &MergedView, primary_group: bool) -> Result<(u32, u32)> {
     let (user, group) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
+        Some((u, g)) => (u, Some(g).filter(|g| !g.is_empty())),
         None => (spec, None),
     };
+    // `--chown=${A}:${B}` with both unset is `:`: BuildKit resolves the empty name to 0 (found by
+    // the differential: buildah's copy-chown/Dockerfile.bad2).
+    let user = if user.is_empty() { "0" } else { user };
     let read = |path: &str| -> Result<String> {
         match view.resolve(path, true)? {
             Some(r) if !r.is_dir => Ok(fs_err::read_to_string(&r.host_path)?),

@@ -261,15 +261,20 @@ fn copy_of_several_sources_to_a_path_that_is_not_a_directory_fails() {
         "{err}"
     );
     assert!(err.contains("Dockerfile:2"), "{err}");
+    // Sources that match nothing do not count (buildah's copy-globs/Containerfile.missing, built by
+    // BuildKit: `COPY *foo *.txt /testdir` with one .txt file makes the file /testdir).
     std::fs::write(
         ctx.join("Dockerfile"),
-        "FROM scratch\nCOPY a /x/keep\nCOPY a b /x\nCOPY a b /y/\n",
+        "FROM scratch\nCOPY a /x/keep\nCOPY a b /x\nCOPY a b /y/\nCOPY *foo a* /z\n\
+         COPY --chown=${NOBODY}:${NOBODY} a /owned\n",
     )
     .unwrap();
     let out = build_local(&env, &ctx);
-    for p in ["x/a", "x/b", "y/a", "y/b"] {
+    for p in ["x/a", "x/b", "y/a", "y/b", "z", "owned"] {
         assert!(out.join(p).is_file(), "{p}");
     }
+    let md = std::fs::metadata(out.join("owned")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (0, 0));
 }
 
 /// A RUN or WORKDIR that changes nothing still gets a layer, as in BuildKit (lab: `RUN true` has
