@@ -1690,7 +1690,9 @@ fn parse_mount(value: &str, workdir: &str, ssh_count: &mut usize) -> Result<Moun
         match k.as_str() {
             "target" | "dst" | "destination" => target = Some(need(&v)?),
             "source" | "src" => source = Some(need(&v)?),
-            "from" => from = Some(need(&v)?),
+            // `from=` with nothing is the context, as in BuildKit (found by the differential:
+            // buildah's buildkit-mount-from/Dockerfilebindfromwithemptyfrom).
+            "from" => from = Some(need(&v)?).filter(|f| !f.is_empty()),
             "readonly" | "ro" => readonly = Some(parse_bool(&k, v.as_deref())?),
             "readwrite" | "rw" => readonly = Some(!parse_bool(&k, v.as_deref())?),
             "id" => id = Some(need(&v)?),

@@ -514,3 +514,19 @@ fn run_history_lists_valueless_args_and_the_last_of_arg_and_env() {
         Some("RUN |3 FOO= BAR=2 BAZ=arg /bin/sh -c echo hi > /x # buildkit")
     );
 }
+
+/// Found by the differential (buildah's buildkit-mount-from/Dockerfilebindfromwithemptyfrom, which
+/// BuildKit builds): `from=` with no value binds the context, like no `from` at all.
+#[test]
+fn mount_from_empty_is_the_context() {
+    let (l, _) = build(
+        "FROM img\nRUN --mount=type=bind,source=.,from=,target=/test x\n",
+        &[],
+        None,
+    );
+    let e = exec(&l, l.stages[0].head);
+    match &e.mounts[0] {
+        Mount::Bind { input, .. } => assert_eq!(*input, None),
+        other => panic!("not a bind: {other:?}"),
+    }
+}
