@@ -195,7 +195,9 @@ def compare(expected, actual, volatile):
 def buildkit_listing(ctx, dockerfile, args, tag, tmp):
     env = dict(os.environ, DOCKER_HOST="unix:///tmp/lab/docker.sock", DOCKER_BUILDKIT="1")
     try:
-        sh([DOCKER, "build", "--no-cache", "-q", "-t", tag, "-f", dockerfile, *args, ctx], env=env)
+        # Host network, as rbuild's RUN has by default (and as bench/run.sh builds): no docker0 needed.
+        sh([DOCKER, "build", "--network=host", "--no-cache", "-q", "-t", tag, "-f", dockerfile, *args, ctx],
+           env=env)
         archive = os.path.join(tmp, "bk.tar")
         sh([DOCKER, "save", "-o", archive, tag], env=env)
         lines = listing(f"docker-archive:{archive}")
