@@ -879,7 +879,9 @@ impl Lowerer<'_> {
             Command::Shell(args) => {
                 st.shell.clone_from(args);
                 st.config.config.shell = Some(args.clone());
-                st.history(format!("SHELL {}", go_quote_list(args)), true);
+                // Go's `%v` of the slice, not `%q` (dispatchShell); found by the differential
+                // (buildah's shell/Dockerfile.build-shell-custom).
+                st.history(format!("SHELL [{}]", args.join(" ")), true);
             }
             Command::Expose(ports) => {
                 let mut added = BTreeSet::new();

@@ -530,3 +530,20 @@ fn mount_from_empty_is_the_context() {
         other => panic!("not a bind: {other:?}"),
     }
 }
+
+/// Found by the differential (buildah's shell/Dockerfile.build-shell-custom; lab: `docker history` shows
+/// `SHELL [/bin/bash -c]`): BuildKit writes SHELL's history with Go's `%v` (dispatchShell).
+#[test]
+fn shell_history_as_buildkit() {
+    let (l, _) = build("FROM scratch\nSHELL [\"/bin/bash\", \"-c\"]\n", &[], None);
+    assert_eq!(
+        l.stages[0]
+            .config
+            .history
+            .last()
+            .unwrap()
+            .created_by
+            .as_deref(),
+        Some("SHELL [/bin/bash -c]")
+    );
+}
