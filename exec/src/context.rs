@@ -249,6 +249,58 @@ impl Context {
             .filter(|(k, _)| !k.is_empty())
     }
 
+    /// The context path a matched COPY source stands for: the path itself, or, for a symlink, what it
+    /// points to, resolved inside the context as if the context were `/` (BuildKit follows the
+    /// symlinks of a named source this way: `fs.RootPath`). Symlinks *below* a copied directory are
+    /// copied as symlinks; only the named source is followed. See: #17 (item 9), #19 (item 9).
+    ///
+    /// Errors name the source and its link target, never a host path: a target outside the context
+    /// (absolute, or `..` above the root) or one the context does not hold (missing, or ignored).
+    pub fn follow(&self, matched: &str) -> Result<String> {
+        let mut path = matched.to_owned();
+        for _ in 0..40 {
+            let Some(entry) = self.entries.get(&path) else {
+                bail!("COPY source {matched:?} not found in the build context");
+            };
+            if entry.kind != Kind::Symlink {
+                return Ok(path);
+            }
+            let target = fs_err::read_link(self.host_path(&path))?;
+            let target = target.to_string_lossy().into_owned();
+            let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
+            let joined = if target.starts_with('/') || parent.is_empty() {
+                target.clone()
+            } else {
+                format!("{parent}/{target}")
+            };
+            let mut parts: Vec<&str> = Vec::new();
+            let mut outside = target.starts_with('/');
+            for c in joined.split('/') {
+                match c {
+                    "" | "." => {}
+                    ".." => outside |= parts.pop().is_none(),
+                    c => parts.push(c),
+                }
+            }
+            let next = parts.join("/");
+            if !self.entries.contains_key(&next) {
+                if outside {
+                    bail!(
+                        "COPY source {matched:?} is a symlink to {target:?}, outside the build context: \
+                         only files inside the context can be copied (a symlink is followed as if the \
+                         context were /, and {next:?} is not in it)"
+                    );
+                }
+                bail!(
+                    "COPY source {matched:?} is a symlink to {target:?}, which is not in the build \
+                     context (missing or excluded by .dockerignore)"
+                );
+            }
+            path = next;
+        }
+        bail!("COPY source {matched:?}: too many levels of symbolic links")
+    }
+
     /// Expands one COPY source (possibly a wildcard) to matching context paths.
     pub fn matches(&self, src: &str) -> Result<Vec<String>> {
         let clean = clean_rel(src)?;
@@ -327,6 +379,7 @@ impl Context {
         let mut out = Vec::new();
         for (i, src) in srcs.iter().enumerate() {
             for m in self.matches(src)? {
+                let m = self.follow(&m)?;
                 let (path, entry) = self
                     .entries
                     .get_key_value(&m)

@@ -27,13 +27,20 @@ pub fn copy(
         Some(spec) => Some(lookup_owner(spec, dest_view, false)?),
         None => None,
     };
+    // Parent directories this COPY creates get the --chmod mode (current BuildKit: tonistiigi/fsutil
+    // 183e7fb "fix custom chmod for parent directories"; the lab's 0.8 left them 0755) and the --chown
+    // owner (both versions); the rootfs's existing directories keep theirs.
+    let new_dirs = NewDirs {
+        mode: c.chmod.unwrap_or(0o755),
+        owner: owner.unwrap_or((0, 0)),
+    };
     if let graph::CopySource::Inline { name, content } = &c.source {
         let dest = if c.dest.ends_with('/') {
             format!("{}{name}", c.dest)
         } else {
             c.dest.clone()
         };
-        let target = prepare_dest(&dest, dest_view, layer)?;
+        let target = prepare_dest(&dest, dest_view, layer, new_dirs)?;
         fs_err::write(&target, content)?;
         let mode = c.chmod.unwrap_or(0o644);
         fs_err::set_permissions(&target, std::fs::Permissions::from_mode(mode))?;
@@ -45,45 +52,72 @@ pub fn copy(
     if c.parents {
         return copy_parents(c, ctx, src_view, dest_view, layer, owner);
     }
-    // Expand sources.
-    let mut sources: Vec<(String, bool)> = Vec::new(); // (path in source, is_dir)
+    // Expand sources: (name as matched, path read after following a named symlink, is a directory).
+    let mut sources: Vec<(String, String, bool)> = Vec::new();
+    // Sources as written that matched something: a wildcard matching nothing does not count.
+    let mut matched_sources = c.inline.len();
     for src in &c.srcs {
-        let found: Vec<(String, bool)> = match (&c.source, src_view) {
+        let found: Vec<(String, String, bool)> = match (&c.source, src_view) {
             (graph::CopySource::Context, _) => ctx
                 .matches(src)?
                 .into_iter()
                 .map(|m| {
-                    let is_dir = ctx.entry(&m).is_some_and(|e| e.kind == Kind::Dir);
-                    (m, is_dir)
+                    let read = ctx.follow(&m)?;
+                    let is_dir = ctx.entry(&read).is_some_and(|e| e.kind == Kind::Dir);
+                    Ok((m, read, is_dir))
                 })
+                .collect::<Result<_>>()?,
+            (graph::CopySource::Input { .. }, Some(view)) => stage_matches(view, src)?
+                .into_iter()
+                .map(|(p, d)| (p.clone(), p, d))
                 .collect(),
-            (graph::CopySource::Input { .. }, Some(view)) => stage_matches(view, src)?,
             _ => bail!("COPY source has no input"),
         };
         if found.is_empty() {
+            // A wildcard that matches nothing is skipped, beside other sources or alone (BuildKit's
+            // file op: AllowEmptyWildcard; lab: `COPY nothere* f /w/` copies f, `COPY nothere* /w/`
+            // succeeds and creates nothing). A plain path must exist. See: #17 (item 3)
+            if has_wildcard(src) {
+                continue;
+            }
             let place = match c.source {
                 graph::CopySource::Context => "the build context",
                 _ => "the source stage",
             };
             bail!("COPY source {src:?} not found in {place}");
         }
+        matched_sources += 1;
         sources.extend(found);
     }
-    sources.retain(|(p, _)| {
+    sources.retain(|(p, _, _)| {
         !c.exclude
             .iter()
             .any(|x| path_match(x.trim_start_matches('/'), p))
     });
+    if sources.is_empty() && c.inline.is_empty() {
+        return Ok(());
+    }
 
-    let dest_is_dir = c.dest.ends_with('/')
-        || c.srcs.len() + c.inline.len() > 1
-        || c.srcs.iter().any(|s| has_wildcard(s))
-        || dest_view.resolve(&c.dest, true)?.is_some_and(|r| r.is_dir);
-    for (src, is_dir) in &sources {
+    // The destination is a directory when it says so (`/` at the end) or already is one. A pattern is
+    // one source even when it matches several paths: each is copied to the destination in turn, as
+    // BuildKit does (#17 item 8). Several sources written out need a directory destination, as
+    // Docker's documentation says; BuildKit (lab 0.8 and current source) instead copies each onto the
+    // same path, keeping only the last: we refuse that rather than lose files. See: #19 (item 9)
+    let dest_exists_as_dir = dest_view.resolve(&c.dest, true)?.is_some_and(|r| r.is_dir);
+    let dest_is_dir = c.dest.ends_with('/') || dest_exists_as_dir;
+    if !dest_is_dir && matched_sources > 1 {
+        bail!(
+            "COPY has {matched_sources} sources but its destination {:?} is not a directory: when \
+             using COPY with more than one source file, the destination must be a directory and end \
+             with a /",
+            c.dest
+        );
+    }
+    for (name, src, is_dir) in &sources {
         let dest = if *is_dir {
             c.dest.clone()
         } else if dest_is_dir {
-            let base = src.rsplit('/').next().unwrap_or(src);
+            let base = name.rsplit('/').next().unwrap_or(name);
             format!("{}/{}", c.dest.trim_end_matches('/'), base)
         } else {
             c.dest.clone()
@@ -105,15 +139,43 @@ pub fn copy(
             if let Some(kind) = archive_kind(&host)? {
                 // ADD of a local tar archive: its contents go into the destination directory, owners
                 // and modes as archived unless --chown/--chmod say otherwise.
-                let target = prepare_dest(&c.dest, dest_view, layer)?;
+                let target = prepare_dest(&c.dest, dest_view, layer, new_dirs)?;
                 keep_dir_meta(&c.dest, dest_view, &target)?;
                 unpack_archive(&host, kind, &target)
-                    .with_context(|| format!("ADD: unpacking the archive {src}"))?;
+                    .with_context(|| format!("ADD: unpacking the archive {name}"))?;
                 apply_owner_mode(&target, owner, c.chmod)?;
                 continue;
             }
         }
-        let target = prepare_dest(&dest, dest_view, layer)?;
+        let target = prepare_dest(&dest, dest_view, layer, new_dirs)?;
+        let default_owner = match c.source {
+            graph::CopySource::Context => Some((0, 0)),
+            _ => None,
+        };
+        if *is_dir {
+            // A directory's contents go into the destination directory. That directory keeps its
+            // metadata when the rootfs has it, and is otherwise new: 0755 (or the --chmod mode),
+            // root (or the --chown owner), never the source directory's mode or owner (lab:
+            // `COPY d /new` with d 0700 gives /new 0755; current fsutil `prepareTargetDir` makes it
+            // with MkdirAll and leaves it alone after).
+            let existed = target.symlink_metadata().is_ok_and(|m| m.is_dir());
+            match (&c.source, src_view) {
+                (graph::CopySource::Context, _) => {
+                    copy_from_context(ctx, src, &target, &c.exclude)?;
+                }
+                (_, Some(view)) => view
+                    .copy_out(src, &target, true)
+                    .with_context(|| format!("copying {src} from the source stage"))?,
+                _ => unreachable!("checked above"),
+            }
+            for entry in fs_err::read_dir(&target)? {
+                apply_owner_mode(&entry?.path(), owner.or(default_owner), c.chmod)?;
+            }
+            if !existed {
+                dest_dir_meta(&c.dest, dest_view, &target, new_dirs)?;
+            }
+            continue;
+        }
         match (&c.source, src_view) {
             (graph::CopySource::Context, _) => copy_from_context(ctx, src, &target, &c.exclude)?,
             (_, Some(view)) => view
@@ -121,10 +183,6 @@ pub fn copy(
                 .with_context(|| format!("copying {src} from the source stage"))?,
             _ => unreachable!("checked above"),
         }
-        let default_owner = match c.source {
-            graph::CopySource::Context => Some((0, 0)),
-            _ => None,
-        };
         apply_owner_mode(&target, owner.or(default_owner), c.chmod)?;
     }
     for f in &c.inline {
@@ -133,7 +191,7 @@ pub fn copy(
         } else {
             c.dest.clone()
         };
-        let target = prepare_dest(&dest, dest_view, layer)?;
+        let target = prepare_dest(&dest, dest_view, layer, new_dirs)?;
         if target.symlink_metadata().is_ok_and(|m| m.is_dir()) {
             fs_err::remove_dir_all(&target)?;
         }
@@ -158,6 +216,10 @@ fn copy_parents(
     layer: &Path,
     owner: Option<(u32, u32)>,
 ) -> Result<()> {
+    let new_dirs = NewDirs {
+        mode: c.chmod.unwrap_or(0o755),
+        owner: owner.unwrap_or((0, 0)),
+    };
     for src in &c.srcs {
         let (pivot, pattern) = src.split_once("/./").unwrap_or(("", src));
         let pivot = crate::context::clean_rel(pivot)?;
@@ -199,7 +261,7 @@ fn copy_parents(
                     .map_or(path.as_str(), |r| r.trim_start_matches('/'))
             };
             let dest = format!("{}/{rel}", c.dest.trim_end_matches('/'));
-            let target = prepare_dest(&dest, dest_view, layer)?;
+            let target = prepare_dest(&dest, dest_view, layer, new_dirs)?;
             match (&c.source, src_view) {
                 (graph::CopySource::Context, _) => {
                     copy_from_context(ctx, &path, &target, &c.exclude)?;
@@ -376,6 +438,36 @@ fn is_tar_header(block: &[u8; 512]) -> bool {
     block[0] != 0 && sum == expected
 }
 
+/// Mode and owner of the directories a COPY creates.
+#[derive(Clone, Copy)]
+struct NewDirs {
+    mode: u32,
+    owner: (u32, u32),
+}
+
+impl NewDirs {
+    /// What WORKDIR and other internal paths get: root, 0755.
+    const ROOT: Self = Self {
+        mode: 0o755,
+        owner: (0, 0),
+    };
+}
+
+/// Gives the destination directory of a directory copy (`target`, in the layer) the metadata it has in
+/// the rootfs, or, when new, that of a directory this COPY creates.
+fn dest_dir_meta(dest: &str, view: &MergedView, target: &Path, new_dirs: NewDirs) -> Result<()> {
+    let (mode, (uid, gid)) = match view.resolve(dest, true)?.filter(|r| r.is_dir) {
+        Some(r) => {
+            let md = fs_err::metadata(&r.host_path)?;
+            (md.mode() & 0o7777, (md.uid(), md.gid()))
+        }
+        None => (new_dirs.mode, new_dirs.owner),
+    };
+    std::os::unix::fs::lchown(target, Some(uid), Some(gid))?;
+    fs_err::set_permissions(target, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
 /// Creates `target` (in the layer) as a directory with the metadata `dest` has in the rootfs, if any.
 fn keep_dir_meta(dest: &str, view: &MergedView, target: &Path) -> Result<()> {
     let Some(r) = view.resolve(dest, true)?.filter(|r| r.is_dir) else {
@@ -403,7 +495,7 @@ fn unpack_archive(path: &Path, kind: Archive, target: &Path) -> Result<()> {
 
 /// Creates WORKDIR `path` in `layer`, owned by `user` (root when empty).
 pub fn mkdir(path: &str, user: &str, view: &MergedView, layer: &Path) -> Result<()> {
-    let target = prepare_dest(path, view, layer)?;
+    let target = prepare_dest(path, view, layer, NewDirs::ROOT)?;
     fs_err::create_dir_all(&target)?;
     fs_err::set_permissions(&target, std::fs::Permissions::from_mode(0o755))?;
     if !user.is_empty() {
@@ -440,7 +532,7 @@ fn stage_matches(view: &MergedView, src: &str) -> Result<Vec<(String, bool)>> {
 
 /// Resolves `dest` (absolute, in the target rootfs) to a path inside `layer`, creating its parents there
 /// with the metadata they have in the rootfs (or root 0755 when new).
-fn prepare_dest(dest: &str, view: &MergedView, layer: &Path) -> Result<PathBuf> {
+fn prepare_dest(dest: &str, view: &MergedView, layer: &Path, new_dirs: NewDirs) -> Result<PathBuf> {
     let comps: Vec<&str> = dest
         .split('/')
         .filter(|c| !c.is_empty() && *c != ".")
@@ -448,7 +540,7 @@ fn prepare_dest(dest: &str, view: &MergedView, layer: &Path) -> Result<PathBuf> 
     if comps.contains(&"..") {
         // Frontend joins paths; a remaining `..` is resolved lexically, never above the root.
         let joined = clean_abs(dest);
-        return prepare_dest(&joined, view, layer);
+        return prepare_dest(&joined, view, layer, new_dirs);
     }
     // Canonicalise the parent path inside the rootfs, component by component.
     let mut canon = String::new();
@@ -493,7 +585,11 @@ fn prepare_dest(dest: &str, view: &MergedView, layer: &Path) -> Result<PathBuf> 
                 let mtime = filetime::FileTime::from_last_modification_time(&md);
                 filetime::set_file_mtime(&host, mtime)?;
             }
-            _ => fs_err::set_permissions(&host, std::fs::Permissions::from_mode(0o755))?,
+            _ => {
+                fs_err::set_permissions(&host, std::fs::Permissions::from_mode(new_dirs.mode))?;
+                let (uid, gid) = new_dirs.owner;
+                std::os::unix::fs::lchown(&host, Some(uid), Some(gid))?;
+            }
         }
     }
     match comps.last() {
@@ -600,7 +696,11 @@ fn walk_apply(
     root: &Path,
     f: &dyn Fn(&Path, &std::fs::Metadata) -> std::io::Result<()>,
 ) -> Result<()> {
-    for e in walkdir::WalkDir::new(root).follow_links(false) {
+    for e in walkdir::WalkDir::new(root)
+        .follow_links(false)
+        // A symlink given as the root is the entry itself (a dangling one has nothing behind it).
+        .follow_root_links(false)
+    {
         let e = e?;
         let md = e.path().symlink_metadata()?;
         f(e.path(), &md)
@@ -615,9 +715,12 @@ fn walk_apply(
 /// gid equals the uid (COPY --chown, as Docker documents).
 pub fn lookup_owner(spec: &str, view: &MergedView, primary_group: bool) -> Result<(u32, u32)> {
     let (user, group) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
+        Some((u, g)) => (u, Some(g).filter(|g| !g.is_empty())),
         None => (spec, None),
     };
+    // `--chown=${A}:${B}` with both unset is `:`: BuildKit resolves the empty name to 0 (found by
+    // the differential: buildah's copy-chown/Dockerfile.bad2).
+    let user = if user.is_empty() { "0" } else { user };
     let read = |path: &str| -> Result<String> {
         match view.resolve(path, true)? {
             Some(r) if !r.is_dir => Ok(fs_err::read_to_string(&r.host_path)?),
@@ -631,9 +734,16 @@ pub fn lookup_owner(spec: &str, view: &MergedView, primary_group: bool) -> Resul
             let fields = passwd
                 .lines()
                 .map(|l| l.split(':').collect::<Vec<_>>())
-                .find(|f| f.len() >= 4 && f[0] == user)
-                .ok_or_else(|| anyhow!("unknown user {user:?}: not in the image's /etc/passwd"))?;
-            (fields[2].parse()?, Some(fields[3].parse::<u32>()?))
+                .find(|f| f.len() >= 4 && f[0] == user);
+            match fields {
+                Some(f) => (f[2].parse()?, Some(f[3].parse::<u32>()?)),
+                // `root` needs no passwd entry (an image FROM scratch): BuildKit's file ops resolve
+                // it to 0:0 (lab: `FROM scratch`, `USER root`, `WORKDIR /w`, `COPY --chown=root`
+                // build). Other unknown names stay errors (BuildKit silently uses 0 for them: a
+                // typo would make files root's). See: #17 (item 4)
+                None if user == "root" => (0, Some(0)),
+                None => bail!("unknown user {user:?}: not in the image's /etc/passwd"),
+            }
         }
     };
     let gid = match group {
@@ -645,9 +755,18 @@ pub fn lookup_owner(spec: &str, view: &MergedView, primary_group: bool) -> Resul
                     .lines()
                     .map(|l| l.split(':').collect::<Vec<_>>())
                     .find(|f| f.len() >= 3 && f[0] == g)
-                    .ok_or_else(|| anyhow!("unknown group {g:?}: not in the image's /etc/group"))?
-                    [2]
-                .parse()?
+                    .map_or_else(
+                        || {
+                            if g == "root" {
+                                Ok(0)
+                            } else {
+                                Err(anyhow!(
+                                    "unknown group {g:?}: not in the image's /etc/group"
+                                ))
+                            }
+                        },
+                        |f| Ok(f[2].parse()?),
+                    )?
             }
         },
         None if primary_group => passwd_gid.unwrap_or(uid),

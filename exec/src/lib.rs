@@ -163,18 +163,26 @@ impl solver::Worker for BuildWorker {
                         .snapshots(&self.store, &base.layers)
                         .map_err(werr)?,
                 );
-                if view
-                    .resolve(&m.path, true)
-                    .map_err(|e| werr(e.into()))?
-                    .is_some_and(|r| r.is_dir)
-                {
+                // `WORKDIR /` adds no layer (BuildKit's dispatchWorkdir commits one for any other
+                // path, existing or not).
+                if m.path == "/" {
                     return Ok(Outcome {
                         layers: base.layers.clone(),
                         added_layer: false,
                     });
                 }
+                // An existing directory is left as it is (its mode, such as /tmp's 1777, and owner):
+                // the layer is empty, as BuildKit's `mkdir -p` of it changes nothing.
+                let exists = view
+                    .resolve(&m.path, true)
+                    .map_err(|e| werr(e.into()))?
+                    .is_some_and(|r| r.is_dir);
                 self.file_op(base, |layer_dir| {
-                    copy::mkdir(&m.path, &m.user, &view, layer_dir)
+                    if exists {
+                        Ok(())
+                    } else {
+                        copy::mkdir(&m.path, &m.user, &view, layer_dir)
+                    }
                 })
             }
         }
@@ -212,12 +220,10 @@ impl BuildWorker {
         early: Option<&oci::Precompressed>,
         node: Option<NodeId>,
     ) -> Result<Outcome> {
-        if oci::is_empty_dir(dir)? {
-            return Ok(Outcome {
-                layers: base.layers.clone(),
-                added_layer: false,
-            });
-        }
+        // A step that changed nothing still commits a layer (an empty tar), as BuildKit does: its
+        // images have one layer per RUN/COPY/ADD/WORKDIR and history entries with `empty_layer:
+        // false` (lab: dockerd 20.10; current exporter normalizeLayersAndHistory). Found by the
+        // differential, where it was the most common difference.
         let push = self.eager.as_deref().zip(node);
         let layer = write_layer_blob_pushing(&self.store, push, |w| {
             oci::write_layer_early(dir, w, &self.layer_opts, early).context("writing layer")

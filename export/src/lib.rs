@@ -243,6 +243,23 @@ pub fn assemble(
             .iter()
             .filter(|h| h.created.is_none())
             .count();
+    // A build that adds no layer (metadata only: LABEL, ENV, CMD…) is dated by the last base layer, as
+    // BuildKit's exporter dates history from layer creation times and the image from its last history
+    // entry (exporter/containerimage/writer.go normalizeLayersAndHistory; lab: dockerd 20.10 gives such
+    // an image its base's `created`). Found by the differential (buildah's maintainer, metadata-only…).
+    let adds_layers = config
+        .history
+        .iter()
+        .skip(base_entries)
+        .any(|h| !h.empty_layer);
+    let now = match config.history[..base_entries]
+        .iter()
+        .rev()
+        .find_map(|h| h.created.clone())
+    {
+        Some(base_time) if !adds_layers && opts.source_date_epoch.is_none() => base_time,
+        _ => now,
+    };
     for h in config.history.iter_mut().skip(base_entries) {
         if h.created.is_none() {
             h.created = Some(now.clone());

@@ -231,6 +231,7 @@ pub fn lower(
         escape: df.directives.escape,
         graph: BuildGraph::default(),
         stages: vec![None; defs.len()],
+        stage_args: vec![Vec::new(); defs.len()],
         busy: vec![false; defs.len()],
         errors: Vec::new(),
         warnings: df.warnings.clone(),
@@ -293,6 +294,9 @@ struct Lowerer<'o> {
     escape: char,
     graph: BuildGraph,
     stages: Vec<Option<Stage>>,
+    /// ARGs in scope at the end of each lowered stage: a stage built `FROM` it starts with them,
+    /// as BuildKit's dispatch state inherits its base stage's build args and LLB env.
+    stage_args: Vec<Vec<(String, Option<String>)>>,
     busy: Vec<bool>,
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
@@ -313,6 +317,9 @@ struct State {
     workdir: String,
     user: String,
     cmd_set: bool,
+    /// Keys whose last assignment was an ENV (after or without an ARG value): BuildKit's RUN history
+    /// shows the value of its LLB env, where the last of ARG and ENV wins.
+    env_last: BTreeSet<String>,
     layer_history: Vec<(usize, NodeId)>,
     /// The stage label of node names (empty in a single-stage build).
     prefix: String,
@@ -321,28 +328,39 @@ struct State {
 }
 
 impl State {
-    /// Variables for expansion: ARGs, then ENV (ENV wins, as Docker documents).
+    /// Variables for expansion: the image ENV and the ARGs with values, the later assignment of a
+    /// name winning, as in BuildKit's LLB env (`ENV B=1` then `ARG B=arg` gives `arg`; lab: dockerd
+    /// 20.10, `RUN echo $B` prints `arg`; current dockerfile2llb `dispatchArg` is `AddEnv` too).
     fn expand_env(&self) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = self
-            .args
-            .iter()
-            .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
-            .collect();
+        let mut env: Vec<(String, String)> = Vec::new();
         for kv in self.config.config.env.iter().flatten() {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
             env.push((k.to_owned(), v.to_owned()));
         }
+        for (k, v) in &self.args {
+            if let Some(v) = v {
+                if !self.env_last.contains(k) {
+                    env.retain(|(ek, _)| ek != k);
+                    env.push((k.clone(), v.clone()));
+                }
+            }
+        }
         env
     }
 
-    /// Environment of a RUN: image ENV, then ARGs with values not shadowed by ENV.
+    /// Environment of a RUN: image ENV, with ARGs that have values added, or replacing an ENV value
+    /// they were assigned after (the same LLB env as [`State::expand_env`]).
     fn run_env(&self) -> Vec<String> {
         let mut env: Vec<String> = self.config.config.env.clone().unwrap_or_default();
         for (k, v) in &self.args {
-            if let Some(v) = v {
-                if self.config.config.env_get(k).is_none() {
-                    env.push(format!("{k}={v}"));
-                }
+            let Some(v) = v else { continue };
+            let pos = env
+                .iter()
+                .position(|kv| kv.split_once('=').map_or(kv.as_str(), |(ek, _)| ek) == k);
+            match pos {
+                None => env.push(format!("{k}={v}")),
+                Some(i) if !self.env_last.contains(k) => env[i] = format!("{k}={v}"),
+                Some(_) => {}
             }
         }
         env
@@ -590,17 +608,22 @@ impl Lowerer<'_> {
         };
         let total = def.cmds.len() + 1;
         let from_name = StepName::step(&prefix, 1, total, format!("FROM {image}"));
+        let mut args = Vec::new();
         let (base, mut config, head) = if let Some(j) =
             Self::stage_ref(defs, i, &image).filter(|_| image.parse::<usize>().is_err())
         {
             self.ensure(defs, j)?;
             let s = self.stages[j].as_ref().expect("ensured above");
+            args.clone_from(&self.stage_args[j]);
             (Base::Stage(j), s.config.clone(), s.head)
         } else if image.eq_ignore_ascii_case("scratch") {
             let mut c = ImageConfig::scratch();
             c.architecture = self.opts.platform.architecture.clone();
             c.os = self.opts.platform.os.clone();
             c.variant = self.opts.platform.variant.clone();
+            // BuildKit's `emptyImage` (dockerfile2llb/image.go) starts a scratch stage with
+            // WorkingDir "/" (and the default PATH, set below). See: #17
+            c.config.working_dir = Some("/".into());
             let head = self.graph.add(Op::Scratch, vec![], Some(span), from_name);
             (Base::Scratch, c, head)
         } else {
@@ -653,11 +676,12 @@ impl Lowerer<'_> {
         let mut st = State {
             config,
             head,
-            args: Vec::new(),
+            args,
             shell,
             workdir,
             user,
             cmd_set: false,
+            env_last: BTreeSet::new(),
             layer_history: Vec::new(),
             prefix,
             total,
@@ -678,6 +702,7 @@ impl Lowerer<'_> {
         if failed {
             return Err(());
         }
+        self.stage_args[i] = std::mem::take(&mut st.args);
         Ok(Stage {
             name: def.name.clone(),
             index: i,
@@ -773,6 +798,7 @@ impl Lowerer<'_> {
                 }
                 for (k, v) in expanded {
                     st.config.config.env_set(&k, &v);
+                    st.env_last.insert(k);
                 }
                 st.history(format!("ENV {}", parts.join(" ")), true);
             }
@@ -791,8 +817,24 @@ impl Lowerer<'_> {
                         Some(v) => format!("{k}={v}"),
                         None => k.clone(),
                     });
-                    st.args.retain(|(ak, _)| *ak != k);
-                    st.args.push((k, v));
+                    // A bare `ARG K` with no value anywhere keeps the value K already has in this
+                    // stage (declared earlier, or inherited from the parent stage): BuildKit only
+                    // adds an ARG to the LLB env when it has a value, and never removes one.
+                    let v = v.or_else(|| {
+                        st.args
+                            .iter()
+                            .find(|(ak, _)| *ak == k)
+                            .and_then(|(_, v)| v.clone())
+                    });
+                    if v.is_some() {
+                        st.env_last.remove(&k);
+                    }
+                    // A declared again keeps its place (BuildKit's runCommandString lists each
+                    // build arg once, where it first appeared).
+                    match st.args.iter_mut().find(|(ak, _)| *ak == k) {
+                        Some(slot) => slot.1 = v,
+                        None => st.args.push((k, v)),
+                    }
                 }
                 st.history(format!("ARG {}", parts.join(" ")), true);
             }
@@ -819,6 +861,9 @@ impl Lowerer<'_> {
             Command::Cmd(c) => {
                 let args = self.command_args(st, c);
                 st.config.config.cmd = Some(args.clone());
+                // BuildKit's dispatchCmd sets ArgsEscaped on every CMD, either form (found by
+                // the differential: tests/differential/scratch-config).
+                st.config.config.args_escaped = Some(true);
                 st.cmd_set = true;
                 st.history(format!("CMD {}", go_quote_list(&args)), true);
             }
@@ -834,7 +879,9 @@ impl Lowerer<'_> {
             Command::Shell(args) => {
                 st.shell.clone_from(args);
                 st.config.config.shell = Some(args.clone());
-                st.history(format!("SHELL {}", go_quote_list(args)), true);
+                // Go's `%v` of the slice, not `%q` (dispatchShell); found by the differential
+                // (buildah's shell/Dockerfile.build-shell-custom).
+                st.history(format!("SHELL [{}]", args.join(" ")), true);
             }
             Command::Expose(ports) => {
                 let mut added = BTreeSet::new();
@@ -1065,7 +1112,7 @@ impl Lowerer<'_> {
         };
         let name = st.next_name(&name_text);
         st.head = self.graph.add(Op::Exec(exec), inputs, Some(span), name);
-        let created_by = format!("RUN {} # buildkit", run_command_string(&args, &st.args));
+        let created_by = format!("RUN {} # buildkit", run_command_string(&args, st));
         let h = st.history(created_by, false);
         st.layer_history.push((h, st.head));
         Ok(())
@@ -1111,21 +1158,28 @@ impl Lowerer<'_> {
         if (dest_raw == "." || dest_raw.is_empty()) && !dest.ends_with('/') {
             dest.push('/');
         }
+        // A flag that expands to nothing (`--chmod=${mode}` with `mode` unset) is no flag, as in
+        // BuildKit's dispatchCopy (`if cfg.chmod != ""`); found by the differential (BuildKit's
+        // testCopyChmod).
         let chown = match &c.chown {
-            Some(v) => Some(self.expand(v, &env, span)?),
+            Some(v) => Some(self.expand(v, &env, span)?).filter(|v| !v.is_empty()),
             None => None,
         };
         let chmod = match &c.chmod {
             Some(v) => {
                 let v = self.expand(v, &env, span)?;
-                match u32::from_str_radix(&v, 8) {
-                    Ok(m) if m <= 0o7777 => Some(m),
-                    _ => {
-                        self.errors.push(
-                            Diagnostic::new(format!("invalid chmod parameter {v:?}"), span)
-                                .with_help("use octal mode bits such as 755 or 0644"),
-                        );
-                        return Err(());
+                if v.is_empty() {
+                    None
+                } else {
+                    match u32::from_str_radix(&v, 8) {
+                        Ok(m) if m <= 0o7777 => Some(m),
+                        _ => {
+                            self.errors.push(
+                                Diagnostic::new(format!("invalid chmod parameter {v:?}"), span)
+                                    .with_help("use octal mode bits such as 755 or 0644"),
+                            );
+                            return Err(());
+                        }
                     }
                 }
             }
@@ -1428,16 +1482,29 @@ enum UrlSource {
     Git(graph::Git),
 }
 
-/// BuildKit's `runCommandString`: `|N K=v … args` when build args are in scope.
-fn run_command_string(args: &[String], build_args: &[(String, Option<String>)]) -> String {
-    let with_values: Vec<String> = build_args
+/// BuildKit's `runCommandString`: `|N K=v … args` when build args are in scope. Every ARG in scope
+/// is listed, a valueless one as `K=`; the value is that of the LLB env, where the last of ARG and ENV
+/// wins (lab: `ARG FOO`, `ARG BAR=1`, `ENV BAR=2`, `RUN …` gives `RUN |2 FOO= BAR=2 …`; current
+/// dockerfile2llb is the same code).
+fn run_command_string(args: &[String], st: &State) -> String {
+    let listed: Vec<String> = st
+        .args
         .iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+        .map(|(k, v)| {
+            let env = st.config.config.env_get(k);
+            let value = match (st.env_last.contains(k), env, v) {
+                (true, Some(e), _) => e.to_owned(),
+                (_, _, Some(v)) => v.clone(),
+                (_, Some(e), None) => e.to_owned(),
+                (_, None, None) => String::new(),
+            };
+            format!("{k}={value}")
+        })
         .collect();
     let mut parts = Vec::new();
-    if !with_values.is_empty() {
-        parts.push(format!("|{}", with_values.len()));
-        parts.extend(with_values);
+    if !listed.is_empty() {
+        parts.push(format!("|{}", listed.len()));
+        parts.extend(listed);
     }
     parts.extend(args.iter().cloned());
     parts.join(" ")
@@ -1465,16 +1532,17 @@ fn health_config(h: &HealthCmd) -> Healthcheck {
     }
 }
 
-/// BuildKit writes the health config with Go's `%q` of the struct pointer.
+/// BuildKit writes the health config with Go's `%+v` of the struct (dockerfile frontend 1.24.0 and
+/// later, moby/buildkit d67dafe; earlier versions used `%q` of a pointer: `&{["CMD" "x"] "1s" …}`).
 fn health_history(h: &HealthCmd) -> String {
     use crate::instructions::format_duration as d;
     format!(
-        "&{{{} {} {} {} {} '\\x{:02x}'}}",
-        go_quote_list(&h.test),
-        go_quote(&d(h.interval)),
-        go_quote(&d(h.timeout)),
-        go_quote(&d(h.start_period)),
-        go_quote(&d(h.start_interval)),
+        "{{Test:[{}] Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
+        h.test.join(" "),
+        d(h.interval),
+        d(h.timeout),
+        d(h.start_period),
+        d(h.start_interval),
         h.retries
     )
 }
@@ -1624,7 +1692,9 @@ fn parse_mount(value: &str, workdir: &str, ssh_count: &mut usize) -> Result<Moun
         match k.as_str() {
             "target" | "dst" | "destination" => target = Some(need(&v)?),
             "source" | "src" => source = Some(need(&v)?),
-            "from" => from = Some(need(&v)?),
+            // `from=` with nothing is the context, as in BuildKit (found by the differential:
+            // buildah's buildkit-mount-from/Dockerfilebindfromwithemptyfrom).
+            "from" => from = Some(need(&v)?).filter(|f| !f.is_empty()),
             "readonly" | "ro" => readonly = Some(parse_bool(&k, v.as_deref())?),
             "readwrite" | "rw" => readonly = Some(!parse_bool(&k, v.as_deref())?),
             "id" => id = Some(need(&v)?),

@@ -105,8 +105,13 @@ fn arg_and_env_scoping() {
     assert_eq!(requested, vec!["alpine:3.20"]);
     let st = &l.stages[0];
     let e = exec(&l, st.head);
-    // Image ENV first, then ARGs that ENV does not shadow; ARGs never enter the image config.
-    assert_eq!(e.env, vec!["PATH=/bin", "LANG=C", "B=1", "TAG=3.20", "A=1"]);
+    // Image ENV first, then ARGs; an ARG assigned after an ENV of the same name wins in the RUN's
+    // environment, as in BuildKit (lab: `ENV B=1`, `ARG B=arg`, `RUN echo $B` prints `arg`); ARGs
+    // never enter the image config.
+    assert_eq!(
+        e.env,
+        vec!["PATH=/bin", "LANG=C", "B=arg", "TAG=3.20", "A=1"]
+    );
     assert_eq!(
         st.config.config.env.as_ref().unwrap(),
         &vec!["PATH=/bin", "LANG=C", "B=1"]
@@ -351,4 +356,194 @@ fn syntax_directive_other_than_dockerfile_1_is_refused_before_lowering() {
     );
     assert_eq!(errs[0].span.line, 1);
     assert!(bases.requested.is_empty(), "no base image resolved");
+}
+
+/// #17 item 1, checked in the lab (dockerd 20.10's BuildKit, `docker build` of this Dockerfile on
+/// busybox: B.txt holds `dev:: base-dev`, C.txt `custom:: base-dev`) and in current BuildKit's
+/// source (dockerfile2llb `dispatchState.init` appends the base stage's build args and takes its
+/// LLB env; `dispatchArg` adds an ARG to that env only when it has a value).
+#[test]
+fn args_are_inherited_from_the_parent_stage() {
+    let src = "ARG OTHER=\"fix\"\nFROM busybox AS base\nARG NAME=\"base\"\n\
+               FROM base AS base-dev\nARG NAME=\"$NAME-dev\"\nRUN echo \"dev:: $NAME\" >> /B.txt\n\
+               FROM base-dev AS base-custom\nARG NAME\nRUN echo \"custom:: $NAME\" >> /C.txt\n\
+               FROM base\nRUN echo $NAME\n";
+    let (l, _) = build(src, &[], Some("base-custom"));
+    let dev = l
+        .stages
+        .iter()
+        .find(|s| s.name.as_deref() == Some("base-dev"))
+        .unwrap();
+    let e = exec(&l, dev.head);
+    assert!(e.env.contains(&"NAME=base-dev".to_owned()), "{:?}", e.env);
+    assert_eq!(
+        dev.config.history.last().unwrap().created_by.as_deref(),
+        Some("RUN |1 NAME=base-dev /bin/sh -c echo \"dev:: $NAME\" >> /B.txt # buildkit")
+    );
+    let custom = &l.stages[l.target];
+    let e = exec(&l, custom.head);
+    assert!(e.env.contains(&"NAME=base-dev".to_owned()), "{:?}", e.env);
+    // A bare ARG records no value in its own history line.
+    let h: Vec<_> = custom
+        .config
+        .history
+        .iter()
+        .filter_map(|h| h.created_by.as_deref())
+        .collect();
+    assert!(h.contains(&"ARG NAME"), "{h:?}");
+
+    // A stage FROM another sees the parent's ARGs without declaring them; an image-based stage
+    // does not.
+    let (l, _) = build(src, &[], None);
+    let e = exec(&l, l.stages[l.target].head);
+    assert!(e.env.contains(&"NAME=base".to_owned()), "{:?}", e.env);
+    let (l, _) = build(
+        "FROM busybox\nARG NAME=x\nFROM busybox\nRUN echo $NAME\n",
+        &[],
+        None,
+    );
+    let e = exec(&l, l.stages[l.target].head);
+    assert!(!e.env.iter().any(|v| v.starts_with("NAME=")), "{:?}", e.env);
+    // --build-arg still wins over the inherited value.
+    let (l, _) = build(src, &[("NAME", "cli")], Some("base-custom"));
+    let e = exec(&l, l.stages[l.target].head);
+    assert!(e.env.contains(&"NAME=cli".to_owned()), "{:?}", e.env);
+}
+
+/// #17 item 5: BuildKit's config for a scratch stage has WorkingDir "/" (lab: `docker build` of
+/// `FROM scratch` + `COPY Dockerfile /`, `docker image inspect` → `"WorkingDir":"/"`; current
+/// source: dockerfile2llb `emptyImage`). A stage FROM an image keeps the image's (empty) one.
+#[test]
+fn scratch_stage_config_has_working_dir_root() {
+    let (l, _) = build("FROM scratch\nCOPY a /\n", &[], None);
+    assert_eq!(l.stages[0].config.config.working_dir.as_deref(), Some("/"));
+    let (l, _) = build("FROM scratch\nWORKDIR /app\n", &[], None);
+    assert_eq!(
+        l.stages[0].config.config.working_dir.as_deref(),
+        Some("/app")
+    );
+    let mut bases = Bases::new();
+    bases.base.config.working_dir = None;
+    let df = parse("FROM busybox\nRUN x\n").unwrap();
+    let l = lower(&df, &LowerOptions::default(), &mut bases).unwrap();
+    assert_eq!(l.stages[0].config.config.working_dir, None);
+}
+
+/// #17 item 2: a JSON array followed by other text is not the exec form. The lab's BuildKit 0.8
+/// (dockerd 20.10) decoded the first JSON value and dropped the rest (`ENTRYPOINT ["myentrypoint"]
+/// # comment` became `["myentrypoint"]`); current BuildKit (dockerfile frontend 1.10.0 and later,
+/// moby/buildkit 80518e2 "fix invalid usage of json.NewDecoder", test `testInvalidJSONCommands`)
+/// decodes the whole rest with `json.Unmarshal`, so the text is the shell form. We follow current
+/// BuildKit: the old behaviour silently dropped text the author wrote.
+#[test]
+fn json_form_with_trailing_text_is_the_shell_form_as_in_current_buildkit() {
+    let src = "FROM scratch\nENTRYPOINT []random string\nCMD [\"a\", \"b\"] # c\n\
+               SHELL [\"/bin/sh\", \"-c\"]\nRUN [\"echo\", \"hello\"]x\n";
+    let (l, _) = build(src, &[], None);
+    let c = &l.stages[0].config.config;
+    assert_eq!(
+        c.entrypoint.as_deref().unwrap(),
+        &["/bin/sh".to_owned(), "-c".into(), "[]random string".into()]
+    );
+    assert_eq!(
+        c.cmd.as_deref().unwrap(),
+        &[
+            "/bin/sh".to_owned(),
+            "-c".into(),
+            "[\"a\", \"b\"] # c".into()
+        ]
+    );
+    let e = exec(&l, l.stages[0].head);
+    assert_eq!(e.args, vec!["/bin/sh", "-c", "[\"echo\", \"hello\"]x"]);
+    // A JSON array alone (spaces after it included) stays the exec form.
+    let (l, _) = build("FROM scratch\nENTRYPOINT [\"e\"]   \n", &[], None);
+    assert_eq!(
+        l.stages[0].config.config.entrypoint.as_deref().unwrap(),
+        &["e".to_owned()]
+    );
+}
+
+/// Found by the differential (tests/differential/scratch-config): BuildKit sets
+/// `ArgsEscaped: true` on every CMD, exec or shell form (lab: dockerd 20.10's config has it;
+/// current source: dockerfile2llb `dispatchCmd`); ENTRYPOINT alone does not.
+#[test]
+fn cmd_sets_args_escaped_as_buildkit() {
+    let (l, _) = build("FROM scratch\nCMD [\"a\"]\n", &[], None);
+    assert_eq!(l.stages[0].config.config.args_escaped, Some(true));
+    let (l, _) = build("FROM scratch\nCMD a b\n", &[], None);
+    assert_eq!(l.stages[0].config.config.args_escaped, Some(true));
+    let (l, _) = build("FROM scratch\nENTRYPOINT [\"a\"]\n", &[], None);
+    assert_eq!(l.stages[0].config.config.args_escaped, None);
+}
+
+/// Found by the differential (BuildKit's testCopyChmod): `--chmod`/`--chown` that expand to nothing
+/// are no flags (dockerfile2llb dispatchCopy: `if cfg.chmod != ""`), not an invalid mode.
+#[test]
+fn copy_flags_that_expand_to_nothing_are_ignored() {
+    let (l, _) = build(
+        "FROM scratch\nARG mode\nARG who\nCOPY --chmod=${mode} --chown=$who f /f\n",
+        &[],
+        None,
+    );
+    match &l.graph.node(l.stages[0].head).op {
+        Op::Copy(c) => {
+            assert_eq!(c.chmod, None);
+            assert_eq!(c.chown, None);
+        }
+        other => panic!("not a copy: {other:?}"),
+    }
+}
+
+/// Found by the differential, checked in the lab (`docker history` of this Dockerfile under dockerd
+/// 20.10: `RUN |3 FOO= BAR=2 BAZ=arg /bin/sh -c echo hi > /x # buildkit`; current dockerfile2llb
+/// `runCommandString` is the same): every ARG in scope is listed, a valueless one as `K=`, with the
+/// value the last of ARG and ENV gave it.
+#[test]
+fn run_history_lists_valueless_args_and_the_last_of_arg_and_env() {
+    let src =
+        "FROM busybox\nARG FOO\nARG BAR=1\nENV BAR=2\nENV BAZ=env\nARG BAZ=arg\nRUN echo hi > /x\n";
+    let (l, _) = build(src, &[], None);
+    assert_eq!(
+        l.stages[0]
+            .config
+            .history
+            .last()
+            .unwrap()
+            .created_by
+            .as_deref(),
+        Some("RUN |3 FOO= BAR=2 BAZ=arg /bin/sh -c echo hi > /x # buildkit")
+    );
+}
+
+/// Found by the differential (buildah's buildkit-mount-from/Dockerfilebindfromwithemptyfrom, which
+/// BuildKit builds): `from=` with no value binds the context, like no `from` at all.
+#[test]
+fn mount_from_empty_is_the_context() {
+    let (l, _) = build(
+        "FROM img\nRUN --mount=type=bind,source=.,from=,target=/test x\n",
+        &[],
+        None,
+    );
+    let e = exec(&l, l.stages[0].head);
+    match &e.mounts[0] {
+        Mount::Bind { input, .. } => assert_eq!(*input, None),
+        other => panic!("not a bind: {other:?}"),
+    }
+}
+
+/// Found by the differential (buildah's shell/Dockerfile.build-shell-custom; lab: `docker history` shows
+/// `SHELL [/bin/bash -c]`): BuildKit writes SHELL's history with Go's `%v` (dispatchShell).
+#[test]
+fn shell_history_as_buildkit() {
+    let (l, _) = build("FROM scratch\nSHELL [\"/bin/bash\", \"-c\"]\n", &[], None);
+    assert_eq!(
+        l.stages[0]
+            .config
+            .history
+            .last()
+            .unwrap()
+            .created_by
+            .as_deref(),
+        Some("SHELL [/bin/bash -c]")
+    );
 }

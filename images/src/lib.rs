@@ -447,6 +447,17 @@ pub fn ensure_snapshot(store: &cache::Store, layer: &Layer) -> Result<PathBuf> {
 }
 
 /// Snapshot dirs of a layer stack, base first.
+///
+/// Empty snapshots (layers of steps that changed nothing, as BuildKit commits them) are left out: they
+/// add nothing to the merged tree, and overlayfs refuses the same lower dir twice (ELOOP), which two
+/// empty layers in one stack would be.
 pub fn snapshots(store: &cache::Store, layers: &[Layer]) -> Result<Vec<PathBuf>> {
-    layers.iter().map(|l| ensure_snapshot(store, l)).collect()
+    let mut out = Vec::with_capacity(layers.len());
+    for l in layers {
+        let dir = ensure_snapshot(store, l)?;
+        if !oci::is_empty_dir(&dir)? {
+            out.push(dir);
+        }
+    }
+    Ok(out)
 }

@@ -71,7 +71,7 @@ pub struct RunConfig {
     /// Stop signal, e.g. `SIGTERM`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_signal: Option<String>,
-    /// Whether CMD/ENTRYPOINT were given in shell form on Windows (Docker field; kept as read).
+    /// Docker's `ArgsEscaped`: BuildKit sets it on every CMD (it matters on Windows only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args_escaped: Option<bool>,
     /// Health check (Docker).

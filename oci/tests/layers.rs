@@ -875,3 +875,49 @@ fn r19_bad_sparse_maps_are_refused() {
         assert!(text.contains("GNUSparseFile.1/f"), "{text}");
     }
 }
+
+/// #17 item 10: a PAX global header (GNU tar's `--pax-option=KEY=VALUE` writes one named
+/// `/tmp/GlobalHead.<pid>.<n>`; `git archive` writes `pax_global_header`) leaves nothing behind.
+/// Lab: `ADD content.tar.gz /x/` of such a tar under dockerd 20.10's BuildKit → `/x` holds `d` only.
+#[test]
+fn pax_global_header_leaves_no_stray_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(&tmp.path().join("src/d/f"), b"hi\n");
+    let tarball = tmp.path().join("g.tar");
+    let out = Command::new("tar")
+        .args(["--format=pax", "--pax-option=comment=release 1.0", "-cf"])
+        .arg(&tarball)
+        .args(["-C", tmp.path().join("src").to_str().unwrap(), "d"])
+        .output()
+        .expect("GNU tar (apt-get install tar)");
+    assert!(out.status.success(), "{out:?}");
+    let bytes = fs_err::read(&tarball).unwrap();
+    // The archive does start with a global header (type `g`), or this test would prove nothing.
+    assert_eq!(bytes[156], b'g');
+    // A global header whose name collides with an existing file must not remove it either.
+    let dest = tmp.path().join("dest");
+    write(&dest.join("tmp/keep"), b"k");
+    oci::unpack_layer(&bytes[..], oci::media_type::OCI_LAYER_TAR, &dest).unwrap();
+    let mut names: Vec<String> = walkdir::WalkDir::new(&dest)
+        .min_depth(1)
+        .into_iter()
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .strip_prefix(&dest)
+                .unwrap()
+                .display()
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["d", "d/f", "tmp", "tmp/keep"]);
+    let dest2 = tmp.path().join("dest2");
+    oci::unpack_layer(&bytes[..], oci::media_type::OCI_LAYER_TAR, &dest2).unwrap();
+    let names: Vec<_> = fs_err::read_dir(&dest2)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("d")]);
+    assert_eq!(fs_err::read(dest2.join("d/f")).unwrap(), b"hi\n");
+}

@@ -66,6 +66,19 @@ pub(crate) fn resolve(user: &str, passwd: &str, group: &str) -> Result<Identity,
         None => (user, None),
     };
     let user_part = if user_part.is_empty() { "0" } else { user_part };
+    // `root` is uid 0 even without a passwd entry for it (an image FROM scratch): BuildKit's
+    // `parseUID` maps the name `root` to 0 (executor/oci/user.go), so `USER root:root` runs there
+    // without /etc/passwd. Plain `USER root` still fails in BuildKit (lab: "unable to find user
+    // root"); we run it as 0:0, the only thing it can mean. See: #17 (item 4)
+    let user_part = if user_part == "root" && !passwd_entries(passwd).any(|e| e.name == "root") {
+        "0"
+    } else {
+        user_part
+    };
+    let group_part = match group_part {
+        Some("root") if !group_entries(group).any(|e| e.name == "root") => Some("0"),
+        other => other,
+    };
     let entry = if let Ok(uid) = user_part.parse::<u32>() {
         passwd_entries(passwd).find(|e| e.uid == uid)
     } else {
@@ -119,6 +132,19 @@ mod tests {
                           # comment\n\
                           nohome:x:1002:1002::\n";
     const GROUP: &str = "root:x:0:\nwheel:x:10:root,app\napp:x:1001:\nstaff:x:50:app\n";
+
+    /// #17 item 4: an image without /etc/passwd (FROM scratch) still knows `root`.
+    #[test]
+    fn root_without_passwd_entry_is_uid_0() {
+        for spec in ["root", "root:root", "root:0", "0:root"] {
+            let id = resolve(spec, "", "").unwrap();
+            assert_eq!((id.uid, id.gid), (0, 0), "{spec}");
+        }
+        assert!(resolve("app", "", "").is_err());
+        // An entry named root wins, whatever its ids.
+        let id = resolve("root", "root:x:7:8::/r:/bin/sh\n", "").unwrap();
+        assert_eq!((id.uid, id.gid), (7, 8));
+    }
 
     #[test]
     fn root_by_default() {

@@ -656,3 +656,52 @@ fn push_uploads_the_images_run_layers_while_they_are_written() {
         "builder-only\n"
     );
 }
+
+/// Found by the differential (buildah's maintainer, metadata-only, … built by the lab's BuildKit): an
+/// image that adds no layer to its base is dated like its base's last layer, history included, as
+/// BuildKit's exporter dates images from their layers; one that adds a layer is dated now.
+#[test]
+fn a_metadata_only_image_is_dated_by_its_base_as_buildkit() {
+    let env = Env::new();
+    env.busybox();
+    let inspect = |tag: &str| -> serde_json::Value {
+        let (out, _) = env.ok(&["inspect", tag]);
+        serde_json::from_str(&out).expect("inspect prints JSON")
+    };
+    let base = inspect("busybox:local");
+    let base_time = base["Config"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find_map(|h| h["created"].as_str())
+        .unwrap()
+        .to_owned();
+    let ctx = env.context(
+        "meta",
+        &[("Dockerfile", "FROM busybox:local\nLABEL a=b\nCMD [\"x\"]\n")],
+    );
+    env.ok(&["build", "-t", "meta:1", ctx.to_str().unwrap()]);
+    let meta = inspect("meta:1");
+    assert_eq!(meta["Config"]["created"].as_str(), Some(base_time.as_str()));
+    let last = meta["Config"]["history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["created"].as_str(), Some(base_time.as_str()), "{last}");
+
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox:local\nLABEL a=b\nRUN echo > /f\n",
+    )
+    .unwrap();
+    env.ok(&["build", "-t", "meta:2", ctx.to_str().unwrap()]);
+    let layered = inspect("meta:2");
+    assert_ne!(
+        layered["Config"]["created"].as_str(),
+        Some(base_time.as_str())
+    );
+}

@@ -9,6 +9,10 @@ mod cache;
 mod chroot;
 /// Shared harness: temp stores, the busybox base image, the registry.
 mod common;
+/// COPY/ADD semantics against BuildKit: wildcards, symlink sources, --chmod, destinations, users.
+mod copy;
+/// The differential's CI subset: rbuild's images against BuildKit's, recorded (tests/differential/).
+mod differential;
 /// docs/CI.md: every documented rbuild build line parses.
 mod docs;
 /// Bad input: each gives a clear error, a non-zero exit, and leaves tags alone.

@@ -26,19 +26,37 @@ fn copy_of_an_absolute_host_path_reads_the_context() {
     );
 }
 
+/// A context symlink to a host file, named as a COPY source, is followed inside the context only (as
+/// BuildKit, which resolves it as if the context were `/`): the build fails saying the link leaves the
+/// context, and the host file is read by no one. Symlinks below a copied directory stay symlinks.
+/// See: #17 (item 9), #19 (item 9)
 #[test]
-fn context_symlink_to_a_host_file_is_copied_as_a_symlink() {
+fn context_symlink_to_a_host_file_is_refused_and_never_read() {
     let env = Env::new();
     env.busybox();
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
     let ctx = env.context(
         "link",
         &[("Dockerfile", "FROM busybox:local\nCOPY leak /leak\n")],
     );
     std::os::unix::fs::symlink("/etc/hostname", ctx.join("leak")).unwrap();
-    env.build_plain("link:1", &ctx, &[]);
+    let err = env.fails(&["build", "-t", "link:1", ctx.to_str().unwrap()]);
+    assert!(err.contains("outside the build context"), "{err}");
+    assert!(
+        host.trim().is_empty() || !err.contains(host.trim()),
+        "{err}"
+    );
+
+    let ctx = env.context(
+        "link-in-dir",
+        &[("Dockerfile", "FROM busybox:local\nCOPY d /d\n")],
+    );
+    std::fs::create_dir_all(ctx.join("d")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", ctx.join("d/leak")).unwrap();
+    env.build_plain("link:2", &ctx, &[]);
     let out = env.run_sh(
-        "link:1",
-        "readlink /leak; cat /leak 2>/dev/null || echo dangling",
+        "link:2",
+        "readlink /d/leak; cat /d/leak 2>/dev/null || echo dangling",
     );
     assert_eq!(out, "/etc/hostname\ndangling\n");
 }

@@ -141,6 +141,14 @@ impl Unpacker {
             // Pre-POSIX tars mark directories only by the trailing slash.
             kind = EntryType::Directory;
         }
+        if !materialized(kind) {
+            // Nothing to create, so touch nothing: a PAX global header (`tar --format=pax` with
+            // global records, `git archive`'s `pax_global_header`) has a name such as
+            // `/tmp/GlobalHead.1.1` whose parents must not appear. Docker's untar ignores global
+            // headers too. See: #17
+            tracing::debug!(path = %shown, ?kind, "skipping tar entry that is not a file");
+            return Ok(());
+        }
         let Some(name) = comps.pop() else {
             // The root itself (`./`): its metadata applies to `dest`.
             if kind == EntryType::Directory {
@@ -427,6 +435,22 @@ impl Unpacker {
         }
         Ok(())
     }
+}
+
+/// Whether an entry of this type becomes something in the tree (everything else is skipped).
+fn materialized(kind: EntryType) -> bool {
+    matches!(
+        kind,
+        EntryType::Regular
+            | EntryType::Continuous
+            | EntryType::GNUSparse
+            | EntryType::Directory
+            | EntryType::Link
+            | EntryType::Symlink
+            | EntryType::Char
+            | EntryType::Block
+            | EntryType::Fifo
+    )
 }
 
 fn unsafe_path(path: &str, reason: &'static str) -> LayerError {
