@@ -49,6 +49,54 @@ use rustix::fs::FlockOperation;
 pub use blob::BlobWriter;
 pub use check::{CheckReport, Repair};
 pub use error::Error;
+
+/// The file system a store lives on (or would be made on): its name and the bytes free there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filesystem {
+    /// `ext4`, `xfs`, `btrfs`, `tmpfs`, `overlay`, … or the `statfs` magic in hex.
+    pub name: String,
+    /// Bytes available to unprivileged users, when known.
+    pub free_bytes: Option<u64>,
+}
+
+impl Filesystem {
+    /// The file system of `root`, or of its nearest existing parent when it does not exist yet.
+    pub fn of(root: &Path) -> Self {
+        let existing = root
+            .ancestors()
+            .find(|p| p.exists())
+            .unwrap_or(Path::new("/"));
+        let name = rustix::fs::statfs(existing)
+            .map_or_else(|e| format!("unknown ({e})"), |s| Self::name_of(s.f_type));
+        let free_bytes = rustix::fs::statvfs(existing)
+            .ok()
+            .map(|s| s.f_bavail.saturating_mul(s.f_frsize));
+        Self { name, free_bytes }
+    }
+
+    /// Whether overlay upper dirs (and so RUN steps) can live on it.
+    pub fn holds_overlay_uppers(&self) -> bool {
+        !matches!(self.name.as_str(), "overlay" | "nfs" | "fuse")
+    }
+
+    /// The name of a file system from its `statfs` magic number.
+    fn name_of(magic: i64) -> String {
+        match magic {
+            0xEF53 => "ext4",
+            0x5846_5342 => "xfs",
+            0x9123_683E => "btrfs",
+            0x0102_1994 => "tmpfs",
+            0x794C_7630 => "overlay",
+            0x2FC1_2FC1 => "zfs",
+            0x6969 => "nfs",
+            0x6573_5546 => "fuse",
+            0xF2F5_2010 => "f2fs",
+            _ => return format!("0x{magic:x}"),
+        }
+        .to_owned()
+    }
+}
+
 pub use gc::{GcItem, Lease, PruneOptions, PruneReport};
 pub use stat::{StatEntry, StatKey};
 

@@ -61,6 +61,16 @@ pub fn default_certs_d() -> PathBuf {
         .map_or_else(|| PathBuf::from("/etc/docker/certs.d"), PathBuf::from)
 }
 
+/// The registries that have a directory with certificates in a Docker-style `certs.d` (CA files,
+/// client certificates), sorted; none when it cannot be read.
+pub fn registries_in_certs_d(certs_d: &Path) -> Vec<String> {
+    let mut hosts: Vec<String> = certs_d_hosts(certs_d)
+        .map(|h| h.into_iter().map(|(host, _)| host).collect())
+        .unwrap_or_default();
+    hosts.sort();
+    hosts
+}
+
 /// How [`Client::push_blob`] sends a blob's bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum UploadMethod {

@@ -68,6 +68,45 @@ pub struct FeatureReport {
 }
 
 impl Features {
+    /// Whether the default isolation (namespaces with an overlay rootfs) works here, and a line
+    /// saying why or why not.
+    pub fn isolation(&self) -> (bool, String) {
+        if !self.mount_api {
+            return (
+                false,
+                "Linux 5.2 or newer is needed (rbuild supports 5.10 and newer)".into(),
+            );
+        }
+        match &self.overlay {
+            Err(e) => (false, format!("overlay cannot be mounted here: {e}")),
+            Ok(()) => (true, "namespaces and an overlay rootfs".into()),
+        }
+    }
+
+    /// What to do about each feature missing here that RUN steps need; empty when nothing is.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let (usable, detail) = self.isolation();
+        if !usable {
+            out.push(if self.user_namespace {
+                "RUN steps fail: this kernel has no overlay in a user namespace, which rootless \
+                 builds need (Linux 5.11 or newer): run rbuild as root"
+                    .to_owned()
+            } else {
+                format!(
+                    "RUN steps fail ({detail}): load the overlay module (modprobe overlay), keep \
+                     the store on ext4, xfs or btrfs, or use --isolation=chroot"
+                )
+            });
+        }
+        if let Err(e) = &self.seccomp {
+            out.push(format!(
+                "the default seccomp profile does not load ({e}): RUN steps fail"
+            ));
+        }
+        out
+    }
+
     /// What a kernel with everything the sandbox can use offers; the assumption when no probe ran.
     pub(crate) fn newest() -> Self {
         Self {

@@ -93,7 +93,7 @@ mod userns;
 #[cfg(target_os = "linux")]
 pub use kernel::{probe, FeatureReport, Features, FALLBACKS, FALLBACKS_ENV};
 #[cfg(target_os = "linux")]
-pub use userns::{enter_rootless, id_map, subordinate_ranges, IdRange, RootlessError};
+pub use userns::{enter_rootless, id_map, subordinate_ranges, Caller, IdRange, RootlessError};
 
 /// Whether this process runs in a user namespace other than the initial one (rootless mode, see
 /// [`enter_rootless`]): its `/proc/self/uid_map` is not the identity map of all ids. Overlay mounts

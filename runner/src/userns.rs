@@ -302,3 +302,54 @@ mod tests {
         );
     }
 }
+
+/// Who runs rbuild, as `rbuild info` reports it: rootless or not, the caller's uid outside any user
+/// namespace, its user name, and its subordinate uid and gid ranges (`(first, count)`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Caller {
+    /// In the user namespace of rootless mode.
+    pub rootless: bool,
+    /// The uid outside the namespace.
+    pub uid: u32,
+    /// Its name in /etc/passwd, if any.
+    #[serde(skip)]
+    pub name: Option<String>,
+    /// Ranges from /etc/subuid.
+    pub subuids: Vec<(u32, u32)>,
+    /// Ranges from /etc/subgid.
+    pub subgids: Vec<(u32, u32)>,
+}
+
+impl Caller {
+    /// Reads the caller's ids from /proc/self/uid_map, /etc/passwd, /etc/subuid and /etc/subgid.
+    pub fn current() -> Self {
+        let rootless = crate::in_user_namespace();
+        // In rootless mode uid 0 here is the caller's uid outside: the first line of uid_map.
+        let uid = if rootless {
+            std::fs::read_to_string("/proc/self/uid_map")
+                .ok()
+                .and_then(|m| m.split_whitespace().nth(1)?.parse().ok())
+                .unwrap_or(0)
+        } else {
+            rustix::process::getuid().as_raw()
+        };
+        let name = std::fs::read_to_string("/etc/passwd").ok().and_then(|p| {
+            p.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.get(2)?.parse::<u32>().ok()? == uid).then(|| f[0].to_owned())
+            })
+        });
+        let ranges = |file: &str| {
+            std::fs::read_to_string(file)
+                .map(|c| subordinate_ranges(&c, name.as_deref(), uid))
+                .unwrap_or_default()
+        };
+        Self {
+            rootless,
+            uid,
+            subuids: ranges("/etc/subuid"),
+            subgids: ranges("/etc/subgid"),
+            name,
+        }
+    }
+}
