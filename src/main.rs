@@ -114,60 +114,24 @@ fn real_main(cli: Cli, root: PathBuf) -> Result<ExitCode> {
             .build()?)
     };
     match cli.command {
-        Command::Build(args) => {
-            cmd::build::build(&args, open()?, &rt()?)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Build(args) => drop(cmd::build::build(&args, open()?, &rt()?)?),
         Command::Run(args) => {
             let code = cmd::run::run(&args, open()?, &rt()?)?;
-            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
         }
-        Command::Images => {
-            cmd::image::images(&*open()?)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Push(args) => {
-            cmd::image::push(&args, &*open()?, &rt()?)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Pull(args) => {
-            cmd::pull::pull(&args, open()?, &rt()?)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Login(args) => {
-            cmd::login::login(&args, &rt()?)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Logout { registry } => {
-            cmd::login::logout(registry.as_deref())?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::History { image, no_trunc } => {
-            cmd::image::history(&*open()?, &image, no_trunc)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Inspect { image } => {
-            cmd::image::inspect(&*open()?, &image)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Prune(args) => {
-            let store = open()?;
-            cmd::prune::prune(&args, &store)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Info(args) => {
-            cmd::info::info(&args, &root)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Du => {
-            let store = open()?;
-            cmd::prune::du(&store)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Check { repair } => {
-            let store = open()?;
-            cmd::prune::check(&store, repair)
-        }
+        Command::Images(args) => cmd::image::images(&args, &*open()?)?,
+        Command::Tag { source, targets } => cmd::image::tag(&*open()?, &source, &targets)?,
+        Command::Rmi { images } => cmd::image::rmi(&*open()?, &images)?,
+        Command::Push(args) => cmd::image::push(&args, &*open()?, &rt()?)?,
+        Command::Pull(args) => cmd::pull::pull(&args, open()?, &rt()?)?,
+        Command::Login(args) => cmd::login::login(&args, &rt()?)?,
+        Command::Logout { registry } => cmd::login::logout(registry.as_deref())?,
+        Command::History { image, no_trunc } => cmd::image::history(&*open()?, &image, no_trunc)?,
+        Command::Inspect { image } => cmd::image::inspect(&*open()?, &image)?,
+        Command::Prune(args) => cmd::prune::prune(&args, &*open()?)?,
+        Command::Info(args) => cmd::info::info(&args, &root)?,
+        Command::Du => cmd::prune::du(&*open()?)?,
+        Command::Check { repair } => return cmd::prune::check(&*open()?, repair),
         Command::Debug {
             what: DebugCommand::Ast { file },
         } => {
@@ -176,7 +140,7 @@ fn real_main(cli: Cli, root: PathBuf) -> Result<ExitCode> {
             let df =
                 frontend::parse(&src).map_err(|d| diagnostics::from_frontend(&label, &src, &d))?;
             print!("{}", df.dump());
-            Ok(ExitCode::SUCCESS)
         }
     }
+    Ok(ExitCode::SUCCESS)
 }

@@ -85,4 +85,24 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// No tag or image of the store has this name.
+    #[error("no image {name} in the local store")]
+    UnknownImage {
+        /// The name as given.
+        name: String,
+    },
+    /// An image ID prefix that names more than one image.
+    #[error("image ID {name} names more than one image; give more digits")]
+    AmbiguousImage {
+        /// The prefix as given.
+        name: String,
+    },
+    /// A name that is not a valid image reference.
+    #[error("invalid image name {name:?}: {reason}")]
+    BadReference {
+        /// The name as given.
+        name: String,
+        /// Why.
+        reason: String,
+    },
 }

@@ -35,6 +35,7 @@ mod error;
 mod gc;
 mod session;
 mod stat;
+mod tags;
 
 use std::collections::BTreeMap;
 use std::fs::{File, Permissions};

@@ -26,8 +26,10 @@ use graph::NodeId;
 use oci::{Descriptor, ImageConfig, Manifest, Platform, Reference};
 use solver::Layer;
 
+mod list;
 mod source;
 
+pub use list::{human_size, image_size, list, render, ImageRow, ListFormat};
 pub use source::{BlobSource, BlobTap, Fetching, NoBlobSource, TapDone};
 
 /// A base image resolved to a manifest, with its config.

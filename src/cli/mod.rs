@@ -25,6 +25,9 @@ const SUBCOMMANDS: &[&str] = &[
     "build",
     "run",
     "images",
+    "tag",
+    "rmi",
+    "rm",
     "push",
     "pull",
     "login",
@@ -110,8 +113,20 @@ pub(crate) enum Command {
     Build(BuildArgs),
     /// Run a command in a new container from an image in the local store.
     Run(RunArgs),
-    /// List tagged images in the local store.
-    Images,
+    /// List the images of the local store.
+    Images(ImagesArgs),
+    /// Give an image of the local store more names (`name:tag`, `name@sha256:…` or an ID as the source).
+    Tag {
+        source: String,
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
+    /// Remove tags (an ID or digest: all tags of that image); the blobs stay until `rbuild prune`.
+    #[command(alias = "rm")]
+    Rmi {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
     /// Push an image from the local store to a registry.
     Push(PushArgs),
     /// Pull an image from a registry into the local store and tag it there.
@@ -396,6 +411,23 @@ pub(crate) struct RunArgs {
     /// Command and arguments (default: the image's CMD).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub(crate) command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ImagesArgs {
+    /// Show the manifest digests.
+    #[arg(long)]
+    pub(crate) digests: bool,
+    /// Print only image IDs.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+    /// `reference=PATTERN` (`*` and `?` globs) or `dangling=true|false`; repeatable.
+    #[arg(short, long, value_name = "FILTER")]
+    pub(crate) filter: Vec<String>,
+    /// `table`, `json`, or a template such as `{{.Repository}}:{{.Tag}}` (fields Repository, Tag, Digest,
+    /// ID, Size; `table TEMPLATE` adds a header).
+    #[arg(long)]
+    pub(crate) format: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -7,18 +7,36 @@ use oci::ImageConfig;
 
 use export::local_image;
 
-use crate::cli::PushArgs;
+use crate::cli::{ImagesArgs, PushArgs};
 
-/// `rbuild images`: the tags of the local store with their image ID and size.
-pub(crate) fn images(store: &cache::Store) -> Result<()> {
-    println!("{:<40} {:<14} {:>10}", "NAME", "IMAGE ID", "SIZE");
-    for (name, desc) in store.list_tags()? {
-        let manifest: oci::Manifest = serde_json::from_slice(&store.read_blob(&desc.digest)?)?;
-        println!(
-            "{name:<40} {:<14} {:>10}",
-            manifest.config.digest.short(),
-            human_size(export::image_size(&manifest))
-        );
+/// `rbuild images`: the images of the local store, filtered and formatted as asked.
+pub(crate) fn images(args: &ImagesArgs, store: &cache::Store) -> Result<()> {
+    let how = images::ListFormat {
+        format: args.format.clone(),
+        digests: args.digests,
+        quiet: args.quiet,
+    };
+    print!(
+        "{}",
+        images::render(&images::list(store, &args.filter)?, &how)?
+    );
+    Ok(())
+}
+
+/// `rbuild tag SOURCE TARGET...`.
+pub(crate) fn tag(store: &cache::Store, source: &str, targets: &[String]) -> Result<()> {
+    for t in targets {
+        store.tag_image(source, t)?;
+    }
+    Ok(())
+}
+
+/// `rbuild rmi IMAGE...`: prints `Untagged: NAME` per removed tag, as docker.
+pub(crate) fn rmi(store: &cache::Store, names: &[String]) -> Result<()> {
+    for n in names {
+        for removed in store.untag(n)? {
+            println!("Untagged: {removed}");
+        }
     }
     Ok(())
 }
@@ -151,35 +169,12 @@ fn ago(secs: i64) -> String {
     format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
 }
 
-/// `1.5MB`, as docker prints sizes (powers of 1000).
-pub(crate) fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
-    #[allow(clippy::cast_precision_loss)] // display only
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes}B")
-    } else {
-        let n = format!("{v:.3}");
-        format!(
-            "{}{}",
-            n.trim_end_matches('0').trim_end_matches('.'),
-            UNITS[u]
-        )
-    }
-}
+pub(crate) use images::human_size;
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn history_sizes_and_times_read_like_docker() {
-        assert_eq!(super::human_size(0), "0B");
-        assert_eq!(super::human_size(1_500_000), "1.5MB");
-        assert_eq!(super::human_size(4_096), "4.096kB");
         assert_eq!(super::ago(30), "Less than a minute ago");
         assert_eq!(super::ago(7_200), "2 hours ago");
         assert_eq!(super::ago(86_400), "1 day ago");

@@ -21,6 +21,8 @@ mod errors;
 mod export;
 /// Dockerfile features end to end: instructions, flags, heredocs, ADD, .dockerignore, `--check`.
 mod frontend;
+/// Managing images: tag, rmi, images filters and formats, push under another name, save and load.
+mod images;
 /// Debian's Linux 5.10 and 6.1 kernels in QEMU running the build scenarios (issue #16).
 mod kernels;
 /// RUN --mount (cache, bind, tmpfs, secret, ssh) end to end.
