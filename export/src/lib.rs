@@ -860,12 +860,9 @@ pub fn write_metadata(path: &Path, image: &Image, names: &[String]) -> Result<()
     Ok(())
 }
 
-/// An image of the local store by tag.
+/// An image of the local store by tag, `name@sha256:…` or image ID (see `cache::Store::find_image`).
 pub fn local_image(store: &cache::Store, name: &str) -> Result<Image> {
-    let reference: Reference = name.parse().map_err(|e| anyhow!("image {name:?}: {e}"))?;
-    let desc = store
-        .resolve_tag(&reference.familiar())?
-        .ok_or_else(|| anyhow!("no image {} in the local store", reference.familiar()))?;
+    let desc = store.find_image(name)?;
     let manifest: Manifest = serde_json::from_slice(&store.read_blob(&desc.digest)?)
         .with_context(|| format!("parsing manifest {}", desc.digest))?;
     Ok(Image {

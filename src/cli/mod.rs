@@ -432,8 +432,13 @@ pub(crate) struct ImagesArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct PushArgs {
-    /// Image tag in the local store, naming the registry.
+    /// Image in the local store (tag, `name@sha256:…` or ID); names the registry unless DESTINATION does.
     pub(crate) image: String,
+    /// Push under this name instead (`registry/repo:tag`).
+    pub(crate) destination: Option<String>,
+    /// Write the pushed manifest's digest to this file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) digestfile: Option<std::path::PathBuf>,
     /// Registry hosts reached over plain HTTP; loopback always is.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub(crate) insecure_registries: Vec<String>,

@@ -41,13 +41,15 @@ pub(crate) fn rmi(store: &cache::Store, names: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `rbuild push IMAGE`: pushes an image of the local store to the registry its name says.
+/// `rbuild push IMAGE [DESTINATION]`: pushes an image of the local store to the registry its name (or
+/// DESTINATION) says.
 pub(crate) fn push(
     args: &PushArgs,
     store: &cache::Store,
     rt: &tokio::runtime::Runtime,
 ) -> Result<()> {
-    let reference: oci::Reference = args.image.parse()?;
+    let dest = args.destination.as_deref().unwrap_or(&args.image);
+    let reference: oci::Reference = dest.parse().with_context(|| format!("image {dest:?}"))?;
     let image = local_image(store, &args.image)?;
     let client = Arc::new(images::LazyClient::new(
         args.registry.client_options(&args.insecure_registries),
@@ -61,6 +63,9 @@ pub(crate) fn push(
         &image,
         &reference,
     ))?;
+    if let Some(file) = &args.digestfile {
+        fs_err::write(file, digest.to_string())?;
+    }
     println!("{}@{digest}", reference.name());
     Ok(())
 }

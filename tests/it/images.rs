@@ -1,7 +1,7 @@
 //! Managing images: `tag`, `rmi`, `images` (filters, formats), `push SOURCE DEST`, `save` and `load`.
 //! Behaviour follows the docker CLI (`docker tag|rmi|images|push|save|load`).
 
-use crate::common::Env;
+use crate::common::{Env, Registry};
 
 /// `app:1`: busybox plus a layer of its own whose file says `hello from app`.
 fn app(env: &Env) {
@@ -167,4 +167,43 @@ fn rmi_removes_only_the_tag_and_prune_then_frees_the_blobs() {
     assert!(images_json(&env, &["--filter", "dangling=true"]).is_empty());
     // busybox:local is still whole.
     assert_eq!(env.run_sh("busybox:local", "echo ok"), "ok\n");
+}
+
+#[test]
+fn tag_push_under_another_name_and_pull_in_a_fresh_store() {
+    let reg = Registry::start();
+    let env = Env::new();
+    app(&env);
+    let digest = row(&env, "app", "1").unwrap()["Digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let team = format!("{}/team/app:1", reg.addr);
+    env.ok(&["tag", "app:1", &team]);
+    let file = env.dir.path().join("digest.txt");
+    let (out, _) = env.ok(&["push", &team, "--digestfile", file.to_str().unwrap()]);
+    assert_eq!(out, format!("{}/team/app@{digest}\n", reg.addr));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), digest);
+
+    // SOURCE DESTINATION: a local name pushed under another one, its blobs mounted from team/app
+    // (they are on that registry already) rather than uploaded again.
+    let other = format!("{}/other/app:2", reg.addr);
+    let mounts_before = reg.requests("POST", "mount=");
+    let (out, _) = env.ok(&["push", "app:1", &other]);
+    assert_eq!(out, format!("{}/other/app@{digest}\n", reg.addr));
+    assert!(
+        reg.requests("POST", "mount=") >= mounts_before + 2,
+        "no cross-repository mounts: {}",
+        reg.log()
+    );
+    let e = env.fails(&["push", "nosuch:1", &other]);
+    assert!(e.contains("no image nosuch:1 in the local store"), "{e}");
+
+    // A fresh store pulls both names and runs the image.
+    let fresh = Env::new();
+    for name in [&team, &other] {
+        let (out, _) = fresh.ok(&["pull", name]);
+        assert!(out.ends_with(&format!("@{digest}\n")), "{out}");
+    }
+    assert_eq!(fresh.ok(&["run", &other]).0, "hello from app\n");
 }
