@@ -122,6 +122,12 @@ fn real_main(cli: Cli, root: PathBuf) -> Result<ExitCode> {
         Command::Images(args) => cmd::image::images(&args, &*open()?)?,
         Command::Tag { source, targets } => cmd::image::tag(&*open()?, &source, &targets)?,
         Command::Rmi { images } => cmd::image::rmi(&*open()?, &images)?,
+        Command::Save {
+            images,
+            output,
+            format,
+        } => cmd::image::save(&*open()?, &images, output.as_deref(), &format)?,
+        Command::Load { input } => cmd::image::load(&*open()?, input.as_deref())?,
         Command::Push(args) => cmd::image::push(&args, &*open()?, &rt()?)?,
         Command::Pull(args) => cmd::pull::pull(&args, open()?, &rt()?)?,
         Command::Login(args) => cmd::login::login(&args, &rt()?)?,

@@ -586,13 +586,13 @@ pub fn write_output(
             if *tar {
                 write_file_or_stdout(dest, |w| {
                     let mut sink = TarSink::new(w);
-                    write_layout(&mut sink, store, image, names, false)?;
+                    write_layout(&mut sink, store, &[(image, names)], false)?;
                     sink.finish()
                 })?;
                 format!("exported OCI archive to {}", dest.display())
             } else {
                 let mut sink = DirSink { root: dest.clone() };
-                write_layout(&mut sink, store, image, names, false)?;
+                write_layout(&mut sink, store, &[(image, names)], false)?;
                 format!("exported OCI layout to {}", dest.display())
             }
         }
@@ -600,7 +600,7 @@ pub fn write_output(
             let names = if own.is_empty() { names } else { own };
             write_file_or_stdout(dest, |w| {
                 let mut sink = TarSink::new(w);
-                write_layout(&mut sink, store, image, names, true)?;
+                write_layout(&mut sink, store, &[(image, names)], true)?;
                 sink.finish()
             })?;
             format!("exported docker archive to {}", dest.display())
@@ -767,28 +767,30 @@ impl Sink for DirSink {
     }
 }
 
-/// Writes an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/…`) and, for `docker`, the
-/// `manifest.json` that `docker load` reads (pointing at the same blobs, as BuildKit's docker exporter does).
+/// Writes an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/…`) of `images` (each with its
+/// names) and, for `docker`, the `manifest.json` that `docker load` reads (pointing at the same blobs, as
+/// BuildKit's docker exporter does).
 fn write_layout(
     sink: &mut dyn Sink,
     store: &cache::Store,
-    image: &Image,
-    names: &[String],
+    images: &[(&Image, &[String])],
     docker: bool,
 ) -> Result<()> {
     sink.bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     let mut manifests = Vec::new();
-    for name in names
-        .iter()
-        .map(Some)
-        .chain(names.is_empty().then_some(None))
-    {
-        let mut d = image.manifest_desc.clone();
-        if let Some(n) = name {
-            d.annotations
-                .insert("org.opencontainers.image.ref.name".into(), n.clone());
+    for (image, names) in images {
+        for name in names
+            .iter()
+            .map(Some)
+            .chain(names.is_empty().then_some(None))
+        {
+            let mut d = image.manifest_desc.clone();
+            if let Some(n) = name {
+                d.annotations
+                    .insert("org.opencontainers.image.ref.name".into(), n.clone());
+            }
+            manifests.push(d);
         }
-        manifests.push(d);
     }
     let index = oci::Index {
         schema_version: 2,
@@ -799,41 +801,79 @@ fn write_layout(
     sink.bytes("index.json", &serde_json::to_vec(&index)?)?;
     let blob_path = |d: &Digest| format!("blobs/sha256/{}", d.hex());
     if docker {
-        let repo_tags: Vec<String> = names
+        let entries: Vec<serde_json::Value> = images
             .iter()
-            .map(|n| {
-                n.parse::<Reference>()
-                    .map(|r| {
-                        let f = r.familiar();
-                        if r.tag.is_none() && r.digest.is_none() {
-                            format!("{f}:latest")
-                        } else {
-                            f
-                        }
+            .map(|(image, names)| {
+                let repo_tags: Vec<String> = names
+                    .iter()
+                    .map(|n| {
+                        n.parse::<Reference>()
+                            .map(|r| {
+                                let f = r.familiar();
+                                if r.tag.is_none() && r.digest.is_none() {
+                                    format!("{f}:latest")
+                                } else {
+                                    f
+                                }
+                            })
+                            .unwrap_or_else(|_| n.clone())
                     })
-                    .unwrap_or_else(|_| n.clone())
+                    .collect();
+                serde_json::json!({
+                    "Config": blob_path(&image.manifest.config.digest),
+                    "RepoTags": repo_tags,
+                    "Layers": image.manifest.layers.iter().map(|l| blob_path(&l.digest)).collect::<Vec<_>>(),
+                })
             })
             .collect();
-        let manifest = serde_json::json!([{
-            "Config": blob_path(&image.manifest.config.digest),
-            "RepoTags": repo_tags,
-            "Layers": image.manifest.layers.iter().map(|l| blob_path(&l.digest)).collect::<Vec<_>>(),
-        }]);
-        sink.bytes("manifest.json", &serde_json::to_vec(&manifest)?)?;
+        sink.bytes("manifest.json", &serde_json::to_vec(&entries)?)?;
     }
-    let mut blobs = vec![
-        image.manifest_desc.digest.clone(),
-        image.manifest.config.digest.clone(),
-    ];
-    blobs.extend(image.manifest.layers.iter().map(|l| l.digest.clone()));
     let mut seen = std::collections::HashSet::new();
-    for d in blobs {
-        if seen.insert(d.clone()) {
-            sink.file(&blob_path(&d), &store.blob_path(&d))
-                .with_context(|| format!("writing blob {d}"))?;
+    for (image, _) in images {
+        let mut blobs = vec![
+            image.manifest_desc.digest.clone(),
+            image.manifest.config.digest.clone(),
+        ];
+        blobs.extend(image.manifest.layers.iter().map(|l| l.digest.clone()));
+        for d in blobs {
+            if seen.insert(d.clone()) {
+                sink.file(&blob_path(&d), &store.blob_path(&d))
+                    .with_context(|| format!("writing blob {d}"))?;
+            }
         }
     }
     Ok(())
+}
+
+/// `rbuild save`: the images `refs` name (tags, `name@sha256:…`, IDs) in one archive at `dest` (`-` is
+/// stdout): a docker archive (`docker load` reads it; it holds an OCI layout too) or an OCI archive.
+/// Names that are tags go into the archive (`RepoTags`, `ref.name`); several names of one image share
+/// its entry.
+pub fn save(store: &cache::Store, refs: &[String], dest: &Path, docker: bool) -> Result<()> {
+    let mut images: Vec<(Image, Vec<String>)> = Vec::new();
+    for r in refs {
+        let image = local_image(store, r)?;
+        let tag = r
+            .parse::<Reference>()
+            .ok()
+            .filter(|p| {
+                p.digest.is_none() && store.resolve_tag(&p.familiar()).ok().flatten().is_some()
+            })
+            .map(|p| p.familiar());
+        match images
+            .iter_mut()
+            .find(|(i, _)| i.manifest_desc.digest == image.manifest_desc.digest)
+        {
+            Some((_, names)) => names.extend(tag.filter(|t| !names.contains(t))),
+            None => images.push((image, tag.into_iter().collect())),
+        }
+    }
+    let list: Vec<(&Image, &[String])> = images.iter().map(|(i, n)| (i, n.as_slice())).collect();
+    write_file_or_stdout(dest, |w| {
+        let mut sink = TarSink::new(w);
+        write_layout(&mut sink, store, &list, docker)?;
+        sink.finish()
+    })
 }
 
 /// Writes buildx's `--metadata-file` JSON for `image`; `names` are full image names.

@@ -27,9 +27,11 @@ use oci::{Descriptor, ImageConfig, Manifest, Platform, Reference};
 use solver::Layer;
 
 mod list;
+mod load;
 mod source;
 
 pub use list::{human_size, image_size, list, render, ImageRow, ListFormat};
+pub use load::{load_archive, load_layout_dir, parse_oci_dir, Loaded};
 pub use source::{BlobSource, BlobTap, Fetching, NoBlobSource, TapDone};
 
 /// A base image resolved to a manifest, with its config.

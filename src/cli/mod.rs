@@ -28,6 +28,8 @@ const SUBCOMMANDS: &[&str] = &[
     "tag",
     "rmi",
     "rm",
+    "save",
+    "load",
     "push",
     "pull",
     "login",
@@ -126,6 +128,22 @@ pub(crate) enum Command {
     Rmi {
         #[arg(required = true)]
         images: Vec<String>,
+    },
+    /// Write images to a docker archive (`docker load` reads it) or an OCI archive.
+    Save {
+        #[arg(required = true)]
+        images: Vec<String>,
+        /// Archive file (default: stdout, unless it is a terminal).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Archive format.
+        #[arg(long, default_value = "docker", value_parser = ["docker", "oci"])]
+        format: String,
+    },
+    /// Load images from a docker or OCI archive (default: stdin) or an OCI layout dir (`oci:DIR[:TAG]`).
+    Load {
+        #[arg(short, long, value_name = "FILE|oci:DIR[:TAG]")]
+        input: Option<String>,
     },
     /// Push an image from the local store to a registry.
     Push(PushArgs),

@@ -1,8 +1,10 @@
 //! `rbuild inspect` and `rbuild history`: what the local store knows of an image, as docker prints it.
 
+use std::io::IsTerminal as _;
+use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use oci::ImageConfig;
 
 use export::local_image;
@@ -36,6 +38,46 @@ pub(crate) fn rmi(store: &cache::Store, names: &[String]) -> Result<()> {
     for n in names {
         for removed in store.untag(n)? {
             println!("Untagged: {removed}");
+        }
+    }
+    Ok(())
+}
+
+/// `rbuild save IMAGE... [-o FILE] [--format docker|oci]`: stdout only when it is not a terminal.
+pub(crate) fn save(
+    store: &cache::Store,
+    names: &[String],
+    out: Option<&Path>,
+    format: &str,
+) -> Result<()> {
+    let dest = match out {
+        Some(p) => p,
+        None if std::io::stdout().is_terminal() => {
+            bail!("refusing to write an archive to a terminal: give -o FILE or redirect stdout")
+        }
+        None => Path::new("-"),
+    };
+    export::save(store, names, dest, format == "docker")
+}
+
+/// `rbuild load [-i FILE|oci:DIR[:TAG]]`: prints `Loaded image: NAME` (or the ID of an untagged one).
+pub(crate) fn load(store: &cache::Store, input: Option<&str>) -> Result<()> {
+    let loaded = match input {
+        Some(i) if i != "-" => match images::parse_oci_dir(i) {
+            Some((dir, tag)) => images::load_layout_dir(store, &dir, tag.as_deref())?,
+            None => images::load_archive(store, fs_err::File::open(i)?)?,
+        },
+        _ if std::io::stdin().is_terminal() => {
+            bail!("no archive to load: give -i FILE or pipe one to stdin")
+        }
+        _ => images::load_archive(store, std::io::stdin().lock())?,
+    };
+    for l in &loaded {
+        if l.names.is_empty() {
+            println!("Loaded image ID: {}", l.config);
+        }
+        for n in &l.names {
+            println!("Loaded image: {n}");
         }
     }
     Ok(())

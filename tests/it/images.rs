@@ -1,7 +1,64 @@
 //! Managing images: `tag`, `rmi`, `images` (filters, formats), `push SOURCE DEST`, `save` and `load`.
 //! Behaviour follows the docker CLI (`docker tag|rmi|images|push|save|load`).
 
-use crate::common::{Env, Registry};
+use std::io::Read as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::common::{require, sh, Env, Registry};
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// `rbuild load` with `input` on stdin; returns (success, stdout, stderr).
+fn load_stdin(env: &Env, input: &[u8]) -> (bool, String, String) {
+    let mut child = Command::new(crate::common::RBUILD)
+        .arg("--root")
+        .arg(env.root())
+        .arg("load")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rbuild load");
+    let mut stdin = child.stdin.take().unwrap();
+    let data = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        // rbuild may stop reading early on a bad archive.
+        let _ = std::io::Write::write_all(&mut stdin, &data);
+    });
+    let out = child.wait_with_output().expect("rbuild load");
+    writer.join().unwrap();
+    let se = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!se.contains("panicked"), "{se}");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        se,
+    )
+}
+
+/// Every (path, data offset in the archive, size) of a tar file.
+fn tar_entries(bytes: &[u8]) -> Vec<(String, u64, u64)> {
+    let mut a = tar::Archive::new(bytes);
+    a.entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.path().unwrap().to_string_lossy().into_owned(),
+                e.raw_file_position(),
+                e.size(),
+            )
+        })
+        .collect()
+}
+
+/// The store has no tags at all.
+fn no_tags(env: &Env) {
+    assert_eq!(env.ok(&["images", "-q"]).0, "", "something was tagged");
+}
 
 /// `app:1`: busybox plus a layer of its own whose file says `hello from app`.
 fn app(env: &Env) {
@@ -206,4 +263,311 @@ fn tag_push_under_another_name_and_pull_in_a_fresh_store() {
         assert!(out.ends_with(&format!("@{digest}\n")), "{out}");
     }
     assert_eq!(fresh.ok(&["run", &other]).0, "hello from app\n");
+}
+
+#[test]
+fn save_writes_docker_and_oci_archives_that_skopeo_and_umoci_read() {
+    require("/usr/bin/skopeo", "skopeo");
+    require("/usr/bin/umoci", "umoci");
+    let env = Env::new();
+    app(&env);
+    env.ok(&["tag", "app:1", "127.0.0.1:5000/app:2"]);
+    let digest = row(&env, "app", "1").unwrap()["Digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tar = env.dir.path().join("images.tar");
+    // Several images and names in one docker archive.
+    env.ok(&[
+        "save",
+        "app:1",
+        "127.0.0.1:5000/app:2",
+        "busybox:local",
+        "-o",
+        s(&tar),
+    ]);
+    let m: serde_json::Value = {
+        let bytes = std::fs::read(&tar).unwrap();
+        let mut a = tar::Archive::new(&bytes[..]);
+        let mut e = a
+            .entries()
+            .unwrap()
+            .map(Result::unwrap)
+            .find(|e| e.path().unwrap().to_str() == Some("manifest.json"))
+            .expect("manifest.json in the archive");
+        let mut buf = String::new();
+        e.read_to_string(&mut buf).unwrap();
+        serde_json::from_str(&buf).unwrap()
+    };
+    assert_eq!(m.as_array().unwrap().len(), 2, "{m}");
+    assert_eq!(
+        m[0]["RepoTags"],
+        serde_json::json!(["app:1", "127.0.0.1:5000/app:2"]),
+        "{m}"
+    );
+    let inspect = |transport: String| -> serde_json::Value {
+        serde_json::from_str(&sh(Command::new("skopeo").args(["inspect", &transport]))).unwrap()
+    };
+    // skopeo names a docker archive's layers by diff_id.
+    let diff_ids = |image: &str| -> serde_json::Value {
+        let (out, _) = env.ok(&["inspect", image]);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["Config"]["rootfs"]["diff_ids"]
+            .clone()
+    };
+    let i = inspect(format!("docker-archive:{}:app:1", s(&tar)));
+    assert_eq!(i["Layers"], diff_ids("app:1"), "{i}");
+    let i = inspect(format!("docker-archive:{}:busybox:local", s(&tar)));
+    assert_eq!(i["Layers"], diff_ids("busybox:local"), "{i}");
+
+    // skopeo copies the docker archive to an OCI layout that umoci unpacks: the app's file is there.
+    let oci = env.dir.path().join("oci");
+    sh(Command::new("skopeo").args([
+        "copy",
+        &format!("docker-archive:{}:app:1", s(&tar)),
+        &format!("oci:{}:app", s(&oci)),
+    ]));
+    let bundle = env.dir.path().join("bundle");
+    sh(Command::new("umoci").args(["unpack", "--image", &format!("{}:app", s(&oci)), s(&bundle)]));
+    assert_eq!(
+        std::fs::read_to_string(bundle.join("rootfs/hello")).unwrap(),
+        "hello from app\n"
+    );
+
+    // --format oci, to stdout (not a terminal here): an OCI archive whose manifest is the store's.
+    let out = env.rbuild(&["save", "--format", "oci", "app:1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let oci_tar = env.dir.path().join("app.oci.tar");
+    std::fs::write(&oci_tar, &out.stdout).unwrap();
+    let raw = sh(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        &format!("oci-archive:{}:app:1", s(&oci_tar)),
+    ]));
+    assert_eq!(oci::Digest::sha256_of(raw.as_bytes()).to_string(), digest);
+    assert!(tar_entries(&out.stdout)
+        .iter()
+        .all(|(p, _, _)| p != "manifest.json"));
+
+    let e = env.fails(&["save", "nosuch:1", "-o", s(&tar)]);
+    assert!(e.contains("no image nosuch:1 in the local store"), "{e}");
+}
+
+#[test]
+fn save_then_load_into_a_fresh_store_restores_tags_and_rmi_prune_frees_it() {
+    let env = Env::new();
+    app(&env);
+    env.ok(&["tag", "app:1", "app:other"]);
+    let digest = row(&env, "app", "1").unwrap()["Digest"].clone();
+    let tar = env.dir.path().join("app.tar");
+    env.ok(&["save", "app:1", "app:other", "-o", s(&tar)]);
+
+    // From a file.
+    let fresh = Env::new();
+    let (out, _) = fresh.ok(&["load", "-i", s(&tar)]);
+    assert_eq!(out, "Loaded image: app:1\nLoaded image: app:other\n");
+    assert_eq!(row(&fresh, "app", "1").unwrap()["Digest"], digest);
+    assert_eq!(row(&fresh, "app", "other").unwrap()["Digest"], digest);
+    assert_eq!(fresh.ok(&["run", "app:other"]).0, "hello from app\n");
+
+    // From stdin, an OCI archive.
+    let (ok, oci, se) = {
+        let out = env.rbuild(&["save", "--format", "oci", "app:1"]);
+        (
+            out.status.success(),
+            out.stdout,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert!(ok, "{se}");
+    let fresh2 = Env::new();
+    let (ok, out, se) = load_stdin(&fresh2, &oci);
+    assert!(ok, "{se}");
+    assert_eq!(out, "Loaded image: app:1\n");
+    assert_eq!(fresh2.ok(&["run", "app:1"]).0, "hello from app\n");
+
+    // A loaded image has no build cache: untagged, a plain prune frees its blobs.
+    let before = du_blobs(&fresh);
+    fresh.ok(&["rmi", "app:1", "app:other"]);
+    fresh.ok(&["prune"]);
+    let after = du_blobs(&fresh);
+    assert_eq!(after, 0, "prune left {after} of {before} blobs");
+}
+
+#[test]
+fn an_oci_layout_written_by_skopeo_loads_and_runs() {
+    require("/usr/bin/skopeo", "skopeo");
+    let env = Env::new();
+    app(&env);
+    // The store is an OCI layout: skopeo copies the image out of it into a layout of its own.
+    let dir = env.dir.path().join("layout");
+    sh(Command::new("skopeo").args([
+        "copy",
+        &format!("oci:{}:app:1", s(&env.root())),
+        &format!("oci:{}:copied", s(&dir)),
+    ]));
+    let fresh = Env::new();
+    let (out, _) = fresh.ok(&["load", "-i", &format!("oci:{}:copied", s(&dir))]);
+    assert_eq!(out, "Loaded image: copied:latest\n");
+    assert_eq!(fresh.ok(&["run", "copied"]).0, "hello from app\n");
+    let e = fresh.fails(&["load", "-i", &format!("oci:{}:nosuch", s(&dir))]);
+    assert!(e.contains("no image named nosuch"), "{e}");
+}
+
+#[test]
+fn a_docker_20_10_archive_with_plain_symlinked_and_gzip_layers_loads() {
+    let env = Env::new();
+    app(&env);
+    let (inspect, _) = env.ok(&["inspect", "app:1"]);
+    let inspect: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let config_hex = inspect["Id"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("sha256:")
+        .unwrap();
+    let blob = |d: &str| {
+        env.root()
+            .join("blobs/sha256")
+            .join(d.strip_prefix("sha256:").unwrap())
+    };
+    let layers: Vec<String> = env.layers("app:1");
+    // docker 20.10's layout: `<id>/layer.tar` (plain tar), `<config hex>.json`, a manifest.json at the
+    // end; a layer used twice is a symlink. Here the base layer stays gzip, the app's is plain and
+    // reached through a symlink.
+    let build = |corrupt: bool| -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, data: &[u8]| {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, path, data).unwrap();
+        };
+        let (app_layer, base) = layers.split_last().unwrap();
+        for (i, l) in base.iter().enumerate() {
+            add(
+                &format!("base{i}/layer.tar"),
+                &std::fs::read(blob(l)).unwrap(),
+            );
+        }
+        let mut plain = Vec::new();
+        flate2::read::MultiGzDecoder::new(std::fs::File::open(blob(app_layer)).unwrap())
+            .read_to_end(&mut plain)
+            .unwrap();
+        if corrupt {
+            let n = plain.len();
+            plain[n / 3] ^= 0xff;
+        }
+        add("real/layer.tar", &plain);
+        add(
+            &format!("{config_hex}.json"),
+            &std::fs::read(blob(inspect["Id"].as_str().unwrap())).unwrap(),
+        );
+        let manifest = serde_json::json!([{
+            "Config": format!("{config_hex}.json"),
+            "RepoTags": ["legacy:1"],
+            "Layers": (0..base.len())
+                .map(|i| format!("base{i}/layer.tar"))
+                .chain(["app/layer.tar".to_owned()])
+                .collect::<Vec<_>>(),
+        }]);
+        add("manifest.json", manifest.to_string().as_bytes());
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "app/layer.tar", "../real/layer.tar")
+            .unwrap();
+        b.into_inner().unwrap()
+    };
+    let fresh = Env::new();
+    let (ok, out, se) = load_stdin(&fresh, &build(false));
+    assert!(ok, "{se}");
+    assert_eq!(out, "Loaded image: legacy:1\n");
+    assert_eq!(fresh.ok(&["run", "legacy:1"]).0, "hello from app\n");
+    let (inspect2, _) = fresh.ok(&["inspect", "legacy:1"]);
+    let inspect2: serde_json::Value = serde_json::from_str(&inspect2).unwrap();
+    assert_eq!(inspect2["Id"], inspect["Id"], "same config, same image ID");
+    let types: Vec<&str> = inspect2["Manifest"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap())
+        .collect();
+    let (last, base_types) = types.split_last().unwrap();
+    assert_eq!(*last, "application/vnd.oci.image.layer.v1.tar");
+    assert!(
+        base_types
+            .iter()
+            .all(|t| *t == "application/vnd.oci.image.layer.v1.tar+gzip"),
+        "{types:?}"
+    );
+
+    // A layer that does not hash to its config's diff_id: refused, nothing tagged.
+    let other = Env::new();
+    let (ok, _, se) = load_stdin(&other, &build(true));
+    assert!(!ok);
+    assert!(
+        se.contains("layer app/layer.tar of the archive has diff_id"),
+        "{se}"
+    );
+    no_tags(&other);
+}
+
+#[test]
+fn a_truncated_or_corrupt_archive_fails_and_tags_nothing() {
+    let env = Env::new();
+    app(&env);
+    let tar = env.dir.path().join("app.tar");
+    env.ok(&["save", "app:1", "-o", s(&tar)]);
+    let bytes = std::fs::read(&tar).unwrap();
+    let entries = tar_entries(&bytes);
+    let (layer, offset, size) = entries
+        .iter()
+        .filter(|(p, _, _)| p.starts_with("blobs/"))
+        .max_by_key(|(_, _, size)| *size)
+        .cloned()
+        .unwrap();
+
+    // Cut inside the biggest blob.
+    let fresh = Env::new();
+    let cut = usize::try_from(offset + size / 2).unwrap();
+    let (ok, _, se) = load_stdin(&fresh, &bytes[..cut]);
+    assert!(!ok);
+    assert!(
+        se.contains(&format!("the archive ends inside {layer}")) && se.contains("truncated"),
+        "{se}"
+    );
+    no_tags(&fresh);
+    // Cut at an entry boundary, before the blob: the manifest names a file the archive lacks.
+    let file = env.dir.path().join("cut.tar");
+    std::fs::write(&file, &bytes[..usize::try_from(offset - 512).unwrap()]).unwrap();
+    let e = fresh.fails(&["load", "-i", s(&file)]);
+    assert!(
+        e.contains(&format!("the archive has no file {layer}")),
+        "{e}"
+    );
+    no_tags(&fresh);
+
+    // One byte changed inside a blob: its digest no longer matches its name.
+    let mut bad = bytes.clone();
+    bad[usize::try_from(offset + size / 2).unwrap()] ^= 0x01;
+    std::fs::write(&file, &bad).unwrap();
+    let e = fresh.fails(&["load", "-i", s(&file)]);
+    assert!(
+        e.contains(&format!("archive file {layer} has digest")) && e.contains("corrupt"),
+        "{e}"
+    );
+    no_tags(&fresh);
+
+    // Not an archive at all.
+    std::fs::write(&file, b"hello").unwrap();
+    let e = fresh.fails(&["load", "-i", s(&file)]);
+    assert!(
+        e.contains("reading the archive") || e.contains("neither manifest.json"),
+        "{e}"
+    );
+    no_tags(&fresh);
 }
