@@ -4,8 +4,9 @@ set -euo pipefail
 # libarchive-tools: bsdtar for the sparse-file unpack test. qemu-system-x86, cpio, binutils (objcopy) and
 # e2fsprogs: tests/it/kernels.rs boots Debian's 5.10 and 6.1 kernels (fetched by scripts/kernel-vm.sh into
 # /var/cache/rbuild-test/kernels). python3: the differential's CI subset (tests/it/differential.rs).
+# docker.io: dockerd 20.10 for tests/it/images.rs (--load, docker load/save interop).
 pkgs=(docker-registry busybox-static skopeo umoci jq curl apache2-utils debootstrap openssl git uidmap procps
-  libarchive-tools qemu-system-x86 cpio binutils e2fsprogs python3)
+  libarchive-tools qemu-system-x86 cpio binutils e2fsprogs python3 docker.io)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -25,9 +25,11 @@ use oci::{
 use solver::{Layer, Solved};
 
 mod eager;
+mod engine;
 mod push;
 
 pub use eager::EagerPush;
+pub use engine::load_into_engine;
 pub use push::{push_blobs, PushStats};
 
 /// The image config field that holds an inline build cache (`--cache-to type=inline`); the
@@ -395,6 +397,11 @@ pub enum Output {
         /// `name=`: `RepoTags` instead of the tags.
         names: Vec<String>,
     },
+    /// `--load`, or `type=docker` without `dest`: into the Docker engine at `DOCKER_HOST`.
+    DockerEngine {
+        /// `name=`: `RepoTags` instead of the tags.
+        names: Vec<String>,
+    },
     /// `type=local,dest=DIR`: the final rootfs as files.
     Local {
         /// The directory (created if missing; contents merge into an existing one).
@@ -486,6 +493,7 @@ impl Output {
                     }
                     Self::Oci { dest, tar, names }
                 }
+                "docker" if !fields.contains_key("dest") => Self::DockerEngine { names },
                 "docker" => Self::Docker {
                     dest: dest(&mut fields)?,
                     names,
@@ -605,6 +613,10 @@ pub fn write_output(
             })?;
             format!("exported docker archive to {}", dest.display())
         }
+        Output::DockerEngine { names: own } => {
+            let names = if own.is_empty() { names } else { own };
+            load_into_engine(store, image, names)?
+        }
         Output::Local { dest } => {
             let view =
                 oci::MergedView::new(images::snapshots(store, &image_layers(store, image)?)?);
@@ -640,6 +652,7 @@ impl Output {
             Self::Image { .. } => "image",
             Self::Oci { .. } => "oci image format",
             Self::Docker { .. } => "docker image format",
+            Self::DockerEngine { .. } => "docker engine",
             Self::Local { .. } => "local directory",
             Self::Tar { .. } => "tar",
         }

@@ -308,6 +308,9 @@ pub(crate) struct BuildArgs {
     /// `type=tar,dest=FILE` (`-` is stdout); repeatable.
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub(crate) outputs: Vec<String>,
+    /// Send the image to the Docker engine at DOCKER_HOST (as `-o type=docker` without dest).
+    #[arg(long)]
+    pub(crate) load: bool,
     /// Export the build cache: `type=registry,ref=REF[,mode=min|max][,cache-mounts=true]`,
     /// `type=local,dest=DIR[,tag=T]`, `type=inline`; options `compression=`, `ignore-error=true`;
     /// repeatable.

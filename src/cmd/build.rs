@@ -169,7 +169,10 @@ fn mode(args: &BuildArgs) -> Mode {
 
 /// Checks every flag that names an output, a cache, a tag or an export option.
 fn plan(args: &BuildArgs) -> Result<Plan> {
-    let outputs = export::Output::parse_all(&args.outputs)?;
+    let mut outputs = export::Output::parse_all(&args.outputs)?;
+    if args.load {
+        outputs.push(export::Output::DockerEngine { names: Vec::new() });
+    }
     // Checked before building, so that a typo does not cost a whole build (see: #19).
     for (flag, path) in [
         ("--iidfile", &args.iidfile),

@@ -209,7 +209,7 @@ fn stdout_output_and_bad_specs() {
 
     let err = env.fails(&["build", "-o", "type=floppy,dest=x", s(&ctx)]);
     assert!(err.contains("unknown type=floppy"), "{err}");
-    let err = env.fails(&["build", "-o", "type=docker", s(&ctx)]);
+    let err = env.fails(&["build", "-o", "type=local", s(&ctx)]);
     assert!(err.contains("needs dest="), "{err}");
 }
 

@@ -3,7 +3,8 @@
 
 use std::io::Read as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::common::{require, sh, Env, Registry};
 
@@ -570,4 +571,176 @@ fn a_truncated_or_corrupt_archive_fails_and_tags_nothing() {
         "{e}"
     );
     no_tags(&fresh);
+}
+
+/// A private dockerd 20.10 (Debian's docker.io, as the lab's): its own data root and socket, no bridge,
+/// no iptables.
+struct Dockerd {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Dockerd {
+    fn start() -> Self {
+        require("/usr/sbin/dockerd", "docker.io");
+        require("/usr/bin/docker", "docker.io");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+        let log = std::fs::File::create(dir.path().join("dockerd.log")).unwrap();
+        let child = Command::new("/usr/sbin/dockerd")
+            .args(["--data-root", &p("data"), "--exec-root", &p("exec")])
+            .args([
+                "--pidfile",
+                &p("docker.pid"),
+                "-H",
+                &format!("unix://{}", p("docker.sock")),
+            ])
+            .args([
+                "--iptables=false",
+                "--ip6tables=false",
+                "--ip-masq=false",
+                "--bridge=none",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting dockerd");
+        let d = Self { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !d.docker(&["version"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "dockerd did not come up: {}",
+                std::fs::read_to_string(d.dir.path().join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        d
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.dir.path().join("docker.sock").display())
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        Command::new("/usr/bin/docker")
+            .args(args)
+            .env("DOCKER_HOST", self.host())
+            .env("DOCKER_BUILDKIT", "1")
+            .output()
+            .expect("running docker")
+    }
+
+    /// `docker ARGS…`, asserting success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // SIGTERM: dockerd stops its containerd and unmounts its layers.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn load_into_dockerd_and_archives_both_ways_between_rbuild_and_docker() {
+    let d = Dockerd::start();
+    let env = Env::new();
+    app(&env);
+
+    // --load: the built image goes straight to the engine, which says what it loaded.
+    let ctx = env.context(
+        "direct",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\nCMD [\"echo\", \"loaded by --load\"]\n",
+        )],
+    );
+    let build = |host: &str, extra: &[&str]| {
+        Command::new(crate::common::RBUILD)
+            .arg("--root")
+            .arg(env.root())
+            .args(["build", "--progress", "plain", "-t", "direct:1"])
+            .args(extra)
+            .arg(&ctx)
+            .env("DOCKER_HOST", host)
+            .output()
+            .expect("rbuild build")
+    };
+    let out = build(&d.host(), &["--load"]);
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{se}");
+    assert!(se.contains("Loaded image: direct:1"), "{se}");
+    let run = ["run", "--rm", "--network", "none"];
+    assert_eq!(
+        d.ok(&[&run[..], &["direct:1"]].concat()),
+        "loaded by --load\n"
+    );
+    // `-o type=docker` without dest is the same; `name=` renames.
+    let out = build(&d.host(), &["-o", "type=docker,name=renamed:2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        d.ok(&[&run[..], &["renamed:2"]].concat()),
+        "loaded by --load\n"
+    );
+    // No engine: a clear error.
+    let out = build("unix:///nonexistent/docker.sock", &["--load"]);
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        se.contains("no Docker engine answers at /nonexistent/docker.sock"),
+        "{se}"
+    );
+
+    // rbuild save -> docker load -> docker run.
+    let tar = env.dir.path().join("app.tar");
+    env.ok(&["save", "app:1", "-o", s(&tar)]);
+    assert!(d
+        .ok(&["load", "-i", s(&tar)])
+        .contains("Loaded image: app:1"));
+    assert_eq!(d.ok(&[&run[..], &["app:1"]].concat()), "hello from app\n");
+
+    // An image BuildKit (in dockerd 20.10) built on it -> docker save -> rbuild load -> rbuild run.
+    let bk = env.context(
+        "bk",
+        &[
+            (
+                "Dockerfile",
+                "FROM app:1\nCOPY extra /extra\nCMD [\"cat\", \"/extra\"]\n",
+            ),
+            ("extra", "built by buildkit\n"),
+        ],
+    );
+    d.ok(&["build", "-t", "bk:1", s(&bk)]);
+    let saved = env.dir.path().join("bk.tar");
+    d.ok(&["save", "-o", s(&saved), "bk:1"]);
+    let fresh = Env::new();
+    let (out, _) = fresh.ok(&["load", "-i", s(&saved)]);
+    assert_eq!(out, "Loaded image: bk:1\n");
+    assert_eq!(fresh.ok(&["run", "bk:1"]).0, "built by buildkit\n");
+    assert_eq!(fresh.run_sh("bk:1", "cat /hello"), "hello from app\n");
 }
