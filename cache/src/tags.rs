@@ -150,3 +150,47 @@ fn parse(name: &str) -> Result<Reference, Error> {
             reason: e.to_string(),
         })
 }
+
+impl Store {
+    /// The tags of repository `name` (`app`, `reg.example/team/app`; as `docker push --all-tags`), sorted.
+    pub fn repository_tags(&self, name: &str) -> Result<Vec<String>, Error> {
+        let repo = parse(name)?;
+        if repo
+            .tag
+            .as_deref()
+            .is_some_and(|t| name.ends_with(&format!(":{t}")))
+            || repo.digest.is_some()
+        {
+            return Err(Error::BadReference {
+                name: name.to_owned(),
+                reason: "--all-tags takes a repository, without a tag or digest".to_owned(),
+            });
+        }
+        Ok(self
+            .list_tags()?
+            .into_iter()
+            .filter_map(|(n, _)| {
+                let r: Reference = n.parse().ok()?;
+                (r.registry == repo.registry && r.repository == repo.repository).then_some(n)
+            })
+            .collect())
+    }
+
+    /// How many images the tags name and the bytes of the blobs they reach (each blob once).
+    pub fn image_usage(&self) -> Result<(u64, u64), Error> {
+        let mut images = std::collections::HashSet::new();
+        let mut blobs = std::collections::HashMap::new();
+        for (_, d) in self.list_tags()? {
+            if !images.insert(d.digest.clone()) {
+                continue;
+            }
+            blobs.insert(d.digest.clone(), d.size);
+            if let Ok(m) = self.manifest_of(&d) {
+                for b in std::iter::once(&m.config).chain(&m.layers) {
+                    blobs.insert(b.digest.clone(), b.size);
+                }
+            }
+        }
+        Ok((images.len() as u64, blobs.values().sum()))
+    }
+}

@@ -457,6 +457,9 @@ pub(crate) struct PushArgs {
     pub(crate) image: String,
     /// Push under this name instead (`registry/repo:tag`).
     pub(crate) destination: Option<String>,
+    /// Push every tag of the repository IMAGE names.
+    #[arg(short, long)]
+    pub(crate) all_tags: bool,
     /// Write the pushed manifest's digest to this file.
     #[arg(long, value_name = "FILE")]
     pub(crate) digestfile: Option<std::path::PathBuf>,

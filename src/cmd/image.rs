@@ -90,25 +90,39 @@ pub(crate) fn push(
     store: &cache::Store,
     rt: &tokio::runtime::Runtime,
 ) -> Result<()> {
-    let dest = args.destination.as_deref().unwrap_or(&args.image);
-    let reference: oci::Reference = dest.parse().with_context(|| format!("image {dest:?}"))?;
-    let image = local_image(store, &args.image)?;
+    let pairs: Vec<(String, String)> = if args.all_tags {
+        if args.destination.is_some() {
+            bail!("--all-tags pushes each tag under its own name: no DESTINATION");
+        }
+        let tags = store.repository_tags(&args.image)?;
+        if tags.is_empty() {
+            bail!("no tags of repository {} in the local store", args.image);
+        }
+        tags.into_iter().map(|t| (t.clone(), t)).collect()
+    } else {
+        let dest = args.destination.as_deref().unwrap_or(&args.image);
+        vec![(args.image.clone(), dest.to_owned())]
+    };
     let client = Arc::new(images::LazyClient::new(
         args.registry.client_options(&args.insecure_registries),
     ));
-    // A tagged image has all its blobs here; no imported cache is involved.
-    let digest = rt.block_on(export::push(
-        client.get()?,
-        store,
-        &images::NoBlobSource,
-        None,
-        &image,
-        &reference,
-    ))?;
-    if let Some(file) = &args.digestfile {
-        fs_err::write(file, digest.to_string())?;
+    for (source, dest) in pairs {
+        let reference: oci::Reference = dest.parse().with_context(|| format!("image {dest:?}"))?;
+        let image = local_image(store, &source)?;
+        // A tagged image has all its blobs here; no imported cache is involved.
+        let digest = rt.block_on(export::push(
+            client.get()?,
+            store,
+            &images::NoBlobSource,
+            None,
+            &image,
+            &reference,
+        ))?;
+        if let Some(file) = &args.digestfile {
+            fs_err::write(file, digest.to_string())?;
+        }
+        println!("{}@{digest}", reference.name());
     }
-    println!("{}@{digest}", reference.name());
     Ok(())
 }
 

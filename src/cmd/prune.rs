@@ -125,6 +125,19 @@ pub(crate) fn du(store: &cache::Store) -> Result<()> {
     println!("{:<16} {:>8} {:>10}", "cache records", u.records, "");
     println!("{:<16} {:>8} {:>10}", "cache mounts", u.mounts, "");
     println!("{:<16} {:>8} {:>10}", "tags", tags, "");
+    let (images, image_bytes) = store.image_usage()?;
+    println!(
+        "{:<16} {:>8} {:>10}",
+        "images",
+        images,
+        human_size(image_bytes)
+    );
+    println!(
+        "{:<16} {:>8} {:>10}",
+        "build cache",
+        "",
+        human_size((u.blob_bytes + u.snapshot_bytes).saturating_sub(image_bytes))
+    );
     println!(
         "{:<16} {:>8} {:>10}",
         "total",

@@ -201,6 +201,17 @@ fn rmi_removes_only_the_tag_and_prune_then_frees_the_blobs() {
     env.ok(&["prune", "--all"]);
     assert!(blob.exists(), "prune removed a tagged image's layer");
     let before = du_blobs(&env);
+    let images_row = |env: &Env| -> String {
+        let (du, _) = env.ok(&["du"]);
+        du.lines()
+            .find(|l| l.starts_with("images "))
+            .unwrap_or_else(|| panic!("{du}"))
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(images_row(&env), "2", "busybox:local and app:1");
 
     // `rm` is rmi; the image is now dangling, listed as <none> until pruned.
     let (out, _) = env.ok(&["rm", "app:1"]);
@@ -223,6 +234,7 @@ fn rmi_removes_only_the_tag_and_prune_then_frees_the_blobs() {
         "manifest, config and layer freed: {before} -> {after}"
     );
     assert!(images_json(&env, &["--filter", "dangling=true"]).is_empty());
+    assert_eq!(images_row(&env), "1");
     // busybox:local is still whole.
     assert_eq!(env.run_sh("busybox:local", "echo ok"), "ok\n");
 }
@@ -254,6 +266,21 @@ fn tag_push_under_another_name_and_pull_in_a_fresh_store() {
         "no cross-repository mounts: {}",
         reg.log()
     );
+    // --all-tags: every tag of one repository, each under its own name.
+    env.ok(&["tag", "app:1", &format!("{}/team/app:latest", reg.addr)]);
+    let (out, _) = env.ok(&["push", "--all-tags", &format!("{}/team/app", reg.addr)]);
+    assert_eq!(
+        out,
+        format!("{0}/team/app@{digest}\n{0}/team/app@{digest}\n", reg.addr)
+    );
+    assert_eq!(
+        reg.requests("PUT", "/v2/team/app/manifests/latest"),
+        1,
+        "{}",
+        reg.log()
+    );
+    let e = env.fails(&["push", "--all-tags", &team]);
+    assert!(e.contains("--all-tags takes a repository"), "{e}");
     let e = env.fails(&["push", "nosuch:1", &other]);
     assert!(e.contains("no image nosuch:1 in the local store"), "{e}");
 
@@ -364,12 +391,17 @@ fn save_then_load_into_a_fresh_store_restores_tags_and_rmi_prune_frees_it() {
     env.ok(&["tag", "app:1", "app:other"]);
     let digest = row(&env, "app", "1").unwrap()["Digest"].clone();
     let tar = env.dir.path().join("app.tar");
-    env.ok(&["save", "app:1", "app:other", "-o", s(&tar)]);
+    // Two images, three names, one archive.
+    env.ok(&["save", "app:1", "app:other", "busybox:local", "-o", s(&tar)]);
 
     // From a file.
     let fresh = Env::new();
     let (out, _) = fresh.ok(&["load", "-i", s(&tar)]);
-    assert_eq!(out, "Loaded image: app:1\nLoaded image: app:other\n");
+    assert_eq!(
+        out,
+        "Loaded image: app:1\nLoaded image: app:other\nLoaded image: busybox:local\n"
+    );
+    assert_eq!(fresh.run_sh("busybox:local", "echo ok"), "ok\n");
     assert_eq!(row(&fresh, "app", "1").unwrap()["Digest"], digest);
     assert_eq!(row(&fresh, "app", "other").unwrap()["Digest"], digest);
     assert_eq!(fresh.ok(&["run", "app:other"]).0, "hello from app\n");
@@ -392,7 +424,7 @@ fn save_then_load_into_a_fresh_store_restores_tags_and_rmi_prune_frees_it() {
 
     // A loaded image has no build cache: untagged, a plain prune frees its blobs.
     let before = du_blobs(&fresh);
-    fresh.ok(&["rmi", "app:1", "app:other"]);
+    fresh.ok(&["rmi", "app:1", "app:other", "busybox:local"]);
     fresh.ok(&["prune"]);
     let after = du_blobs(&fresh);
     assert_eq!(after, 0, "prune left {after} of {before} blobs");
