@@ -91,6 +91,14 @@ pub enum Error {
         /// The name as given.
         name: String,
     },
+    /// A build or `rbuild run` uses the image this tag names.
+    #[error(
+        "image {name} is in use by a running build or `rbuild run`; try again when it has finished"
+    )]
+    ImageInUse {
+        /// The tag.
+        name: String,
+    },
     /// An image ID prefix that names more than one image.
     #[error("image ID {name} names more than one image; give more digits")]
     AmbiguousImage {

@@ -5,7 +5,9 @@
 
 use oci::{media_type, Descriptor, Digest, Manifest, Reference};
 
-use crate::{Error, Store};
+use rustix::fs::FlockOperation;
+
+use crate::{Error, LockGuard, Store};
 
 impl Store {
     /// The manifest descriptor `image` names (see the module docs), or [`Error::UnknownImage`].
@@ -78,6 +80,10 @@ impl Store {
         };
         let mut removed = Vec::new();
         for name in names {
+            // Held while the tag goes: a command that starts using the image now waits for it.
+            let Some(_in_use) = self.try_lock(&in_use_lock(&name))? else {
+                return Err(Error::ImageInUse { name });
+            };
             if self.remove_tag(&name)? {
                 removed.push(name);
             }
@@ -86,6 +92,13 @@ impl Store {
             return Err(unknown());
         }
         Ok(removed)
+    }
+
+    /// A shared lock on tag `name` for as long as a build or `rbuild run` uses the image it names: while
+    /// one is held, [`Store::untag`] refuses to remove the tag.
+    pub fn use_image(&self, name: &str) -> Result<LockGuard, Error> {
+        self.lock_with(&in_use_lock(name), FlockOperation::LockShared)
+            .map(|g| g.expect("blocking flock always returns the lock"))
     }
 
     /// The manifest a descriptor points at.
@@ -125,6 +138,10 @@ impl Store {
             bytes.len() as u64,
         )))
     }
+}
+
+fn in_use_lock(name: &str) -> String {
+    format!("image-in-use:{name}")
 }
 
 /// The hex part of an image ID (`sha256:HEX` or a bare hex prefix of 4 to 64 digits), if `s` is one.

@@ -75,6 +75,8 @@ pub struct Images {
     pub rt: tokio::runtime::Handle,
     pub platform: Platform,
     resolved: Mutex<HashMap<String, ResolvedImage>>,
+    /// Locks on the local tags used, held as long as this resolver lives (`rbuild rmi` waits them out).
+    in_use: Mutex<Vec<cache::LockGuard>>,
     /// `--pull`: ignore local tags and earlier resolutions of base images; always ask the registry.
     pull: bool,
 }
@@ -92,6 +94,7 @@ impl Images {
             rt,
             platform,
             resolved: Mutex::new(HashMap::new()),
+            in_use: Mutex::new(Vec::new()),
             pull: false,
         }
     }
@@ -120,7 +123,9 @@ impl Images {
         // A local tag of another platform (built or pulled with another --platform) is not this image.
         let mut local_other = None;
         if !self.pull {
+            let guard = self.store.use_image(&reference.familiar())?;
             if let Some(desc) = self.store.resolve_tag(&reference.familiar())? {
+                self.in_use.lock().expect("images lock").push(guard);
                 let img = self.local(Some(reference.clone()), desc)?;
                 if config_matches(&img.config, &self.platform) {
                     return Ok(img);

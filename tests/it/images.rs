@@ -776,3 +776,83 @@ fn load_into_dockerd_and_archives_both_ways_between_rbuild_and_docker() {
     assert_eq!(fresh.ok(&["run", "bk:1"]).0, "built by buildkit\n");
     assert_eq!(fresh.run_sh("bk:1", "cat /hello"), "hello from app\n");
 }
+
+/// Spawns `rbuild ARGS…` with piped output and waits until a line of `stream` contains `marker`.
+fn spawn_until(env: &Env, args: &[&str], marker: &str, stderr: bool) -> Child {
+    use std::io::BufRead as _;
+    let mut child = Command::new(crate::common::RBUILD)
+        .arg("--root")
+        .arg(env.root())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rbuild");
+    let pipe: Box<dyn std::io::Read + Send> = if stderr {
+        Box::new(child.stderr.take().unwrap())
+    } else {
+        Box::new(child.stdout.take().unwrap())
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wanted = marker.to_owned();
+    std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            if line.contains(&wanted) {
+                let _ = tx.send(Ok(()));
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        let _ = tx.send(Err(seen));
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Ok(())) => child,
+        other => panic!("rbuild {args:?} never printed {marker}: {other:?}"),
+    }
+}
+
+#[test]
+fn rmi_refuses_a_tag_a_running_build_or_run_uses() {
+    let env = Env::new();
+    app(&env);
+    // `rbuild run` of app:1, still running.
+    let mut run = spawn_until(
+        &env,
+        &["run", "app:1", "sh", "-c", "echo started; sleep 3"],
+        "started",
+        false,
+    );
+    let e = env.fails(&["rmi", "app:1"]);
+    assert!(
+        e.contains("image app:1 is in use by a running build or `rbuild run`"),
+        "{e}"
+    );
+    assert!(run.wait().unwrap().success());
+    assert!(
+        row(&env, "app", "1").is_some(),
+        "the refused rmi removed the tag"
+    );
+
+    // A build whose FROM is busybox:local, in its RUN step.
+    let ctx = env.context(
+        "slow",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\nRUN echo building-now && sleep 3\n",
+        )],
+    );
+    let mut build = spawn_until(
+        &env,
+        &["build", "--progress", "plain", "-t", "slow:1", s(&ctx)],
+        "building-now",
+        true,
+    );
+    let e = env.fails(&["rmi", "busybox:local"]);
+    assert!(e.contains("image busybox:local is in use"), "{e}");
+    assert!(build.wait().unwrap().success());
+    // Once they are done, the tags go.
+    let (out, _) = env.ok(&["rmi", "app:1", "busybox:local"]);
+    assert_eq!(out, "Untagged: app:1\nUntagged: busybox:local\n");
+}
