@@ -619,6 +619,7 @@ impl Dockerd {
         let dir = tempfile::tempdir().expect("temp dir");
         let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
         let log = std::fs::File::create(dir.path().join("dockerd.log")).unwrap();
+        let ns = format!("rbuild-test-{}", std::process::id());
         let child = Command::new("/usr/sbin/dockerd")
             .args(["--data-root", &p("data"), "--exec-root", &p("exec")])
             .args([
@@ -633,6 +634,9 @@ impl Dockerd {
                 "--ip-masq=false",
                 "--bridge=none",
             ])
+            // A system containerd (docker.io's service, when it runs) may be shared: our own namespaces.
+            .args(["--containerd-namespace", &ns])
+            .args(["--containerd-plugins-namespace", &format!("{ns}-plugins")])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
