@@ -860,3 +860,41 @@ fn rmi_refuses_a_tag_a_running_build_or_run_uses() {
     let (out, _) = env.ok(&["rmi", "app:1", "busybox:local"]);
     assert_eq!(out, "Untagged: app:1\nUntagged: busybox:local\n");
 }
+
+/// An archive is never written to, or read from, a terminal (`script` gives rbuild a real pty).
+#[test]
+fn save_and_load_refuse_a_terminal() {
+    require("/usr/bin/script", "bsdutils");
+    let env = Env::new();
+    env.busybox();
+    let on_tty = |args: &str| -> (bool, String) {
+        let cmd = format!("{} --root {} {args}", crate::common::RBUILD, s(&env.root()));
+        let out = Command::new("script")
+            .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+            .output()
+            .expect("running script (util-linux)");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, screen) = on_tty("save busybox:local");
+    assert!(!ok);
+    assert!(
+        screen.contains("refusing to write an archive to a terminal: give -o FILE"),
+        "{screen}"
+    );
+    let (ok, screen) = on_tty("load");
+    assert!(!ok);
+    assert!(
+        screen.contains("no archive to load: give -i FILE or pipe one to stdin"),
+        "{screen}"
+    );
+    no_tags_but(&env, "busybox:local");
+}
+
+/// The only tag of the store is `name`.
+fn no_tags_but(env: &Env, name: &str) {
+    let (out, _) = env.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!(out, format!("{name}\n"));
+}
