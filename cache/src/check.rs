@@ -51,6 +51,54 @@ impl CheckReport {
             && self.missing_snapshots.is_empty()
             && self.open_dirs.is_empty()
     }
+
+    /// One line per problem found, saying whether it was `removed` (with `repair`) or is `broken`.
+    pub fn problems(&self, repair: bool) -> Vec<String> {
+        let verb = if repair { "removed" } else { "broken" };
+        let fixed = if repair { "made private" } else { "open" };
+        let mut out = Vec::new();
+        out.extend(
+            self.corrupt_blobs
+                .iter()
+                .map(|d| format!("corrupt blob {d} ({verb})")),
+        );
+        out.extend(
+            self.broken_tags
+                .iter()
+                .map(|(tag, reason)| format!("broken tag {tag}: {reason} ({verb})")),
+        );
+        out.extend(
+            self.broken_records
+                .iter()
+                .map(|key| format!("broken cache record {key} ({verb})")),
+        );
+        out.extend(
+            self.missing_snapshots
+                .iter()
+                .map(|s| format!("lost snapshot sha256:{s} ({verb})")),
+        );
+        out.extend(
+            self.open_dirs.iter().map(|(dir, m)| {
+                format!("store directory {} has mode {m:o} ({fixed})", dir.display())
+            }),
+        );
+        out
+    }
+
+    /// The closing line: what was checked and the verdict.
+    pub fn summary(&self, repair: bool) -> String {
+        let verdict = if self.is_clean() {
+            "all good"
+        } else if repair {
+            "repaired"
+        } else {
+            "broken (rbuild check --repair removes it)"
+        };
+        format!(
+            "checked {} blobs, {} tags, {} cache records: {verdict}",
+            self.blobs, self.tags, self.records
+        )
+    }
 }
 
 impl Store {

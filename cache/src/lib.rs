@@ -36,6 +36,7 @@ mod gc;
 mod session;
 mod stat;
 mod tags;
+mod units;
 
 use std::collections::BTreeMap;
 use std::fs::{File, Permissions};
@@ -50,6 +51,7 @@ use rustix::fs::FlockOperation;
 pub use blob::BlobWriter;
 pub use check::{CheckReport, Repair};
 pub use error::Error;
+pub use units::{parse_duration, parse_size};
 
 /// The file system a store lives on (or would be made on): its name and the bytes free there.
 #[derive(Debug, Clone, PartialEq, Eq)]

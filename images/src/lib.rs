@@ -28,6 +28,7 @@ use solver::Layer;
 
 mod list;
 mod load;
+pub mod show;
 mod source;
 
 pub use list::{human_size, image_size, list, render, ImageRow, ListFormat};

@@ -874,6 +874,44 @@ pub struct ExportSummary {
     pub blobs: PushStats,
 }
 
+impl CacheTo {
+    /// Where the cache goes, as the progress names it (`REF`, `DIR:TAG`, `inline`).
+    pub fn label(&self) -> String {
+        match self {
+            Self::Inline => "inline".to_owned(),
+            Self::Registry { reference, .. } => reference.to_string(),
+            Self::Local { dest, tag, .. } => format!("{}:{tag}", dest.display()),
+        }
+    }
+
+    /// `ignore-error=true`: a failed export is a warning.
+    pub fn ignores_errors(&self) -> bool {
+        match self {
+            Self::Inline => false,
+            Self::Registry { opts, .. } | Self::Local { opts, .. } => opts.ignore_error,
+        }
+    }
+}
+
+impl ExportSummary {
+    /// What an export to `label` did in `secs`: records, cache mounts, blobs uploaded, present, mounted.
+    pub fn describe(&self, label: &str, secs: f64) -> String {
+        let mounts = if self.mounts > 0 {
+            format!(", {} cache mounts", self.mounts)
+        } else {
+            String::new()
+        };
+        format!(
+            "exported cache to {label}: {} records{mounts}, blobs: {} uploaded ({}), {} already there, {} mounted, in {secs:.2}s",
+            self.records,
+            self.blobs.uploaded,
+            images::human_size(self.blobs.uploaded_bytes),
+            self.blobs.present,
+            self.blobs.mounted,
+        )
+    }
+}
+
 /// Exports the cache of this solve to `to` (registry or local; inline is written with the image).
 #[allow(clippy::too_many_arguments)]
 pub fn export(

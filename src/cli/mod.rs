@@ -20,33 +20,15 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
-/// Subcommand names; anything else first on the command line means `build` (so `rbuild -t app .` works).
-const SUBCOMMANDS: &[&str] = &[
-    "build",
-    "run",
-    "images",
-    "tag",
-    "rmi",
-    "rm",
-    "save",
-    "load",
-    "push",
-    "pull",
-    "login",
-    "logout",
-    "history",
-    "inspect",
-    "debug",
-    "prune",
-    "du",
-    "check",
-    "info",
-    "help",
-    "-h",
-    "--help",
-    "-V",
-    "--version",
-];
+/// Whether `a` names a subcommand (or alias, or help/version): anything else first on the command line
+/// means `build` (so `rbuild -t app .` works). Asked of clap, so a new subcommand needs no list here.
+fn is_subcommand(a: &str) -> bool {
+    use clap::CommandFactory as _;
+    matches!(a, "help" | "-h" | "--help" | "-V" | "--version")
+        || Cli::command()
+            .get_subcommands()
+            .any(|c| c.get_name() == a || c.get_all_aliases().any(|x| x == a))
+}
 
 /// Inserts `build` when the first argument after global options is not a subcommand.
 pub(crate) fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
@@ -61,7 +43,7 @@ pub(crate) fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std
         {
             i += 1;
         } else {
-            if !SUBCOMMANDS.contains(&a.as_ref()) {
+            if !is_subcommand(&a) {
                 args.insert(i, "build".into());
             } else if a == "run" {
                 run_volume_flags(&mut args[i + 1..]);
@@ -75,20 +57,20 @@ pub(crate) fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std
 /// `docker run -v HOST:CTR`: `-v` is the global `--verbose`, so before the image name of `run` it is
 /// rewritten to `--volume`.
 fn run_volume_flags(args: &mut [std::ffi::OsString]) {
-    const TAKES_VALUE: &[&str] = &[
-        "-e",
-        "--env",
-        "-w",
-        "--workdir",
-        "-u",
-        "--user",
-        "--network",
-        "--entrypoint",
-        "--env-file",
-        "--volume",
-        "--security-opt",
-        "--isolation",
-    ];
+    use clap::CommandFactory as _;
+    // The flags of `run` that take a value, as clap knows them (`-e`, `--env`, …).
+    let cli = Cli::command();
+    let takes_value: Vec<String> = cli
+        .find_subcommand("run")
+        .into_iter()
+        .flat_map(clap::Command::get_arguments)
+        .filter(|a| a.get_action().takes_values() && !a.is_positional())
+        .flat_map(|a| {
+            let short = a.get_short().map(|c| format!("-{c}"));
+            let long = a.get_long().map(|l| format!("--{l}"));
+            short.into_iter().chain(long)
+        })
+        .collect();
     let mut i = 0;
     while i < args.len() {
         let a = args[i].to_string_lossy().into_owned();
@@ -98,7 +80,7 @@ fn run_volume_flags(args: &mut [std::ffi::OsString]) {
         } else if let Some(rest) = a.strip_prefix("-v").filter(|r| r.starts_with('/')) {
             args[i] = format!("--volume={rest}").into();
             i += 1;
-        } else if TAKES_VALUE.contains(&a.as_str()) {
+        } else if takes_value.contains(&a) {
             i += 2;
         } else if a.starts_with('-') {
             i += 1;

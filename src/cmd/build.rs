@@ -536,18 +536,12 @@ impl CacheExport<'_> {
         export_opts: &export::ExportOptions,
         progress: &Progress,
     ) -> Result<()> {
-        let (shown, ignore_error) = match self.to {
-            CacheTo::Inline => {
-                progress
-                    .task("exporting cache")
-                    .status("cache written inline into the image config");
-                return Ok(());
-            }
-            CacheTo::Registry { reference, opts } => (reference.to_string(), opts.ignore_error),
-            CacheTo::Local { dest, tag, opts } => {
-                (format!("{}:{tag}", dest.display()), opts.ignore_error)
-            }
-        };
+        if *self.to == CacheTo::Inline {
+            let task = progress.task("exporting cache");
+            task.status("cache written inline into the image config");
+            return Ok(());
+        }
+        let shown = self.to.label();
         let task = progress.task(format!("exporting cache to {shown}"));
         let started = std::time::Instant::now();
         let exported = remotecache::export(
@@ -563,23 +557,13 @@ impl CacheExport<'_> {
         );
         match exported {
             Ok(s) => {
-                task.status(&format!(
-                    "exported cache to {shown}: {} records{}, blobs: {} uploaded ({}), {} already there, {} mounted, in {:.2}s",
-                    s.records,
-                    if s.mounts > 0 { format!(", {} cache mounts", s.mounts) } else { String::new() },
-                    s.blobs.uploaded,
-                    crate::cmd::image::human_size(s.blobs.uploaded_bytes),
-                    s.blobs.present,
-                    s.blobs.mounted,
-                    started.elapsed().as_secs_f64()
-                ));
+                task.status(&s.describe(&shown, started.elapsed().as_secs_f64()));
                 Ok(())
             }
-            Err(e) if ignore_error => {
+            Err(e) if self.to.ignores_errors() => {
                 task.fail("failed");
-                progress.warning(&format!(
-                    "cache export to {shown} failed (ignore-error=true): {e:#}"
-                ));
+                let warning = format!("cache export to {shown} failed (ignore-error=true): {e:#}");
+                progress.warning(&warning);
                 Ok(())
             }
             Err(e) => {
