@@ -309,45 +309,27 @@ struct MountAttr {
 
 /// Makes a detached mount tree (from `open_tree`) read-only, submounts included.
 pub(crate) fn make_tree_readonly(tree: &OwnedFd) -> io::Result<()> {
+    set_tree_attrs(tree, 0x1) // MOUNT_ATTR_RDONLY
+}
+
+/// Makes a detached mount tree (from `open_tree`) `nodev`, submounts included: device nodes on it can
+/// be created (and land in a layer) but not opened. See: #19.
+pub(crate) fn make_tree_nodev(tree: &OwnedFd) -> io::Result<()> {
+    set_tree_attrs(tree, 0x4) // MOUNT_ATTR_NODEV
+}
+
+/// Sets the `MOUNT_ATTR_*` bits `attr_set` on a detached mount tree and its submounts (`mount_setattr`,
+/// Linux 5.12; callers fall back to a remount without it).
+fn set_tree_attrs(tree: &OwnedFd, attr_set: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    const MOUNT_ATTR_RDONLY: u64 = 0x1;
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
+        attr_set,
         attr_clr: 0,
         propagation: 0,
         userns_fd: 0,
     };
     // SAFETY: mount_setattr reads `size_of::<MountAttr>()` bytes from a valid struct laid out
     // as the kernel's `struct mount_attr`; the path is an empty NUL-terminated string.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
-            &raw const attr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Makes a detached mount tree (from `open_tree`) `nodev`, submounts included: device nodes on it can
-/// be created (and land in a layer) but not opened. See: #19.
-pub(crate) fn make_tree_nodev(tree: &OwnedFd) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    const MOUNT_ATTR_NODEV: u64 = 0x4;
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_NODEV,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: as in `make_tree_readonly`: a valid `struct mount_attr` and an empty NUL-terminated path.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
