@@ -1,5 +1,7 @@
 //! Layer tars: write_layer → unpack_layer round trips, determinism, hostile tars, and real tools.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -810,21 +812,7 @@ fn r19_bad_sparse_maps_are_refused() {
         let mut out = Vec::new();
         {
             let mut b = tar::Builder::new(&mut out);
-            let mut body = Vec::new();
-            for (k, v) in records {
-                let len = k.len() + v.len() + 3;
-                let mut n = len + len.to_string().len();
-                if n.to_string().len() != len.to_string().len() {
-                    n += 1;
-                }
-                body.extend_from_slice(format!("{n} {k}={v}\n").as_bytes());
-            }
-            let mut h = tar::Header::new_ustar();
-            h.set_entry_type(tar::EntryType::XHeader);
-            h.set_path("PaxHeaders/f").unwrap();
-            h.set_size(body.len() as u64);
-            h.set_cksum();
-            b.append(&h, &body[..]).unwrap();
+            common::append_pax(&mut b, "PaxHeaders/f", records);
             let mut h = tar::Header::new_ustar();
             h.set_path("GNUSparseFile.1/f").unwrap();
             h.set_size(data.len() as u64);

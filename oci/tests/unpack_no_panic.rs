@@ -9,6 +9,8 @@
 //! on demand: `OCI_UNPACK_FUZZ_ITERS=N`, `OCI_UNPACK_FUZZ_SECS=T` (run for T seconds instead),
 //! `OCI_UNPACK_FUZZ_SEED=S` (first seed).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -129,21 +131,7 @@ fn build(seed: Seed) -> Vec<u8> {
     let mut b = tar::Builder::new(&mut out);
     for (kind, path, data, pax) in seed {
         if !pax.is_empty() {
-            let mut body = Vec::new();
-            for (k, v) in *pax {
-                let len = k.len() + v.len() + 3;
-                let mut n = len + len.to_string().len();
-                if n.to_string().len() != len.to_string().len() {
-                    n += 1;
-                }
-                body.extend_from_slice(format!("{n} {k}={v}\n").as_bytes());
-            }
-            let mut h = tar::Header::new_ustar();
-            h.set_entry_type(tar::EntryType::XHeader);
-            h.set_path("PaxHeaders/x").unwrap();
-            h.set_size(body.len() as u64);
-            h.set_cksum();
-            b.append(&h, &body[..]).unwrap();
+            common::append_pax(&mut b, "PaxHeaders/x", pax);
         }
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(*kind);
