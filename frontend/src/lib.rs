@@ -27,6 +27,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod checks;
 mod dockerignore;
 mod instructions;
 mod lower;

@@ -105,7 +105,7 @@ pub struct Lowered {
     pub stages: Vec<Stage>,
     /// Index into `stages` of the target stage.
     pub target: usize,
-    /// Warnings (unused build args, empty continuation lines).
+    /// Warnings (unused build args, ignored `--platform`); the build checks are [`crate::checks`]'s.
     pub warnings: Vec<Diagnostic>,
 }
 
@@ -234,7 +234,8 @@ pub fn lower(
         stage_args: vec![Vec::new(); defs.len()],
         busy: vec![false; defs.len()],
         errors: Vec::new(),
-        warnings: df.warnings.clone(),
+        // The parser's warnings (empty continuation lines) are the NoEmptyContinuation check's.
+        warnings: Vec::new(),
         global_args: Vec::new(),
         consumed: BTreeSet::new(),
         image_nodes: HashMap::new(),
@@ -259,7 +260,11 @@ pub fn lower(
         .build_args
         .keys()
         .map(String::as_str)
-        .filter(|k| !lw.consumed.contains(*k) && !PROXY_ARGS.contains(k))
+        .filter(|k| {
+            !lw.consumed.contains(*k)
+                && !PROXY_ARGS.contains(k)
+                && *k != crate::checks::CHECK_BUILD_ARG
+        })
         .collect();
     if !unused.is_empty() {
         lw.warnings.push(
