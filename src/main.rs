@@ -75,6 +75,9 @@ fn main() -> ExitCode {
     }
     match real_main(cli, root) {
         Ok(code) => code,
+        Err(e) if e.is::<cmd::build::Status>() => {
+            ExitCode::from(e.downcast_ref::<cmd::build::Status>().map_or(1, |s| s.0))
+        }
         Err(e) if json => {
             eprintln!(
                 "{}",

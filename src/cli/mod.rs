@@ -351,9 +351,14 @@ pub(crate) struct BuildArgs {
     /// Registry hosts (host[:port]) reached over plain HTTP; loopback always is.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub(crate) insecure_registries: Vec<String>,
-    /// Only check the Dockerfile: parse and lower it (resolving base images), run nothing.
+    /// BuildKit's build checks, and the build validated (base images resolved) without running it;
+    /// exits 1 when a check fires (`--call=check`).
     #[arg(long)]
     pub(crate) check: bool,
+    /// What to do, as buildx: `build`, `check`, `outline` (build args and secrets of the target),
+    /// `targets` (the stages); `,format=json`, `,ignorestatus=true`.
+    #[arg(long, value_name = "METHOD[,format=json]", default_value = "build")]
+    pub(crate) call: String,
     /// Secret for `RUN --mount=type=secret`: `id=ID,src=FILE` or `id=ID,env=VAR`; repeatable.
     #[arg(long = "secret", value_name = "id=ID,src=FILE")]
     pub(crate) secrets: Vec<String>,

@@ -12,6 +12,7 @@ use crate::cli::{specs, BuildArgs, ProgressMode};
 use crate::diagnostics;
 use crate::progress::{Mode, Progress};
 use exec::{BuildWorker, Context};
+use frontend::checks::{self, Call, Method};
 use images::{BlobSource, Images, LazyClient};
 use remotecache::{CacheFrom, CacheTo, LayeredRecords, Remote};
 
@@ -65,9 +66,24 @@ pub(crate) fn build(
         )
         .with_pull(args.pull),
     );
+    let call = Call::parse(&args.call, args.check).map_err(|e| anyhow!(e))?;
+    if matches!(call.method, Method::Outline | Method::Targets) {
+        let target = args.target.as_deref();
+        print!(
+            "{}",
+            checks::describe(&call, &source.parsed, &plan.build_args, target)
+                .map_err(|e| anyhow!(e))?
+        );
+        return Ok(None);
+    }
+    if call.method == Method::Check {
+        return check(&call, &plan, &source, args, &images, &progress);
+    }
     let lowered = lower(&plan, &source, args, &images, &progress)?;
-    if args.check {
-        return check_done(&lowered, &source.label, &progress);
+    let report = run_checks(&plan, &source, args, &images, false)?;
+    if let Some(e) = report.error() {
+        progress.check_warnings(&report);
+        bail!(e);
     }
     let stage = &lowered.stages[lowered.target];
     let remote = Arc::new(import_caches(
@@ -143,6 +159,7 @@ pub(crate) fn build(
         ));
     }
     progress.finish();
+    progress.check_warnings(&report);
     if let Some(path) = &args.iidfile {
         fs_err::write(path, id.to_string())?;
     }
@@ -574,17 +591,58 @@ impl CacheExport<'_> {
     }
 }
 
-/// `--check`: the Dockerfile parsed and lowered; report and stop before running anything.
-fn check_done(
-    lowered: &frontend::Lowered,
-    file_label: &str,
+/// The exit status a command asks for, with nothing more to print (`--check` found warnings).
+#[derive(Debug, thiserror::Error)]
+#[error("exit status {0}")]
+pub(crate) struct Status(pub(crate) u8);
+
+/// BuildKit's build checks on the stages this build needs (every stage when `all_stages` and no
+/// `--target`, as `--check`).
+fn run_checks(
+    plan: &Plan,
+    source: &Source,
+    args: &BuildArgs,
+    images: &Images,
+    all_stages: bool,
+) -> Result<checks::Report> {
+    let ignore = exec::context::read_dockerignore(&source.path, &args.context)?;
+    let opts = checks::CheckOptions {
+        build_args: plan.build_args.clone(),
+        target: args.target.clone(),
+        all_stages,
+        platform: images.platform.clone(),
+        dockerignore: Some(&ignore),
+    };
+    Ok(checks::run(&source.parsed, &opts, &mut Bases(images))
+        .map_err(|d| diagnostics::from_frontend(&source.label, &source.text, &[d]))?)
+}
+
+/// `--check` (`--call=check`): the checks' report on stdout as buildx prints it, then the build
+/// validated by lowering it (its error after the warnings); exit status 1 when a check fired.
+fn check(
+    call: &Call,
+    plan: &Plan,
+    source: &Source,
+    args: &BuildArgs,
+    images: &Images,
     progress: &Progress,
 ) -> Result<Option<oci::Digest>> {
-    let steps = lowered.graph.len();
-    let stages = lowered.stages.len();
+    let report = run_checks(plan, source, args, images, true)?;
+    let out = report.output(call.json, &source.label, &source.text);
+    let lowered = lower(plan, source, args, images, progress);
+    if lowered.is_ok() || !report.warnings.is_empty() || call.json {
+        print!("{out}");
+    }
+    let lowered = lowered?;
     progress.info(&format!(
-        "check complete, no errors: {file_label} ({stages} stage(s), {steps} step(s) to build)"
+        "check complete, no errors: {} ({} stage(s), {} step(s) to build)",
+        source.label,
+        lowered.stages.len(),
+        lowered.graph.len()
     ));
+    if !report.warnings.is_empty() && !call.ignore_status {
+        return Err(Status(1).into());
+    }
     Ok(None)
 }
 

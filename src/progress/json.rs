@@ -36,6 +36,13 @@ impl Render for Json {
             }
             Line::Warning(text) => json!({"time": time, "event": "warning", "message": text}),
             Line::Info(text) => json!({"time": time, "event": "info", "message": text}),
+            Line::Checks { warnings, .. } => {
+                for w in warnings {
+                    let v = json!({"time": time, "event": "check", "message": w});
+                    super::plain::write(&format!("{v}\n"));
+                }
+                return;
+            }
         };
         super::plain::write(&format!("{v}\n"));
     }

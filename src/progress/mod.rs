@@ -84,6 +84,11 @@ pub(crate) enum Line<'a> {
     Warning(&'a str),
     /// A message of the build (a summary).
     Info(&'a str),
+    /// The build checks' summary, and each warning's one-line form.
+    Checks {
+        summary: &'a str,
+        warnings: &'a [String],
+    },
 }
 
 /// Draws [`Line`]s for one mode.
@@ -167,6 +172,18 @@ impl Progress {
     /// A warning of the build.
     pub(crate) fn warning(&self, text: &str) {
         self.show(&Line::Warning(text));
+    }
+
+    /// The build checks' warnings, once at the end of the build: buildx's `N warnings found` summary
+    /// (nothing in quiet mode; one `check` event per warning in JSON mode).
+    pub(crate) fn check_warnings(&self, report: &frontend::checks::Report) {
+        if !report.warnings.is_empty() {
+            let shorts: Vec<String> = report.warnings.iter().map(|w| w.short()).collect();
+            self.show(&Line::Checks {
+                summary: &report.summary(),
+                warnings: &shorts,
+            });
+        }
     }
 
     /// A message of the build (shown in every mode but quiet).

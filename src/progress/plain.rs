@@ -25,6 +25,7 @@ impl Render for Plain {
             Line::Failed { n, message, .. } => format!("#{n} ERROR: {message}\n"),
             Line::Warning(text) => format!("warning: {text}\n"),
             Line::Info(text) => format!("{text}\n"),
+            Line::Checks { summary, .. } => summary.to_owned(),
         });
     }
 }

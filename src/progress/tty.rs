@@ -123,6 +123,7 @@ impl Render for Live {
             }
             Line::Warning(text) => format!("{}\n", paint(c, "33", &format!("warning: {text}"))),
             Line::Info(text) => format!("{text}\n"),
+            Line::Checks { summary, .. } => paint(c, "33", summary),
         };
         st.redraw(&mut std::io::stderr().lock(), &permanent);
     }

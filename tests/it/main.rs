@@ -5,6 +5,8 @@
 mod build;
 /// The store under concurrency and crashes, GC, cache policies.
 mod cache;
+/// Build checks: `--check`/`--call=check`, the `# check=` directive, warnings after a build, outline, targets.
+mod checks;
 /// `--isolation=chroot` without CAP_SYS_ADMIN (as in a locked-down pod).
 mod chroot;
 /// Shared harness: temp stores, the busybox base image, the registry.

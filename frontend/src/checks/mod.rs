@@ -8,12 +8,14 @@
 //! base images' configs for the rules that look at them (undefined variables set by a base image's ENV,
 //! the base image's platform), through the same [`BaseImages`] trait as lowering.
 
+mod call;
 mod outline;
 mod rules;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
+pub use call::{describe, Call, Method};
 pub use outline::{outline, render_targets, targets, Outline, OutlineArg, OutlineSecret, Target};
 pub use rules::{run, CheckOptions, CHECK_BUILD_ARG};
 
@@ -388,6 +390,15 @@ impl Report {
             out.push_str("Check complete, no warnings found.\n");
         }
         out
+    }
+
+    /// `--check` output: [`Report::render`], or [`Report::to_json`] pretty-printed with `json`.
+    pub fn output(&self, json: bool, filename: &str, src: &str) -> String {
+        if json {
+            format!("{:#}\n", self.to_json(filename, src))
+        } else {
+            self.render(filename, src)
+        }
     }
 
     /// buildx's summary at the end of a build:
