@@ -392,6 +392,29 @@ fn buildkit_lint_test_cases() {
         ("#check=skip=ConsistentInstructionCasing\nFROM scratch as base\ncopy Dockerfile .\n", &[("FromAsCasing", 2)]),
         ("\nFROM scratch AS base\nSHELL [\"/usr/bin/customshell\"]\n\nFROM base\nCMD mycommand\n", &[]),
         ("\nFROM scratch AS BadStageName\nMAINTAINER me@example.org\n", &[("StageNameCasing", 2), ("MaintainerDeprecated", 3)]),
+        ("\n# warning: stage name should be lowercase\n#\nFROM scratch AS BadStageName\n\n# warning: 'as' should match 'FROM' cmd casing.\n#\nFROM scratch as base2\n\nFROM scratch AS base3\n", &[("StageNameCasing", 4), ("FromAsCasing", 8)]),
+        ("\n#\nfrom scratch AS base\n\nfrom scratch as base2\n", &[("FromAsCasing", 3)]),
+        ("\nFROM scratch\n# warning: empty continuation line\nCOPY Dockerfile \\\n\n.\nCOPY Dockerfile \\\n.\n", &[("NoEmptyContinuation", 6)]),
+        ("\n#\nFrom scratch as base\nFROM scratch AS base2\n", &[("ConsistentInstructionCasing", 3)]),
+        ("\n#\nfrOM scratch as base\nfrom scratch as base2\n", &[("ConsistentInstructionCasing", 3)]),
+        ("\nfrom scratch\nCOPY Dockerfile /foo\ncopy Dockerfile /bar\n", &[("ConsistentInstructionCasing", 3)]),
+        ("\nFROM scratch\ncopy Dockerfile /foo\ncopy Dockerfile /bar\ncopy Dockerfile /baz\n", &[("ConsistentInstructionCasing", 2)]),
+        ("\nFROM alpine\nRUN <<'EOT'\nenv\nEOT\n", &[]),
+        ("\nFROM scratch AS b\nFROM scratch AS b\n", &[("DuplicateStageName", 3)]),
+        ("\nFROM scratch AS scratch\nFROM scratch AS context\n", &[("ReservedStageName", 2), ("ReservedStageName", 3)]),
+        ("\nFROM scratch\nFROM scratch AS a\n", &[]),
+        ("\nFROM scratch\nENTRYPOINT [\"/myapp\"]\nCMD [\"/myapp\"]\nHEALTHCHECK CMD [\"/myapp\"]\nCOPY <<EOF /a.txt\nHello, World!\nEOF\nENTRYPOINT [\"/myotherapp\"]\nCMD [\"/myotherapp\"]\nHEALTHCHECK CMD [\"/myotherapp\"]\n", &[("MultipleInstructionsDisallowed", 3), ("MultipleInstructionsDisallowed", 4), ("MultipleInstructionsDisallowed", 5)]),
+        ("\nFROM scratch AS a\nENTRYPOINT [\"/myapp\"]\nCMD [\"/myapp\"]\n\nFROM a AS b\nENTRYPOINT [\"/myotherapp\"]\nCMD [\"/myotherapp\"]\n", &[]),
+        ("\nFROM scratch\n# check=skip=LegacyKeyValueFormat\nENV testkey value\n# check=skip=LegacyKeyValueFormat\nLABEL key value\n", &[]),
+        ("\nFROM --platform=${TARGETPLATFORM} scratch\n", &[("RedundantTargetPlatform", 2)]),
+        ("\n# check=skip=RedundantTargetPlatform\nFROM --platform=$TARGETPLATFORM scratch\n", &[]),
+        ("\nARG SFX=\"box:\"\nFROM busy${SFX}\n", &[("InvalidDefaultArgInFrom", 3)]),
+        ("\nARG VERSION=\"latest\"\nFROM busybox:${VERSION}\n", &[]),
+        ("\nARG BUSYBOX_VARIANT=\"\"\nFROM busybox:stable${BUSYBOX_VARIANT}\n", &[]),
+        ("\nFROM --platform=linux/amd64 scratch\n", &[("FromPlatformFlagConstDisallowed", 2)]),
+        ("\nFROM --platform=linux/amd64 scratch AS my_amd64_stage\n", &[]),
+        ("\nFROM scratch\nEXPOSE 80/TcP 8080/TCP 8080/udp\n", &[("ExposeProtoCasing", 3), ("ExposeProtoCasing", 3)]),
+        ("\nFROM scratch\nEXPOSE 127.0.0.1:80:80 [::1]:8080:8080 5000:5000 8000\n", &[("ExposeInvalidFormat", 3), ("ExposeInvalidFormat", 3), ("ExposeInvalidFormat", 3)]),
     ];
     for (src, want) in cases {
         let opts = CheckOptions {
@@ -412,5 +435,100 @@ fn buildkit_lint_test_cases() {
     assert_eq!(
         r.warnings[0].message,
         "Usage of undefined variable '$DIR_ASSET' (did you mean $DIR_ASSETS?)"
+    );
+}
+
+/// BuildKit's `testSecretsUsedInArgOrEnv`, comment-level `# check=` included.
+#[test]
+fn buildkit_secrets_case() {
+    let src = "# check=skip=InvalidDefinitionDescription
+
+FROM scratch
+ARG SECRET_PASSPHRASE
+ENV SUPER_Secret=foo
+ENV password=bar secret=baz
+ARG super_duper_secret_token=foo auth=bar
+ENV apikey=bar sunflower=foo
+ENV git_key=
+ENV PUBLIC_KEY=
+ARG public_token
+ARG SECRET_PASSPHRASE_FILE
+ENV password_file=bar secret_File=baz
+ARG AUTH_MODULE_VERSION
+# check=skip=SecretsUsedInArgOrEnv // allow secret in environment
+ENV password=bar
+# check=skip=SecretsUsedInArgOrEnv // allow secret in arg
+ARG password
+# check=skip=all // is local to only this instruction
+ENV alternate_password=bar
+# check=skip=all // is local to only this instruction
+ARG alternate_password
+";
+    let mut got: Vec<(usize, String)> = report_with(src, &CheckOptions::default())
+        .warnings
+        .iter()
+        .map(|w| (w.line, w.message.clone()))
+        .collect();
+    got.sort();
+    let want: Vec<(usize, String)> = [
+        (4, "ARG \"SECRET_PASSPHRASE\""),
+        (5, "ENV \"SUPER_Secret\""),
+        (6, "ENV \"password\""),
+        (6, "ENV \"secret\""),
+        (7, "ARG \"auth\""),
+        (7, "ARG \"super_duper_secret_token\""),
+        (8, "ENV \"apikey\""),
+        (9, "ENV \"git_key\""),
+    ]
+    .iter()
+    .map(|(l, m)| {
+        (
+            *l,
+            format!("Do not use ARG or ENV instructions for sensitive data ({m})"),
+        )
+    })
+    .collect();
+    assert_eq!(got, want);
+}
+
+/// BuildKit's `testCopyIgnoredFiles` and `testCopyIgnoredFileContextRoot`.
+#[test]
+fn buildkit_copy_ignored_cases() {
+    let src = "\nFROM scratch\nCOPY Dockerfile .\nADD Dockerfile /windy\n";
+    assert_eq!(
+        with_ignore(src, "\nDockerfile\n"),
+        vec![
+            "CopyIgnoredFile: Attempting to Copy file \"Dockerfile\" that is excluded by .dockerignore (line 3)",
+            "CopyIgnoredFile: Attempting to Add file \"Dockerfile\" that is excluded by .dockerignore (line 4)",
+        ]
+    );
+    let skipped = "# check=skip=CopyIgnoredFile\n\nFROM scratch\nCOPY Dockerfile .\n";
+    assert_eq!(with_ignore(skipped, "Dockerfile\n"), Vec::<String>::new());
+    let from = "\nFROM scratch AS base\nCOPY Dockerfile /foobar\n\nFROM base\nCOPY --from=base /foobar /Dockerfile\n";
+    assert_eq!(with_ignore(from, "foobar\n"), Vec::<String>::new());
+    let negated = "\nFROM scratch\nCOPY ./Dockerfile .\nCOPY . .\n";
+    assert_eq!(
+        with_ignore(negated, "**\n!Dockerfile\n"),
+        Vec::<String>::new()
+    );
+    let root = "\nFROM scratch\nCOPY . .\n";
+    assert_eq!(with_ignore(root, ".*\n"), Vec::<String>::new());
+    assert_eq!(with_ignore(root, "*\n").len(), 1);
+}
+
+#[test]
+fn invalid_base_image_platform_names_the_expanded_image_and_platform() {
+    let src = "ARG IMG=arm-image\nFROM --platform=$BUILDPLATFORM ${IMG}\n";
+    let r = report_with(
+        src,
+        &CheckOptions {
+            platform: amd64(),
+            ..CheckOptions::default()
+        },
+    );
+    let msgs: Vec<&str> = r.warnings.iter().map(|w| w.message.as_str()).collect();
+    assert_eq!(
+        msgs,
+        vec!["Base image arm-image was pulled with platform \"linux/arm64\", expected \"linux/amd64\" for current build"]
     );
 }

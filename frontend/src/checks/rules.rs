@@ -369,15 +369,18 @@ pub fn run(
     let mut arg_keys: BTreeSet<String> = declared.into_iter().collect();
     arg_keys.extend(globals.iter().map(|(k, _)| k.clone()));
     let mut bases_of: Vec<String> = Vec::new();
+    let mut platforms_of: Vec<Option<String>> = Vec::new();
     for d in &defs {
         let cfg = base.for_comments(&d.from.comments);
         let (name, _, unmatched) = expand(lex, &d.base_name, &globals);
         undefined_from_args(&mut lint, &cfg, &arg_keys, &unmatched, d.from);
         bases_of.push(name.unwrap_or_default());
+        platforms_of.push(None);
         if let Some(p) = &d.platform {
             let (result, matched, unmatched) = expand(lex, p, &globals);
             undefined_from_args(&mut lint, &cfg, &arg_keys, &unmatched, d.from);
             let result = result.unwrap_or_default();
+            *platforms_of.last_mut().expect("pushed above") = Some(result.clone());
             if matched.len() == 1
                 && unmatched.is_empty()
                 && matched.contains("TARGETPLATFORM")
@@ -466,7 +469,15 @@ pub fn run(
         });
         let mut st = match base_stage.and_then(|j| done[j].clone()) {
             Some(parent) => parent,
-            None => image_env(&mut lint, &base, d, &bases_of[i], &opts.platform, bases),
+            None => image_env(
+                &mut lint,
+                &base,
+                d,
+                &bases_of[i],
+                platforms_of[i].as_deref(),
+                &opts.platform,
+                bases,
+            ),
         };
         let ctx = Dispatch {
             lex,
@@ -512,6 +523,7 @@ fn image_env(
     base: &CheckConfig,
     d: &StageDef<'_>,
     image: &str,
+    stage_platform: Option<&str>,
     platform: &oci::Platform,
     bases: &mut dyn BaseImages,
 ) -> StageEnv {
@@ -523,22 +535,26 @@ fn image_env(
                 env_set(&mut st.env, k, v);
             }
             st.shell_set = config.config.shell.as_ref().is_some_and(|s| !s.is_empty());
-            let expected = d
-                .platform
-                .as_deref()
-                .and_then(parse_platform)
-                .unwrap_or_else(|| (platform.os.clone(), platform.architecture.clone()));
-            if !config.os.is_empty()
-                && (config.os != expected.0 || config.architecture != expected.1)
-            {
+            let (os, arch, variant) = match stage_platform.and_then(parse_platform) {
+                Some((os, arch)) => (os, arch, None),
+                None => (
+                    platform.os.clone(),
+                    platform.architecture.clone(),
+                    platform.variant.clone(),
+                ),
+            };
+            if !config.os.is_empty() && (config.os != os || config.architecture != arch) {
+                let show = |os: &str, arch: &str, variant: Option<&str>| match variant {
+                    Some(v) if !v.is_empty() => format!("{os}/{arch}/{v}"),
+                    _ => format!("{os}/{arch}"),
+                };
                 lint.fire(
                     base,
                     &INVALID_BASE_IMAGE_PLATFORM,
                     format!(
-                        "Base image {} was pulled with platform {:?}, expected {:?} for current build",
-                        d.base_name,
-                        format!("{}/{}", config.os, config.architecture),
-                        format!("{}/{}", expected.0, expected.1)
+                        "Base image {image} was pulled with platform {:?}, expected {:?} for current build",
+                        show(&config.os, &config.architecture, config.variant.as_deref()),
+                        show(&os, &arch, variant.as_deref()),
                     ),
                     loc(d.from),
                 );
