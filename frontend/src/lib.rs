@@ -7,7 +7,8 @@
 //!
 //! Main types: [`Dockerfile`] (the AST, with a [`Span`] on every instruction), [`Lowered`] (the
 //! [`graph::BuildGraph`] plus one [`Stage`] per lowered stage), [`Diagnostic`] (errors and warnings with
-//! their location) and [`DockerIgnore`] (the `.dockerignore` matcher).
+//! their location), [`DockerIgnore`] (the `.dockerignore` matcher) and [`checks`] (BuildKit's build
+//! checks, and the `--call outline` / `--call targets` descriptions).
 //!
 //! ```
 //! use frontend::{lower, parse, BaseImages, LowerOptions};

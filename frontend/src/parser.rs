@@ -54,7 +54,7 @@ pub struct Directives {
     pub escape: char,
     /// `# syntax=` frontend image, recorded but not used (rbuild always uses its own frontend).
     pub syntax: Option<String>,
-    /// `# check=` lint settings, recorded but not used.
+    /// `# check=` settings of the build checks ([`crate::checks::CheckConfig`]).
     pub check: Option<String>,
     /// Where the `# syntax=` line is, when there is one.
     pub syntax_span: Option<Span>,

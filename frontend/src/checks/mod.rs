@@ -4,9 +4,9 @@
 //! The rules, their names, descriptions, URLs and message texts follow current moby/buildkit
 //! (`frontend/dockerfile/linter/ruleset.go`, run from `dockerfile2llb/convert.go`, `validations.go` and
 //! `instructions/parse.go`); the output follows buildx (`commands/build.go` `printWarnings`, BuildKit's
-//! `subrequests/lint` and `errdefs.Source.Print`). [`run`] checks a parsed [`Dockerfile`]; it needs the
+//! `subrequests/lint` and `errdefs.Source.Print`). [`run`] checks a parsed [`crate::Dockerfile`]; it needs the
 //! base images' configs for the rules that look at them (undefined variables set by a base image's ENV,
-//! the base image's platform), through the same [`BaseImages`] trait as lowering.
+//! the base image's platform), through the same [`crate::BaseImages`] trait as lowering.
 
 mod call;
 mod outline;
