@@ -347,6 +347,27 @@ fn column_of(line: &str, byte: usize) -> usize {
 
 /// Parses a Dockerfile, collecting every error it finds.
 pub fn parse(src: &str) -> Result<Dockerfile, Vec<Diagnostic>> {
+    let (df, errors) = parse_collect(src);
+    if errors.is_empty() {
+        Ok(df)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The instructions before the first error of a Dockerfile that does not parse (BuildKit still runs
+/// its parse-time checks on them).
+pub(crate) fn parse_prefix(src: &str) -> Dockerfile {
+    let (mut df, errors) = parse_collect(src);
+    if let Some(first) = errors.iter().map(|e| e.span.line).min() {
+        df.instructions.retain(|i| i.end_line < first);
+        df.warnings.retain(|w| w.span.line < first);
+    }
+    df
+}
+
+/// The AST (of what parsed) and every error.
+fn parse_collect(src: &str) -> (Dockerfile, Vec<Diagnostic>) {
     let mut lines = split_lines(src);
     if let Some(first) = lines.first_mut() {
         if let Some(rest) = first.text.strip_prefix('\u{feff}') {
@@ -497,15 +518,14 @@ pub fn parse(src: &str) -> Result<Dockerfile, Vec<Diagnostic>> {
             help: Some("a Dockerfile needs at least a FROM instruction".into()),
         });
     }
-    if errors.is_empty() {
-        Ok(Dockerfile {
+    (
+        Dockerfile {
             directives,
             instructions,
             warnings,
-        })
-    } else {
-        Err(errors)
-    }
+        },
+        errors,
+    )
 }
 
 fn line_span(line: &Line<'_>, number: usize) -> Span {

@@ -532,3 +532,25 @@ fn invalid_base_image_platform_names_the_expanded_image_and_platform() {
         vec!["Base image arm-image was pulled with platform \"linux/arm64\", expected \"linux/amd64\" for current build"]
     );
 }
+
+/// BuildKit's `testWarningsBeforeError`: the parse-time rules on the lines before a parse error.
+#[test]
+fn warnings_before_a_parse_error() {
+    let src = "\nFROM scratch AS BadStageName\nMAINTAINER me@example.org\nBADCMD\nENV A 1\n";
+    assert!(parse(src).is_err());
+    let out = checks::before_parse_error(src, "Dockerfile", &CheckOptions::default());
+    assert!(
+        out.starts_with("Check complete, 2 warnings have been found!\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Stage name 'BadStageName' should be lowercase\nDockerfile:2\n"),
+        "{out}"
+    );
+    assert!(out.contains("WARNING: MaintainerDeprecated"), "{out}");
+    assert!(!out.contains("LegacyKeyValueFormat"), "{out}");
+    assert_eq!(
+        checks::before_parse_error("FROM\nBADCMD\n", "Dockerfile", &CheckOptions::default()),
+        ""
+    );
+}

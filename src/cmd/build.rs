@@ -52,7 +52,8 @@ pub(crate) fn build(
 ) -> Result<Option<oci::Digest>> {
     let progress = Progress::new(mode(args));
     let plan = plan(args)?;
-    let source = read_dockerfile(args)?;
+    let call = Call::parse(&args.call, args.check).map_err(|e| anyhow!(e))?;
+    let source = read_dockerfile(args, call.method == Method::Check)?;
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
     let client = Arc::new(LazyClient::new(
         args.registry.client_options(&args.insecure_registries),
@@ -66,7 +67,6 @@ pub(crate) fn build(
         )
         .with_pull(args.pull),
     );
-    let call = Call::parse(&args.call, args.check).map_err(|e| anyhow!(e))?;
     if matches!(call.method, Method::Outline | Method::Targets) {
         let target = args.target.as_deref();
         print!(
@@ -255,7 +255,7 @@ fn plan(args: &BuildArgs) -> Result<Plan> {
 }
 
 /// Reads and parses the Dockerfile (`-f`, else `Dockerfile` in the context).
-fn read_dockerfile(args: &BuildArgs) -> Result<Source> {
+fn read_dockerfile(args: &BuildArgs, check: bool) -> Result<Source> {
     if !args.context.is_dir() {
         bail!(
             "build context {} not found or not a directory",
@@ -271,8 +271,16 @@ fn read_dockerfile(args: &BuildArgs) -> Result<Source> {
         _ => anyhow!(e).context(format!("reading {}", path.display())),
     })?;
     let label = path.display().to_string();
-    let parsed =
-        frontend::parse(&text).map_err(|d| diagnostics::from_frontend(&label, &text, &d))?;
+    let parsed = frontend::parse(&text).map_err(|d| {
+        if check {
+            // As BuildKit: the checks that fired on the lines before the error, then the error.
+            print!(
+                "{}",
+                checks::before_parse_error(&text, &label, &Default::default())
+            );
+        }
+        diagnostics::from_frontend(&label, &text, &d)
+    })?;
     Ok(Source {
         path,
         label,

@@ -107,6 +107,27 @@ fn check_prints_the_warnings_then_the_build_error() {
 }
 
 #[test]
+fn check_prints_the_warnings_before_a_parse_error() {
+    // BuildKit's testWarningsBeforeError: rules on the lines before an unknown instruction still fire.
+    let env = Env::new();
+    let ctx = env.context(
+        "unparsable",
+        &[(
+            "Dockerfile",
+            "FROM scratch AS BadStageName\nMAINTAINER me@example.org\nBADCMD\n",
+        )],
+    );
+    let (code, stdout, stderr) = run(&env, &["build", "--check", path(&ctx)]);
+    assert_eq!(code, 1);
+    assert!(
+        stdout.starts_with("Check complete, 2 warnings have been found!\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("WARNING: StageNameCasing"), "{stdout}");
+    assert!(stderr.contains("unknown instruction: BADCMD"), "{stderr}");
+}
+
+#[test]
 fn check_directive_skips_rules_and_error_true_fails_the_build() {
     let env = Env::new();
     let skipped = env.context(

@@ -310,6 +310,41 @@ fn parse_go_bool(v: &str) -> Option<bool> {
     }
 }
 
+/// The rules BuildKit runs while parsing instructions: the ones that still fire on the lines before a
+/// parse error.
+const PARSE_TIME: &[&Rule] = &[
+    &NO_EMPTY_CONTINUATION,
+    &MAINTAINER_DEPRECATED,
+    &STAGE_NAME_CASING,
+    &FROM_AS_CASING,
+    &INVALID_DEFINITION_DESCRIPTION,
+];
+
+/// `--check` of a Dockerfile that does not parse: the parse-time rules that fired on the instructions
+/// before the first error, rendered as [`Report::render`] does (empty when none did). BuildKit prints
+/// these warnings, then the error.
+pub fn before_parse_error(src: &str, filename: &str, opts: &CheckOptions<'_>) -> String {
+    let df = crate::parser::parse_prefix(src);
+    let Ok(mut report) = rules::run(&df, opts, &mut NoBases) else {
+        return String::new();
+    };
+    report.warnings.retain(|w| PARSE_TIME.contains(&w.rule));
+    report.error_on_warnings = false;
+    if report.warnings.is_empty() {
+        return String::new();
+    }
+    report.render(filename, src)
+}
+
+/// No base images: [`before_parse_error`] runs no rule that needs one.
+struct NoBases;
+
+impl crate::BaseImages for NoBases {
+    fn config(&mut self, reference: &str) -> Result<oci::ImageConfig, crate::BoxError> {
+        Err(format!("not resolved: {reference}").into())
+    }
+}
+
 /// One rule that fired.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {
