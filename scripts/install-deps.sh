@@ -6,7 +6,7 @@ set -euo pipefail
 # /var/cache/rbuild-test/kernels). python3: the differential's CI subset (tests/it/differential.rs).
 # docker.io: dockerd 20.10 for tests/it/images.rs (--load, docker load/save interop).
 pkgs=(docker-registry busybox-static skopeo umoci jq curl apache2-utils debootstrap openssl git uidmap procps
-  libarchive-tools qemu-system-x86 cpio binutils e2fsprogs python3 docker.io)
+  libarchive-tools qemu-system-x86 cpio binutils e2fsprogs python3 docker.io zstd)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -113,6 +113,8 @@ pub fn spec(
         seccomp: security.seccomp,
         tty: opts.tty,
         isolation: opts.isolation,
+        extra_hosts: vec![],
+        limits: runner::Limits::default(),
     })
 }
 

@@ -307,7 +307,7 @@ fn apply_owner_mode(target: &Path, owner: Option<(u32, u32)>, chmod: Option<u32>
 
 /// How a local file ADD would unpack is compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Archive {
+pub(crate) enum Archive {
     Tar,
     Gzip,
     Bzip2,
@@ -373,7 +373,7 @@ impl Drop for ChildOutput {
 
 /// Whether `path` is a tar archive (plain, gzip, bzip2, xz or zstd), detected by content as Docker does:
 /// the (decompressed) data must start with a valid tar header. Anything else is copied as a file.
-fn archive_kind(path: &Path) -> Result<Option<Archive>> {
+pub(crate) fn archive_kind(path: &Path) -> Result<Option<Archive>> {
     use std::io::Read as _;
     let mut head = [0u8; 6];
     let n = {
@@ -484,7 +484,7 @@ fn keep_dir_meta(dest: &str, view: &MergedView, target: &Path) -> Result<()> {
 }
 
 /// Unpacks the tar archive at `path` into `target` (created if missing) with the safe layer unpacker.
-fn unpack_archive(path: &Path, kind: Archive, target: &Path) -> Result<()> {
+pub(crate) fn unpack_archive(path: &Path, kind: Archive, target: &Path) -> Result<()> {
     if target.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
         fs_err::remove_file(target)?;
     }

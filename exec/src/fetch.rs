@@ -78,6 +78,17 @@ impl Downloads {
         Ok(())
     }
 
+    /// Downloads `url` into the file `target` (a build context tarball; the blob stays in the store until
+    /// `rbuild prune`).
+    pub fn download_to(&self, url: &str, target: &Path) -> Result<()> {
+        let f = self.rt.block_on(self.download(url))?;
+        let mut src = self.store.open_blob(&f.digest)?;
+        let mut dst = fs_err::File::create(target)?;
+        std::io::copy(&mut src, &mut dst)
+            .with_context(|| format!("writing {}", target.display()))?;
+        Ok(())
+    }
+
     /// The download of `h.url` in this build, fetching it the first time.
     fn fetch(&self, h: &graph::Http) -> Result<Fetched> {
         if let Some(f) = self.lock().get(&h.url) {

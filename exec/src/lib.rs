@@ -26,12 +26,15 @@ use solver::{ExecContext, Outcome, WorkerError};
 
 pub mod container;
 pub mod context;
+pub mod context_source;
 pub mod copy;
 pub mod fetch;
 pub mod git;
+pub mod run_flags;
 pub mod secrets;
 
 pub use context::Context;
+pub use context_source::{ContextSource, DockerfileSource, OpenContext, Opener};
 pub use fetch::Downloads;
 pub use git::GitSources;
 pub use secrets::Secrets;
@@ -57,6 +60,10 @@ pub struct BuildWorker {
     pub git: Arc<GitSources>,
     /// With `--push`: uploads of the pushed image's RUN layers while they are written.
     pub eager: Option<Arc<dyn BlobTap>>,
+    /// `--add-host` entries and `--shm-size`/`--ulimit` of every RUN; like `--network`, not part of
+    /// cache keys (see docs/MIGRATING.md).
+    pub run_hosts: Vec<(String, String)>,
+    pub run_limits: runner::Limits,
 }
 
 /// The runner mounts of one RUN, with what must live as long as the RUN does.
@@ -491,6 +498,8 @@ impl BuildWorker {
             seccomp: runner::Seccomp::Default,
             tty: false,
             isolation: self.isolation,
+            extra_hosts: self.run_hosts.clone(),
+            limits: self.run_limits.clone(),
         };
         // Compress the big files of the layer while the RUN writes them, with what CPU it leaves idle.
         // In chroot mode the upper dir is filled only after the command ends.

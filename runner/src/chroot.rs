@@ -593,8 +593,13 @@ struct Setup {
     record: Option<Record>,
 }
 
-fn hosts_file(hostname: &str) -> String {
-    format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+fn hosts_file(hostname: &str, extra: &[(String, String)]) -> String {
+    let mut s =
+        format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    for (name, addr) in extra {
+        s.push_str(&format!("{addr}\t{name}\n"));
+    }
+    s
 }
 
 impl Setup {
@@ -610,8 +615,13 @@ impl Setup {
         } else {
             spec.hostname.as_str()
         };
-        self.write_file(root, "/etc/hosts", hosts_file(hostname).as_bytes(), 0o644)
-            .ctx(|| "failed to write /etc/hosts".into())?;
+        self.write_file(
+            root,
+            "/etc/hosts",
+            hosts_file(hostname, &spec.extra_hosts).as_bytes(),
+            0o644,
+        )
+        .ctx(|| "failed to write /etc/hosts".into())?;
         let resolv = match fs_err::read("/etc/resolv.conf") {
             Ok(content) => content,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),

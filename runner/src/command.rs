@@ -71,6 +71,7 @@ pub(crate) struct Program {
     identity: crate::user::Identity,
     no_new_privs: bool,
     tty: bool,
+    rlimits: Vec<crate::Rlimit>,
     /// Seccomp programs, in installation order (empty when unconfined).
     pub(crate) seccomp: Vec<seccompiler::BpfProgram>,
     /// Capabilities the command keeps when it runs as root.
@@ -117,6 +118,7 @@ impl Program {
             identity,
             no_new_privs: spec.no_new_privs,
             tty: spec.tty,
+            rlimits: spec.limits.rlimits.clone(),
             seccomp: crate::seccomp::filters(spec.seccomp)?,
             caps: DEFAULT_CAPS,
             last_cap: None,
@@ -167,6 +169,7 @@ impl Program {
 
     fn drop_privileges(&self, original_mask: &SignalSet) -> Result<(), SetupError> {
         sys::reset_signal_dispositions();
+        self.set_rlimits()?;
         if self.tty {
             sys::take_controlling_terminal(0)
                 .ctx(|| "failed to make stdin the controlling terminal".into())?;
@@ -230,6 +233,45 @@ impl Program {
         if self.no_new_privs {
             rustix::thread::set_no_new_privs(true).ctx(|| "failed to set no_new_privs".into())?;
             self.install_seccomp()?;
+        }
+        Ok(())
+    }
+
+    /// `--ulimit`: lowering always works; raising a hard limit needs `CAP_SYS_RESOURCE` in the
+    /// initial user namespace, which many CI hosts (and this project's) do not grant.
+    fn set_rlimits(&self) -> Result<(), SetupError> {
+        for l in &self.rlimits {
+            let resource = crate::RLIMIT_NAMES
+                .iter()
+                .find(|(n, _)| *n == l.name)
+                .map(|(_, r)| *r)
+                .ok_or_else(|| SetupError::msg(format!("unknown ulimit {:?}", l.name)))?;
+            let limit = |v: u64| (v != u64::MAX).then_some(v);
+            let now = rustix::process::getrlimit(resource);
+            let wanted = rustix::process::Rlimit {
+                current: limit(l.soft),
+                maximum: limit(l.hard),
+            };
+            if let Err(e) = rustix::process::setrlimit(resource, wanted) {
+                let shown =
+                    |v: Option<u64>| v.map_or_else(|| "unlimited".to_owned(), |v| v.to_string());
+                let raised = match (now.maximum, limit(l.hard)) {
+                    (None, _) => false,
+                    (Some(_), None) => true,
+                    (Some(have), Some(want)) => want > have,
+                };
+                return Err(SetupError::msg(if raised {
+                    format!(
+                        "ulimit {}: cannot raise the hard limit from {} to {} (raising needs \
+                         CAP_SYS_RESOURCE and stays under the kernel's maximum; give a lower limit)",
+                        l.name,
+                        shown(now.maximum),
+                        shown(limit(l.hard))
+                    )
+                } else {
+                    format!("ulimit {}: setrlimit failed: {e}", l.name)
+                }));
+            }
         }
         Ok(())
     }

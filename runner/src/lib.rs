@@ -54,6 +54,8 @@
 //!     seccomp: runner::Seccomp::Default,
 //!     tty: false,
 //!     isolation: runner::Isolation::Namespaces,
+//!     extra_hosts: vec![],
+//!     limits: runner::Limits::default(),
 //! };
 //! let exe = std::env::current_exe().unwrap();
 //! let io = std::process::Stdio::inherit;
@@ -154,6 +156,108 @@ pub struct Spec {
     /// How the command is isolated from the host.
     #[serde(default)]
     pub isolation: Isolation,
+    /// Extra `/etc/hosts` entries, `(name, address)` (`--add-host`).
+    #[serde(default)]
+    pub extra_hosts: Vec<(String, String)>,
+    /// `/dev/shm` size and resource limits of the command.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Resource limits of the command (buildx's `--shm-size` and `--ulimit`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Size of the `/dev/shm` tmpfs in bytes; 0 is Docker's 64 MiB. Namespace isolation only (in
+    /// chroot mode `/dev/shm` is a directory of the rootfs).
+    pub shm_size: u64,
+    /// Set with `setrlimit(2)` before the command starts, in order.
+    pub rlimits: Vec<Rlimit>,
+}
+
+/// One resource limit (`--ulimit TYPE=SOFT[:HARD]`); `u64::MAX` is unlimited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    /// Docker's name of the limit: `nofile`, `nproc`, `core`, `stack`, `memlock`, …
+    pub name: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// The `--ulimit` names Docker accepts, with the resource each sets.
+#[cfg(target_os = "linux")]
+pub(crate) const RLIMIT_NAMES: &[(&str, rustix::process::Resource)] = {
+    use rustix::process::Resource as R;
+    &[
+        ("core", R::Core),
+        ("cpu", R::Cpu),
+        ("data", R::Data),
+        ("fsize", R::Fsize),
+        ("locks", R::Locks),
+        ("memlock", R::Memlock),
+        ("msgqueue", R::Msgqueue),
+        ("nice", R::Nice),
+        ("nofile", R::Nofile),
+        ("nproc", R::Nproc),
+        ("rss", R::Rss),
+        ("rtprio", R::Rtprio),
+        ("rttime", R::Rttime),
+        ("sigpending", R::Sigpending),
+        ("stack", R::Stack),
+        ("as", R::As),
+    ]
+};
+
+impl Rlimit {
+    /// Parses Docker's `TYPE=SOFT[:HARD]` (`-1` or `unlimited`: no limit; HARD defaults to SOFT).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        const NAMES: &[&str] = &[
+            "core",
+            "cpu",
+            "data",
+            "fsize",
+            "locks",
+            "memlock",
+            "msgqueue",
+            "nice",
+            "nofile",
+            "nproc",
+            "rss",
+            "rtprio",
+            "rttime",
+            "sigpending",
+            "stack",
+            "as",
+        ];
+        let (name, values) = s
+            .split_once('=')
+            .ok_or_else(|| format!("invalid ulimit {s:?}: expected TYPE=SOFT[:HARD]"))?;
+        if !NAMES.contains(&name) {
+            return Err(format!(
+                "invalid ulimit type {name:?}: one of {}",
+                NAMES.join(", ")
+            ));
+        }
+        let value = |v: &str| match v {
+            "-1" | "unlimited" => Ok(u64::MAX),
+            v => v
+                .parse::<u64>()
+                .map_err(|_| format!("invalid ulimit {s:?}: {v:?} is not a number")),
+        };
+        let (soft, hard) = match values.split_once(':') {
+            Some((soft, hard)) => (value(soft)?, value(hard)?),
+            None => (value(values)?, value(values)?),
+        };
+        if soft > hard {
+            return Err(format!(
+                "invalid ulimit {s:?}: the soft limit is above the hard limit"
+            ));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            soft,
+            hard,
+        })
+    }
 }
 
 /// How the sandbox isolates the command.

@@ -630,8 +630,13 @@ fn file_tree(
     Tree::readonly(tree, false, features)
 }
 
-fn hosts_file(hostname: &str) -> String {
-    format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+fn hosts_file(hostname: &str, extra: &[(String, String)]) -> String {
+    let mut s =
+        format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    for (name, addr) in extra {
+        s.push_str(&format!("{addr}\t{name}\n"));
+    }
+    s
 }
 
 /// Builds the rootfs and enters it. Runs in PID 1; on return the process is inside the new
@@ -669,7 +674,8 @@ pub(crate) fn prepare(
         spec.hostname.as_str()
     };
     let hosts = work.join("hosts");
-    fs_err::write(&hosts, hosts_file(hostname)).ctx(|| "failed to write the hosts file".into())?;
+    fs_err::write(&hosts, hosts_file(hostname, &spec.extra_hosts))
+        .ctx(|| "failed to write the hosts file".into())?;
     let resolv = work.join("resolv.conf");
     let resolv_conf = match fs_err::read("/etc/resolv.conf") {
         Ok(content) => content,
@@ -808,7 +814,14 @@ pub(crate) fn prepare(
         &shm,
         "tmpfs",
         nosuid_nodev_noexec,
-        "mode=1777,size=65536k",
+        &format!(
+            "mode=1777,size={}k",
+            if spec.limits.shm_size == 0 {
+                65536
+            } else {
+                spec.limits.shm_size.div_ceil(1024)
+            }
+        ),
     )?;
     for (link, target) in [
         ("/dev/ptmx", "pts/ptmx"),

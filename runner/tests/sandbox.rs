@@ -83,6 +83,8 @@ impl Sandbox {
             seccomp: Seccomp::Default,
             tty: false,
             isolation: runner::Isolation::Namespaces,
+            extra_hosts: vec![],
+            limits: runner::Limits::default(),
         };
         Self { _dir: dir, spec }
     }

@@ -264,8 +264,8 @@ pub(crate) struct BuildArgs {
     /// Name and optionally a tag (`name:tag`); repeatable.
     #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
     pub(crate) tags: Vec<String>,
-    /// Dockerfile path (default: CONTEXT/Dockerfile).
-    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    /// Dockerfile path (default: CONTEXT/Dockerfile; inside a remote context; `-`: stdin).
+    #[arg(short = 'f', long = "file", alias = "dockerfile", value_name = "FILE")]
     pub(crate) file: Option<PathBuf>,
     /// Build-time variable; repeatable.
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
@@ -341,6 +341,15 @@ pub(crate) struct BuildArgs {
     /// Network of RUN steps without their own `--network`: default (the host's, as BuildKit), none, host.
     #[arg(long, value_enum, default_value_t = NetworkArg::Default)]
     pub(crate) network: NetworkArg,
+    /// `/etc/hosts` entry of every RUN step (`HOST:IP`); repeatable.
+    #[arg(long = "add-host", value_name = "HOST:IP", value_parser = exec::run_flags::parse_add_host)]
+    pub(crate) add_hosts: Vec<(String, String)>,
+    /// Size of /dev/shm in RUN steps (e.g. 128m; default 64m).
+    #[arg(long, value_name = "SIZE", value_parser = exec::run_flags::parse_ram)]
+    pub(crate) shm_size: Option<u64>,
+    /// Resource limit of RUN steps, `TYPE=SOFT[:HARD]` (e.g. nofile=1024:2048); repeatable.
+    #[arg(long = "ulimit", value_name = "TYPE=SOFT[:HARD]", value_parser = runner::Rlimit::parse)]
+    pub(crate) ulimits: Vec<runner::Rlimit>,
     /// Run RUN steps with no_new_privs (setuid binaries then do not raise privileges).
     #[arg(long)]
     pub(crate) no_new_privileges: bool,
@@ -371,9 +380,10 @@ pub(crate) struct BuildArgs {
     pub(crate) platform: Option<oci::Platform>,
     #[command(flatten)]
     pub(crate) registry: RegistryArgs,
-    /// Build context directory.
+    /// Build context: a directory, a git URL (`https://host/r.git#ref:dir`, `git@host:r.git`), a tarball
+    /// URL, `-` (stdin: a tarball or a Dockerfile), kaniko's `tar://FILE`, `dir://DIR`.
     #[arg(value_name = "CONTEXT")]
-    pub(crate) context: PathBuf,
+    pub(crate) context: String,
 }
 
 #[derive(Debug, Args)]

@@ -42,6 +42,7 @@ struct Source {
     label: String,
     text: String,
     parsed: frontend::Dockerfile,
+    context: exec::OpenContext,
 }
 
 /// Runs one build; returns the image config digest (the image ID), or `None` for `--check`.
@@ -53,7 +54,13 @@ pub(crate) fn build(
     let progress = Progress::new(mode(args));
     let plan = plan(args)?;
     let call = Call::parse(&args.call, args.check).map_err(|e| anyhow!(e))?;
-    let source = read_dockerfile(args, call.method == Method::Check)?;
+    let source = read_dockerfile(
+        args,
+        call.method == Method::Check,
+        &plan.build_args,
+        &store,
+        rt,
+    )?;
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
     let client = Arc::new(LazyClient::new(
         args.registry.client_options(&args.insecure_registries),
@@ -254,23 +261,29 @@ fn plan(args: &BuildArgs) -> Result<Plan> {
     })
 }
 
-/// Reads and parses the Dockerfile (`-f`, else `Dockerfile` in the context).
-fn read_dockerfile(args: &BuildArgs, check: bool) -> Result<Source> {
-    if !args.context.is_dir() {
-        bail!(
-            "build context {} not found or not a directory",
-            args.context.display()
-        );
+/// Opens the context (a directory, git, a tarball URL, stdin) and parses its Dockerfile.
+fn read_dockerfile(
+    args: &BuildArgs,
+    check: bool,
+    build_args: &BTreeMap<String, String>,
+    store: &Arc<cache::Store>,
+    rt: &tokio::runtime::Runtime,
+) -> Result<Source> {
+    let keep_git = std::env::var("BUILDKIT_CONTEXT_KEEP_GIT_DIR")
+        .ok()
+        .or_else(|| build_args.get("BUILDKIT_CONTEXT_KEEP_GIT_DIR").cloned())
+        .is_some_and(|v| matches!(v.as_str(), "1" | "true"));
+    let context = exec::Opener {
+        store,
+        rt: rt.handle(),
+        stdin: None,
     }
-    let path = args
-        .file
-        .clone()
-        .unwrap_or_else(|| args.context.join("Dockerfile"));
-    let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => anyhow!("Dockerfile not found: {}", path.display()),
-        _ => anyhow!(e).context(format!("reading {}", path.display())),
-    })?;
-    let label = path.display().to_string();
+    .open(
+        &exec::ContextSource::parse(&args.context, keep_git)?,
+        &exec::DockerfileSource::from_flag(args.file.as_deref()),
+    )?;
+    let label = context.dockerfile_label.clone();
+    let text = context.dockerfile_text.clone();
     let parsed = frontend::parse(&text).map_err(|d| {
         if check {
             // As BuildKit: the checks that fired on the lines before the error, then the error.
@@ -282,10 +295,11 @@ fn read_dockerfile(args: &BuildArgs, check: bool) -> Result<Source> {
         diagnostics::from_frontend(&label, &text, &d)
     })?;
     Ok(Source {
-        path,
+        path: context.dockerfile_path.clone(),
         label,
         text,
         parsed,
+        context,
     })
 }
 
@@ -370,10 +384,12 @@ fn solve(
     progress: &Progress,
 ) -> Result<Solved> {
     let stage = &lowered.stages[lowered.target];
-    let ignore = exec::context::read_dockerignore(&source.path, &args.context)?;
     let walk = std::time::Instant::now();
-    let context =
-        Arc::new(Context::load(&args.context, &ignore)?.with_stat_cache(Arc::clone(store)));
+    let mut context = Context::load(&source.context.root, &source.context.ignore)?;
+    if source.context.local {
+        context = context.with_stat_cache(Arc::clone(store));
+    }
+    let context = Arc::new(context);
     tracing::debug!(elapsed = ?walk.elapsed(), "build context walked");
     // With --push, the image's RUN layers start uploading while they are written.
     let eager = match plan.tags.first() {
@@ -403,11 +419,24 @@ fn solve(
         remote: Arc::clone(remote) as Arc<dyn BlobSource>,
         git: Arc::default(),
         eager: eager.clone().map(|e| e as Arc<dyn images::BlobTap>),
+        run_hosts: args.add_hosts.clone(),
+        run_limits: runner::Limits {
+            shm_size: args.shm_size.unwrap_or(0),
+            rlimits: args.ulimits.clone(),
+        },
     };
     let solve_opts = solver::SolveOptions {
         jobs: args.jobs.unwrap_or(8).max(1),
         cache: cache_policy(args, lowered),
-        identities: node_identities(&lowered.graph, &source.path),
+        identities: node_identities(
+            &lowered.graph,
+            // A remote context's scratch dir changes every build; its label does not.
+            if source.context.local {
+                &source.path
+            } else {
+                Path::new(&source.label)
+            },
+        ),
     };
     let _lease = store.lease()?;
     let records = LayeredRecords {
@@ -613,13 +642,13 @@ fn run_checks(
     images: &Images,
     all_stages: bool,
 ) -> Result<checks::Report> {
-    let ignore = exec::context::read_dockerignore(&source.path, &args.context)?;
+    let ignore = &source.context.ignore;
     let opts = checks::CheckOptions {
         build_args: plan.build_args.clone(),
         target: args.target.clone(),
         all_stages,
         platform: images.platform.clone(),
-        dockerignore: Some(&ignore),
+        dockerignore: Some(ignore),
     };
     Ok(checks::run(&source.parsed, &opts, &mut Bases(images))
         .map_err(|d| diagnostics::from_frontend(&source.label, &source.text, &[d]))?)

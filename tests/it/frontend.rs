@@ -382,9 +382,9 @@ fn add_from_a_url_downloads_checks_the_checksum_and_caches_by_content() {
 }
 
 /// `git daemon` serving a repository made here (branch `main`, annotated tag `v1`), on a free port.
-struct GitServer {
+pub(crate) struct GitServer {
     child: std::process::Child,
-    url: String,
+    pub(crate) url: String,
     work: std::path::PathBuf,
     bare: std::path::PathBuf,
     _dir: tempfile::TempDir,
@@ -399,14 +399,21 @@ fn git_in(dir: &std::path::Path, args: &[&str]) -> String {
 
 impl GitServer {
     fn start() -> Self {
+        Self::start_with(&[("README", "readme v1\n"), ("sub/a.txt", "a v1\n")])
+    }
+
+    /// A server whose repository holds `files` (`sub/a.txt` is what [`GitServer::push_change`] edits).
+    pub(crate) fn start_with(files: &[(&str, &str)]) -> Self {
         crate::common::require("/usr/lib/git-core/git-daemon", "git");
         let dir = tempfile::tempdir().unwrap();
         let work = dir.path().join("work");
         let srv = dir.path().join("srv");
-        std::fs::create_dir_all(work.join("sub")).unwrap();
         std::fs::create_dir_all(&srv).unwrap();
-        std::fs::write(work.join("README"), "readme v1\n").unwrap();
-        std::fs::write(work.join("sub/a.txt"), "a v1\n").unwrap();
+        for (path, content) in files {
+            let p = work.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, content).unwrap();
+        }
         git_in(&work, &["init", "-q", "-b", "main"]);
         git_in(&work, &["add", "."]);
         git_in(&work, &["commit", "-q", "-m", "one"]);
@@ -457,7 +464,7 @@ impl GitServer {
     }
 
     /// Commits a change to `sub/a.txt` on main and pushes it to the served repository.
-    fn push_change(&self, content: &str) {
+    pub(crate) fn push_change(&self, content: &str) {
         std::fs::write(self.work.join("sub/a.txt"), content).unwrap();
         git_in(&self.work, &["commit", "-q", "-am", "change"]);
         git_in(

@@ -11,6 +11,8 @@ mod checks;
 mod chroot;
 /// Shared harness: temp stores, the busybox base image, the registry.
 mod common;
+/// Build contexts from git URLs, tarball URLs, stdin, kaniko's `tar://` and `dir://`.
+mod contexts;
 /// COPY/ADD semantics against BuildKit: wildcards, symlink sources, --chmod, destinations, users.
 mod copy;
 /// The differential's CI subset: rbuild's images against BuildKit's, recorded (tests/differential/).
@@ -21,6 +23,8 @@ mod docs;
 mod errors;
 /// Outputs and formats: archives, compression, reproducibility, history and inspect.
 mod export;
+/// buildx's flags for every RUN (`--add-host`, `--shm-size`, `--ulimit`, `--secret`), seen from inside.
+mod flags;
 /// Dockerfile features end to end: instructions, flags, heredocs, ADD, .dockerignore, `--check`.
 mod frontend;
 /// Managing images: tag, rmi, images filters and formats, push under another name, save and load.

@@ -1,0 +1,112 @@
+//! buildx's flags for every RUN step, parsed as docker parses them: `--add-host`, `--shm-size`,
+//! `--ulimit` (see [`runner::Rlimit::parse`]).
+
+/// Parses `--add-host HOST:IP` (or `HOST=IP`, as buildx also accepts); IPv6 addresses keep their
+/// colons (`host:::1`, `host=::1`), `host-gateway` is refused (there is no gateway: RUN shares the
+/// host's network).
+pub fn parse_add_host(s: &str) -> Result<(String, String), String> {
+    let (host, ip) = s
+        .split_once('=')
+        .or_else(|| s.split_once(':'))
+        .ok_or_else(|| format!("invalid --add-host {s:?}: expected HOST:IP"))?;
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(format!(
+            "invalid --add-host {s:?}: empty or blank host name"
+        ));
+    }
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    if ip == "host-gateway" {
+        return Err(format!(
+            "--add-host {s}: host-gateway is not supported (RUN steps share the host's network; use 127.0.0.1)"
+        ));
+    }
+    ip.parse::<std::net::IpAddr>()
+        .map_err(|_| format!("invalid --add-host {s:?}: {ip:?} is not an IP address"))?;
+    Ok((host.to_owned(), ip.to_owned()))
+}
+
+/// Parses a memory size as docker does (`RAMInBytes`): `128m`, `1g`, `512k`, `1048576`, binary
+/// multiples (`m` is MiB), an optional trailing `b`.
+pub fn parse_ram(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| {
+        format!("invalid size {s:?}: expected a number with an optional unit (e.g. 128m)")
+    })?;
+    let mult = match unit {
+        "" => 1u64,
+        "k" | "ki" => 1 << 10,
+        "m" | "mi" => 1 << 20,
+        "g" | "gi" => 1 << 30,
+        "t" | "ti" => 1 << 40,
+        other => {
+            return Err(format!(
+                "invalid size {s:?}: unknown unit {other:?} (k, m, g, t)"
+            ))
+        }
+    };
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    // non-negative, and sizes stay far below 2^53
+    Ok((n * mult as f64).round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_host_takes_docker_and_buildx_spellings() {
+        assert_eq!(
+            parse_add_host("db:10.0.0.5").unwrap(),
+            ("db".into(), "10.0.0.5".into())
+        );
+        assert_eq!(
+            parse_add_host("db=10.0.0.5").unwrap(),
+            ("db".into(), "10.0.0.5".into())
+        );
+        assert_eq!(
+            parse_add_host("v6:::1").unwrap(),
+            ("v6".into(), "::1".into())
+        );
+        assert_eq!(
+            parse_add_host("v6=[::1]").unwrap(),
+            ("v6".into(), "::1".into())
+        );
+        assert!(parse_add_host("db").unwrap_err().contains("HOST:IP"));
+        assert!(parse_add_host("db:nope").unwrap_err().contains("not an IP"));
+        assert!(parse_add_host("db:host-gateway")
+            .unwrap_err()
+            .contains("host-gateway"));
+    }
+
+    #[test]
+    fn sizes_are_binary_as_docker() {
+        assert_eq!(parse_ram("128m").unwrap(), 128 << 20);
+        assert_eq!(parse_ram("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_ram("512kb").unwrap(), 512 << 10);
+        assert_eq!(parse_ram("4096").unwrap(), 4096);
+        assert!(parse_ram("12x").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn ulimits_parse_as_docker() {
+        let l = runner::Rlimit::parse("nofile=1024:2048").unwrap();
+        assert_eq!((l.name.as_str(), l.soft, l.hard), ("nofile", 1024, 2048));
+        let l = runner::Rlimit::parse("core=-1").unwrap();
+        assert_eq!((l.soft, l.hard), (u64::MAX, u64::MAX));
+        assert!(runner::Rlimit::parse("bogus=1")
+            .unwrap_err()
+            .contains("one of"));
+        assert!(runner::Rlimit::parse("nofile=10:5")
+            .unwrap_err()
+            .contains("above the hard"));
+    }
+}
