@@ -119,6 +119,31 @@ impl ContextSource {
     }
 }
 
+/// Opens the context argument `context` with the Dockerfile of `-f` (`file`; `-` is stdin); a git
+/// checkout keeps `.git` when `BUILDKIT_CONTEXT_KEEP_GIT_DIR` is 1 or true (the environment, or a build
+/// arg as buildx passes it).
+pub fn open(
+    context: &str,
+    file: Option<&Path>,
+    build_args: &std::collections::BTreeMap<String, String>,
+    store: &std::sync::Arc<cache::Store>,
+    rt: &tokio::runtime::Handle,
+) -> Result<OpenContext> {
+    let keep_git = std::env::var("BUILDKIT_CONTEXT_KEEP_GIT_DIR")
+        .ok()
+        .or_else(|| build_args.get("BUILDKIT_CONTEXT_KEEP_GIT_DIR").cloned())
+        .is_some_and(|v| matches!(v.as_str(), "1" | "true"));
+    Opener {
+        store,
+        rt,
+        stdin: None,
+    }
+    .open(
+        &ContextSource::parse(context, keep_git)?,
+        &DockerfileSource::from_flag(file),
+    )
+}
+
 /// Where the Dockerfile comes from: `-f FILE`, `-f -` (stdin), or `Dockerfile` in the context.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DockerfileSource {
@@ -153,6 +178,18 @@ pub struct OpenContext {
     pub local: bool,
     /// Keeps the scratch directory of a remote or stdin context until the build is done.
     _scratch: Option<tempfile::TempDir>,
+}
+
+impl OpenContext {
+    /// The Dockerfile's identity for explaining cache misses across builds: its path, or for a remote
+    /// context (whose scratch dir changes every build) its label.
+    pub fn identity(&self) -> PathBuf {
+        if self.local {
+            self.dockerfile_path.clone()
+        } else {
+            PathBuf::from(&self.dockerfile_label)
+        }
+    }
 }
 
 /// What opening a context may need: the store (scratch space, downloads) and the runtime for downloads.

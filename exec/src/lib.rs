@@ -30,6 +30,7 @@ pub mod context_source;
 pub mod copy;
 pub mod fetch;
 pub mod git;
+pub mod named_context;
 pub mod run_flags;
 pub mod secrets;
 
@@ -60,8 +61,7 @@ pub struct BuildWorker {
     pub git: Arc<GitSources>,
     /// With `--push`: uploads of the pushed image's RUN layers while they are written.
     pub eager: Option<Arc<dyn BlobTap>>,
-    /// `--add-host` entries and `--shm-size`/`--ulimit` of every RUN; like `--network`, not part of
-    /// cache keys (see docs/MIGRATING.md).
+    /// `--add-host` entries and `--shm-size`/`--ulimit` of every RUN; in the RUN's cache key when given.
     pub run_hosts: Vec<(String, String)>,
     pub run_limits: runner::Limits,
 }
@@ -95,12 +95,22 @@ impl solver::Worker for BuildWorker {
             Op::Git(g) => self.git.content_key(g).map(Some).map_err(werr),
             // Build-wide RUN options enter the key only when not the default, so default keys do not move.
             Op::Exec(e) => {
-                let mut opts = Vec::new();
+                let mut opts: Vec<String> = Vec::new();
                 if e.network == Network::Default && self.default_network == runner::Network::None {
-                    opts.push("network=none");
+                    opts.push("network=none".into());
                 }
                 if self.no_new_privs {
-                    opts.push("no-new-privileges");
+                    opts.push("no-new-privileges".into());
+                }
+                // As BuildKit's ExecOp meta: extra hosts, /dev/shm size and ulimits change what a RUN sees.
+                for (host, ip) in &self.run_hosts {
+                    opts.push(format!("add-host={host}:{ip}"));
+                }
+                if self.run_limits.shm_size != 0 {
+                    opts.push(format!("shm-size={}", self.run_limits.shm_size));
+                }
+                for l in &self.run_limits.rlimits {
+                    opts.push(format!("ulimit={}={}:{}", l.name, l.soft, l.hard));
                 }
                 Ok((!opts.is_empty()).then(|| format!("run-options: {}", opts.join(" "))))
             }

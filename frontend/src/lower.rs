@@ -41,6 +41,10 @@ pub struct LowerOptions {
     pub target: Option<String>,
     /// Target platform (= build platform = host for now).
     pub platform: oci::Platform,
+    /// Named contexts that are images (`--build-context NAME=docker-image://REF`): `FROM NAME`,
+    /// `COPY --from=NAME` and `RUN --mount=from=NAME` use the image reference instead, unless NAME
+    /// is a stage defined above.
+    pub named_images: BTreeMap<String, String>,
 }
 
 impl Default for LowerOptions {
@@ -49,6 +53,7 @@ impl Default for LowerOptions {
             build_args: BTreeMap::new(),
             target: None,
             platform: oci::Platform::host(),
+            named_images: BTreeMap::new(),
         }
     }
 }
@@ -563,7 +568,13 @@ impl Lowerer<'_> {
             );
             return Err(());
         }
-        Ok(self.image_node(from, span))
+        let image = self
+            .opts
+            .named_images
+            .get(from)
+            .map_or(from, String::as_str)
+            .to_owned();
+        Ok(self.image_node(&image, span))
     }
 
     fn image_node(&mut self, reference: &str, span: Span) -> NodeId {
@@ -586,7 +597,12 @@ impl Lowerer<'_> {
         let def = &defs[i];
         let span = def.from.span;
         let genv = self.global_env();
-        let image = self.expand(&def.image, &genv, span)?;
+        let mut image = self.expand(&def.image, &genv, span)?;
+        if Self::stage_ref(defs, i, &image).is_none() {
+            if let Some(named) = self.opts.named_images.get(&image) {
+                image.clone_from(named);
+            }
+        }
         if image.is_empty() {
             self.errors.push(Diagnostic::new(
                 format!("base name ({}) should not be blank", def.image),

@@ -39,6 +39,7 @@ fn options() -> LowerOptions {
             variant: None,
             os_version: None,
         },
+        named_images: std::collections::BTreeMap::new(),
     }
 }
 

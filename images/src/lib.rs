@@ -32,7 +32,7 @@ pub mod show;
 mod source;
 
 pub use list::{human_size, image_size, list, render, ImageRow, ListFormat};
-pub use load::{load_archive, load_layout_dir, parse_oci_dir, Loaded};
+pub use load::{import_layout_dir, load_archive, load_layout_dir, parse_oci_dir, Loaded};
 pub use source::{BlobSource, BlobTap, Fetching, NoBlobSource, TapDone};
 
 /// A base image resolved to a manifest, with its config.
@@ -117,6 +117,17 @@ impl Images {
             .expect("images lock")
             .insert(name.to_owned(), r.clone());
         Ok(r)
+    }
+
+    /// Makes `name` resolve to the manifest `desc` of the store for this build (a named context:
+    /// `--build-context NAME=oci-layout://…`), without a tag or a registry.
+    pub fn pin(&self, name: &str, desc: Descriptor) -> Result<()> {
+        let r = self.local(None, desc)?;
+        self.resolved
+            .lock()
+            .expect("images lock")
+            .insert(name.to_owned(), r);
+        Ok(())
     }
 
     fn resolve_uncached(&self, name: &str) -> Result<ResolvedImage> {

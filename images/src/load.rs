@@ -61,6 +61,26 @@ pub fn load_archive(store: &cache::Store, input: impl Read) -> Result<Vec<Loaded
 /// Loads the images of the OCI layout directory `dir` (only those whose `ref.name` is `tag`, if given).
 pub fn load_layout_dir(store: &cache::Store, dir: &Path, tag: Option<&str>) -> Result<Vec<Loaded>> {
     let _lease = store.lease()?;
+    tag_all(store, layout_images(store, dir, tag)?)
+}
+
+/// Copies the images of the OCI layout directory `dir` (only those whose `ref.name` is `tag`, if given)
+/// into the store without naming them (a `--build-context NAME=oci-layout://DIR`).
+pub fn import_layout_dir(
+    store: &cache::Store,
+    dir: &Path,
+    tag: Option<&str>,
+) -> Result<Vec<Loaded>> {
+    let _lease = store.lease()?;
+    let mut images = layout_images(store, dir, tag)?;
+    for l in &mut images {
+        l.names.clear();
+    }
+    tag_all(store, images)
+}
+
+/// The images of an OCI layout directory, their blobs copied into the store.
+fn layout_images(store: &cache::Store, dir: &Path, tag: Option<&str>) -> Result<Vec<Loaded>> {
     let index = fs_err::read(dir.join("index.json"))
         .with_context(|| format!("{} is not an OCI layout", dir.display()))?;
     let mut copy = |path: &str| -> Result<Digest> {
@@ -83,7 +103,7 @@ pub fn load_layout_dir(store: &cache::Store, dir: &Path, tag: Option<&str>) -> R
             tag.map(|t| format!(" named {t}")).unwrap_or_default()
         );
     }
-    tag_all(store, images)
+    Ok(images)
 }
 
 /// `oci:DIR[:TAG]`: the directory and the tag, when `s` names an OCI layout.

@@ -2,7 +2,7 @@
 //! image → outputs and pushes → cache export — each telling the user what it does through [`Progress`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -38,7 +38,6 @@ struct Plan {
 
 /// The Dockerfile, read and parsed.
 struct Source {
-    path: PathBuf,
     label: String,
     text: String,
     parsed: frontend::Dockerfile,
@@ -269,18 +268,12 @@ fn read_dockerfile(
     store: &Arc<cache::Store>,
     rt: &tokio::runtime::Runtime,
 ) -> Result<Source> {
-    let keep_git = std::env::var("BUILDKIT_CONTEXT_KEEP_GIT_DIR")
-        .ok()
-        .or_else(|| build_args.get("BUILDKIT_CONTEXT_KEEP_GIT_DIR").cloned())
-        .is_some_and(|v| matches!(v.as_str(), "1" | "true"));
-    let context = exec::Opener {
+    let context = exec::context_source::open(
+        &args.context,
+        args.file.as_deref(),
+        build_args,
         store,
-        rt: rt.handle(),
-        stdin: None,
-    }
-    .open(
-        &exec::ContextSource::parse(&args.context, keep_git)?,
-        &exec::DockerfileSource::from_flag(args.file.as_deref()),
+        rt.handle(),
     )?;
     let label = context.dockerfile_label.clone();
     let text = context.dockerfile_text.clone();
@@ -295,7 +288,6 @@ fn read_dockerfile(
         diagnostics::from_frontend(&label, &text, &d)
     })?;
     Ok(Source {
-        path: context.dockerfile_path.clone(),
         label,
         text,
         parsed,
@@ -315,6 +307,7 @@ fn lower(
         build_args: plan.build_args.clone(),
         target: args.target.clone(),
         platform: images.platform.clone(),
+        named_images: exec::named_context::resolve(&args.build_contexts, images, &images.store)?,
     };
     let lowered = frontend::lower(&source.parsed, &opts, &mut Bases(images))
         .map_err(|d| diagnostics::from_frontend(&source.label, &source.text, &d))?;
@@ -428,15 +421,7 @@ fn solve(
     let solve_opts = solver::SolveOptions {
         jobs: args.jobs.unwrap_or(8).max(1),
         cache: cache_policy(args, lowered),
-        identities: node_identities(
-            &lowered.graph,
-            // A remote context's scratch dir changes every build; its label does not.
-            if source.context.local {
-                &source.path
-            } else {
-                Path::new(&source.label)
-            },
-        ),
+        identities: node_identities(&lowered.graph, &source.context.identity()),
     };
     let _lease = store.lease()?;
     let records = LayeredRecords {

@@ -257,3 +257,67 @@ fn kaniko_tar_and_dir_context_aliases() {
     let e = env.fails(&["build", "s3://bucket/ctx.tar.gz"]);
     assert!(e.contains("unsupported scheme s3://"), "{e}");
 }
+
+#[test]
+fn build_context_images_replace_from_and_copy_from() {
+    let env = Env::new();
+    env.busybox();
+    let alt = env.context(
+        "alt",
+        &[("Dockerfile", "FROM busybox:local\nRUN echo alt > /marker\n")],
+    );
+    env.ok(&["build", "-t", "alt:1", alt.to_str().unwrap()]);
+    let layout = env.dir.path().join("layout");
+    env.ok(&[
+        "build",
+        "-o",
+        &format!("type=oci,dest={},tar=false", layout.display()),
+        alt.to_str().unwrap(),
+    ]);
+    // `base` and `tools` are no image anywhere: only the named contexts make them resolve.
+    let ctx = env.context(
+        "named",
+        &[(
+            "Dockerfile",
+            "FROM tools AS t\n\
+             FROM base\n\
+             COPY --from=tools /marker /from-tools\n\
+             COPY --from=t /marker /from-stage\n\
+             RUN cat /marker /from-tools /from-stage > /seen\n",
+        )],
+    );
+    let c = ctx.to_str().unwrap();
+    let oci = format!("tools=oci-layout://{}", layout.display());
+    let args = [
+        "build",
+        "--progress",
+        "plain",
+        "--build-context",
+        "base=docker-image://alt:1",
+        "--build-context",
+        &oci,
+        "-t",
+        "named:1",
+        c,
+    ];
+    let (_, cold) = env.ok(&args);
+    assert_eq!(
+        env.run_sh("named:1", "cat /seen"),
+        "alt\nalt\nalt\n",
+        "{cold}"
+    );
+    // Keys follow the content: the same images again hit the cache.
+    let (_, warm) = env.ok(&args);
+    assert_eq!(
+        crate::common::step_status(&warm, "RUN cat"),
+        "CACHED",
+        "{warm}"
+    );
+    let e = env.fails(&["build", c]);
+    assert!(
+        e.contains("base"),
+        "without the named contexts, `base` is an image to pull: {e}"
+    );
+    let e = env.fails(&["build", "--build-context", "base=./dir", c]);
+    assert!(e.contains("--build-context base=./dir"), "{e}");
+}
