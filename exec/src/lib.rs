@@ -600,6 +600,11 @@ impl BuildWorker {
             }
         }
         if code != 0 {
+            let lines = setup_error.lock().expect("setup error lock");
+            if let Some(oom) = lines.iter().find(|l| l.contains("out of memory")) {
+                let oom = oom.trim_start_matches("rbuild-runner: ");
+                return Err(WorkerError::msg(format!("exit code {code}: {oom}")));
+            }
             return Err(WorkerError::ExitCode { code });
         }
         let early = early.and_then(oci::EarlyGzip::finish);

@@ -58,6 +58,44 @@ pub fn parse_ram(s: &str) -> Result<u64, String> {
     Ok((n * mult as f64).round() as u64)
 }
 
+/// The cgroup limits of docker build's flags: `--memory`, `--cpus` (or `--cpu-quota` with
+/// `--cpu-period`), `--pids-limit`, `--cgroup-parent`.
+pub fn cgroup_limits(
+    memory: Option<u64>,
+    cpus: Option<f64>,
+    cpu_quota: Option<u64>,
+    cpu_period: Option<u64>,
+    pids: Option<u64>,
+    parent: Option<String>,
+) -> Result<runner::CgroupLimits, String> {
+    if memory.is_some_and(|m| m < 6 << 20) {
+        return Err("--memory: the minimum is 6m, as docker's".into());
+    }
+    let period = cpu_period.unwrap_or(100_000);
+    let quota = match (cpus, cpu_quota) {
+        (Some(_), Some(_)) => return Err("--cpus and --cpu-quota cannot both be given".into()),
+        (Some(c), None) if c <= 0.0 => return Err(format!("--cpus {c}: must be above 0")),
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        // positive, and CPU counts times the period stay far below 2^53
+        (Some(c), None) => Some((c * period as f64).round() as u64),
+        (None, q) => q,
+    };
+    if pids == Some(0) {
+        return Err("--pids-limit 0: give at least 1".into());
+    }
+    Ok(runner::CgroupLimits {
+        parent,
+        memory,
+        cpu_quota: quota,
+        cpu_period: quota.map(|_| period),
+        pids,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +132,27 @@ mod tests {
         assert_eq!(parse_ram("512kb").unwrap(), 512 << 10);
         assert_eq!(parse_ram("4096").unwrap(), 4096);
         assert!(parse_ram("12x").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn cpus_become_a_quota_per_period() {
+        let l = cgroup_limits(None, Some(1.5), None, None, None, None).unwrap();
+        assert_eq!((l.cpu_quota, l.cpu_period), (Some(150_000), Some(100_000)));
+        let l = cgroup_limits(
+            Some(64 << 20),
+            None,
+            Some(5000),
+            Some(10_000),
+            Some(32),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            (l.memory, l.cpu_quota, l.cpu_period, l.pids),
+            (Some(64 << 20), Some(5000), Some(10_000), Some(32))
+        );
+        assert!(cgroup_limits(Some(1024), None, None, None, None, None).is_err());
+        assert!(cgroup_limits(None, Some(1.0), Some(1), None, None, None).is_err());
     }
 
     #[test]

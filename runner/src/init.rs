@@ -146,9 +146,33 @@ fn outside() -> Result<i32, SetupError> {
     let Launch { spec, features } = read_spec()?;
     let features = features.unwrap_or_else(Features::newest);
     validate(&spec)?;
-    if spec.isolation == crate::Isolation::Chroot {
-        return crate::chroot::run(&spec);
+    let cgroup = crate::cgroup::Cgroup::create(&spec.limits.cgroup)?;
+    let status = if spec.isolation == crate::Isolation::Chroot {
+        crate::chroot::run(&spec)
+    } else {
+        let shown = cgroup
+            .as_ref()
+            .map(crate::cgroup::Cgroup::sandbox_mounts)
+            .unwrap_or_default();
+        sandbox(&spec, &features, &shown)
+    };
+    if cgroup.is_some_and(crate::cgroup::Cgroup::finish) {
+        let limit = spec.limits.cgroup.memory.unwrap_or_default();
+        crate::setup::report(&format!(
+            "out of memory: the command was killed for using more than the memory limit of \
+             {limit} bytes ({} MiB, --memory)",
+            limit >> 20
+        ));
     }
+    status
+}
+
+/// PID 1 in new namespaces, with the command under it; returns the exit code.
+fn sandbox(
+    spec: &Spec,
+    features: &Features,
+    cgroups: &[(String, std::path::PathBuf)],
+) -> Result<i32, SetupError> {
     let mut waited: Vec<i32> = FORWARDED.to_vec();
     waited.push(libc::SIGCHLD);
     let signals = SignalSet::new(&waited);
@@ -160,7 +184,7 @@ fn outside() -> Result<i32, SetupError> {
     let pid1 = match sys::fork().ctx(|| "failed to fork the sandbox init".into())? {
         Fork::Child => {
             drop(report_r);
-            std::process::exit(pid1_main(&spec, &features, report_w, original_mask));
+            std::process::exit(pid1_main(spec, features, cgroups, report_w, original_mask));
         }
         Fork::Parent(pid) => pid,
     };
@@ -191,7 +215,13 @@ fn wait_forwarding(signals: &SignalSet, child: Pid) -> Result<i32, SetupError> {
 }
 
 /// PID 1 of the sandbox; returns its exit code.
-fn pid1_main(spec: &Spec, features: &Features, report: OwnedFd, original_mask: SignalSet) -> i32 {
+fn pid1_main(
+    spec: &Spec,
+    features: &Features,
+    cgroups: &[(String, std::path::PathBuf)],
+    report: OwnedFd,
+    original_mask: SignalSet,
+) -> i32 {
     // Killing the outside process must take the whole sandbox down. The outside process is
     // single-threaded, so "parent thread exits" means "outside process exits".
     if let Err(e) = rustix::process::set_parent_process_death_signal(Some(Signal::KILL)) {
@@ -201,7 +231,7 @@ fn pid1_main(spec: &Spec, features: &Features, report: OwnedFd, original_mask: S
         );
     }
     let mut created = Vec::new();
-    let prepared = crate::rootfs::prepare(spec, features, &mut created);
+    let prepared = crate::rootfs::prepare(spec, features, cgroups, &mut created);
     let mut report = std::fs::File::from(report);
     for c in &created {
         let mut line = serde_json::to_vec(c).expect("paths serialize");

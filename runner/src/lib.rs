@@ -70,6 +70,8 @@ use std::process::{Child, Stdio};
 use serde::{Deserialize, Serialize};
 
 #[cfg(target_os = "linux")]
+mod cgroup;
+#[cfg(target_os = "linux")]
 mod chroot;
 #[cfg(target_os = "linux")]
 mod cleanup;
@@ -164,14 +166,39 @@ pub struct Spec {
     pub limits: Limits,
 }
 
-/// Resource limits of the command (buildx's `--shm-size` and `--ulimit`).
+/// Resource limits of the command (`--shm-size`, `--ulimit`, and the cgroup limits).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Limits {
     /// Size of the `/dev/shm` tmpfs in bytes; 0 is Docker's 64 MiB. Namespace isolation only (in
     /// chroot mode `/dev/shm` is a directory of the rootfs).
     pub shm_size: u64,
     /// Set with `setrlimit(2)` before the command starts, in order.
     pub rlimits: Vec<Rlimit>,
+    /// Memory, CPU and process limits of the whole sandbox, through a cgroup of its own.
+    pub cgroup: CgroupLimits,
+}
+
+/// The cgroup limits of a sandbox; all `None` creates no cgroup.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupLimits {
+    /// Parent cgroup, relative to each hierarchy's root (`ci/builds`); created if missing.
+    /// `None`: the cgroup the sandbox's caller is in.
+    pub parent: Option<String>,
+    /// Memory limit in bytes (the OOM killer ends the command beyond it).
+    pub memory: Option<u64>,
+    /// CPU time in microseconds the sandbox may use per `cpu_period`.
+    pub cpu_quota: Option<u64>,
+    /// The CPU accounting period in microseconds (default 100000).
+    pub cpu_period: Option<u64>,
+    /// Maximum number of processes (and threads).
+    pub pids: Option<u64>,
+}
+
+impl CgroupLimits {
+    pub fn is_empty(&self) -> bool {
+        self.memory.is_none() && self.cpu_quota.is_none() && self.pids.is_none()
+    }
 }
 
 /// One resource limit (`--ulimit TYPE=SOFT[:HARD]`); `u64::MAX` is unlimited.

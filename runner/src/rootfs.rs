@@ -645,6 +645,7 @@ fn hosts_file(hostname: &str, extra: &[(String, String)]) -> String {
 pub(crate) fn prepare(
     spec: &Spec,
     features: &Features,
+    cgroups: &[(String, PathBuf)],
     created: &mut Vec<Created>,
 ) -> Result<(), SetupError> {
     if let Some(e) = features.overlay_error() {
@@ -717,6 +718,15 @@ pub(crate) fn prepare(
         )?)
     };
     let resolv_tree = Tree::new(clone_tree(&resolv, false)?);
+    let cgroup_trees = cgroups
+        .iter()
+        .map(|(at, dir)| {
+            Ok((
+                at,
+                Tree::readonly(clone_tree(dir, false)?, false, features)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, SetupError>>()?;
     let mut binds = Vec::new();
     for (n, m) in spec.mounts.iter().enumerate() {
         match m {
@@ -836,6 +846,27 @@ pub(crate) fn prepare(
 
     let sys = ensure("/sys", Leaf::Dir)?;
     sys_tree.attach(&sys)?;
+    if !cgroup_trees.is_empty() {
+        // The sandbox's own cgroups, read-only, as runc shows them (sysfs has no other way in).
+        let top = Path::new("/sys/fs/cgroup");
+        if cgroup_trees.iter().any(|(at, _)| !at.is_empty()) {
+            mount(
+                "tmpfs",
+                top,
+                "tmpfs",
+                nosuid_nodev_noexec,
+                "mode=755,size=64k",
+            )?;
+        }
+        for (at, tree) in &cgroup_trees {
+            let target = top.join(at);
+            if !at.is_empty() {
+                fs_err::create_dir(&target)
+                    .ctx(|| format!("failed to create {}", target.display()))?;
+            }
+            tree.attach(&target)?;
+        }
+    }
 
     let target = ensure("/etc/hosts", Leaf::File)?;
     hosts_tree.attach(&target)?;

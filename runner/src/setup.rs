@@ -48,6 +48,12 @@ impl<T, E: Into<io::Error>> Context<T> for Result<T, E> {
     }
 }
 
+/// Prints a message in the documented format (the caller reads lines starting `rbuild-runner: `).
+#[allow(clippy::print_stderr)] // stderr is how the sandbox reports to the caller
+pub(crate) fn report(msg: &dyn fmt::Display) {
+    eprintln!("rbuild-runner: {msg}");
+}
+
 /// Prints a message in the documented format and exits with `code`.
 #[allow(clippy::print_stderr)] // stderr is how the sandbox reports to the caller
 pub(crate) fn die(code: i32, msg: &dyn fmt::Display) -> ! {

@@ -354,6 +354,23 @@ pub(crate) struct BuildArgs {
     /// Resource limit of RUN steps, `TYPE=SOFT[:HARD]` (e.g. nofile=1024:2048); repeatable.
     #[arg(long = "ulimit", value_name = "TYPE=SOFT[:HARD]", value_parser = runner::Rlimit::parse)]
     pub(crate) ulimits: Vec<runner::Rlimit>,
+    /// Memory limit of each RUN step (e.g. 512m), through a cgroup; the OOM killer ends it beyond.
+    #[arg(long, short = 'm', value_name = "SIZE", value_parser = exec::run_flags::parse_ram)]
+    pub(crate) memory: Option<u64>,
+    /// CPUs each RUN step may use (e.g. 1.5).
+    #[arg(long, value_name = "N")]
+    pub(crate) cpus: Option<f64>,
+    /// CPU time of each RUN step in microseconds per --cpu-period (default 100000).
+    #[arg(long, value_name = "US")]
+    pub(crate) cpu_quota: Option<u64>,
+    #[arg(long, value_name = "US", hide = true)]
+    pub(crate) cpu_period: Option<u64>,
+    /// Maximum number of processes of each RUN step.
+    #[arg(long, value_name = "N")]
+    pub(crate) pids_limit: Option<u64>,
+    /// Cgroup under which RUN steps get theirs (default: the one rbuild runs in).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) cgroup_parent: Option<String>,
     /// Run RUN steps with no_new_privs (setuid binaries then do not raise privileges).
     #[arg(long)]
     pub(crate) no_new_privileges: bool,

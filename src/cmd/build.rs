@@ -416,6 +416,15 @@ fn solve(
         run_limits: runner::Limits {
             shm_size: args.shm_size.unwrap_or(0),
             rlimits: args.ulimits.clone(),
+            cgroup: exec::run_flags::cgroup_limits(
+                args.memory,
+                args.cpus,
+                args.cpu_quota,
+                args.cpu_period,
+                args.pids_limit,
+                args.cgroup_parent.clone(),
+            )
+            .map_err(|e| anyhow!(e))?,
         },
     };
     let solve_opts = solver::SolveOptions {

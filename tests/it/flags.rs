@@ -101,3 +101,95 @@ fn secret_by_id_alone_reads_the_environment_variable_of_that_name() {
     assert_eq!(env.run_sh("sec:1", "cat /ok"), "ok\nok2\n");
     crate::common::assert_not_in_store(&env.root(), "s3cr3t-by-env");
 }
+
+/// The cgroup path of this process in the hierarchy with the memory controller (v1), or the unified one.
+fn own_memory_cgroup() -> String {
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let line = |want: &dyn Fn(&str) -> bool| {
+        text.lines()
+            .find(|l| want(l.split(':').nth(1).unwrap_or("")))
+            .map(|l| l.splitn(3, ':').nth(2).unwrap().to_owned())
+    };
+    line(&|c| c.split(',').any(|x| x == "memory"))
+        .or_else(|| line(&str::is_empty))
+        .unwrap()
+}
+
+#[test]
+fn cgroup_limits_are_seen_inside_a_run_and_a_memory_overrun_fails_clearly() {
+    let env = Env::new();
+    env.busybox();
+    // v1 shows each controller under its name, the unified hierarchy the files at the top.
+    let ctx = env.context(
+        "cgroups",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\n\
+             RUN cd /sys/fs/cgroup && \
+                 (cat memory/memory.limit_in_bytes 2>/dev/null || cat memory.max) > /memory && \
+                 (cat pids/pids.max 2>/dev/null || cat pids.max) > /pids && \
+                 (echo $(cat cpu/cpu.cfs_quota_us cpu/cpu.cfs_period_us) 2>/dev/null || cat cpu.max) > /cpu && \
+                 cat /proc/self/cgroup > /cgroup\n",
+        )],
+    );
+    let parent = format!("{}/rbuild-it-{}", own_memory_cgroup(), std::process::id());
+    env.build_plain(
+        "cg:1",
+        &ctx,
+        &["--memory", "64m", "--pids-limit", "50", "--cpus", "0.5"],
+    );
+    assert_eq!(
+        env.run_sh("cg:1", "cat /memory /pids /cpu"),
+        "67108864\n50\n50000 100000\n"
+    );
+    // Nothing is left behind: the RUN's cgroup is gone.
+    let cg = env.run_sh("cg:1", "grep memory /cgroup || grep '^0::' /cgroup");
+    let leaf = cg.trim().rsplit('/').next().unwrap().to_owned();
+    assert!(leaf.starts_with("rbuild-"), "{cg}");
+    let roots = [
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup",
+    ];
+    let own = own_memory_cgroup();
+    for root in roots {
+        let p = std::path::Path::new(root)
+            .join(own.trim_start_matches('/'))
+            .join(&leaf);
+        assert!(!p.exists(), "{} was left behind", p.display());
+    }
+
+    // --cgroup-parent: the RUN's cgroup is made below it.
+    let only_cgroup = env.context(
+        "cgroups-parent",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\nRUN cat /proc/self/cgroup > /cgroup\n",
+        )],
+    );
+    env.build_plain(
+        "cg:2",
+        &only_cgroup,
+        &["--memory", "64m", "--cgroup-parent", &parent],
+    );
+    let seen = env.run_sh("cg:2", "cat /cgroup");
+    assert!(seen.contains(&format!("{parent}/rbuild-")), "{seen}");
+    for root in roots {
+        // The parent made for the test (empty again now) goes; a missing one is fine.
+        let _ =
+            std::fs::remove_dir(std::path::Path::new(root).join(parent.trim_start_matches('/')));
+    }
+
+    let hog = env.context(
+        "cgroups-oom",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\nRUN dd if=/dev/zero of=/dev/null bs=200M count=1\n",
+        )],
+    );
+    let e = env.fails(&["build", "--memory", "64m", hog.to_str().unwrap()]);
+    assert!(
+        e.contains("out of memory: the command was killed for using more than the memory limit of 67108864 bytes (64 MiB, --memory)"),
+        "{e}"
+    );
+}
