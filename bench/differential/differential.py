@@ -211,8 +211,9 @@ def buildkit_listing(ctx, dockerfile, args, tag, tmp):
 def rbuild_listing(rbuild, store, ctx, dockerfile, args, tmp):
     out = os.path.join(tmp, "rb-out")
     shutil.rmtree(out, ignore_errors=True)
-    sh([rbuild, "--root", store, "build", "--progress", "plain", "-f", dockerfile, *args,
-        "-o", f"type=oci,dest={out},tar=false", ctx])
+    # --network host as docker's build above (it also grants RUN --network=host, as dockerd does).
+    sh([rbuild, "--root", store, "build", "--progress", "plain", "--network", "host", "-f", dockerfile,
+        *args, "-o", f"type=oci,dest={out},tar=false", ctx])
     lines = listing(f"oci:{out}")
     shutil.rmtree(out)
     return lines

@@ -115,6 +115,7 @@ pub fn spec(
         isolation: opts.isolation,
         extra_hosts: vec![],
         limits: runner::Limits::default(),
+        capabilities: runner::Capabilities::Default,
     })
 }
 

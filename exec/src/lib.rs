@@ -64,6 +64,8 @@ pub struct BuildWorker {
     /// `--add-host` entries and `--shm-size`/`--ulimit` of every RUN; in the RUN's cache key when given.
     pub run_hosts: Vec<(String, String)>,
     pub run_limits: runner::Limits,
+    /// `--allow`: what RUN steps may ask for beyond the sandbox.
+    pub entitlements: run_flags::Entitlements,
 }
 
 /// The runner mounts of one RUN, with what must live as long as the RUN does.
@@ -95,6 +97,18 @@ impl solver::Worker for BuildWorker {
             Op::Git(g) => self.git.content_key(g).map(Some).map_err(werr),
             // Build-wide RUN options enter the key only when not the default, so default keys do not move.
             Op::Exec(e) => {
+                // Checked before any cache lookup, as BuildKit validates entitlements: a cached result
+                // does not get around a missing --allow.
+                if e.security == graph::Security::Insecure && !self.entitlements.security_insecure {
+                    return Err(WorkerError::msg(
+                        "RUN --security=insecure is not allowed: build with --allow security.insecure",
+                    ));
+                }
+                if e.network == Network::Host && !self.entitlements.network_host {
+                    return Err(WorkerError::msg(
+                        "RUN --network=host is not allowed: build with --allow network.host",
+                    ));
+                }
                 let mut opts: Vec<String> = Vec::new();
                 if e.network == Network::Default && self.default_network == runner::Network::None {
                     opts.push("network=none".into());
@@ -505,11 +519,18 @@ impl BuildWorker {
             mounts,
             readonly_rootfs: false,
             no_new_privs: self.no_new_privs,
-            seccomp: runner::Seccomp::Default,
+            seccomp: match exec.security {
+                graph::Security::Sandbox => runner::Seccomp::Default,
+                graph::Security::Insecure => runner::Seccomp::Unconfined,
+            },
             tty: false,
             isolation: self.isolation,
             extra_hosts: self.run_hosts.clone(),
             limits: self.run_limits.clone(),
+            capabilities: match exec.security {
+                graph::Security::Sandbox => runner::Capabilities::Default,
+                graph::Security::Insecure => runner::Capabilities::All,
+            },
         };
         // Compress the big files of the layer while the RUN writes them, with what CPU it leaves idle.
         // In chroot mode the upper dir is filled only after the command ends.

@@ -96,6 +96,41 @@ pub fn cgroup_limits(
     })
 }
 
+/// What `--allow` grants RUN steps beyond the sandbox (BuildKit's entitlements).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Entitlements {
+    /// `network.host`: `RUN --network=host` (the `--network host` flag implies it, as in buildx).
+    pub network_host: bool,
+    /// `security.insecure`: `RUN --security=insecure`.
+    pub security_insecure: bool,
+}
+
+impl Entitlements {
+    /// Parses `--allow` values (repeatable or comma-separated).
+    pub fn parse(values: &[String]) -> Result<Self, String> {
+        let mut e = Self::default();
+        for v in values.iter().flat_map(|v| v.split(',')) {
+            match v.trim() {
+                "network.host" => e.network_host = true,
+                "security.insecure" => e.security_insecure = true,
+                other => {
+                    return Err(format!(
+                        "--allow {other}: unknown entitlement (network.host, security.insecure)"
+                    ))
+                }
+            }
+        }
+        Ok(e)
+    }
+
+    /// These entitlements, with `network.host` added when `yes`.
+    #[must_use]
+    pub fn with_network_host(mut self, yes: bool) -> Self {
+        self.network_host |= yes;
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +167,15 @@ mod tests {
         assert_eq!(parse_ram("512kb").unwrap(), 512 << 10);
         assert_eq!(parse_ram("4096").unwrap(), 4096);
         assert!(parse_ram("12x").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn entitlements_parse_as_buildx() {
+        let e = Entitlements::parse(&["network.host,security.insecure".into()]).unwrap();
+        assert!(e.network_host && e.security_insecure);
+        assert!(Entitlements::parse(&["device".into()])
+            .unwrap_err()
+            .contains("unknown entitlement"));
     }
 
     #[test]

@@ -1051,16 +1051,13 @@ impl Lowerer<'_> {
                 }
             },
         };
+        let mut security = graph::Security::Sandbox;
         if let Some(s) = &run.security {
             match self.expand(s, &env, span)?.as_str() {
                 "sandbox" => {}
-                "insecure" => {
-                    self.errors.push(
-                        Diagnostic::new("RUN --security=insecure is not supported", span)
-                            .with_help("rbuild runs every RUN sandboxed"),
-                    );
-                    return Err(());
-                }
+                // Allowed or not by the build's entitlements (`--allow security.insecure`), which the
+                // worker checks: as in BuildKit, the Dockerfile alone does not decide.
+                "insecure" => security = graph::Security::Insecure,
                 other => {
                     self.errors.push(Diagnostic::new(
                         format!("unsupported security mode {other:?}"),
@@ -1130,6 +1127,7 @@ impl Lowerer<'_> {
             user: st.user.clone(),
             network,
             mounts,
+            security,
         };
         let name = st.next_name(&name_text);
         st.head = self.graph.add(Op::Exec(exec), inputs, Some(span), name);

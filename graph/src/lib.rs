@@ -166,6 +166,27 @@ pub struct Exec {
     pub network: Network,
     /// Extra mounts.
     pub mounts: Vec<Mount>,
+    /// `RUN --security`; left out of the encoding when `sandbox`, so the keys of other RUNs stay.
+    #[serde(default, skip_serializing_if = "Security::is_sandbox")]
+    pub security: Security,
+}
+
+/// `RUN --security=sandbox|insecure`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Security {
+    /// Docker's default capabilities and seccomp profile.
+    #[default]
+    Sandbox,
+    /// All capabilities, no seccomp filter; needs the `security.insecure` entitlement.
+    Insecure,
+}
+
+impl Security {
+    #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+    pub fn is_sandbox(&self) -> bool {
+        *self == Security::Sandbox
+    }
 }
 
 impl Exec {
@@ -178,6 +199,7 @@ impl Exec {
             user: String::new(),
             network: Network::Default,
             mounts: Vec::new(),
+            security: Security::Sandbox,
         }
     }
 }

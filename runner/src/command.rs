@@ -120,7 +120,11 @@ impl Program {
             tty: spec.tty,
             rlimits: spec.limits.rlimits.clone(),
             seccomp: crate::seccomp::filters(spec.seccomp)?,
-            caps: DEFAULT_CAPS,
+            caps: match spec.capabilities {
+                crate::Capabilities::Default => DEFAULT_CAPS,
+                // Bits past the kernel's last capability are skipped when the set is applied.
+                crate::Capabilities::All => u64::MAX,
+            },
             last_cap: None,
             close_range: true,
         })
@@ -215,7 +219,12 @@ impl Program {
         rustix::thread::set_thread_res_uid(uid, uid, uid)
             .ctx(|| format!("failed to set uid {}", id.uid))?;
         if id.uid == 0 {
-            let caps = CapabilitySet::from_bits_retain(self.caps);
+            // Only capabilities this process holds (capset refuses others): "all" is all of those.
+            let held = rustix::thread::capabilities(None)
+                .ctx(|| "failed to read the capabilities".into())?
+                .permitted
+                .bits();
+            let caps = CapabilitySet::from_bits_retain(self.caps & held);
             rustix::thread::set_capabilities(
                 None,
                 CapabilitySets {

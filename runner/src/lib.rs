@@ -56,6 +56,7 @@
 //!     isolation: runner::Isolation::Namespaces,
 //!     extra_hosts: vec![],
 //!     limits: runner::Limits::default(),
+//!     capabilities: runner::Capabilities::Default,
 //! };
 //! let exe = std::env::current_exe().unwrap();
 //! let io = std::process::Stdio::inherit;
@@ -164,6 +165,20 @@ pub struct Spec {
     /// `/dev/shm` size and resource limits of the command.
     #[serde(default)]
     pub limits: Limits,
+    /// Capabilities of the command when it runs as root.
+    #[serde(default)]
+    pub capabilities: Capabilities,
+}
+
+/// The capability set of a command run as root.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Capabilities {
+    /// Docker's default set (CapEff `00000000a80425fb`).
+    #[default]
+    Default,
+    /// Every capability the caller holds (BuildKit's `RUN --security=insecure`; pair it with
+    /// [`Seccomp::Unconfined`]). Namespace isolation only: chroot mode keeps its set.
+    All,
 }
 
 /// Resource limits of the command (`--shm-size`, `--ulimit`, and the cgroup limits).

@@ -85,6 +85,7 @@ impl Sandbox {
             isolation: runner::Isolation::Namespaces,
             extra_hosts: vec![],
             limits: runner::Limits::default(),
+            capabilities: runner::Capabilities::Default,
         };
         Self { _dir: dir, spec }
     }

@@ -371,6 +371,10 @@ pub(crate) struct BuildArgs {
     /// Cgroup under which RUN steps get theirs (default: the one rbuild runs in).
     #[arg(long, value_name = "PATH")]
     pub(crate) cgroup_parent: Option<String>,
+    /// Grant RUN steps an entitlement: `network.host` (RUN --network=host), `security.insecure`
+    /// (RUN --security=insecure: all capabilities, no seccomp); repeatable.
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    pub(crate) allow: Vec<String>,
     /// Run RUN steps with no_new_privs (setuid binaries then do not raise privileges).
     #[arg(long)]
     pub(crate) no_new_privileges: bool,

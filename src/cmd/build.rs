@@ -426,6 +426,10 @@ fn solve(
             )
             .map_err(|e| anyhow!(e))?,
         },
+        entitlements: exec::run_flags::Entitlements::parse(&args.allow)
+            .map_err(|e| anyhow!(e))?
+            // `--network host` grants it, as buildx adds the entitlement for that flag.
+            .with_network_host(args.network == crate::cli::NetworkArg::Host),
     };
     let solve_opts = solver::SolveOptions {
         jobs: args.jobs.unwrap_or(8).max(1),

@@ -193,3 +193,59 @@ fn cgroup_limits_are_seen_inside_a_run_and_a_memory_overrun_fails_clearly() {
         "{e}"
     );
 }
+
+#[test]
+fn security_insecure_and_network_host_need_allow() {
+    let env = Env::new();
+    env.busybox();
+    // BuildKit's insecure mode: every capability, no seccomp filter (mount works, CapEff is full).
+    let ctx = env.context(
+        "insecure",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\n\
+             RUN grep -E '^(CapEff|Seccomp):' /proc/self/status | tr -d ' \\t' > /sandboxed\n\
+             RUN --security=insecure grep -E '^(CapEff|Seccomp):' /proc/self/status | tr -d ' \\t' > /insecure && \
+                 mkdir -p /m && mount -t tmpfs none /m && umount /m && echo mounted >> /insecure\n",
+        )],
+    );
+    let c = ctx.to_str().unwrap();
+    let e = env.fails(&["build", c]);
+    assert!(
+        e.contains("RUN --security=insecure is not allowed: build with --allow security.insecure"),
+        "{e}"
+    );
+    env.ok(&["build", "--allow", "security.insecure", "-t", "ins:1", c]);
+    // Every capability rbuild holds (as this test does: root, on some hosts without a few).
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let held = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap()
+        .trim();
+    assert_eq!(
+        env.run_sh("ins:1", "cat /sandboxed /insecure"),
+        format!("CapEff:00000000a80425fb\nSeccomp:2\nCapEff:{held}\nSeccomp:0\nmounted\n")
+    );
+    // A cached insecure step still needs the entitlement.
+    let e = env.fails(&["build", c]);
+    assert!(e.contains("--allow security.insecure"), "{e}");
+
+    let net = env.context(
+        "net-host",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\nRUN --network=host true\n",
+        )],
+    );
+    let n = net.to_str().unwrap();
+    let e = env.fails(&["build", n]);
+    assert!(
+        e.contains("RUN --network=host is not allowed: build with --allow network.host"),
+        "{e}"
+    );
+    env.ok(&["build", "--allow", "network.host", n]);
+    env.ok(&["build", "--network", "host", n]);
+    let e = env.fails(&["build", "--allow", "device", n]);
+    assert!(e.contains("unknown entitlement"), "{e}");
+}

@@ -294,7 +294,8 @@ fn build_network_none_and_no_new_privileges_reach_run_steps_and_the_cache_key() 
     let c = ctx.to_str().unwrap();
     let show = "cat /ifaces /nnp /ifaces-host";
 
-    env.ok(&["build", "-t", "net:default", c]);
+    // RUN --network=host needs the network.host entitlement, as in BuildKit.
+    env.ok(&["build", "--allow", "network.host", "-t", "net:default", c]);
     let out = env.ok(&["run", "net:default", "sh", "-c", show]).0;
     assert_eq!(out, format!("{host_ifaces}\nNoNewPrivs:0\n{host_ifaces}\n"));
 
@@ -306,6 +307,8 @@ fn build_network_none_and_no_new_privileges_reach_run_steps_and_the_cache_key() 
         "--network",
         "none",
         "--no-new-privileges",
+        "--allow",
+        "network.host",
         "-t",
         "net:none",
         c,
