@@ -43,15 +43,29 @@ pub struct ClientOptions {
     /// A Docker-style `certs.d` directory: `<dir>/<host[:port]>/*.crt` are CAs for that registry. When
     /// `None`, [`default_certs_d`]; a missing directory means none.
     pub certs_d: Option<PathBuf>,
-    /// Mirrors of Docker Hub (`https://mirror.example`, `http://127.0.0.1:5000`), tried in order for
-    /// pulls of `docker.io` images before Docker Hub itself, as dockerd's `registry-mirrors`.
+    /// Mirrors tried in order for pulls before the registry itself: `URL` mirrors Docker Hub (as
+    /// dockerd's `registry-mirrors`), `REGISTRY=URL` mirrors that registry (as a `registries.conf`
+    /// `[[registry.mirror]]`); an `http://` URL is reached without TLS.
     pub mirrors: Vec<String>,
+    /// Registries (`host[:port]`, `*` for all) whose TLS certificate is not verified (`--tls-verify=false`);
+    /// they are spoken to over https even on loopback.
+    pub skip_tls_verify: Vec<String>,
+    /// Retries of a failed request or transfer; 3 when `None`.
+    pub max_retries: Option<u32>,
     /// How long a request may go without progress (see the `stall` module) before it fails;
     /// [`default_stall_timeout`](crate::default_stall_timeout) when `None`.
     pub stall_timeout: Option<Duration>,
     /// How long a request keeps being retried, from its first attempt: no new attempt starts after this;
     /// twice the stall timeout when `None` (a frozen registry fails a request in about a minute).
     pub retry_budget: Option<Duration>,
+}
+
+/// Docker Hub's other spellings in a mirror mapping (`docker.io=…`, `index.docker.io=…`).
+fn normalize_registry(host: &str) -> String {
+    match host.trim_end_matches('/') {
+        "docker.io" | "index.docker.io" | "registry-1.docker.io" => oci::DOCKER_HUB.to_owned(),
+        other => other.to_owned(),
+    }
 }
 
 /// The `certs.d` directory read when [`ClientOptions::certs_d`] is `None`: `$RBUILD_CERTS_D`, else
@@ -100,9 +114,11 @@ struct Inner {
     insecure: Vec<String>,
     /// Clients trusting a registry's own CA, by `host[:port]`.
     with_ca: std::collections::HashMap<String, reqwest::Client>,
-    /// Docker Hub mirrors, as `host[:port]`, in order.
-    mirrors: Vec<String>,
-    /// The mirror that served each Docker Hub repository's manifest, for its blobs.
+    /// Mirrors as (mirrored registry, mirror `host[:port]`), in order.
+    mirrors: Vec<(String, String)>,
+    /// Retries of a failed request or transfer.
+    max_retries: u32,
+    /// The mirror that served each `registry/repository`'s manifest, for its blobs.
     mirrored: std::sync::Mutex<std::collections::HashMap<String, String>>,
     auth: Auth,
     upload: UploadMethod,
@@ -267,10 +283,13 @@ impl Client {
             // upload included) and then each body read; the stall watch of `send` and `read_chunk`
             // measures progress instead (see the `stall` module).
         };
+        let all_unverified = opts.skip_tls_verify.iter().any(|h| h == "*");
         let http = builder()
+            .tls_danger_accept_invalid_certs(all_unverified)
             .build()
             .map_err(|source| Error::Setup { source })?;
         let http_direct = builder()
+            .tls_danger_accept_invalid_certs(all_unverified)
             .no_proxy()
             .build()
             .map_err(|source| Error::Setup { source })?;
@@ -294,6 +313,10 @@ impl Client {
             .collect();
         let mut mirrors = Vec::new();
         for m in &opts.mirrors {
+            let (source, m) = match m.split_once('=') {
+                Some((src, url)) => (normalize_registry(strip_scheme(src)), url),
+                None => (oci::DOCKER_HUB.to_owned(), m.as_str()),
+            };
             let host = strip_scheme(m)
                 .split('/')
                 .next()
@@ -306,7 +329,7 @@ impl Client {
             if m.starts_with("http://") {
                 insecure.push(host.clone());
             }
-            mirrors.push(host);
+            mirrors.push((source, host));
         }
         let mut hosts: std::collections::HashMap<String, HostCerts> =
             std::collections::HashMap::new();
@@ -316,6 +339,12 @@ impl Client {
             h.cas.extend(found.cas);
             h.client = found.client;
         }
+        for host in opts.skip_tls_verify.iter().filter(|h| *h != "*") {
+            hosts.entry(strip_scheme(host).to_owned()).or_default();
+        }
+        let skip_all = opts.skip_tls_verify.iter().any(|h| h == "*");
+        let skips =
+            |host: &str| skip_all || opts.skip_tls_verify.iter().any(|h| strip_scheme(h) == host);
         for (host, file) in &opts.registry_cas {
             hosts
                 .entry(strip_scheme(host).to_owned())
@@ -352,7 +381,9 @@ impl Client {
                 tag: None,
                 digest: None,
             };
-            let mut b = builder().tls_certs_merge(certs);
+            let mut b = builder()
+                .tls_certs_merge(certs)
+                .tls_danger_accept_invalid_certs(skips(&host));
             if let Some((cert, key)) = &client {
                 let mut pem = fs_err::read(key).map_err(|source| Error::RegistryCa {
                     path: key.clone(),
@@ -380,6 +411,7 @@ impl Client {
                 insecure,
                 with_ca,
                 mirrors,
+                max_retries: opts.max_retries.unwrap_or(MAX_RETRIES),
                 mirrored: std::sync::Mutex::new(std::collections::HashMap::new()),
                 auth: Auth::new(creds),
                 upload: opts.upload,
@@ -400,25 +432,28 @@ impl Client {
         r: &Reference,
         platform: &Platform,
     ) -> Result<PulledManifest, Error> {
-        if r.registry == oci::DOCKER_HUB {
-            for mirror in &self.inner.mirrors {
-                let via = Reference {
-                    registry: mirror.clone(),
-                    ..r.clone()
-                };
-                match self.get_manifest_from(&via, platform).await {
-                    Ok(m) => {
-                        tracing::info!(reference = %r, %mirror, "resolved through mirror");
-                        self.inner
-                            .mirrored
-                            .lock()
-                            .expect("mirror map lock is never poisoned: no panics inside")
-                            .insert(r.repository.clone(), mirror.clone());
-                        return Ok(m);
-                    }
-                    Err(e) => {
-                        tracing::warn!(reference = %r, %mirror, error = %e, "mirror failed, trying the next source");
-                    }
+        for (_, mirror) in self
+            .inner
+            .mirrors
+            .iter()
+            .filter(|(src, _)| *src == r.registry)
+        {
+            let via = Reference {
+                registry: mirror.clone(),
+                ..r.clone()
+            };
+            match self.get_manifest_from(&via, platform).await {
+                Ok(m) => {
+                    tracing::info!(reference = %r, %mirror, "resolved through mirror");
+                    self.inner
+                        .mirrored
+                        .lock()
+                        .expect("mirror map lock is never poisoned: no panics inside")
+                        .insert(format!("{}/{}", r.registry, r.repository), mirror.clone());
+                    return Ok(m);
+                }
+                Err(e) => {
+                    tracing::warn!(reference = %r, %mirror, error = %e, "mirror failed, trying the next source");
                 }
             }
         }
@@ -499,16 +534,13 @@ impl Client {
     ) -> Result<(), Error> {
         // A Docker Hub image resolved through a mirror takes its blobs from there when the mirror has them
         // (checked first: a half-written sink can't fall back to another source).
-        let mirror = if r.registry == oci::DOCKER_HUB {
-            self.inner
-                .mirrored
-                .lock()
-                .expect("mirror map lock is never poisoned: no panics inside")
-                .get(&r.repository)
-                .cloned()
-        } else {
-            None
-        };
+        let mirror = self
+            .inner
+            .mirrored
+            .lock()
+            .expect("mirror map lock is never poisoned: no panics inside")
+            .get(&format!("{}/{}", r.registry, r.repository))
+            .cloned();
         if let Some(mirror) = mirror {
             let via = Reference {
                 registry: mirror,
@@ -570,7 +602,7 @@ impl Client {
             {
                 Ok(()) => break,
                 Err(e @ (Error::Transfer { .. } | Error::Stalled { .. }))
-                    if resumes < MAX_RETRIES
+                    if resumes < self.inner.max_retries
                         && failing_since.get_or_insert_with(Instant::now).elapsed()
                             < self.inner.retry_budget =>
                 {
@@ -710,7 +742,7 @@ impl Client {
                 }
                 Err(e)
                     if e.is_transient()
-                        && attempt < MAX_RETRIES
+                        && attempt < self.inner.max_retries
                         && failing_since.get_or_insert_with(Instant::now).elapsed()
                             < self.inner.retry_budget =>
                 {
@@ -990,7 +1022,7 @@ impl Client {
         // Retries stop at MAX_RETRIES or when the retry budget is spent, whichever comes first.
         let may_retry = |attempt: u32| {
             retry == Retry::Idempotent
-                && attempt < MAX_RETRIES
+                && attempt < self.inner.max_retries
                 && started.elapsed() < self.inner.retry_budget
         };
         loop {
@@ -1330,7 +1362,7 @@ impl Client {
                 Err(e) if e.is_transient() => e,
                 Err(e) => return Err(e),
             };
-            if failures >= MAX_RETRIES
+            if failures >= self.inner.max_retries
                 || failing_since.get_or_insert_with(Instant::now).elapsed()
                     >= self.inner.retry_budget
             {

@@ -499,15 +499,24 @@ pub(crate) struct RegistryArgs {
     /// `/etc/docker/certs.d/HOST/*.crt` (or `$RBUILD_CERTS_D/HOST/*.crt`) are trusted too.
     #[arg(long = "registry-ca", value_name = "HOST=FILE", value_parser = parse_registry_ca)]
     pub(crate) registry_cas: Vec<(String, PathBuf)>,
-    /// Mirror of Docker Hub tried first for docker.io images (falling back to Docker Hub); repeatable or
-    /// comma-separated.
+    /// Mirror tried first for pulls (falling back to the registry): `URL` for Docker Hub,
+    /// `REGISTRY=URL` for any other; repeatable or comma-separated.
     #[arg(
         long = "registry-mirror",
-        value_name = "URL",
+        value_name = "[REGISTRY=]URL",
         env = "RBUILD_REGISTRY_MIRRORS",
         value_delimiter = ','
     )]
     pub(crate) registry_mirrors: Vec<String>,
+    /// `--tls-verify=false`: do not verify registries' TLS certificates (self-signed CI registries).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub(crate) tls_verify: bool,
+    /// Do not verify this registry's TLS certificate (kaniko's spelling); repeatable.
+    #[arg(long = "skip-tls-verify-registry", value_name = "HOST")]
+    pub(crate) skip_tls_verify: Vec<String>,
+    /// Retries of a failed registry request or transfer (default 3).
+    #[arg(long = "retry", value_name = "N")]
+    pub(crate) retry: Option<u32>,
 }
 
 impl RegistryArgs {
@@ -517,6 +526,12 @@ impl RegistryArgs {
             insecure_registries: insecure.to_vec(),
             registry_cas: self.registry_cas.clone(),
             mirrors: self.registry_mirrors.clone(),
+            skip_tls_verify: if self.tls_verify {
+                self.skip_tls_verify.clone()
+            } else {
+                vec!["*".into()]
+            },
+            max_retries: self.retry,
             ..Default::default()
         }
     }

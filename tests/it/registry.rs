@@ -892,3 +892,103 @@ fn client_certificate_from_certs_d_reaches_a_registry_that_requires_one() {
     );
     assert_eq!(pushed_digest(&so), digest, "{se}");
 }
+
+#[test]
+fn any_registry_has_mirrors_and_skip_tls_verify_reaches_a_self_signed_registry() {
+    let reg = Registry::start();
+    let env = Env::new();
+    let ctx = env.context(
+        "any-mirror",
+        &[
+            ("Dockerfile", "FROM scratch\nCOPY f /f\n"),
+            ("f", "mirrored"),
+        ],
+    );
+    let (so, _) = env.ok(&[
+        "build",
+        "-t",
+        &format!("{}/team/app:1", reg.addr),
+        "--push",
+        ctx.to_str().unwrap(),
+    ]);
+    let digest = pushed_digest(&so);
+    // `REGISTRY=URL` (registries.conf's [[registry.mirror]]): the registry named in the reference is
+    // down; the mirror serves the same repository.
+    let down = format!("127.0.0.1:{}", free_port());
+    let fresh = Env::new();
+    let mapping = format!("{down}=http://{}", reg.addr);
+    let (so, se) = fresh.ok(&[
+        "pull",
+        "--registry-mirror",
+        &mapping,
+        &format!("{down}/team/app:1"),
+    ]);
+    assert_eq!(pushed_digest(&so), digest, "{se}");
+
+    // A registry with a certificate no trusted CA signed (a self-signed CI registry).
+    let certs = tempfile::tempdir().expect("temp dir");
+    make_certs(certs.path(), "selfsigned");
+    let tls = Registry::start_tls(
+        &certs.path().join("selfsigned.crt"),
+        &certs.path().join("selfsigned.key"),
+    );
+    let image = format!("{}/ci/app:1", tls.addr);
+    let no_certs_d = certs.path().join("none");
+    let vars = [("RBUILD_CERTS_D", no_certs_d.to_str().unwrap())];
+    let c = ctx.to_str().unwrap();
+    // Over https (a CA is named for the host), with a CA that did not sign it: refused.
+    make_certs(certs.path(), "other");
+    let other_ca = format!(
+        "{}={}",
+        tls.addr,
+        certs.path().join("other-ca.crt").display()
+    );
+    let out = rbuild_env(
+        &env,
+        &[
+            "build",
+            "-t",
+            &image,
+            "--push",
+            "--registry-ca",
+            &other_ca,
+            c,
+        ],
+        &vars,
+    );
+    let se = failed(&out, "push to an unverifiable registry");
+    assert!(se.to_lowercase().contains("certificate"), "{se}");
+    // Kaniko's --skip-tls-verify-registry HOST: https without verifying the certificate.
+    let out = rbuild_env(
+        &env,
+        &[
+            "build",
+            "-t",
+            &image,
+            "--push",
+            "--registry-ca",
+            &other_ca,
+            "--skip-tls-verify-registry",
+            &tls.addr,
+            c,
+        ],
+        &vars,
+    );
+    let (so, _) = ok(&out, "push with --skip-tls-verify-registry");
+    let pushed = pushed_digest(&so);
+    let fresh = Env::new();
+    let out = rbuild_env(
+        &fresh,
+        &[
+            "pull",
+            "--skip-tls-verify-registry",
+            &tls.addr,
+            "--retry",
+            "5",
+            &image,
+        ],
+        &vars,
+    );
+    let (so, _) = ok(&out, "pull with --skip-tls-verify-registry");
+    assert_eq!(pushed_digest(&so), pushed);
+}
