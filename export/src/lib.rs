@@ -62,6 +62,21 @@ pub struct ExportOptions {
     pub base: Option<(String, Digest)>,
     /// `--cache-to type=inline`: the cache records written into the config (see the `remotecache` crate).
     pub inline_cache: Option<serde_json::Value>,
+    /// `--squash` / `--squash-all`: the build's layers (or all) as one.
+    pub squash: Squash,
+}
+
+/// Which layers of the image become one (buildah's `--squash` and `--squash-all`, kaniko's
+/// `--single-snapshot`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Squash {
+    /// Every layer as built.
+    #[default]
+    No,
+    /// The base image's layers, then one layer with everything this build added.
+    New,
+    /// One layer with the whole filesystem.
+    All,
 }
 
 impl Default for ExportOptions {
@@ -77,6 +92,7 @@ impl Default for ExportOptions {
             rewrite_timestamp: false,
             base: None,
             inline_cache: None,
+            squash: Squash::No,
         }
     }
 }
@@ -129,6 +145,45 @@ fn base_layer_count(store: &cache::Store, opts: &ExportOptions) -> usize {
         .and_then(|(_, d)| store.read_blob(d).ok())
         .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
         .map_or(0, |m| m.layers.len())
+}
+
+/// `layers[keep..]` as one layer (merged in a scratch dir of the store, written with `opts`), when they
+/// are more than one.
+fn squash_layers(
+    store: &cache::Store,
+    mut layers: Vec<Layer>,
+    keep: usize,
+    opts: &ExportOptions,
+    fetch: &dyn Fn(&Layer) -> Result<()>,
+) -> Result<Vec<Layer>> {
+    if layers.len() <= keep + 1 {
+        return Ok(layers);
+    }
+    let base = layers[..keep]
+        .iter()
+        .map(|l| {
+            fetch(l)?;
+            images::ensure_snapshot(store, l)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let view = oci::MergedView::new(base);
+    let below = |p: &str| view.resolve(p, false).is_ok_and(|r| r.is_some());
+    let tmp = store.tmp_dir()?;
+    let merged = tmp.path().join("fs");
+    fs_err::create_dir(&merged)?;
+    for l in &layers[keep..] {
+        fetch(l)?;
+        let dir = images::ensure_snapshot(store, l)?;
+        oci::merge_layer_dir(&dir, &merged, &below)
+            .with_context(|| format!("squashing layer {}", l.blob.digest))?;
+    }
+    let lopts = opts.layer_options();
+    let squashed = images::write_layer_blob(store, |w| {
+        oci::write_layer(&merged, w, &lopts).context("writing the squashed layer")
+    })?;
+    layers.truncate(keep);
+    layers.push(squashed);
+    Ok(layers)
 }
 
 /// Makes the layers match `opts`: recompresses those of another compression (the base image's only with
@@ -213,6 +268,12 @@ pub fn assemble(
         .get(&stage.head)
         .ok_or_else(|| anyhow!("internal error: the target stage has no result"))?;
     let layers = convert_layers(store, &head.layers, opts, fetch)?;
+    let keep = match opts.squash {
+        Squash::No => layers.len(),
+        Squash::New => base_layer_count(store, opts).min(layers.len()),
+        Squash::All => 0,
+    };
+    let layers = squash_layers(store, layers, keep, opts, fetch)?;
     let mut config: ImageConfig = stage.config.clone();
     config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
     match &opts.inline_cache {
@@ -245,6 +306,18 @@ pub fn assemble(
             .iter()
             .filter(|h| h.created.is_none())
             .count();
+    if opts.squash != Squash::No {
+        // One layer for what was squashed: the last history entry that added one keeps it.
+        let from = if opts.squash == Squash::All {
+            0
+        } else {
+            base_entries
+        };
+        let last = config.history.iter().rposition(|h| !h.empty_layer);
+        for (i, h) in config.history.iter_mut().enumerate().skip(from) {
+            h.empty_layer = Some(i) != last;
+        }
+    }
     // A build that adds no layer (metadata only: LABEL, ENV, CMD…) is dated by the last base layer, as
     // BuildKit's exporter dates history from layer creation times and the image from its last history
     // entry (exporter/containerimage/writer.go normalizeLayersAndHistory; lab: dockerd 20.10 gives such

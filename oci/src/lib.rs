@@ -21,10 +21,10 @@ pub mod time;
 pub use config::{Empty, Healthcheck, History, ImageConfig, RootFs, RunConfig};
 pub use digest::{Digest, DigestParseError, Hasher, HashingWriter};
 pub use layer::{
-    in_user_namespace, is_empty_dir, is_opaque_dir, overlay_opaque_xattr, recompress_layer,
-    unpack_layer, write_layer, write_layer_early, Compression, EarlyGzip, LayerError, LayerInfo,
-    LayerOptions, Precompressed, DEFAULT_GZIP_LEVEL, MAX_GZIP_LEVEL, OPAQUE_MARKER,
-    OVERLAY_OPAQUE_XATTR, USER_OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX,
+    in_user_namespace, is_empty_dir, is_opaque_dir, merge_layer_dir, overlay_opaque_xattr,
+    recompress_layer, unpack_layer, write_layer, write_layer_early, Below, Compression, EarlyGzip,
+    LayerError, LayerInfo, LayerOptions, Precompressed, DEFAULT_GZIP_LEVEL, MAX_GZIP_LEVEL,
+    OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, USER_OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX,
 };
 pub use manifest::{media_type, Descriptor, Index, Manifest, Platform};
 pub use reference::{Reference, ReferenceParseError, DOCKER_HUB};

@@ -332,6 +332,12 @@ pub(crate) struct BuildArgs {
     /// Manifest annotation; repeatable.
     #[arg(long = "annotation", value_name = "KEY=VALUE")]
     pub(crate) annotations: Vec<String>,
+    /// The layers this build adds as one layer on top of the base image's (buildah's --squash).
+    #[arg(long, conflicts_with = "squash_all")]
+    pub(crate) squash: bool,
+    /// The whole image as one layer (buildah's --squash-all, kaniko's --single-snapshot).
+    #[arg(long, alias = "single-snapshot")]
+    pub(crate) squash_all: bool,
     /// With SOURCE_DATE_EPOCH, also clamp the file times of base layers (rewrites them).
     #[arg(long)]
     pub(crate) rewrite_timestamp: bool,

@@ -248,6 +248,11 @@ fn plan(args: &BuildArgs) -> Result<Plan> {
         rewrite_timestamp: args.rewrite_timestamp,
         base: None,
         inline_cache: None,
+        squash: match (args.squash, args.squash_all) {
+            (_, true) => export::Squash::All,
+            (true, false) => export::Squash::New,
+            (false, false) => export::Squash::No,
+        },
     };
     Ok(Plan {
         outputs,

@@ -249,3 +249,51 @@ fn security_insecure_and_network_host_need_allow() {
     let e = env.fails(&["build", "--allow", "device", n]);
     assert!(e.contains("unknown entitlement"), "{e}");
 }
+
+#[test]
+fn squash_makes_one_layer_on_the_base_and_squash_all_one_layer() {
+    let env = Env::new();
+    env.busybox();
+    let layer_count = |image: &str| {
+        let (so, _) = env.ok(&["inspect", image]);
+        let v: serde_json::Value = serde_json::from_str(&so).unwrap();
+        v["Manifest"]["layers"].as_array().unwrap().len()
+    };
+    let base = layer_count("busybox:local");
+    let ctx = env.context(
+        "squash",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\n\
+             RUN echo a > /a && mkdir /d && echo x > /d/x\n\
+             RUN echo b > /b && echo y > /d/y\n\
+             RUN rm /a /d/x /bin/ls\n",
+        )],
+    );
+    let show = "test ! -e /a && test ! -e /d/x && test ! -e /bin/ls && cat /b /d/y";
+    env.build_plain("sq:plain", &ctx, &[]);
+    assert_eq!(layer_count("sq:plain"), base + 3);
+    env.build_plain("sq:new", &ctx, &["--squash"]);
+    assert_eq!(
+        layer_count("sq:new"),
+        base + 1,
+        "the base's layers, then one"
+    );
+    // The base's /bin/ls stays deleted: the squashed layer keeps its whiteout.
+    assert_eq!(env.run_sh("sq:new", show), "b\ny\n");
+    env.build_plain("sq:all", &ctx, &["--squash-all"]);
+    assert_eq!(layer_count("sq:all"), 1);
+    assert_eq!(env.run_sh("sq:all", show), "b\ny\n");
+    // A build on the squashed image sees the same files.
+    let on = env.context(
+        "on-squashed",
+        &[(
+            "Dockerfile",
+            "FROM sq:new\nRUN cat /b > /seen && ls /d > /ls\n",
+        )],
+    );
+    env.build_plain("sq:on", &on, &[]);
+    assert_eq!(env.run_sh("sq:on", "cat /seen /ls"), "b\ny\n");
+    let e = env.fails(&["build", "--squash", "--squash-all", ctx.to_str().unwrap()]);
+    assert!(e.contains("cannot be used with"), "{e}");
+}

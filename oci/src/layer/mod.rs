@@ -14,6 +14,7 @@ use crate::Digest;
 
 mod early;
 mod gzip;
+mod merge;
 mod pax;
 mod sparse;
 mod unpack;
@@ -21,6 +22,7 @@ mod write;
 
 pub use early::{EarlyGzip, Precompressed};
 pub use gzip::{DEFAULT_GZIP_LEVEL, MAX_GZIP_LEVEL};
+pub use merge::{merge_layer_dir, Below};
 pub use unpack::unpack_layer;
 pub use write::{is_empty_dir, recompress_layer, write_layer, write_layer_early};
 
