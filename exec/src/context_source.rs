@@ -210,6 +210,13 @@ impl Opener<'_> {
         if *source == ContextSource::Stdin && *dockerfile == DockerfileSource::Stdin {
             bail!("the build context and the Dockerfile (-f -) cannot both be read from stdin");
         }
+        let wants_stdin = *source == ContextSource::Stdin || *dockerfile == DockerfileSource::Stdin;
+        if wants_stdin
+            && self.stdin.is_none()
+            && std::io::IsTerminal::is_terminal(&std::io::stdin())
+        {
+            bail!("`-` reads the build context or Dockerfile from stdin, which is a terminal: pipe one in");
+        }
         let mut stdin_dockerfile = None;
         if *dockerfile == DockerfileSource::Stdin {
             let mut text = String::new();
