@@ -225,7 +225,74 @@ impl Opener<'_> {
                 .context("reading the Dockerfile from stdin")?;
             stdin_dockerfile = Some(text);
         }
-        let (root, scratch, context_dockerfile, label) = match source {
+        let (root, scratch, context_dockerfile, label) = self.materialize(source)?;
+        let (dockerfile_path, dockerfile_label, dockerfile_text) =
+            match (stdin_dockerfile, context_dockerfile, dockerfile) {
+                (Some(text), _, _) => (root.join(".rbuild-stdin-Dockerfile"), "-".to_owned(), text),
+                (None, Some(text), DockerfileSource::Default) => (
+                    root.join("Dockerfile"),
+                    label.clone().unwrap_or_default(),
+                    text,
+                ),
+                (None, Some(_), _) => bail!(
+                    "build context {}: the context is a Dockerfile, so -f names nothing in it",
+                    label.unwrap_or_default()
+                ),
+                (None, None, which) => {
+                    let path = match (which, &label) {
+                        (DockerfileSource::Path(p), None) => p.clone(),
+                        // In a remote context `-f` names a file inside it, as buildx reads it.
+                        (DockerfileSource::Path(p), Some(_)) => {
+                            root.join(crate::context::clean_rel(&p.to_string_lossy())?)
+                        }
+                        _ => root.join("Dockerfile"),
+                    };
+                    let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+                        std::io::ErrorKind::NotFound => match &label {
+                            Some(l) => anyhow!(
+                                "Dockerfile not found in build context {l}: {}",
+                                path.strip_prefix(&root).unwrap_or(&path).display()
+                            ),
+                            None => anyhow!("Dockerfile not found: {}", path.display()),
+                        },
+                        _ => anyhow!(e).context(format!("reading {}", path.display())),
+                    })?;
+                    let shown = match &label {
+                        Some(l) => format!(
+                            "{l}#{}",
+                            path.strip_prefix(&root).unwrap_or(&path).display()
+                        ),
+                        None => path.display().to_string(),
+                    };
+                    (path, shown, text)
+                }
+            };
+        let ignore = crate::context::read_dockerignore(&dockerfile_path, &root)?;
+        Ok(OpenContext {
+            root,
+            dockerfile_label,
+            dockerfile_path,
+            dockerfile_text,
+            ignore,
+            local: source.is_local_dir(),
+            _scratch: scratch,
+        })
+    }
+
+    /// The context's files in a directory: the directory given, or a scratch dir of the store with the
+    /// checkout or the unpacked tarball; with the Dockerfile's text when the source was one, and the
+    /// label of a remote source.
+    #[allow(clippy::type_complexity)]
+    fn materialize(
+        &mut self,
+        source: &ContextSource,
+    ) -> Result<(
+        PathBuf,
+        Option<tempfile::TempDir>,
+        Option<String>,
+        Option<String>,
+    )> {
+        Ok(match source {
             ContextSource::Dir(dir) => {
                 if !dir.is_dir() {
                     bail!(
@@ -283,58 +350,23 @@ impl Opener<'_> {
                     .context("build context from stdin")?;
                 (root, Some(scratch), text, Some("-".to_owned()))
             }
-        };
-        let (dockerfile_path, dockerfile_label, dockerfile_text) =
-            match (stdin_dockerfile, context_dockerfile, dockerfile) {
-                (Some(text), _, _) => (root.join(".rbuild-stdin-Dockerfile"), "-".to_owned(), text),
-                (None, Some(text), DockerfileSource::Default) => (
-                    root.join("Dockerfile"),
-                    label.clone().unwrap_or_default(),
-                    text,
-                ),
-                (None, Some(_), _) => bail!(
-                    "build context {}: the context is a Dockerfile, so -f names nothing in it",
-                    label.unwrap_or_default()
-                ),
-                (None, None, which) => {
-                    let path = match (which, &label) {
-                        (DockerfileSource::Path(p), None) => p.clone(),
-                        // In a remote context `-f` names a file inside it, as buildx reads it.
-                        (DockerfileSource::Path(p), Some(_)) => {
-                            root.join(crate::context::clean_rel(&p.to_string_lossy())?)
-                        }
-                        _ => root.join("Dockerfile"),
-                    };
-                    let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
-                        std::io::ErrorKind::NotFound => match &label {
-                            Some(l) => anyhow!(
-                                "Dockerfile not found in build context {l}: {}",
-                                path.strip_prefix(&root).unwrap_or(&path).display()
-                            ),
-                            None => anyhow!("Dockerfile not found: {}", path.display()),
-                        },
-                        _ => anyhow!(e).context(format!("reading {}", path.display())),
-                    })?;
-                    let shown = match &label {
-                        Some(l) => format!(
-                            "{l}#{}",
-                            path.strip_prefix(&root).unwrap_or(&path).display()
-                        ),
-                        None => path.display().to_string(),
-                    };
-                    (path, shown, text)
-                }
-            };
-        let ignore = crate::context::read_dockerignore(&dockerfile_path, &root)?;
-        Ok(OpenContext {
-            root,
-            dockerfile_label,
-            dockerfile_path,
-            dockerfile_text,
-            ignore,
-            local: source.is_local_dir(),
-            _scratch: scratch,
         })
+    }
+
+    /// The files of a named context (`--build-context NAME=DIR|URL`): its directory, and the scratch
+    /// dir holding it (to keep until the build is done).
+    pub fn open_tree(
+        mut self,
+        source: &ContextSource,
+    ) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+        if *source == ContextSource::Stdin {
+            bail!("a named context cannot be read from stdin");
+        }
+        let (root, scratch, dockerfile, label) = self.materialize(source)?;
+        if dockerfile.is_some() {
+            bail!("{}: not a tar archive", label.unwrap_or_default());
+        }
+        Ok((root, scratch))
     }
 
     fn stdin_reader(&mut self) -> Box<dyn std::io::Read + '_> {

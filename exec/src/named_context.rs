@@ -4,8 +4,9 @@
 //! Every kind becomes an image reference the frontend substitutes for NAME (see
 //! `frontend::LowerOptions::named_images`), so the solver keys it by manifest digest like any base:
 //! `docker-image://REF` is REF itself; `oci-layout://DIR[:TAG|@sha256:…]` is copied into the store
-//! (blobs only, no tag) and pinned in [`images::Images`] under its own spelling for this build.
-//! Directories, git URLs and tarball URLs as named contexts are not supported yet and fail clearly.
+//! (blobs only, no tag) and pinned in [`images::Images`] under its own spelling for this build. A
+//! directory, git URL or tarball URL becomes a one-layer image of its files (mtimes clamped to 0, so
+//! the key follows the content, not when the files were touched), made in the store and pinned alike.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,6 +24,8 @@ pub enum NamedContext {
         tag: Option<String>,
         digest: Option<String>,
     },
+    /// A directory, git URL or tarball URL: its files.
+    Files(crate::ContextSource),
 }
 
 /// Parses `NAME=VALUE`.
@@ -55,10 +58,47 @@ pub fn parse(spec: &str) -> Result<(String, NamedContext)> {
             },
         ));
     }
-    bail!(
-        "--build-context {spec}: only docker-image://REF and oci-layout://DIR[:TAG|@DIGEST] are supported \
-         (a directory, git URL or tarball URL as a named context is not yet)"
-    )
+    let source = crate::ContextSource::parse(value, false)
+        .map_err(|e| anyhow!("--build-context {spec}: {e}"))?;
+    if source == crate::ContextSource::Stdin {
+        bail!("--build-context {spec}: a named context cannot be read from stdin");
+    }
+    Ok((name, NamedContext::Files(source)))
+}
+
+/// A one-layer image of the files under `dir` in the store (mtimes clamped to 0); its manifest.
+fn image_of_dir(store: &cache::Store, dir: &Path) -> Result<oci::Descriptor> {
+    let lopts = oci::LayerOptions {
+        compression: oci::Compression::Gzip,
+        level: None,
+        source_date_epoch: Some(0),
+        threads: None,
+    };
+    let layer = images::write_layer_blob(store, |w| {
+        oci::write_layer(dir, w, &lopts).with_context(|| format!("reading {}", dir.display()))
+    })?;
+    let mut config = oci::ImageConfig::scratch();
+    config.rootfs.diff_ids = vec![layer.diff_id.clone()];
+    let config_bytes = serde_json::to_vec(&config)?;
+    let config_digest = store.put_blob(&config_bytes)?;
+    let manifest = oci::Manifest {
+        schema_version: 2,
+        media_type: Some(oci::media_type::OCI_MANIFEST.to_owned()),
+        config: oci::Descriptor::new(
+            oci::media_type::OCI_CONFIG,
+            config_digest,
+            config_bytes.len() as u64,
+        ),
+        layers: vec![layer.blob],
+        annotations: BTreeMap::new(),
+    };
+    let bytes = serde_json::to_vec(&manifest)?;
+    let digest = store.put_blob(&bytes)?;
+    Ok(oci::Descriptor::new(
+        oci::media_type::OCI_MANIFEST,
+        digest,
+        bytes.len() as u64,
+    ))
 }
 
 /// Resolves the `--build-context` flags: the map for `LowerOptions::named_images`; OCI layouts are
@@ -66,7 +106,7 @@ pub fn parse(spec: &str) -> Result<(String, NamedContext)> {
 pub fn resolve(
     specs: &[String],
     images: &images::Images,
-    store: &cache::Store,
+    store: &std::sync::Arc<cache::Store>,
 ) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for spec in specs {
@@ -89,6 +129,21 @@ pub fn resolve(
                 };
                 let shown = format!("oci-layout://{dir}@{}", picked.manifest.digest);
                 images.pin(&shown, picked.manifest.clone())?;
+                shown
+            }
+            NamedContext::Files(source) => {
+                let opener = crate::Opener {
+                    store,
+                    rt: &images.rt,
+                    stdin: None,
+                };
+                let (root, _scratch) = opener
+                    .open_tree(&source)
+                    .with_context(|| format!("--build-context {spec}"))?;
+                let manifest = image_of_dir(store, &root)
+                    .with_context(|| format!("--build-context {spec}"))?;
+                let shown = format!("context://{name}@{}", manifest.digest);
+                images.pin(&shown, manifest)?;
                 shown
             }
         };
@@ -131,9 +186,10 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("NAME=VALUE"));
-        assert!(parse("src=../dir")
-            .unwrap_err()
-            .to_string()
-            .contains("not yet"));
+        assert_eq!(
+            parse("src=../dir").unwrap().1,
+            NamedContext::Files(crate::ContextSource::Dir("../dir".into()))
+        );
+        assert!(parse("src=-").unwrap_err().to_string().contains("stdin"));
     }
 }

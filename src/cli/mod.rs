@@ -347,8 +347,8 @@ pub(crate) struct BuildArgs {
     /// Network of RUN steps without their own `--network`: default (the host's, as BuildKit), none, host.
     #[arg(long, value_enum, default_value_t = NetworkArg::Default)]
     pub(crate) network: NetworkArg,
-    /// Named context for `FROM NAME` / `COPY --from=NAME`: `NAME=docker-image://REF` or
-    /// `NAME=oci-layout://DIR[:TAG|@DIGEST]`; repeatable.
+    /// Named context for `FROM NAME` / `COPY --from=NAME`: `NAME=docker-image://REF`,
+    /// `NAME=oci-layout://DIR[:TAG|@DIGEST]`, or a directory, git URL or tarball URL; repeatable.
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub(crate) build_contexts: Vec<String>,
     /// `/etc/hosts` entry of every RUN step (`HOST:IP`); repeatable.

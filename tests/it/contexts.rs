@@ -318,6 +318,69 @@ fn build_context_images_replace_from_and_copy_from() {
         e.contains("base"),
         "without the named contexts, `base` is an image to pull: {e}"
     );
-    let e = env.fails(&["build", "--build-context", "base=./dir", c]);
-    assert!(e.contains("--build-context base=./dir"), "{e}");
+    let e = env.fails(&["build", "--build-context", "base=./no-such-dir", c]);
+    assert!(e.contains("--build-context base=./no-such-dir"), "{e}");
+}
+
+#[test]
+fn build_context_directories_git_and_tarballs_are_copied_from_and_key_by_content() {
+    let env = Env::new();
+    env.busybox();
+    let shared = env.context("shared", &[("lib/a.txt", "shared a\n")]);
+    let git = GitServer::start_with(&[("README", "from git\n"), ("sub/a.txt", "a v1\n")]);
+    let src = env.context("tar-src", &[("t.txt", "from a tarball\n")]);
+    let tgz = tar_of(&src, "-z", &env.dir.path().join("named.tar.gz"));
+    let server = BlobServer::start(vec![("/named.tar.gz".into(), tgz)]);
+    let ctx = env.context(
+        "named-files",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\n\
+             COPY --from=shared lib/a.txt /a.txt\n\
+             COPY --from=repo README /readme\n\
+             COPY --from=tarball t.txt /t.txt\n\
+             RUN --mount=from=shared,target=/s cat /s/lib/a.txt /a.txt /readme /t.txt > /seen\n",
+        )],
+    );
+    let shared_flag = format!("shared={}", shared.display());
+    let repo_flag = format!("repo={}#main", git.url);
+    let tar_flag = format!("tarball=http://{}/named.tar.gz", server.addr);
+    let args = [
+        "build",
+        "--progress",
+        "plain",
+        "--build-context",
+        &shared_flag,
+        "--build-context",
+        &repo_flag,
+        "--build-context",
+        &tar_flag,
+        "-t",
+        "nf:1",
+        ctx.to_str().unwrap(),
+    ];
+    env.ok(&args);
+    assert_eq!(
+        env.run_sh("nf:1", "cat /seen"),
+        "shared a\nshared a\nfrom git\nfrom a tarball\n"
+    );
+    // Touching a file changes nothing: the key follows the content.
+    let a = shared.join("lib/a.txt");
+    std::fs::write(&a, "shared a\n").unwrap();
+    let (_, warm) = env.ok(&args);
+    assert_eq!(
+        crate::common::step_status(&warm, "RUN --mount"),
+        "CACHED",
+        "{warm}"
+    );
+    std::fs::write(&a, "shared b\n").unwrap();
+    let (_, changed) = env.ok(&args);
+    assert_eq!(
+        crate::common::step_status(&changed, "COPY --from=shared"),
+        "RAN",
+        "{changed}"
+    );
+    assert!(env
+        .run_sh("nf:1", "cat /seen")
+        .starts_with("shared b\nshared b\n"));
 }
