@@ -100,7 +100,7 @@ fn main() -> ExitCode {
 fn needs_namespace_root(command: &Command) -> bool {
     !matches!(
         command,
-        Command::Login(_) | Command::Logout { .. } | Command::Debug { .. }
+        Command::Login(_) | Command::Logout { .. } | Command::Debug { .. } | Command::Binfmt { .. }
     )
 }
 
@@ -139,6 +139,7 @@ fn real_main(cli: Cli, root: PathBuf) -> Result<ExitCode> {
         Command::Inspect { image } => cmd::image::inspect(&*open()?, &image)?,
         Command::Prune(args) => cmd::prune::prune(&args, &*open()?)?,
         Command::Info(args) => cmd::info::info(&args, &root)?,
+        Command::Binfmt { install, archs } => cmd::binfmt::binfmt(install, &archs)?,
         Command::Du => cmd::prune::du(&*open()?)?,
         Command::Check { repair } => return cmd::prune::check(&*open()?, repair),
         Command::Debug {

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context as _, Result};
 use graph::{CopySource, Mount, Network, Node, NodeId, Op, Sharing};
-use images::{platform_text, same_platform, write_layer_blob_pushing, BlobSource, BlobTap, Images};
-use oci::{LayerOptions, MergedView, Platform};
+use images::{write_layer_blob_pushing, BlobSource, BlobTap, Images};
+use oci::{LayerOptions, MergedView};
 use solver::{ExecContext, Outcome, WorkerError};
 
 pub mod container;
@@ -81,11 +81,27 @@ fn werr(e: anyhow::Error) -> WorkerError {
     WorkerError::Failed(e.into())
 }
 
+/// The platform an image node is resolved for: the one it names, else the build platform (the host).
+fn image_platform(named: Option<&str>) -> Result<oci::Platform, WorkerError> {
+    match named {
+        Some(p) => p
+            .parse()
+            .map_err(|e: oci::PlatformParseError| werr(anyhow::anyhow!(e))),
+        None => Ok(oci::Platform::host()),
+    }
+}
+
 impl solver::Worker for BuildWorker {
     fn content_key(&self, node: &Node) -> Result<Option<String>, WorkerError> {
         match &node.op {
-            Op::Image { reference } => {
-                let img = self.images.resolve(reference).map_err(werr)?;
+            Op::Image {
+                reference,
+                platform,
+            } => {
+                let img = self
+                    .images
+                    .resolve_for(reference, &image_platform(platform.as_deref())?)
+                    .map_err(werr)?;
                 Ok(Some(img.manifest_desc.digest.to_string()))
             }
             Op::Copy(c) if c.source == CopySource::Context => self
@@ -140,8 +156,14 @@ impl solver::Worker for BuildWorker {
     ) -> Result<Outcome, WorkerError> {
         match &node.op {
             Op::Scratch => Ok(Outcome::default()),
-            Op::Image { reference } => {
-                let (_, layers) = self.images.pull(reference, |_, _| {}).map_err(werr)?;
+            Op::Image {
+                reference,
+                platform,
+            } => {
+                let (_, layers) = self
+                    .images
+                    .pull_for(reference, &image_platform(platform.as_deref())?, |_, _| {})
+                    .map_err(werr)?;
                 // Unpacked here rather than by the first step that uses the base, so that a layer that
                 // does not unpack (a hostile or broken base) is reported at its FROM line. See: #19.
                 self.remote
@@ -468,17 +490,8 @@ impl BuildWorker {
         inputs: &[Outcome],
         ctx: &ExecContext<'_>,
     ) -> Result<Outcome, WorkerError> {
-        let target = &self.images.platform;
-        let host = Platform::host();
-        if !same_platform(target, &host) {
-            return Err(WorkerError::msg(format!(
-                "cannot run a command for platform {}: this host is {} and emulation is not supported \
-                 (build for {} or drop the RUN)",
-                platform_text(target),
-                platform_text(&host),
-                platform_text(&host)
-            )));
-        }
+        // A RUN for another architecture runs through the kernel's binfmt_misc handler (qemu-user); the
+        // build checks one is registered before anything runs.
         let base = &inputs[0];
         let mut lowers = self
             .remote

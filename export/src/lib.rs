@@ -26,10 +26,15 @@ use solver::{Layer, Solved};
 
 mod eager;
 mod engine;
+mod index;
 mod push;
 
 pub use eager::EagerPush;
 pub use engine::load_into_engine;
+pub use index::{
+    build_index, local_index, platform_dir, push_index, push_index_only, write_index_metadata,
+    write_index_output, ImageIndex,
+};
 pub use push::{push_blobs, PushStats};
 
 /// The image config field that holds an inline build cache (`--cache-to type=inline`); the
@@ -986,9 +991,21 @@ pub fn write_metadata(path: &Path, image: &Image, names: &[String]) -> Result<()
     Ok(())
 }
 
-/// An image of the local store by tag, `name@sha256:…` or image ID (see `cache::Store::find_image`).
+/// An image of the local store by tag, `name@sha256:…` or image ID (see `cache::Store::find_image`); for
+/// an image index, its image for the host's platform.
 pub fn local_image(store: &cache::Store, name: &str) -> Result<Image> {
-    let desc = store.find_image(name)?;
+    let mut desc = store.find_image(name)?;
+    if media_type::is_index(&desc.media_type) {
+        let index: oci::Index = serde_json::from_slice(&store.read_blob(&desc.digest)?)
+            .with_context(|| format!("parsing image index {}", desc.digest))?;
+        let host = oci::Platform::host();
+        let mut found = index
+            .select(&host)
+            .cloned()
+            .ok_or_else(|| anyhow!("image {name} has no image for this host's platform {host}"))?;
+        found.platform = None;
+        desc = found;
+    }
     let manifest: Manifest = serde_json::from_slice(&store.read_blob(&desc.digest)?)
         .with_context(|| format!("parsing manifest {}", desc.digest))?;
     Ok(Image {

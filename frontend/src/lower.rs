@@ -39,12 +39,14 @@ pub struct LowerOptions {
     pub build_args: BTreeMap<String, String>,
     /// `--target`: stage name, case-insensitive; the last stage when `None`.
     pub target: Option<String>,
-    /// Target platform (= build platform = host for now).
+    /// Target platform: `TARGET*` args, scratch stages and stages without `FROM --platform`.
     pub platform: oci::Platform,
     /// Named contexts that are images (`--build-context NAME=docker-image://REF`): `FROM NAME`,
     /// `COPY --from=NAME` and `RUN --mount=from=NAME` use the image reference instead, unless NAME
     /// is a stage defined above.
     pub named_images: BTreeMap<String, String>,
+    /// Build platform (the host): `BUILD*` args; image nodes for it carry no platform.
+    pub build_platform: oci::Platform,
 }
 
 impl Default for LowerOptions {
@@ -54,6 +56,7 @@ impl Default for LowerOptions {
             target: None,
             platform: oci::Platform::host(),
             named_images: BTreeMap::new(),
+            build_platform: oci::Platform::host(),
         }
     }
 }
@@ -65,6 +68,17 @@ impl Default for LowerOptions {
 pub trait BaseImages {
     /// The config of image `reference`, or the error saying why it is not available.
     fn config(&mut self, reference: &str) -> Result<ImageConfig, BoxError>;
+
+    /// The config of image `reference` for `platform` (a stage's platform: the target's, or what its
+    /// `FROM --platform` says). By default the platform is ignored.
+    fn config_for(
+        &mut self,
+        reference: &str,
+        platform: &oci::Platform,
+    ) -> Result<ImageConfig, BoxError> {
+        let _ = platform;
+        self.config(reference)
+    }
 }
 
 /// An error of any type, as [`BaseImages`] implementors return it (its causes kept).
@@ -99,6 +113,8 @@ pub struct Stage {
     pub layer_history: Vec<(usize, NodeId)>,
     /// The FROM instruction.
     pub span: Span,
+    /// The platform the stage is built for: its `FROM --platform`, its base stage's, else the target's.
+    pub platform: oci::Platform,
 }
 
 /// The result of [`lower`].
@@ -121,6 +137,22 @@ impl Lowered {
         self.stages
             .iter()
             .find(|s| s.name.as_deref() == Some(lower.as_str()) || s.index.to_string() == name)
+    }
+
+    /// The platforms RUN steps execute for, each with the FROM of the first stage that runs one there
+    /// (what emulation a build needs, checked before anything runs).
+    pub fn run_platforms(&self) -> Vec<(oci::Platform, Span)> {
+        let mut out: Vec<(oci::Platform, Span)> = Vec::new();
+        for s in &self.stages {
+            let runs = s
+                .layer_history
+                .iter()
+                .any(|(_, n)| matches!(self.graph.node(*n).op, Op::Exec(_)));
+            if runs && !out.iter().any(|(p, _)| *p == s.platform) {
+                out.push((s.platform.clone(), s.span));
+            }
+        }
+        out
     }
 
     /// The image `stage` starts from, through the stages it is built on; `None` for scratch.
@@ -245,6 +277,7 @@ pub fn lower(
         consumed: BTreeSet::new(),
         image_nodes: HashMap::new(),
         multi_stage: defs.len() > 1,
+        stage_platforms: vec![None; defs.len()],
     };
     lw.global_args = lw.predefined_args();
     for (ins, cmd) in &globals {
@@ -313,8 +346,10 @@ struct Lowerer<'o> {
     /// Global ARGs (before the first FROM) and predefined platform args, with values when set.
     global_args: Vec<(String, Option<String>)>,
     consumed: BTreeSet<String>,
-    image_nodes: HashMap<String, NodeId>,
+    image_nodes: HashMap<(String, Option<String>), NodeId>,
     multi_stage: bool,
+    /// The platform of each stage lowered (or being lowered), by Dockerfile index.
+    stage_platforms: Vec<Option<oci::Platform>>,
 }
 
 /// Mutable state while lowering one stage.
@@ -457,14 +492,13 @@ fn display(ins: &Instruction) -> String {
 
 impl Lowerer<'_> {
     fn predefined_args(&self) -> Vec<(String, Option<String>)> {
-        let p = &self.opts.platform;
-        let variant = p.variant.clone().unwrap_or_default();
-        let plat = match &p.variant {
-            Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-            None => format!("{}/{}", p.os, p.architecture),
-        };
         let mut out = Vec::new();
-        for prefix in ["TARGET", "BUILD"] {
+        for (prefix, p) in [
+            ("TARGET", &self.opts.platform),
+            ("BUILD", &self.opts.build_platform),
+        ] {
+            let variant = p.variant.clone().unwrap_or_default();
+            let plat = p.to_string();
             out.push((format!("{prefix}PLATFORM"), Some(plat.clone())));
             out.push((format!("{prefix}OS"), Some(p.os.clone())));
             out.push((format!("{prefix}ARCH"), Some(p.architecture.clone())));
@@ -574,23 +608,44 @@ impl Lowerer<'_> {
             .get(from)
             .map_or(from, String::as_str)
             .to_owned();
-        Ok(self.image_node(&image, span))
+        let platform = self.stage_platforms[current]
+            .clone()
+            .unwrap_or_else(|| self.opts.platform.clone());
+        Ok(self.image_node(&image, &platform, span))
     }
 
-    fn image_node(&mut self, reference: &str, span: Span) -> NodeId {
-        if let Some(id) = self.image_nodes.get(reference) {
+    /// The platform an image node names: none for the build platform, so that its key is the same
+    /// whatever the target platform is.
+    fn node_platform(&self, platform: &oci::Platform) -> Option<String> {
+        let platform = platform.clone().normalized();
+        (platform != self.opts.build_platform.clone().normalized()).then(|| platform.to_string())
+    }
+
+    fn image_node(&mut self, reference: &str, platform: &oci::Platform, span: Span) -> NodeId {
+        let key = (reference.to_owned(), self.node_platform(platform));
+        if let Some(id) = self.image_nodes.get(&key) {
             return *id;
         }
         let id = self.graph.add(
             Op::Image {
                 reference: reference.to_owned(),
+                platform: key.1.clone(),
             },
             vec![],
             Some(span),
             format!("FROM {reference}").into(),
         );
-        self.image_nodes.insert(reference.to_owned(), id);
+        self.image_nodes.insert(key, id);
         id
+    }
+
+    /// The platform `FROM --platform=<p>` names, after ARG expansion (`$BUILDPLATFORM`, `$TARGETPLATFORM`).
+    fn from_platform(&mut self, p: &str, env: &dyn Env, span: Span) -> Result<oci::Platform, ()> {
+        let text = self.expand(p, env, span)?;
+        text.parse::<oci::Platform>().map_err(|e| {
+            self.errors
+                .push(Diagnostic::new(format!("FROM --platform: {e}"), span));
+        })
     }
 
     fn lower_stage(&mut self, defs: &[StageDef<'_>], i: usize) -> Result<Stage, ()> {
@@ -610,18 +665,15 @@ impl Lowerer<'_> {
             ));
             return Err(());
         }
-        if let Some(p) = &def.platform {
-            let p = self.expand(p, &genv, span)?;
-            let host = self.predefined_args()[0].1.clone().unwrap_or_default();
-            if p != host && !p.eq_ignore_ascii_case("$BUILDPLATFORM") {
-                self.warnings.push(Diagnostic::new(
-                    format!(
-                        "--platform={p} ignored: rbuild builds for the host platform ({host}) only"
-                    ),
-                    span,
-                ));
-            }
-        }
+        let explicit = match &def.platform {
+            Some(p) => Some(self.from_platform(p, &genv, span)?),
+            None => None,
+        };
+        self.stage_platforms[i] = Some(
+            explicit
+                .clone()
+                .unwrap_or_else(|| self.opts.platform.clone()),
+        );
         let prefix = if self.multi_stage {
             def.name.clone().unwrap_or_else(|| format!("stage-{i}"))
         } else {
@@ -636,19 +688,25 @@ impl Lowerer<'_> {
             self.ensure(defs, j)?;
             let s = self.stages[j].as_ref().expect("ensured above");
             args.clone_from(&self.stage_args[j]);
+            // As BuildKit's dispatch: a stage built on another has its platform, unless it names one.
+            if explicit.is_none() {
+                self.stage_platforms[i] = Some(s.platform.clone());
+            }
             (Base::Stage(j), s.config.clone(), s.head)
         } else if image.eq_ignore_ascii_case("scratch") {
+            let platform = self.stage_platform(i);
             let mut c = ImageConfig::scratch();
-            c.architecture = self.opts.platform.architecture.clone();
-            c.os = self.opts.platform.os.clone();
-            c.variant = self.opts.platform.variant.clone();
+            c.architecture = platform.architecture.clone();
+            c.os = platform.os.clone();
+            c.variant = platform.variant.clone();
             // BuildKit's `emptyImage` (dockerfile2llb/image.go) starts a scratch stage with
             // WorkingDir "/" (and the default PATH, set below). See: #17
             c.config.working_dir = Some("/".into());
             let head = self.graph.add(Op::Scratch, vec![], Some(span), from_name);
             (Base::Scratch, c, head)
         } else {
-            let config = match self.bases.config(&image) {
+            let platform = self.stage_platform(i);
+            let config = match self.bases.config_for(&image, &platform) {
                 Ok(c) => c,
                 Err(e) => {
                     let mut m = e.to_string();
@@ -667,6 +725,7 @@ impl Lowerer<'_> {
             let head = self.graph.add(
                 Op::Image {
                     reference: image.clone(),
+                    platform: self.node_platform(&platform),
                 },
                 vec![],
                 Some(span),
@@ -732,7 +791,15 @@ impl Lowerer<'_> {
             head: st.head,
             layer_history: st.layer_history,
             span,
+            platform: self.stage_platform(i),
         })
+    }
+
+    /// The platform of stage `i`, set when its lowering started.
+    fn stage_platform(&self, i: usize) -> oci::Platform {
+        self.stage_platforms[i]
+            .clone()
+            .unwrap_or_else(|| self.opts.platform.clone())
     }
 
     fn run_trigger(

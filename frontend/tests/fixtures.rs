@@ -40,6 +40,12 @@ fn options() -> LowerOptions {
             os_version: None,
         },
         named_images: std::collections::BTreeMap::new(),
+        build_platform: oci::Platform {
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            variant: None,
+            os_version: None,
+        },
     }
 }
 

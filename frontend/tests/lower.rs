@@ -187,7 +187,8 @@ fn copy_dest_and_flags() {
     assert_eq!(
         img.op,
         Op::Image {
-            reference: "other:1".into()
+            reference: "other:1".into(),
+            platform: None,
         }
     );
     let st = &l.stages[0];
@@ -546,4 +547,82 @@ fn shell_history_as_buildkit() {
             .as_deref(),
         Some("SHELL [/bin/bash -c]")
     );
+}
+
+/// BuildKit's dockerfile2llb: `FROM --platform` (ARGs expanded) sets a stage's platform, a stage built on
+/// another takes its platform, TARGET*/BUILD* come from the target and build platforms; an image node
+/// for the build platform names no platform, so its key is the same for every target.
+#[test]
+fn from_platform_sets_each_stage_platform_and_the_platform_args() {
+    let df = parse(
+        "FROM --platform=$BUILDPLATFORM golang AS build\nARG TARGETARCH BUILDARCH TARGETVARIANT\n\
+         RUN echo $BUILDARCH $TARGETARCH $TARGETVARIANT\n\
+         FROM build AS more\nRUN true\n\
+         FROM --platform=linux/s390x other AS odd\n\
+         FROM alpine\nCOPY --from=more /x /x\nCOPY --from=odd /y /y\nRUN true\n",
+    )
+    .unwrap();
+    let p = |s: &str| s.parse::<oci::Platform>().unwrap();
+    let opts = LowerOptions {
+        platform: p("linux/arm/v7"),
+        build_platform: p("linux/amd64"),
+        ..LowerOptions::default()
+    };
+    let l = lower(&df, &opts, &mut Bases::new()).unwrap_or_else(|e| panic!("{e:?}"));
+    let platform = |name: &str| l.stage(name).unwrap().platform.to_string();
+    assert_eq!(platform("build"), "linux/amd64");
+    assert_eq!(platform("more"), "linux/amd64");
+    assert_eq!(platform("odd"), "linux/s390x");
+    assert_eq!(l.stages[l.target].platform.to_string(), "linux/arm/v7");
+    let run = l.stage("build").unwrap().layer_history[0].1;
+    assert!(
+        exec(&l, run)
+            .args
+            .last()
+            .unwrap()
+            .ends_with("echo $BUILDARCH $TARGETARCH $TARGETVARIANT"),
+        "{:?}",
+        exec(&l, run).args
+    );
+    assert!(
+        exec(&l, run).env.contains(&"BUILDARCH=amd64".to_owned()),
+        "{:?}",
+        exec(&l, run).env
+    );
+    assert!(exec(&l, run).env.contains(&"TARGETARCH=arm".to_owned()));
+    assert!(exec(&l, run).env.contains(&"TARGETVARIANT=v7".to_owned()));
+    let image_platform = |reference: &str| {
+        l.graph
+            .nodes()
+            .iter()
+            .find_map(|n| match &n.op {
+                Op::Image {
+                    reference: r,
+                    platform,
+                } if r == reference => Some(platform.clone()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(image_platform("golang"), None);
+    assert_eq!(image_platform("other").as_deref(), Some("linux/s390x"));
+    assert_eq!(image_platform("alpine").as_deref(), Some("linux/arm/v7"));
+    let runs: Vec<String> = l
+        .run_platforms()
+        .iter()
+        .map(|(p, _)| p.to_string())
+        .collect();
+    assert_eq!(runs, vec!["linux/amd64", "linux/arm/v7"]);
+}
+
+#[test]
+fn a_bad_from_platform_is_an_error_at_its_line() {
+    let df = parse("FROM alpine\nFROM --platform=linux alpine\n").unwrap();
+    let errs = lower(&df, &LowerOptions::default(), &mut Bases::new()).unwrap_err();
+    assert!(
+        errs[0].message.contains("invalid platform \"linux\""),
+        "{}",
+        errs[0].message
+    );
+    assert_eq!(errs[0].span.line, 2);
 }

@@ -307,6 +307,10 @@ pub enum Op {
     Image {
         /// Image reference.
         reference: String,
+        /// The platform to resolve it for (`os/arch[/variant]`) when not the build platform's: a stage
+        /// `FROM --platform=$BUILDPLATFORM` has the same node (and cache key) for every target platform.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        platform: Option<String>,
     },
     /// RUN.
     Exec(Exec),

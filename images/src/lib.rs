@@ -108,14 +108,23 @@ impl Images {
 
     /// Resolves `name`: a tag in the local store, else the registry it names.
     pub fn resolve(&self, name: &str) -> Result<ResolvedImage> {
-        if let Some(r) = self.resolved.lock().expect("images lock").get(name) {
+        self.resolve_for(name, &self.platform.clone())
+    }
+
+    /// Resolves `name` for `platform` (a stage's `FROM --platform`, one target of a multi-platform build).
+    pub fn resolve_for(&self, name: &str, platform: &Platform) -> Result<ResolvedImage> {
+        let key = format!("{name} {platform}");
+        // A pinned name (a named context) is the same image for every platform.
+        let known = self.resolved.lock().expect("images lock");
+        if let Some(r) = known.get(&key).or_else(|| known.get(name)) {
             return Ok(r.clone());
         }
-        let r = self.resolve_uncached(name)?;
+        drop(known);
+        let r = self.resolve_uncached(name, platform)?;
         self.resolved
             .lock()
             .expect("images lock")
-            .insert(name.to_owned(), r.clone());
+            .insert(key, r.clone());
         Ok(r)
     }
 
@@ -130,7 +139,7 @@ impl Images {
         Ok(())
     }
 
-    fn resolve_uncached(&self, name: &str) -> Result<ResolvedImage> {
+    fn resolve_uncached(&self, name: &str, platform: &Platform) -> Result<ResolvedImage> {
         let reference: Reference = name.parse().with_context(|| format!("image {name:?}"))?;
         // A local tag of another platform (built or pulled with another --platform) is not this image.
         let mut local_other = None;
@@ -138,12 +147,22 @@ impl Images {
             let guard = self.store.use_image(&reference.familiar())?;
             if let Some(desc) = self.store.resolve_tag(&reference.familiar())? {
                 self.in_use.lock().expect("images lock").push(guard);
-                let img = self.local(Some(reference.clone()), desc)?;
-                if config_matches(&img.config, &self.platform) {
+                let (desc, theirs) = match self.select_local(&desc, platform)? {
+                    Ok(desc) => (desc, None),
+                    Err(listed) => (desc, Some(listed)),
+                };
+                let img = match theirs {
+                    None => Some(self.local(Some(reference.clone()), desc.clone())?),
+                    Some(_) => None,
+                };
+                if let Some(img) = img.filter(|i| config_matches(&i.config, platform)) {
                     return Ok(img);
                 }
-                let theirs = config_platform(&img.config);
-                tracing::info!(%reference, local = %theirs, wanted = %platform_text(&self.platform), "local image is for another platform");
+                let theirs = match theirs {
+                    Some(listed) => listed,
+                    None => config_platform(&self.local(Some(reference.clone()), desc)?.config),
+                };
+                tracing::info!(%reference, local = %theirs, wanted = %platform_text(platform), "local image is for another platform");
                 local_other = Some(theirs);
             }
         }
@@ -151,11 +170,11 @@ impl Images {
             Some(theirs) => format!(
                 "resolving image {} for platform {} (the local image is {theirs})",
                 reference.familiar(),
-                platform_text(&self.platform)
+                platform_text(platform)
             ),
             None => format!("resolving image {}", reference.familiar()),
         };
-        let base_key = self.base_key(&reference);
+        let base_key = self.base_key(&reference, platform);
         // As dockerd's BuildKit and `docker build` do: an image this store already pulled is used as it is;
         // `--pull` asks the registry again. This keeps a no-op rebuild off the network.
         if !self.pull && local_other.is_none() {
@@ -168,7 +187,7 @@ impl Images {
         }
         let pulled = self
             .rt
-            .block_on(self.client.get()?.get_manifest(&reference, &self.platform));
+            .block_on(self.client.get()?.get_manifest(&reference, platform));
         let pulled = match pulled {
             Ok(p) => p,
             Err(e @ registry::Error::Unreachable { .. }) if !self.pull => {
@@ -212,6 +231,29 @@ impl Images {
         })
     }
 
+    /// The manifest of a local tag for `platform`: the tag's own descriptor, or, for an index, the entry
+    /// containerd's matching picks (`Err` lists the index's platforms when none fits).
+    pub fn select_local(
+        &self,
+        desc: &Descriptor,
+        platform: &Platform,
+    ) -> Result<std::result::Result<Descriptor, String>> {
+        if !oci::media_type::is_index(&desc.media_type) {
+            return Ok(Ok(desc.clone()));
+        }
+        let index: oci::Index = serde_json::from_slice(&self.store.read_blob(&desc.digest)?)
+            .with_context(|| format!("parsing index {}", desc.digest))?;
+        Ok(match index.select(platform) {
+            Some(d) => Ok(d.clone()),
+            None => Err(index
+                .manifests
+                .iter()
+                .filter_map(|d| d.platform.as_ref().map(platform_text))
+                .collect::<Vec<_>>()
+                .join(", ")),
+        })
+    }
+
     /// An image whose manifest is in the local store.
     pub fn local(&self, reference: Option<Reference>, desc: Descriptor) -> Result<ResolvedImage> {
         let manifest: Manifest = serde_json::from_slice(&self.store.read_blob(&desc.digest)?)
@@ -229,11 +271,11 @@ impl Images {
 
     /// The store's record name for the last resolution of `reference` (offline rebuilds): the reference,
     /// plus the platform when it is not the host's.
-    fn base_key(&self, reference: &Reference) -> String {
-        if self.platform == Platform::host() {
+    fn base_key(&self, reference: &Reference, platform: &Platform) -> String {
+        if *platform == Platform::host() {
             reference.to_string()
         } else {
-            format!("{reference} {}", platform_text(&self.platform))
+            format!("{reference} {}", platform_text(platform))
         }
     }
 
@@ -245,6 +287,18 @@ impl Images {
         on_layer: impl FnMut(&Layer, LayerFetch),
     ) -> Result<(ResolvedImage, Vec<Layer>)> {
         let image = self.resolve(name)?;
+        let layers = self.fetch_layers_with(&image, on_layer)?;
+        Ok((image, layers))
+    }
+
+    /// [`Images::pull`] for `platform`.
+    pub fn pull_for(
+        &self,
+        name: &str,
+        platform: &Platform,
+        on_layer: impl FnMut(&Layer, LayerFetch),
+    ) -> Result<(ResolvedImage, Vec<Layer>)> {
+        let image = self.resolve_for(name, platform)?;
         let layers = self.fetch_layers_with(&image, on_layer)?;
         Ok((image, layers))
     }

@@ -18,12 +18,14 @@ pub struct ImageRow {
     pub digest: Digest,
     /// The image ID: the config digest.
     pub id: Digest,
-    /// Config plus compressed layers, in bytes.
+    /// Config plus compressed layers, in bytes (of every platform, for an index).
     pub size: u64,
+    /// For an image index (a multi-platform image): its platforms, `os/arch[/variant]`; else empty.
+    pub platforms: Vec<String>,
 }
 
 /// The fields a `--format` template may use.
-const FIELDS: &[&str] = &["Repository", "Tag", "Digest", "ID", "Size"];
+const FIELDS: &[&str] = &["Repository", "Tag", "Digest", "ID", "Size", "Platforms"];
 
 impl ImageRow {
     fn field(&self, name: &str) -> Option<String> {
@@ -33,6 +35,7 @@ impl ImageRow {
             "Digest" => self.digest.to_string(),
             "ID" => self.id.short().to_owned(),
             "Size" => human_size(self.size),
+            "Platforms" => self.platforms.join(","),
             _ => return None,
         })
     }
@@ -58,6 +61,29 @@ pub fn list(store: &cache::Store, filters: &[String]) -> Result<Vec<ImageRow>> {
     if dangling != Some(true) {
         for (name, desc) in &tags {
             let (repository, tag) = split_name(name);
+            if media_type::is_index(&desc.media_type) {
+                // As docker's containerd store: an index's ID is its digest.
+                let index: oci::Index = serde_json::from_slice(&store.read_blob(&desc.digest)?)?;
+                let mut size = 0;
+                for d in &index.manifests {
+                    if let Ok(m) = store.manifest_of(d) {
+                        size += image_size(&m);
+                    }
+                }
+                rows.push(ImageRow {
+                    repository: repository.to_owned(),
+                    tag: tag.to_owned(),
+                    digest: desc.digest.clone(),
+                    id: desc.digest.clone(),
+                    size,
+                    platforms: index
+                        .manifests
+                        .iter()
+                        .filter_map(|d| d.platform.as_ref().map(crate::platform_text))
+                        .collect(),
+                });
+                continue;
+            }
             let m = store.manifest_of(desc)?;
             rows.push(ImageRow {
                 repository: repository.to_owned(),
@@ -65,6 +91,7 @@ pub fn list(store: &cache::Store, filters: &[String]) -> Result<Vec<ImageRow>> {
                 digest: desc.digest.clone(),
                 id: m.config.digest.clone(),
                 size: image_size(&m),
+                platforms: Vec::new(),
             });
         }
     }
@@ -116,6 +143,7 @@ fn untagged_images(store: &cache::Store, tagged: &HashSet<&Digest>) -> Result<Ve
             size: image_size(&m),
             id: m.config.digest,
             digest,
+            platforms: Vec::new(),
         });
     }
     rows.sort_by(|a, b| a.digest.hex().cmp(b.digest.hex()));
@@ -180,12 +208,21 @@ pub fn render(rows: &[ImageRow], how: &ListFormat) -> Result<String> {
                     String::new()
                 }
             };
+            // A PLATFORMS column only when an image index is listed: tables of single images stay as
+            // docker prints them.
+            let indexes = rows.iter().any(|r| !r.platforms.is_empty());
+            let platforms = |r: Option<&ImageRow>| match (indexes, r) {
+                (false, _) => String::new(),
+                (true, None) => " PLATFORMS".to_owned(),
+                (true, Some(r)) => format!(" {}", r.platforms.join(",")),
+            };
             out.push_str(&format!(
-                "{:<40} {}{:<14} {:>10}\n",
+                "{:<40} {}{:<14} {:>10}{}\n",
                 "NAME",
                 digest("DIGEST"),
                 "IMAGE ID",
-                "SIZE"
+                "SIZE",
+                platforms(None)
             ));
             for r in rows {
                 let name = if r.tag == "<none>" && r.repository != "<none>" {
@@ -194,10 +231,11 @@ pub fn render(rows: &[ImageRow], how: &ListFormat) -> Result<String> {
                     format!("{}:{}", r.repository, r.tag)
                 };
                 out.push_str(&format!(
-                    "{name:<40} {}{:<14} {:>10}\n",
+                    "{name:<40} {}{:<14} {:>10}{}\n",
                     digest(&r.digest.to_string()),
                     r.id.short(),
-                    human_size(r.size)
+                    human_size(r.size),
+                    platforms(Some(r))
                 ));
             }
         }
@@ -296,6 +334,7 @@ mod tests {
             digest: Digest::sha256_of(b"m"),
             id: Digest::sha256_of(b"c"),
             size: 1_500_000,
+            platforms: Vec::new(),
         }
     }
 

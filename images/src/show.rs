@@ -22,6 +22,36 @@ pub fn inspect(
     Ok(serde_json::to_string_pretty(&doc)?)
 }
 
+/// `rbuild inspect` of an image index: its descriptor and JSON, then each platform's image as
+/// [`inspect`] shows one (`Platform`, `Descriptor`, `Manifest`, `Config`).
+pub fn inspect_index(
+    store: &cache::Store,
+    name: &str,
+    descriptor: &Descriptor,
+    index: &oci::Index,
+    manifests: &[(oci::Platform, Digest, Descriptor, Manifest)],
+) -> Result<String> {
+    let mut images = Vec::new();
+    for (platform, config_digest, desc, manifest) in manifests {
+        let config: serde_json::Value = serde_json::from_slice(&store.read_blob(config_digest)?)?;
+        images.push(serde_json::json!({
+            "Platform": platform.to_string(),
+            "Id": config_digest.to_string(),
+            "Descriptor": desc,
+            "Manifest": manifest,
+            "Config": config,
+        }));
+    }
+    let doc = serde_json::json!({
+        "Name": name,
+        "Id": descriptor.digest.to_string(),
+        "Descriptor": descriptor,
+        "Index": index,
+        "Manifests": images,
+    });
+    Ok(serde_json::to_string_pretty(&doc)?)
+}
+
 /// `rbuild history IMAGE`: one line per history entry, newest first, as `docker history` prints them
 /// (layer sizes on the entries that made a layer, the image ID on the newest).
 pub fn history(

@@ -14,6 +14,7 @@ mod config;
 mod digest;
 mod layer;
 mod manifest;
+mod platform;
 mod reference;
 mod snapshot;
 pub mod time;
@@ -27,5 +28,6 @@ pub use layer::{
     OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, USER_OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX,
 };
 pub use manifest::{media_type, Descriptor, Index, Manifest, Platform};
+pub use platform::PlatformParseError;
 pub use reference::{Reference, ReferenceParseError, DOCKER_HUB};
 pub use snapshot::{MergedView, Resolved};

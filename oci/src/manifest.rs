@@ -154,26 +154,6 @@ pub struct Index {
     pub annotations: BTreeMap<String, String>,
 }
 
-impl Index {
-    /// The manifest for `platform`: exact architecture/os match, preferring a matching variant.
-    pub fn select(&self, platform: &Platform) -> Option<&Descriptor> {
-        let candidates = self.manifests.iter().filter(|d| {
-            d.platform
-                .as_ref()
-                .is_some_and(|p| p.os == platform.os && p.architecture == platform.architecture)
-        });
-        let mut best = None;
-        for d in candidates {
-            let p = d.platform.as_ref().expect("filtered on platform presence");
-            if platform.variant.is_some() && p.variant == platform.variant {
-                return Some(d);
-            }
-            best.get_or_insert(d);
-        }
-        best
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

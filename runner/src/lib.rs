@@ -71,6 +71,8 @@ use std::process::{Child, Stdio};
 use serde::{Deserialize, Serialize};
 
 #[cfg(target_os = "linux")]
+pub mod binfmt;
+#[cfg(target_os = "linux")]
 mod cgroup;
 #[cfg(target_os = "linux")]
 mod chroot;

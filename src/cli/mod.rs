@@ -165,6 +165,16 @@ pub(crate) enum Command {
     },
     /// Show what this machine offers rbuild: kernel features, isolation, rootless ids, store, registries.
     Info(InfoArgs),
+    /// List the binfmt_misc handlers (emulated architectures); `--install ARCH...` registers Debian's
+    /// qemu-user-static for them with the F flag (root; docs/MULTIPLATFORM.md).
+    Binfmt {
+        /// Register handlers for the named architectures (`arm64 arm s390x`..., or `all`).
+        #[arg(long)]
+        install: bool,
+        /// Architectures, OCI or qemu names (`arm64` or `aarch64`).
+        #[arg(value_name = "ARCH", requires = "install")]
+        archs: Vec<String>,
+    },
     /// Inspect internals.
     Debug {
         #[command(subcommand)]
@@ -405,10 +415,11 @@ pub(crate) struct BuildArgs {
     /// SSH agent for `RUN --mount=type=ssh`: `default` (SSH_AUTH_SOCK) or `ID=SOCKET`; repeatable.
     #[arg(long = "ssh", value_name = "default|ID=SOCKET")]
     pub(crate) ssh: Vec<String>,
-    /// Target platform (`os/arch[/variant]`): selects base images from multi-platform images and sets the
-    /// image's os/architecture; RUN steps can only run for the host's platform (no emulation).
-    #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
-    pub(crate) platform: Option<oci::Platform>,
+    /// Target platforms (`os/arch[/variant]`, comma-separated or repeated): one image per platform, in an
+    /// image index when there are several; RUN for a foreign architecture runs through binfmt_misc
+    /// (`rbuild binfmt`, docs/MULTIPLATFORM.md).
+    #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT],...", value_delimiter = ',', value_parser = parse_platform)]
+    pub(crate) platforms: Vec<oci::Platform>,
     #[command(flatten)]
     pub(crate) registry: RegistryArgs,
     /// Build context: a directory, a git URL (`https://host/r.git#ref:dir`, `git@host:r.git`), a tarball
@@ -440,6 +451,9 @@ pub(crate) struct RunArgs {
     /// Override the image's ENTRYPOINT.
     #[arg(long)]
     pub(crate) entrypoint: Option<String>,
+    /// The image of a multi-platform image (index) to run (`os/arch[/variant]`; default: the host's).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
+    pub(crate) platform: Option<oci::Platform>,
     /// Bind mount `HOST:CONTAINER[:ro]`; repeatable.
     #[arg(long = "volume", value_name = "HOST:CTR[:ro]")]
     pub(crate) volumes: Vec<String>,
@@ -589,32 +603,10 @@ pub(crate) struct LoginArgs {
     pub(crate) registry_args: RegistryArgs,
 }
 
-/// Parses `os/arch[/variant]` (docker's `--platform`), accepting `x86_64`/`aarch64` for the architecture.
+/// Parses `os/arch[/variant]` (docker's `--platform`), normalised as containerd does (`oci::Platform`).
 pub(crate) fn parse_platform(s: &str) -> Result<oci::Platform, String> {
-    let parts: Vec<&str> = s.trim().split('/').collect();
-    let bad = || format!("invalid platform {s:?}: expected OS/ARCH[/VARIANT], e.g. linux/arm64");
-    let (os, arch, variant) = match parts.as_slice() {
-        [os, arch] => (*os, *arch, None),
-        [os, arch, variant] if !variant.is_empty() => (*os, *arch, Some((*variant).to_owned())),
-        _ => return Err(bad()),
-    };
-    if os.is_empty() || arch.is_empty() {
-        return Err(bad());
-    }
-    let arch = match arch.to_ascii_lowercase().as_str() {
-        "x86_64" | "x86-64" => "amd64".to_owned(),
-        "aarch64" => "arm64".to_owned(),
-        "i386" => "386".to_owned(),
-        other => other.to_owned(),
-    };
-    // arm64 images normally carry no variant (v8 is implied), so `linux/arm64/v8` selects them too.
-    let variant = variant.filter(|v| !(arch == "arm64" && v == "v8"));
-    Ok(oci::Platform {
-        architecture: arch,
-        os: os.to_ascii_lowercase(),
-        variant,
-        os_version: None,
-    })
+    s.parse()
+        .map_err(|e: oci::PlatformParseError| e.to_string())
 }
 
 #[derive(Debug, Args)]

@@ -23,28 +23,36 @@ impl frontend::BaseImages for Bases<'_> {
     fn config(&mut self, reference: &str) -> Result<oci::ImageConfig, frontend::BoxError> {
         Ok(self.0.resolve(reference)?.config)
     }
+    fn config_for(
+        &mut self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<oci::ImageConfig, frontend::BoxError> {
+        Ok(self.0.resolve_for(reference, platform)?.config)
+    }
 }
 
 /// What the flags ask for, checked before anything runs.
-struct Plan {
-    outputs: Vec<export::Output>,
-    cache_to: Vec<CacheTo>,
+pub(crate) struct Plan {
+    pub(crate) outputs: Vec<export::Output>,
+    pub(crate) cache_to: Vec<CacheTo>,
     cache_from: Vec<CacheFrom>,
-    push: bool,
-    tags: Vec<Reference>,
+    pub(crate) push: bool,
+    pub(crate) tags: Vec<Reference>,
     build_args: BTreeMap<String, String>,
-    export_opts: export::ExportOptions,
+    pub(crate) export_opts: export::ExportOptions,
 }
 
 /// The Dockerfile, read and parsed.
-struct Source {
-    label: String,
-    text: String,
+pub(crate) struct Source {
+    pub(crate) label: String,
+    pub(crate) text: String,
     parsed: frontend::Dockerfile,
     context: exec::OpenContext,
 }
 
-/// Runs one build; returns the image config digest (the image ID), or `None` for `--check`.
+/// Runs one build; returns the image config digest (the image ID; the index digest for several
+/// platforms), or `None` for `--check`.
 pub(crate) fn build(
     args: &BuildArgs,
     store: Arc<cache::Store>,
@@ -60,7 +68,7 @@ pub(crate) fn build(
         &store,
         rt,
     )?;
-    let platform = args.platform.clone().unwrap_or_else(Platform::host);
+    let platforms = target_platforms(args);
     let client = Arc::new(LazyClient::new(
         args.registry.client_options(&args.insecure_registries),
     ));
@@ -69,7 +77,7 @@ pub(crate) fn build(
             Arc::clone(&store),
             Arc::clone(&client),
             rt.handle().clone(),
-            platform,
+            platforms[0].clone(),
         )
         .with_pull(args.pull),
     );
@@ -85,21 +93,34 @@ pub(crate) fn build(
     if call.method == Method::Check {
         return check(&call, &plan, &source, args, &images, &progress);
     }
-    let lowered = lower(&plan, &source, args, &images, &progress)?;
+    let mut targets = Vec::new();
+    for p in &platforms {
+        targets.push(lower(&plan, &source, args, &images, p, &progress)?);
+    }
     let report = run_checks(&plan, &source, args, &images, false)?;
     if let Some(e) = report.error() {
         progress.check_warnings(&report);
         bail!(e);
     }
+    check_emulation(&targets, &source)?;
+    if platforms.len() > 1 {
+        let id = crate::cmd::multiplatform::build(
+            args, &plan, &source, &platforms, &targets, &store, &images, &client, rt, &progress,
+        )?;
+        progress.check_warnings(&report);
+        return Ok(id);
+    }
+    let lowered = &targets[0];
+    progress.attach(&lowered.graph);
     let stage = &lowered.stages[lowered.target];
     let remote = Arc::new(import_caches(
         &plan, &store, &client, rt, &images, &progress,
     ));
     let solved = solve(
-        args, &plan, &source, &lowered, &store, &images, &client, rt, &remote, &progress,
+        args, &plan, &source, lowered, &store, &images, &client, rt, &remote, &progress, true,
     )?;
     let mut export_opts = plan.export_opts.clone();
-    export_opts.base = base_of(&lowered, stage, &images);
+    export_opts.base = base_of(lowered, stage, &images);
     if plan.cache_to.contains(&CacheTo::Inline) {
         export_opts.inline_cache =
             remotecache::inline_value(&solved.solved, &lowered.graph, stage.head);
@@ -112,6 +133,7 @@ pub(crate) fn build(
         &store,
         &remote,
         &progress,
+        true,
     )?;
     let id = image.config_digest.clone();
     let names: Vec<String> = plan.tags.iter().map(Reference::familiar).collect();
@@ -155,15 +177,7 @@ pub(crate) fn build(
             &progress,
         )?;
     }
-    if !remote.is_empty() {
-        let kept = solved.records.keep_used(&solved.solved)?;
-        let fetched = remote.stats();
-        progress.info(&format!(
-            "cache import: {} blobs downloaded ({}), {kept} records kept in the local store",
-            fetched.blobs,
-            crate::cmd::image::human_size(fetched.bytes)
-        ));
-    }
+    report_cache_import(&remote, &solved, &progress)?;
     progress.finish();
     progress.check_warnings(&report);
     if let Some(path) = &args.iidfile {
@@ -177,6 +191,72 @@ pub(crate) fn build(
         println!("{id}");
     }
     Ok(Some(id))
+}
+
+/// After the solve: what an imported cache gave (`cache import: N blobs downloaded …`).
+pub(crate) fn report_cache_import(
+    remote: &Remote,
+    solved: &Solved,
+    progress: &Progress,
+) -> Result<()> {
+    if !remote.is_empty() {
+        let kept = solved.records.keep_used(&solved.solved)?;
+        let fetched = remote.stats();
+        progress.info(&format!(
+            "cache import: {} blobs downloaded ({}), {kept} records kept in the local store",
+            fetched.blobs,
+            crate::cmd::image::human_size(fetched.bytes)
+        ));
+    }
+    Ok(())
+}
+
+/// `--platform` as given (comma-separated, repeated; duplicates dropped), else the host's.
+fn target_platforms(args: &BuildArgs) -> Vec<Platform> {
+    let mut out: Vec<Platform> = Vec::new();
+    for p in &args.platforms {
+        if !out.contains(p) {
+            out.push(p.clone());
+        }
+    }
+    if out.is_empty() {
+        out.push(Platform::host());
+    }
+    out
+}
+
+/// Fails before any step runs when a RUN is for an architecture the host neither runs nor emulates.
+fn check_emulation(targets: &[frontend::Lowered], source: &Source) -> Result<()> {
+    let dir = Path::new(runner::binfmt::BINFMT_DIR);
+    let mut handlers = None;
+    for lowered in targets {
+        for (platform, span) in lowered.run_platforms() {
+            if runner::binfmt::runs_natively(&platform.architecture) {
+                continue;
+            }
+            let registered = match &handlers {
+                Some(h) => h,
+                None => handlers.insert(runner::binfmt::handlers(dir)?),
+            };
+            if runner::binfmt::handler_for(registered, &platform.architecture).is_none() {
+                let what = format!(
+                    "RUN for {platform} needs emulation, and no binfmt_misc handler for {} is registered \
+                     in {}; fix: `rbuild binfmt --install {}` (as root, with Debian's qemu-user-static \
+                     installed; docs/MULTIPLATFORM.md)",
+                    platform.architecture,
+                    dir.display(),
+                    platform.architecture
+                );
+                bail!(diagnostics::step_failed(
+                    &source.label,
+                    &source.text,
+                    span,
+                    what
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The progress mode: `-q` wins over `--progress`.
@@ -306,12 +386,14 @@ fn lower(
     source: &Source,
     args: &BuildArgs,
     images: &Images,
+    platform: &Platform,
     progress: &Progress,
 ) -> Result<frontend::Lowered> {
     let opts = frontend::LowerOptions {
         build_args: plan.build_args.clone(),
         target: args.target.clone(),
-        platform: images.platform.clone(),
+        platform: platform.clone(),
+        build_platform: Platform::host(),
         named_images: exec::named_context::resolve(&args.build_contexts, images, &images.store)?,
     };
     let lowered = frontend::lower(&source.parsed, &opts, &mut Bases(images))
@@ -319,12 +401,11 @@ fn lower(
     for w in &lowered.warnings {
         progress.warning(&format!("{}:{}: {}", source.label, w.span.line, w.message));
     }
-    progress.attach(&lowered.graph);
     Ok(lowered)
 }
 
 /// Reads the metadata of every `--cache-from` (a cache that fails is a warning: the build goes on).
-fn import_caches(
+pub(crate) fn import_caches(
     plan: &Plan,
     store: &cache::Store,
     client: &Arc<LazyClient>,
@@ -360,8 +441,8 @@ fn import_caches(
 }
 
 /// What the solve leaves for the steps after it.
-struct Solved {
-    solved: solver::Solved,
+pub(crate) struct Solved {
+    pub(crate) solved: solver::Solved,
     records: LayeredRecords,
     /// With `--push`: the uploads of the image's RUN layers made while they were written.
     eager: Option<Arc<export::EagerPush>>,
@@ -369,7 +450,7 @@ struct Solved {
 
 /// Runs the graph: the worker, the records (local and imported), and the failure pointed at its line.
 #[allow(clippy::too_many_arguments)]
-fn solve(
+pub(crate) fn solve(
     args: &BuildArgs,
     plan: &Plan,
     source: &Source,
@@ -380,6 +461,7 @@ fn solve(
     rt: &tokio::runtime::Runtime,
     remote: &Arc<Remote>,
     progress: &Progress,
+    eager_push: bool,
 ) -> Result<Solved> {
     let stage = &lowered.stages[lowered.target];
     let walk = std::time::Instant::now();
@@ -391,7 +473,7 @@ fn solve(
     tracing::debug!(elapsed = ?walk.elapsed(), "build context walked");
     // With --push, the image's RUN layers start uploading while they are written.
     let eager = match plan.tags.first() {
-        Some(first) if plan.push => Some(Arc::new(export::EagerPush::new(
+        Some(first) if plan.push && eager_push => Some(Arc::new(export::EagerPush::new(
             client.get()?.clone(),
             first.clone(),
             rt.handle().clone(),
@@ -489,8 +571,9 @@ fn solve(
     })
 }
 
-/// Writes the image into the store and names it with the tags (`exporting to image`).
-fn export_image(
+/// Writes the image into the store and, with `tag`, names it with the tags (`exporting to image`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn export_image(
     plan: &Plan,
     stage: &frontend::Stage,
     solved: &solver::Solved,
@@ -498,8 +581,13 @@ fn export_image(
     store: &cache::Store,
     remote: &Remote,
     progress: &Progress,
+    tag: bool,
 ) -> Result<export::Image> {
-    let task = progress.task("exporting to image");
+    let task = progress.task(if tag {
+        "exporting to image".to_owned()
+    } else {
+        format!("exporting to image for {}", stage.platform)
+    });
     // Layers of an imported cache are fetched only when something here reads them: a push alone to the
     // registry the cache lives in needs none of them.
     let local_needed = !plan.push || !plan.outputs.iter().all(export::Output::pushes);
@@ -514,10 +602,14 @@ fn export_image(
     let previous = plan
         .tags
         .first()
+        .filter(|_| tag)
         .and_then(|t| export::local_image(store, &t.familiar()).ok());
     let fetch = |l: &solver::Layer| remote.ensure(store, &l.blob);
     let image = export::assemble(store, stage, solved, export_opts, previous, &fetch)?;
     task.status(&format!("writing image {}", image.config_digest));
+    if !tag {
+        return Ok(image);
+    }
     let complete = image
         .manifest
         .layers
@@ -575,17 +667,17 @@ fn push(
 }
 
 /// One `--cache-to` export and what it needs.
-struct CacheExport<'a> {
-    to: &'a CacheTo,
-    store: &'a cache::Store,
-    remote: &'a Remote,
-    client: &'a LazyClient,
-    rt: &'a tokio::runtime::Runtime,
+pub(crate) struct CacheExport<'a> {
+    pub(crate) to: &'a CacheTo,
+    pub(crate) store: &'a cache::Store,
+    pub(crate) remote: &'a Remote,
+    pub(crate) client: &'a LazyClient,
+    pub(crate) rt: &'a tokio::runtime::Runtime,
 }
 
 impl CacheExport<'_> {
     /// Exports the cache and says what went where (`exporting cache to REF`).
-    fn run(
+    pub(crate) fn run(
         &self,
         graph: &graph::BuildGraph,
         head: graph::NodeId,
@@ -669,7 +761,7 @@ fn check(
 ) -> Result<Option<oci::Digest>> {
     let report = run_checks(plan, source, args, images, true)?;
     let out = report.output(call.json, &source.label, &source.text);
-    let lowered = lower(plan, source, args, images, progress);
+    let lowered = lower(plan, source, args, images, &images.platform, progress);
     if lowered.is_ok() || !report.warnings.is_empty() || call.json {
         print!("{out}");
     }
@@ -710,13 +802,13 @@ fn cache_policy(args: &BuildArgs, lowered: &frontend::Lowered) -> solver::CacheP
 }
 
 /// The image the target stage starts from (through earlier stages), for the base-image annotations.
-fn base_of(
+pub(crate) fn base_of(
     lowered: &frontend::Lowered,
     stage: &frontend::Stage,
     images: &Images,
 ) -> Option<(String, oci::Digest)> {
     let name = lowered.base_image(stage)?;
-    let r = images.resolve(name).ok()?;
+    let r = images.resolve_for(name, &stage.platform).ok()?;
     let shown = r
         .reference
         .as_ref()

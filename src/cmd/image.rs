@@ -107,8 +107,25 @@ pub(crate) fn push(
     ));
     for (source, dest) in pairs {
         let reference: oci::Reference = dest.parse().with_context(|| format!("image {dest:?}"))?;
-        let image = local_image(store, &source)?;
         // A tagged image has all its blobs here; no imported cache is involved.
+        if let Some((index, images)) = export::local_index(store, &source)? {
+            let images: Vec<&export::Image> = images.iter().map(|(_, i)| i).collect();
+            let digest = rt.block_on(export::push_index(
+                client.get()?,
+                store,
+                &images::NoBlobSource,
+                None,
+                &images,
+                &index,
+                &reference,
+            ))?;
+            if let Some(file) = &args.digestfile {
+                fs_err::write(file, digest.to_string())?;
+            }
+            println!("{}@{digest}", reference.name());
+            continue;
+        }
+        let image = local_image(store, &source)?;
         let digest = rt.block_on(export::push(
             client.get()?,
             store,
@@ -127,6 +144,23 @@ pub(crate) fn push(
 
 /// `rbuild inspect IMAGE`: descriptor, manifest and config as one JSON document on stdout.
 pub(crate) fn inspect(store: &cache::Store, name: &str) -> Result<()> {
+    if let Some((index, images)) = export::local_index(store, name)? {
+        let manifests = images
+            .iter()
+            .map(|(p, i)| {
+                (
+                    p.clone(),
+                    i.config_digest.clone(),
+                    i.manifest_desc.clone(),
+                    i.manifest.clone(),
+                )
+            })
+            .collect::<Vec<_>>();
+        let shown =
+            images::show::inspect_index(store, name, &index.desc, &index.index, &manifests)?;
+        println!("{shown}");
+        return Ok(());
+    }
     let image = local_image(store, name)?;
     println!(
         "{}",

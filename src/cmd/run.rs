@@ -21,7 +21,7 @@ pub(crate) fn run(
         Arc::clone(&store),
         client,
         rt.handle().clone(),
-        Platform::host(),
+        args.platform.clone().unwrap_or_else(Platform::host),
     );
     let image = images
         .resolve(&args.image)

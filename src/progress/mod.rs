@@ -10,7 +10,7 @@ mod plain;
 mod tty;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use graph::{BuildGraph, NodeId, Op};
@@ -125,7 +125,7 @@ struct State {
 /// The build's reporter: numbers vertices, and sends each line to the mode's renderer.
 pub(crate) struct Progress {
     render: Box<dyn Render>,
-    names: OnceLock<(HashMap<NodeId, String>, HashSet<NodeId>)>,
+    names: std::sync::RwLock<Option<(HashMap<NodeId, String>, HashSet<NodeId>)>>,
     started: Instant,
     state: Mutex<State>,
 }
@@ -140,7 +140,7 @@ impl Progress {
         };
         Self {
             render,
-            names: OnceLock::new(),
+            names: std::sync::RwLock::new(None),
             started: Instant::now(),
             state: Mutex::new(State {
                 next: 1,
@@ -151,10 +151,18 @@ impl Progress {
 
     /// Learns the names of the graph's steps (once, before solving).
     pub(crate) fn attach(&self, graph: &BuildGraph) {
+        if self.names.read().expect("progress lock").is_none() {
+            self.attach_as(graph, "");
+        }
+    }
+
+    /// Learns the names of the graph that is solved next, shown after `prefix` (`[linux/arm64] `): the
+    /// graphs of a multi-platform build, one after another.
+    pub(crate) fn attach_as(&self, graph: &BuildGraph, prefix: &str) {
         let names = graph
             .nodes()
             .iter()
-            .map(|n| (n.id, n.name.to_string()))
+            .map(|n| (n.id, format!("{prefix}{}", n.name)))
             .collect();
         let hidden = graph
             .nodes()
@@ -162,7 +170,8 @@ impl Progress {
             .filter(|n| matches!(n.op, Op::Scratch))
             .map(|n| n.id)
             .collect();
-        let _ = self.names.set((names, hidden)); // a second graph keeps the first names
+        *self.names.write().expect("progress lock") = Some((names, hidden));
+        self.state.lock().expect("progress lock").numbers.clear();
     }
 
     fn show(&self, line: &Line<'_>) {
@@ -270,7 +279,8 @@ impl solver::Reporter for Progress {
             | Event::Done { node, .. }
             | Event::Failed { node, .. } => *node,
         };
-        let Some((names, hidden)) = self.names.get() else {
+        let guard = self.names.read().expect("progress lock");
+        let Some((names, hidden)) = guard.as_ref() else {
             return;
         };
         if hidden.contains(&node) {

@@ -1,0 +1,324 @@
+//! Image indexes: one manifest per platform under one name (an OCI image index, or a Docker manifest list
+//! with `--oci-mediatypes=false`), as a multi-platform build writes and `rbuild imagetools create` stitches.
+//!
+//! The API is small on purpose: [`build_index`] makes an index from `(platform, manifest descriptor)` pairs
+//! (attestation manifests are more entries, with their own annotations, added by whoever makes them),
+//! [`ImageIndex::store`] keeps it in the local store, [`push_index`] pushes its images and then the index.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context as _, Result};
+use images::BlobSource;
+use oci::{media_type, Descriptor, Digest, Index, Platform, Reference};
+
+use crate::{EagerPush, Image};
+
+/// An index built for some images, with its serialized bytes (what its digest is of).
+#[derive(Debug, Clone)]
+pub struct ImageIndex {
+    pub index: Index,
+    pub bytes: Vec<u8>,
+    /// Its descriptor (media type, digest, size; no platform).
+    pub desc: Descriptor,
+}
+
+/// Builds the index of `entries` (each manifest descriptor gets its platform), in the order given:
+/// OCI (`application/vnd.oci.image.index.v1+json`) or, with `oci_mediatypes` false, a Docker manifest
+/// list. Two entries for the same platform are an error (a registry client could not choose).
+pub fn build_index(
+    entries: &[(Platform, Descriptor)],
+    oci_mediatypes: bool,
+    annotations: BTreeMap<String, String>,
+) -> Result<ImageIndex> {
+    let mut manifests: Vec<Descriptor> = Vec::new();
+    for (platform, desc) in entries {
+        if manifests
+            .iter()
+            .any(|m| m.platform.as_ref() == Some(platform) && m.digest != desc.digest)
+        {
+            bail!("two different images for platform {platform} in one index");
+        }
+        let mut d = desc.clone();
+        d.platform = Some(platform.clone());
+        if !manifests.contains(&d) {
+            manifests.push(d);
+        }
+    }
+    let mt = if oci_mediatypes {
+        media_type::OCI_INDEX
+    } else {
+        media_type::DOCKER_MANIFEST_LIST
+    };
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(mt.to_owned()),
+        manifests,
+        annotations,
+    };
+    let bytes = serde_json::to_vec(&index).context("encoding the image index")?;
+    let desc = Descriptor::new(mt, Digest::sha256_of(&bytes), bytes.len() as u64);
+    Ok(ImageIndex { index, bytes, desc })
+}
+
+impl ImageIndex {
+    /// Writes the index blob into the store (its manifests must be there for a tag to name it).
+    pub fn store(&self, store: &cache::Store) -> Result<()> {
+        store.put_blob(&self.bytes)?;
+        Ok(())
+    }
+
+    /// The platforms of its entries, `os/arch[/variant]`.
+    pub fn platforms(&self) -> Vec<String> {
+        self.index
+            .manifests
+            .iter()
+            .filter_map(|d| d.platform.as_ref().map(Platform::to_string))
+            .collect()
+    }
+}
+
+/// Pushes each of `images` by digest to `reference`'s repository, then the index under `reference` (its
+/// tag, or by digest without one); returns the index digest.
+pub async fn push_index(
+    client: &registry::Client,
+    store: &cache::Store,
+    source: &dyn BlobSource,
+    eager: Option<&EagerPush>,
+    images: &[&Image],
+    index: &ImageIndex,
+    reference: &Reference,
+) -> Result<Digest> {
+    for image in images {
+        let by_digest = Reference {
+            tag: None,
+            digest: Some(image.manifest_desc.digest.clone()),
+            ..reference.clone()
+        };
+        crate::push(client, store, source, eager, image, &by_digest).await?;
+    }
+    client
+        .put_manifest(reference, &index.desc.media_type, &index.bytes)
+        .await
+        .with_context(|| format!("pushing the image index to {}", reference.familiar()))
+}
+
+/// Pushes an index of manifests already in `reference`'s repository (no blob is read or copied): what
+/// `rbuild imagetools create` does once each source's manifest is there.
+pub async fn push_index_only(
+    client: &registry::Client,
+    index: &ImageIndex,
+    reference: &Reference,
+) -> Result<Digest> {
+    client
+        .put_manifest(reference, &index.desc.media_type, &index.bytes)
+        .await
+        .with_context(|| format!("pushing the image index to {}", reference.familiar()))
+}
+
+/// Writes one non-registry output of a multi-platform build: `type=oci` holds the index (named by
+/// `names`, familiar form) and every image; `type=local` writes one directory per platform
+/// (`linux_arm64/`, as buildx does). `type=docker` and `--load` fail as buildx's docker exporter does
+/// (a docker archive holds no manifest list), `type=tar` too.
+pub fn write_index_output(
+    store: &cache::Store,
+    images: &[(Platform, &Image)],
+    index: &ImageIndex,
+    names: &[String],
+    output: &crate::Output,
+) -> Result<Option<String>> {
+    use crate::Output;
+    Ok(Some(match output {
+        Output::Image { .. } => return Ok(None),
+        Output::Oci {
+            dest,
+            tar,
+            names: own,
+        } => {
+            let names = if own.is_empty() { names } else { own };
+            let write = |sink: &mut dyn crate::Sink| write_index_layout(sink, store, images, index, names);
+            if *tar {
+                crate::write_file_or_stdout(dest, |w| {
+                    let mut sink = crate::TarSink::new(w);
+                    write(&mut sink)?;
+                    sink.finish()
+                })?;
+                format!("exported OCI archive of {} platforms to {}", images.len(), dest.display())
+            } else {
+                write(&mut crate::DirSink { root: dest.clone() })?;
+                format!("exported OCI layout of {} platforms to {}", images.len(), dest.display())
+            }
+        }
+        Output::Local { dest } => {
+            for (platform, image) in images {
+                let sub = dest.join(platform_dir(platform));
+                crate::write_output(store, image, names, &Output::Local { dest: sub })?;
+            }
+            format!("exported {} rootfs directories to {}", images.len(), dest.display())
+        }
+        Output::Docker { .. } | Output::DockerEngine { .. } => bail!(
+            "docker exporter does not currently support exporting manifest lists: build one --platform \
+             for type=docker or --load, or use -o type=oci"
+        ),
+        Output::Tar { .. } => bail!(
+            "-o type=tar takes one platform: use -o type=local,dest=DIR (one directory per platform) \
+             or build one --platform"
+        ),
+    }))
+}
+
+/// The directory of one platform in a `type=local` output: `linux_arm64`, `linux_arm_v7`.
+pub fn platform_dir(p: &Platform) -> String {
+    p.to_string().replace('/', "_")
+}
+
+/// An OCI layout whose `index.json` names the image index (once per name) and whose blobs hold the
+/// index, each image's manifest, config and layers.
+fn write_index_layout(
+    sink: &mut dyn crate::Sink,
+    store: &cache::Store,
+    images: &[(Platform, &Image)],
+    index: &ImageIndex,
+    names: &[String],
+) -> Result<()> {
+    sink.bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let mut manifests = Vec::new();
+    for name in names
+        .iter()
+        .map(Some)
+        .chain(names.is_empty().then_some(None))
+    {
+        let mut d = index.desc.clone();
+        if let Some(n) = name {
+            d.annotations
+                .insert("org.opencontainers.image.ref.name".into(), n.clone());
+        }
+        manifests.push(d);
+    }
+    let top = Index {
+        schema_version: 2,
+        media_type: Some(media_type::OCI_INDEX.into()),
+        manifests,
+        annotations: BTreeMap::new(),
+    };
+    sink.bytes("index.json", &serde_json::to_vec(&top)?)?;
+    let blob_path = |d: &Digest| format!("blobs/sha256/{}", d.hex());
+    sink.bytes(&blob_path(&index.desc.digest), &index.bytes)?;
+    let mut seen = std::collections::HashSet::new();
+    for (_, image) in images {
+        let mut blobs = vec![
+            image.manifest_desc.digest.clone(),
+            image.manifest.config.digest.clone(),
+        ];
+        blobs.extend(image.manifest.layers.iter().map(|l| l.digest.clone()));
+        for d in blobs {
+            if seen.insert(d.clone()) {
+                sink.file(&blob_path(&d), &store.blob_path(&d))
+                    .with_context(|| format!("writing blob {d}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes buildx's `--metadata-file` JSON for an index (`containerimage.digest` is the index's);
+/// `names` are full image names.
+pub fn write_index_metadata(
+    path: &std::path::Path,
+    index: &ImageIndex,
+    names: &[String],
+) -> Result<()> {
+    let mut m = serde_json::Map::new();
+    m.insert(
+        "containerimage.descriptor".into(),
+        serde_json::to_value(&index.desc)?,
+    );
+    m.insert(
+        "containerimage.digest".into(),
+        index.desc.digest.to_string().into(),
+    );
+    if !names.is_empty() {
+        m.insert("image.name".into(), names.join(",").into());
+    }
+    let mut bytes = serde_json::to_vec_pretty(&serde_json::Value::Object(m))?;
+    bytes.push(b'\n');
+    fs_err::write(path, bytes)?;
+    Ok(())
+}
+
+/// The image index tag (or `name@digest`) `name` names in the local store, with its images in index
+/// order; `None` when it names a single image.
+pub fn local_index(
+    store: &cache::Store,
+    name: &str,
+) -> Result<Option<(ImageIndex, Vec<(Platform, Image)>)>> {
+    let desc = store.find_image(name)?;
+    if !media_type::is_index(&desc.media_type) {
+        return Ok(None);
+    }
+    let bytes = store.read_blob(&desc.digest)?;
+    let index: Index = serde_json::from_slice(&bytes)
+        .with_context(|| format!("parsing image index {}", desc.digest))?;
+    let mut images = Vec::new();
+    for d in &index.manifests {
+        let Some(platform) = d.platform.clone() else {
+            continue;
+        };
+        let manifest: oci::Manifest = serde_json::from_slice(&store.read_blob(&d.digest)?)
+            .with_context(|| format!("parsing manifest {}", d.digest))?;
+        let mut manifest_desc = d.clone();
+        manifest_desc.platform = None;
+        images.push((
+            platform,
+            Image {
+                config_digest: manifest.config.digest.clone(),
+                manifest,
+                manifest_desc,
+            },
+        ));
+    }
+    Ok(Some((ImageIndex { index, bytes, desc }, images)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desc(n: u8) -> Descriptor {
+        Descriptor::new(
+            media_type::OCI_MANIFEST,
+            Digest::sha256_of(&[n]),
+            10 + n as u64,
+        )
+    }
+
+    #[test]
+    fn an_index_lists_each_platform_once_in_the_order_given() {
+        let amd: Platform = "linux/amd64".parse().unwrap();
+        let arm: Platform = "linux/arm64".parse().unwrap();
+        let i = build_index(
+            &[
+                (amd.clone(), desc(1)),
+                (arm.clone(), desc(2)),
+                (arm.clone(), desc(2)),
+            ],
+            true,
+            BTreeMap::new(),
+        )
+        .unwrap();
+        assert_eq!(i.platforms(), vec!["linux/amd64", "linux/arm64"]);
+        assert_eq!(i.desc.media_type, media_type::OCI_INDEX);
+        assert_eq!(i.desc.digest, Digest::sha256_of(&i.bytes));
+        let docker = build_index(&[(amd.clone(), desc(1))], false, BTreeMap::new()).unwrap();
+        assert_eq!(
+            docker.index.media_type.as_deref(),
+            Some(media_type::DOCKER_MANIFEST_LIST)
+        );
+        let e = build_index(
+            &[(amd.clone(), desc(1)), (amd, desc(2))],
+            true,
+            BTreeMap::new(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("linux/amd64"), "{e}");
+    }
+}

@@ -1,0 +1,75 @@
+//! `rbuild binfmt`: the emulated architectures (binfmt_misc handlers); `--install` registers
+//! Debian's qemu-user-static interpreters with the F flag, as `tonistiigi/binfmt --install` does.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use runner::binfmt::{self, Registered, BINFMT_DIR};
+
+pub(crate) fn binfmt(install: bool, archs: &[String]) -> Result<()> {
+    let dir = Path::new(BINFMT_DIR);
+    if install {
+        if archs.is_empty() {
+            bail!(
+                "rbuild binfmt --install: name the architectures (e.g. arm64 arm), or all ({})",
+                binfmt::known_architectures().join(" ")
+            );
+        }
+        let wanted: Vec<String> = if archs.iter().any(|a| a == "all") {
+            binfmt::known_architectures()
+                .into_iter()
+                .filter(|a| !binfmt::runs_natively(a))
+                .map(str::to_owned)
+                .collect()
+        } else {
+            archs.to_vec()
+        };
+        for arch in &wanted {
+            match binfmt::register(dir, arch)? {
+                Registered::Added { name, interpreter } => {
+                    println!(
+                        "installed {arch}: {name} -> {} (flags F)",
+                        interpreter.display()
+                    )
+                }
+                Registered::Present { name } => println!("{arch}: already registered ({name})"),
+            }
+        }
+        return Ok(());
+    }
+    let handlers = binfmt::handlers(dir)?;
+    if !dir.join("register").exists() {
+        println!(
+            "binfmt_misc is not mounted on {BINFMT_DIR} (`rbuild binfmt --install ARCH` mounts it)"
+        );
+    }
+    let mut emulated = Vec::new();
+    for h in &handlers {
+        let arch = h.architecture().unwrap_or("-");
+        println!(
+            "{:<20} {:<8} {:<9} flags={:<4} {}",
+            h.name,
+            arch,
+            if h.enabled { "enabled" } else { "disabled" },
+            h.flags,
+            h.interpreter
+        );
+        if h.enabled && arch != "-" && !emulated.contains(&arch) {
+            emulated.push(arch);
+        }
+    }
+    let native: Vec<&str> = binfmt::known_architectures()
+        .into_iter()
+        .filter(|a| binfmt::runs_natively(a))
+        .collect();
+    println!("native: {}", native.join(" "));
+    println!(
+        "emulated: {}",
+        if emulated.is_empty() {
+            "none".to_owned()
+        } else {
+            emulated.join(" ")
+        }
+    );
+    Ok(())
+}
