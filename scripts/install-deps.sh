@@ -4,9 +4,10 @@ set -euo pipefail
 # libarchive-tools: bsdtar for the sparse-file unpack test. qemu-system-x86, cpio, binutils (objcopy) and
 # e2fsprogs: tests/it/kernels.rs boots Debian's 5.10 and 6.1 kernels (fetched by scripts/kernel-vm.sh into
 # /var/cache/rbuild-test/kernels). python3: the differential's CI subset (tests/it/differential.rs).
-# docker.io: dockerd 20.10 for tests/it/images.rs (--load, docker load/save interop).
+# docker.io: dockerd 20.10 for tests/it/images.rs (--load, docker load/save interop). qemu-user-static: the
+# emulated arm64 RUN steps of tests/it/multiplatform.rs (registered by `rbuild binfmt --install arm64`).
 pkgs=(docker-registry busybox-static skopeo umoci jq curl apache2-utils debootstrap openssl git uidmap procps
-  libarchive-tools qemu-system-x86 cpio binutils e2fsprogs python3 docker.io zstd)
+  libarchive-tools qemu-system-x86 cpio binutils e2fsprogs python3 docker.io zstd qemu-user-static)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -15,6 +16,22 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing: ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# tests/it/multiplatform.rs: an arm64 busybox (Debian's busybox-static:arm64) for an arm64 base image made
+# FROM scratch, so that no test needs Docker Hub.
+arm64_busybox=/var/cache/rbuild-test/arm64/busybox
+if [ ! -x "$arm64_busybox" ]; then
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    dpkg --add-architecture arm64
+    apt-get update -qq
+  fi
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -qq busybox-static:arm64 2>/dev/null || { apt-get update -qq && apt-get download -qq busybox-static:arm64; })
+  dpkg-deb -x "$tmp"/busybox-static_*_arm64.deb "$tmp/x"
+  mkdir -p "$(dirname "$arm64_busybox")"
+  install -m 0755 "$tmp/x/bin/busybox" "$arm64_busybox"
+  rm -rf "$tmp"
 fi
 
 # Rootless mode tests run rbuild as these users: one with subordinate ids, one without.

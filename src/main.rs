@@ -100,7 +100,11 @@ fn main() -> ExitCode {
 fn needs_namespace_root(command: &Command) -> bool {
     !matches!(
         command,
-        Command::Login(_) | Command::Logout { .. } | Command::Debug { .. } | Command::Binfmt { .. }
+        Command::Login(_)
+            | Command::Logout { .. }
+            | Command::Debug { .. }
+            | Command::Binfmt { .. }
+            | Command::Imagetools { .. }
     )
 }
 
@@ -140,6 +144,9 @@ fn real_main(cli: Cli, root: PathBuf) -> Result<ExitCode> {
         Command::Prune(args) => cmd::prune::prune(&args, &*open()?)?,
         Command::Info(args) => cmd::info::info(&args, &root)?,
         Command::Binfmt { install, archs } => cmd::binfmt::binfmt(install, &archs)?,
+        Command::Imagetools {
+            what: cli::ImagetoolsCommand::Create(args),
+        } => cmd::imagetools::create(&args, &rt()?)?,
         Command::Du => cmd::prune::du(&*open()?)?,
         Command::Check { repair } => return cmd::prune::check(&*open()?, repair),
         Command::Debug {

@@ -279,6 +279,128 @@ pub fn local_index(
     Ok(Some((ImageIndex { index, bytes, desc }, images)))
 }
 
+/// `rbuild imagetools create`: the index of the images `sources` name in a registry (a manifest, or an
+/// index whose entries are all taken), pushed to `target` (a tag, or by digest). Only manifests and
+/// configs are read; a source in another repository of the target's registry has its blobs mounted and
+/// its manifest copied (no layer goes through this machine). The index is OCI unless every image is a
+/// Docker manifest. With `dry_run` nothing is pushed.
+pub async fn create_index(
+    client: &registry::Client,
+    sources: &[Reference],
+    target: &Reference,
+    dry_run: bool,
+) -> Result<(ImageIndex, Option<Digest>)> {
+    let mut entries: Vec<(Platform, Descriptor)> = Vec::new();
+    let mut copies: Vec<(Reference, Descriptor, Vec<u8>, Vec<Descriptor>)> = Vec::new();
+    for src in sources {
+        if src.registry != target.registry {
+            bail!(
+                "{src}: sources must be on the target's registry ({}); push the image there first",
+                target.registry
+            );
+        }
+        let raw = client
+            .get_manifest_raw(src)
+            .await
+            .with_context(|| format!("reading {src}"))?;
+        let mut children = Vec::new();
+        if media_type::is_index(&raw.media_type) {
+            let index: Index = serde_json::from_slice(&raw.bytes)
+                .with_context(|| format!("parsing the index of {src}"))?;
+            for d in index.manifests {
+                let Some(platform) = d.platform.clone() else {
+                    continue;
+                };
+                let mut d = d;
+                d.platform = None;
+                children.push((platform, d));
+            }
+        } else {
+            let desc = Descriptor::new(&raw.media_type, raw.digest.clone(), raw.bytes.len() as u64);
+            children.push((image_platform(client, src, &raw.bytes).await?, desc));
+        }
+        for (platform, desc) in children {
+            if src.repository != target.repository {
+                let at = Reference {
+                    tag: None,
+                    digest: Some(desc.digest.clone()),
+                    ..src.clone()
+                };
+                let bytes = if desc.digest == raw.digest {
+                    raw.bytes.clone()
+                } else {
+                    client.get_manifest_raw(&at).await?.bytes
+                };
+                let m: oci::Manifest = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("parsing manifest {}", desc.digest))?;
+                let mut blobs = m.layers.clone();
+                blobs.push(m.config.clone());
+                copies.push((src.clone(), desc.clone(), bytes, blobs));
+            }
+            entries.push((platform, desc));
+        }
+    }
+    let oci = !entries
+        .iter()
+        .all(|(_, d)| d.media_type == media_type::DOCKER_MANIFEST);
+    let index = build_index(&entries, oci, BTreeMap::new())?;
+    if dry_run {
+        return Ok((index, None));
+    }
+    for (src, desc, bytes, blobs) in copies {
+        for b in &blobs {
+            if !client.has_blob(target, &b.digest).await?
+                && !client.mount_blob(target, b, &src.repository).await?
+            {
+                bail!(
+                    "{src}: blob {} could not be mounted into {} (no access to the source repository?)",
+                    b.digest,
+                    target.repository
+                );
+            }
+        }
+        let at = Reference {
+            tag: None,
+            digest: Some(desc.digest.clone()),
+            ..target.clone()
+        };
+        client
+            .put_manifest(&at, &desc.media_type, &bytes)
+            .await
+            .with_context(|| {
+                format!("copying manifest {} to {}", desc.digest, target.familiar())
+            })?;
+    }
+    let digest = push_index_only(client, &index, target).await?;
+    Ok((index, Some(digest)))
+}
+
+/// The platform of an image manifest, from its config (os, architecture, variant).
+async fn image_platform(
+    client: &registry::Client,
+    src: &Reference,
+    bytes: &[u8],
+) -> Result<Platform> {
+    let m: oci::Manifest =
+        serde_json::from_slice(bytes).with_context(|| format!("parsing the manifest of {src}"))?;
+    let config = client
+        .fetch_blob_bytes(src, &m.config)
+        .await
+        .with_context(|| format!("reading the config of {src}"))?;
+    let c: oci::ImageConfig =
+        serde_json::from_slice(&config).with_context(|| format!("parsing the config of {src}"))?;
+    if c.architecture.is_empty() || c.os.is_empty() {
+        bail!("{src}: its config names no os/architecture, so it cannot go into an index");
+    }
+    Ok(Platform {
+        architecture: c.architecture,
+        os: c.os,
+        variant: c.variant,
+        os_version: None,
+    }
+    .normalized())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

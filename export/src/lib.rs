@@ -32,8 +32,8 @@ mod push;
 pub use eager::EagerPush;
 pub use engine::load_into_engine;
 pub use index::{
-    build_index, local_index, platform_dir, push_index, push_index_only, write_index_metadata,
-    write_index_output, ImageIndex,
+    build_index, create_index, local_index, platform_dir, push_index, push_index_only,
+    write_index_metadata, write_index_output, ImageIndex,
 };
 pub use push::{push_blobs, PushStats};
 
@@ -457,6 +457,8 @@ pub enum Output {
         names: Vec<String>,
         /// `push=true`, or `type=registry`.
         push: bool,
+        /// `push-by-digest=true`: pushed without a tag (`name@sha256:…`), for `rbuild imagetools create`.
+        by_digest: bool,
     },
     /// `type=oci,dest=FILE|DIR`: an OCI image layout, as a tar or (`tar=false`, an existing directory or a
     /// dest ending in `/`) as a directory.
@@ -496,6 +498,16 @@ impl Output {
     /// Whether this output pushes to a registry.
     pub fn pushes(&self) -> bool {
         matches!(self, Self::Image { push: true, .. })
+    }
+    /// Whether this output pushes by digest only (`push-by-digest=true`).
+    pub fn by_digest(&self) -> bool {
+        matches!(
+            self,
+            Self::Image {
+                by_digest: true,
+                ..
+            }
+        )
     }
     /// The `name=` names of an image output (they become tags like `-t`).
     pub fn image_names(&self) -> &[String] {
@@ -559,9 +571,14 @@ impl Output {
             let o = match ty.as_str() {
                 "image" => Self::Image {
                     push: flag(&mut fields, "push", false)?,
+                    by_digest: flag(&mut fields, "push-by-digest", false)?,
                     names,
                 },
-                "registry" => Self::Image { push: true, names },
+                "registry" => Self::Image {
+                    push: true,
+                    by_digest: flag(&mut fields, "push-by-digest", false)?,
+                    names,
+                },
                 "oci" => {
                     let dest = dest(&mut fields)?;
                     let dir_like = dest.is_dir() || dest.as_os_str().to_string_lossy().ends_with('/');
@@ -592,7 +609,6 @@ impl Output {
                 "compression-level",
                 "force-compression",
                 "oci-mediatypes",
-                "push-by-digest",
             ] {
                 if fields.remove(k).is_some() {
                     tracing::warn!("--output {spec:?}: {k}= is taken from the build flags (--{k})");
@@ -1059,11 +1075,13 @@ mod tests {
             vec![
                 Output::Image {
                     names: vec!["a:1".into(), "b:2".into()],
-                    push: true
+                    push: true,
+                    by_digest: false,
                 },
                 Output::Image {
                     names: vec![],
-                    push: true
+                    push: true,
+                    by_digest: false,
                 },
                 Output::Oci {
                     dest: PathBuf::from("x.tar"),

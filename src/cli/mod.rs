@@ -165,6 +165,11 @@ pub(crate) enum Command {
     },
     /// Show what this machine offers rbuild: kernel features, isolation, rootless ids, store, registries.
     Info(InfoArgs),
+    /// Multi-platform images in registries (buildx's `imagetools`).
+    Imagetools {
+        #[command(subcommand)]
+        what: ImagetoolsCommand,
+    },
     /// List the binfmt_misc handlers (emulated architectures); `--install ARCH...` registers Debian's
     /// qemu-user-static for them with the F flag (root; docs/MULTIPLATFORM.md).
     Binfmt {
@@ -180,6 +185,31 @@ pub(crate) enum Command {
         #[command(subcommand)]
         what: DebugCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ImagetoolsCommand {
+    /// Push an image index of images already in a registry (per-platform builds pushed with
+    /// `-o type=registry,push-by-digest=true`, or other indexes): only manifests are read.
+    Create(ImagetoolsCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ImagetoolsCreateArgs {
+    /// The index's name (`registry/repo:tag`); repeatable.
+    #[arg(short = 't', long = "tag", required = true)]
+    pub(crate) tags: Vec<String>,
+    /// Images to put in it (`registry/repo@sha256:…` or a tag; an index adds all its images).
+    #[arg(required = true, value_name = "SOURCE")]
+    pub(crate) sources: Vec<String>,
+    /// Print the index and push nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Registry hosts reached over plain HTTP; loopback always is.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub(crate) insecure_registries: Vec<String>,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
 }
 
 #[derive(Debug, Args)]

@@ -38,6 +38,8 @@ pub(crate) struct Plan {
     pub(crate) cache_to: Vec<CacheTo>,
     cache_from: Vec<CacheFrom>,
     pub(crate) push: bool,
+    /// `push-by-digest=true`: pushes name no tag (`name@sha256:…`).
+    pub(crate) by_digest: bool,
     pub(crate) tags: Vec<Reference>,
     build_args: BTreeMap<String, String>,
     pub(crate) export_opts: export::ExportOptions,
@@ -239,19 +241,23 @@ fn check_emulation(targets: &[frontend::Lowered], source: &Source) -> Result<()>
                 None => handlers.insert(runner::binfmt::handlers(dir)?),
             };
             if runner::binfmt::handler_for(registered, &platform.architecture).is_none() {
-                let what = format!(
-                    "RUN for {platform} needs emulation, and no binfmt_misc handler for {} is registered \
-                     in {}; fix: `rbuild binfmt --install {}` (as root, with Debian's qemu-user-static \
-                     installed; docs/MULTIPLATFORM.md)",
-                    platform.architecture,
-                    dir.display(),
-                    platform.architecture
-                );
-                bail!(diagnostics::step_failed(
+                let arch = &platform.architecture;
+                let d = frontend::Diagnostic {
+                    message: format!(
+                        "RUN for {platform} needs emulation, and no binfmt_misc handler for {arch} is \
+                         registered in {}",
+                        dir.display()
+                    ),
+                    span,
+                    help: Some(format!(
+                        "run `rbuild binfmt --install {arch}` as root (it registers Debian's \
+                         qemu-user-static; docs/MULTIPLATFORM.md), or build without --platform {platform}"
+                    )),
+                };
+                bail!(diagnostics::from_frontend(
                     &source.label,
                     &source.text,
-                    span,
-                    what
+                    &[d]
                 ));
             }
         }
@@ -296,6 +302,7 @@ fn plan(args: &BuildArgs) -> Result<Plan> {
         .map(|s| CacheFrom::parse(s))
         .collect::<Result<_>>()?;
     let push = args.push || outputs.iter().any(export::Output::pushes);
+    let by_digest = outputs.iter().any(export::Output::by_digest);
     let tags = args
         .tags
         .iter()
@@ -339,10 +346,21 @@ fn plan(args: &BuildArgs) -> Result<Plan> {
         cache_to,
         cache_from,
         push,
+        by_digest,
         tags,
         build_args,
         export_opts,
     })
+}
+
+impl Plan {
+    /// Where a push of tag `t` goes: `t`, or its repository by digest alone with `push-by-digest=true`.
+    pub(crate) fn push_target(&self, t: &Reference) -> Reference {
+        Reference {
+            tag: if self.by_digest { None } else { t.tag.clone() },
+            ..t.clone()
+        }
+    }
 }
 
 /// Opens the context (a directory, git, a tarball URL, stdin) and parses its Dockerfile.
@@ -652,6 +670,7 @@ fn push(
     }
     for t in &plan.tags {
         let task = progress.task(format!("pushing {}", t.familiar()));
+        let t = &plan.push_target(t);
         let pushed = rt.block_on(export::push(client.get()?, store, remote, eager, image, t));
         let digest = match pushed {
             Ok(d) => d,

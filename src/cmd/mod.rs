@@ -3,6 +3,7 @@
 pub(crate) mod binfmt;
 pub(crate) mod build;
 pub(crate) mod image;
+pub(crate) mod imagetools;
 pub(crate) mod info;
 pub(crate) mod login;
 pub(crate) mod multiplatform;

@@ -114,7 +114,7 @@ pub(crate) fn build(
                 None,
                 &only,
                 &index,
-                t,
+                &plan.push_target(t),
             ));
             match pushed {
                 Ok(d) => {

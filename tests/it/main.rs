@@ -33,6 +33,7 @@ mod images;
 mod kernels;
 /// RUN --mount (cache, bind, tmpfs, secret, ssh) end to end.
 mod mounts;
+mod multiplatform;
 /// The Node/Express acceptance scenario (issue #8).
 mod node;
 /// `--progress` modes: rawjson, tty under a pseudo-terminal.
