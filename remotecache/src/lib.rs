@@ -925,26 +925,57 @@ pub fn export(
     solved: &solver::Solved,
     default_compression: Compression,
 ) -> Result<ExportSummary> {
-    let (opts, nodes) = match to {
+    export_all(
+        to,
+        store,
+        remote,
+        client,
+        rt,
+        &[(graph, head, solved)],
+        default_compression,
+    )
+}
+
+/// [`export`] of several solves in one cache (the platforms of a multi-platform build): their records,
+/// each key once, and their cache mounts.
+pub fn export_all(
+    to: &CacheTo,
+    store: &cache::Store,
+    remote: &Remote,
+    client: &LazyClient,
+    rt: &tokio::runtime::Handle,
+    solves: &[(&graph::BuildGraph, graph::NodeId, &solver::Solved)],
+    default_compression: Compression,
+) -> Result<ExportSummary> {
+    let opts = match to {
         CacheTo::Inline => return Ok(ExportSummary::default()),
-        CacheTo::Registry { opts, .. } | CacheTo::Local { opts, .. } => {
-            let nodes = match opts.mode {
-                Mode::Min => min_nodes(graph, head),
-                Mode::Max => {
-                    let mut all: Vec<_> = solved.outcomes.keys().copied().collect();
-                    all.sort();
-                    all
-                }
-            };
-            (opts, nodes)
-        }
+        CacheTo::Registry { opts, .. } | CacheTo::Local { opts, .. } => opts,
     };
-    let records = entries(solved, &nodes);
+    let mut records: Vec<RecordEntry> = Vec::new();
+    let mut ids = BTreeSet::new();
+    for (graph, head, solved) in solves {
+        let (graph, head) = (*graph, *head);
+        let nodes = match opts.mode {
+            Mode::Min => min_nodes(graph, head),
+            Mode::Max => {
+                let mut all: Vec<_> = solved.outcomes.keys().copied().collect();
+                all.sort();
+                all
+            }
+        };
+        for r in entries(solved, &nodes) {
+            if !records.iter().any(|e| e.key == r.key) {
+                records.push(r);
+            }
+        }
+        if opts.mounts {
+            ids.extend(mount_ids(
+                graph,
+                &graph.ancestors(head).into_iter().collect::<Vec<_>>(),
+            ));
+        }
+    }
     let mounts = if opts.mounts {
-        let ids = mount_ids(
-            graph,
-            &graph.ancestors(head).into_iter().collect::<Vec<_>>(),
-        );
         mount_entries(store, &ids, opts.compression.unwrap_or(default_compression))?
     } else {
         Vec::new()

@@ -31,15 +31,9 @@ pub(crate) fn build(
     rt: &tokio::runtime::Runtime,
     progress: &Progress,
 ) -> Result<Option<oci::Digest>> {
-    if let Some(to) = plan.cache_to.iter().find(|t| **t != CacheTo::Inline) {
-        bail!(
-            "--cache-to {}: a cache export of several platforms is not supported yet (build one \
-             --platform per cache export, or use --cache-to type=inline)",
-            to.label()
-        );
-    }
     let remote = Arc::new(import_caches(plan, store, client, rt, images, progress));
     let mut built = Vec::new();
+    let mut solves = Vec::new();
     for (platform, lowered) in platforms.iter().zip(targets) {
         progress.attach_as(&lowered.graph, &format!("[{platform}] "));
         let solved = solve(
@@ -64,6 +58,7 @@ pub(crate) fn build(
         )?;
         report_cache_import(&remote, &solved, progress)?;
         built.push((platform.clone(), image));
+        solves.push(solved);
     }
     let entries: Vec<_> = built
         .iter()
@@ -125,6 +120,38 @@ pub(crate) fn build(
                     task.fail(&format!("{e:#}"));
                     return Err(e);
                 }
+            }
+        }
+    }
+    for to in plan.cache_to.iter().filter(|t| **t != CacheTo::Inline) {
+        let shown = to.label();
+        let task = progress.task(format!("exporting cache to {shown}"));
+        let started = std::time::Instant::now();
+        let all: Vec<_> = targets
+            .iter()
+            .zip(&solves)
+            .map(|(l, s)| (&l.graph, l.stages[l.target].head, &s.solved))
+            .collect();
+        let exported = remotecache::export_all(
+            to,
+            store,
+            &remote,
+            client,
+            rt.handle(),
+            &all,
+            plan.export_opts.compression,
+        );
+        match exported {
+            Ok(s) => task.status(&s.describe(&shown, started.elapsed().as_secs_f64())),
+            Err(e) if to.ignores_errors() => {
+                task.fail("failed");
+                progress.warning(&format!(
+                    "cache export to {shown} failed (ignore-error=true): {e:#}"
+                ));
+            }
+            Err(e) => {
+                task.fail(&format!("{e:#}"));
+                return Err(e.context(format!("exporting the cache to {shown}")));
             }
         }
     }

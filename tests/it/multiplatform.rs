@@ -339,3 +339,46 @@ fn a_foreign_run_without_a_binfmt_handler_fails_before_any_step_naming_the_fix()
     let (images, _) = env.ok(&["images", "-q"]);
     assert!(images.trim().is_empty(), "{images}");
 }
+
+#[test]
+fn a_cache_export_of_two_platforms_serves_both_platforms_in_a_fresh_store() {
+    let dockerfile =
+        "FROM busybase\nARG TARGETARCH\nRUN uname -m > /arch && echo $TARGETARCH > /t\n";
+    let first = Env::new();
+    arm64_emulation(&first);
+    base_index(&first, "linux/amd64,linux/arm64");
+    let cache = first.dir.path().join("cache");
+    let ctx = first.context("app", &[("Dockerfile", dockerfile)]);
+    first.build_plain(
+        "app",
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--cache-to",
+            &format!("type=local,dest={},mode=max", cache.display()),
+        ],
+    );
+    let fresh = Env::new();
+    base_index(&fresh, "linux/amd64,linux/arm64");
+    let ctx = fresh.context("app", &[("Dockerfile", dockerfile)]);
+    let (_, stderr) = fresh.build_plain(
+        "app",
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--cache-from",
+            &format!("type=local,src={}", cache.display()),
+        ],
+    );
+    for p in ["linux/amd64", "linux/arm64"] {
+        assert_eq!(
+            step_status(&stderr, &format!("[{p}] [3/3] RUN uname -m")),
+            "CACHED",
+            "{stderr}"
+        );
+    }
+    let (arm, _) = fresh.ok(&["run", "--platform", "linux/arm64", "app", "cat", "/arch"]);
+    assert_eq!(arm.trim(), "aarch64");
+}
