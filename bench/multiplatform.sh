@@ -10,8 +10,9 @@
 #     (a bookworm rootfs made by debootstrap, pushed once) compiles a generated C program for TARGETARCH,
 #     copied into each target's busybox base; rbuild's two-platform time is also compared with its own
 #     single-platform (linux/amd64) build of the same Dockerfile.
-# Every build runs without cache, bases already pulled; medians of RUNS, tools interleaved. Max RSS of the
-# rbuild process tree from /usr/bin/time. Needs root, debootstrap, qemu-user-static, buildah (lab).
+# Every build misses the cache (a new nonce file is COPYed first), bases already pulled; medians of RUNS, tools interleaved. Max RSS of the
+# rbuild process tree from /usr/bin/time. Needs root, debootstrap, qemu-user-static, buildah (lab; runc, as
+# crun fails on the lab's hybrid cgroups).
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -50,6 +51,7 @@ fi
 mkdir -p "$WORK/emulated" "$WORK/cross"
 cat >"$WORK/emulated/Dockerfile" <<EOF
 FROM $REG/busybox:1
+COPY nonce /
 RUN i=0; while [ \$i -lt 30000 ]; do i=\$((i+1)); done; echo \$i > /count
 RUN for f in /bin/*; do md5sum \$f; done > /sums && sort /sums | md5sum > /sums.md5
 RUN mkdir /t && cd /t && for i in \$(seq 1 200); do echo line \$i > f\$i; done && tar -cf - . | gzip -9 > /t.tgz
@@ -69,7 +71,7 @@ EOF
 cat >"$WORK/cross/Dockerfile" <<EOF
 FROM --platform=\$BUILDPLATFORM $REG/cc:1 AS build
 ARG TARGETARCH
-COPY prog.c /src/
+COPY nonce prog.c /src/
 RUN mkdir /out && case \$TARGETARCH in amd64) CC=gcc;; arm64) CC=aarch64-linux-gnu-gcc;; esac && \\
     \$CC -O2 -static -o /out/prog /src/prog.c
 FROM $REG/busybox:1
@@ -77,12 +79,15 @@ COPY --from=build /out/prog /prog
 EOF
 
 PLATS=linux/amd64,linux/arm64
+# A new nonce file before every build makes every step after its COPY miss the cache (rbuild's --no-cache
+# would also stop the platforms from sharing the build-platform stage; BuildKit merges it even then).
 build() { # TOOL CTX PLATFORMS
+  date +%s.%N >"$WORK/$2/nonce"
   case $1 in
-    rbuild) rb build -q --no-cache --platform "$3" -t "bench-$2" "$WORK/$2" ;;
+    rbuild) rb build -q --platform "$3" -t "bench-$2" "$WORK/$2" ;;
     buildah)
       bh manifest rm "bench-$2" >/dev/null 2>&1 || true
-      bh build -q --no-cache --tls-verify=false --platform "$3" --manifest "bench-$2" "$WORK/$2" ;;
+      bh build -q --no-cache --runtime=runc --tls-verify=false --platform "$3" --manifest "bench-$2" "$WORK/$2" ;;
   esac
 }
 # Bases present for both tools before timing; check each image's RUN ran on its architecture.
@@ -100,8 +105,10 @@ for _ in $(seq "$RUNS"); do
   S[buildah,single]+="$(secs build buildah cross linux/amd64) "
 done
 med() { tr ' ' '\n' <<<"${S[$1]}" | grep . | median; }
-RSS_A=$(rss "$RBUILD" --root "$STORE" build -q --no-cache --platform "$PLATS" -t bench-emulated "$WORK/emulated")
-RSS_B=$(rss "$RBUILD" --root "$STORE" build -q --no-cache --platform "$PLATS" -t bench-cross "$WORK/cross")
+date +%s.%N >"$WORK/emulated/nonce"
+RSS_A=$(rss "$RBUILD" --root "$STORE" build -q --platform "$PLATS" -t bench-emulated "$WORK/emulated")
+date +%s.%N >"$WORK/cross/nonce"
+RSS_B=$(rss "$RBUILD" --root "$STORE" build -q --platform "$PLATS" -t bench-cross "$WORK/cross")
 echo "| pattern (linux/amd64 + linux/arm64, no cache) | rbuild s | buildah s | rbuild / buildah | rbuild max RSS |"
 echo "|---|---|---|---|---|"
 for c in emulated cross; do

@@ -261,6 +261,37 @@ pub fn handler_for<'a>(handlers: &'a [Handler], arch_name: &str) -> Option<&'a H
     handlers.iter().find(|h| h.enabled && h.matches(&header))
 }
 
+/// `rbuild binfmt`'s listing: one line per handler (name, architecture, state, flags, interpreter), then
+/// the architectures run natively and those emulated.
+pub fn describe(handlers: &[Handler]) -> String {
+    let mut out = String::new();
+    let mut emulated: Vec<&str> = Vec::new();
+    for h in handlers {
+        let arch = h.architecture().unwrap_or("-");
+        let state = if h.enabled { "enabled" } else { "disabled" };
+        out.push_str(&format!(
+            "{:<20} {arch:<8} {state:<9} flags={:<4} {}\n",
+            h.name, h.flags, h.interpreter
+        ));
+        if h.enabled && arch != "-" && !emulated.contains(&arch) {
+            emulated.push(arch);
+        }
+    }
+    let native: Vec<&str> = KNOWN
+        .iter()
+        .map(|a| a.oci)
+        .filter(|a| runs_natively(a))
+        .collect();
+    out.push_str(&format!("native: {}\n", native.join(" ")));
+    let emulated = if emulated.is_empty() {
+        "none".to_owned()
+    } else {
+        emulated.join(" ")
+    };
+    out.push_str(&format!("emulated: {emulated}\n"));
+    out
+}
+
 /// What `register` did for one architecture.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Registered {

@@ -37,39 +37,11 @@ pub(crate) fn binfmt(install: bool, archs: &[String]) -> Result<()> {
         }
         return Ok(());
     }
-    let handlers = binfmt::handlers(dir)?;
     if !dir.join("register").exists() {
         println!(
             "binfmt_misc is not mounted on {BINFMT_DIR} (`rbuild binfmt --install ARCH` mounts it)"
         );
     }
-    let mut emulated = Vec::new();
-    for h in &handlers {
-        let arch = h.architecture().unwrap_or("-");
-        println!(
-            "{:<20} {:<8} {:<9} flags={:<4} {}",
-            h.name,
-            arch,
-            if h.enabled { "enabled" } else { "disabled" },
-            h.flags,
-            h.interpreter
-        );
-        if h.enabled && arch != "-" && !emulated.contains(&arch) {
-            emulated.push(arch);
-        }
-    }
-    let native: Vec<&str> = binfmt::known_architectures()
-        .into_iter()
-        .filter(|a| binfmt::runs_natively(a))
-        .collect();
-    println!("native: {}", native.join(" "));
-    println!(
-        "emulated: {}",
-        if emulated.is_empty() {
-            "none".to_owned()
-        } else {
-            emulated.join(" ")
-        }
-    );
+    print!("{}", binfmt::describe(&binfmt::handlers(dir)?));
     Ok(())
 }

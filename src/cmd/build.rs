@@ -119,7 +119,7 @@ pub(crate) fn build(
         &plan, &store, &client, rt, &images, &progress,
     ));
     let solved = solve(
-        args, &plan, &source, lowered, &store, &images, &client, rt, &remote, &progress, true,
+        args, &plan, &source, lowered, &store, &images, &client, rt, &remote, &progress, 1,
     )?;
     let mut export_opts = plan.export_opts.clone();
     export_opts.base = base_of(lowered, stage, &images);
@@ -172,9 +172,7 @@ pub(crate) fn build(
             rt,
         };
         job.run(
-            &lowered.graph,
-            stage.head,
-            &solved.solved,
+            &[(&lowered.graph, stage.head, &solved.solved)],
             &export_opts,
             &progress,
         )?;
@@ -478,8 +476,8 @@ pub(crate) fn solve(
     client: &LazyClient,
     rt: &tokio::runtime::Runtime,
     remote: &Arc<Remote>,
-    progress: &Progress,
-    eager_push: bool,
+    progress: &dyn solver::Reporter,
+    together: usize,
 ) -> Result<Solved> {
     let stage = &lowered.stages[lowered.target];
     let walk = std::time::Instant::now();
@@ -491,7 +489,7 @@ pub(crate) fn solve(
     tracing::debug!(elapsed = ?walk.elapsed(), "build context walked");
     // With --push, the image's RUN layers start uploading while they are written.
     let eager = match plan.tags.first() {
-        Some(first) if plan.push && eager_push => Some(Arc::new(export::EagerPush::new(
+        Some(first) if plan.push && together == 1 => Some(Arc::new(export::EagerPush::new(
             client.get()?.clone(),
             first.clone(),
             rt.handle().clone(),
@@ -537,7 +535,8 @@ pub(crate) fn solve(
             .with_network_host(args.network == crate::cli::NetworkArg::Host),
     };
     let solve_opts = solver::SolveOptions {
-        jobs: args.jobs.unwrap_or(8).max(1),
+        // Solves running together share --jobs.
+        jobs: args.jobs.unwrap_or(8).div_ceil(together).max(1),
         cache: cache_policy(args, lowered),
         identities: node_identities(&lowered.graph, &source.context.identity()),
     };
@@ -696,11 +695,10 @@ pub(crate) struct CacheExport<'a> {
 
 impl CacheExport<'_> {
     /// Exports the cache and says what went where (`exporting cache to REF`).
+    /// `solves` are the graph, target head and solve of each platform.
     pub(crate) fn run(
         &self,
-        graph: &graph::BuildGraph,
-        head: graph::NodeId,
-        solved: &solver::Solved,
+        solves: &[(&graph::BuildGraph, graph::NodeId, &solver::Solved)],
         export_opts: &export::ExportOptions,
         progress: &Progress,
     ) -> Result<()> {
@@ -712,15 +710,13 @@ impl CacheExport<'_> {
         let shown = self.to.label();
         let task = progress.task(format!("exporting cache to {shown}"));
         let started = std::time::Instant::now();
-        let exported = remotecache::export(
+        let exported = remotecache::export_all(
             self.to,
             self.store,
             self.remote,
             self.client,
             self.rt.handle(),
-            graph,
-            head,
-            solved,
+            solves,
             export_opts.compression,
         );
         match exported {

@@ -1,7 +1,6 @@
-//! `rbuild build --platform A,B`: one graph per target platform, solved one after another with the same
-//! store (a stage whose keys do not depend on the target platform, such as `FROM --platform=$BUILDPLATFORM`
-//! without TARGET* args, runs once: the next platforms find it cached), one image each, and an image
-//! index naming them all (docs/MULTIPLATFORM.md).
+//! `rbuild build --platform A,B`: one graph per target platform, solved together on the same store (a
+//! stage whose keys do not depend on the target platform, such as `FROM --platform=$BUILDPLATFORM` without
+//! TARGET* args, runs once), one image each, and an image index naming them all (docs/MULTIPLATFORM.md).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,7 +10,7 @@ use oci::{Platform, Reference};
 
 use crate::cli::BuildArgs;
 use crate::cmd::build::{
-    base_of, export_image, import_caches, report_cache_import, solve, Plan, Source,
+    base_of, export_image, import_caches, report_cache_import, solve, CacheExport, Plan, Source,
 };
 use crate::progress::Progress;
 use images::{Images, LazyClient};
@@ -32,13 +31,44 @@ pub(crate) fn build(
     progress: &Progress,
 ) -> Result<Option<oci::Digest>> {
     let remote = Arc::new(import_caches(plan, store, client, rt, images, progress));
+    // The platforms' graphs run at the same time, sharing --jobs; a step two of them share (a
+    // $BUILDPLATFORM stage) runs once: the other waits on its cache key's lock and takes the record.
+    let graphs: Vec<_> = platforms
+        .iter()
+        .zip(targets)
+        .map(|(p, l)| (&l.graph, format!("[{p}] ")))
+        .collect();
+    progress.attach_all(&graphs);
+    let solves: Vec<_> = std::thread::scope(|s| {
+        let running: Vec<_> = targets
+            .iter()
+            .enumerate()
+            .map(|(k, lowered)| {
+                let remote = &remote;
+                s.spawn(move || {
+                    solve(
+                        args,
+                        plan,
+                        source,
+                        lowered,
+                        store,
+                        images,
+                        client,
+                        rt,
+                        remote,
+                        &progress.for_graph(k),
+                        targets.len(),
+                    )
+                })
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|t| t.join().expect("a solve thread panicked"))
+            .collect::<Result<_>>()
+    })?;
     let mut built = Vec::new();
-    let mut solves = Vec::new();
-    for (platform, lowered) in platforms.iter().zip(targets) {
-        progress.attach_as(&lowered.graph, &format!("[{platform}] "));
-        let solved = solve(
-            args, plan, source, lowered, store, images, client, rt, &remote, progress, false,
-        )?;
+    for ((platform, lowered), solved) in platforms.iter().zip(targets).zip(&solves) {
         let stage = &lowered.stages[lowered.target];
         let mut export_opts = plan.export_opts.clone();
         export_opts.base = base_of(lowered, stage, images);
@@ -56,9 +86,8 @@ pub(crate) fn build(
             progress,
             false,
         )?;
-        report_cache_import(&remote, &solved, progress)?;
+        report_cache_import(&remote, solved, progress)?;
         built.push((platform.clone(), image));
-        solves.push(solved);
     }
     let entries: Vec<_> = built
         .iter()
@@ -123,37 +152,20 @@ pub(crate) fn build(
             }
         }
     }
-    for to in plan.cache_to.iter().filter(|t| **t != CacheTo::Inline) {
-        let shown = to.label();
-        let task = progress.task(format!("exporting cache to {shown}"));
-        let started = std::time::Instant::now();
-        let all: Vec<_> = targets
-            .iter()
-            .zip(&solves)
-            .map(|(l, s)| (&l.graph, l.stages[l.target].head, &s.solved))
-            .collect();
-        let exported = remotecache::export_all(
+    let all: Vec<_> = targets
+        .iter()
+        .zip(&solves)
+        .map(|(l, s)| (&l.graph, l.stages[l.target].head, &s.solved))
+        .collect();
+    for to in &plan.cache_to {
+        let job = CacheExport {
             to,
             store,
-            &remote,
+            remote: &remote,
             client,
-            rt.handle(),
-            &all,
-            plan.export_opts.compression,
-        );
-        match exported {
-            Ok(s) => task.status(&s.describe(&shown, started.elapsed().as_secs_f64())),
-            Err(e) if to.ignores_errors() => {
-                task.fail("failed");
-                progress.warning(&format!(
-                    "cache export to {shown} failed (ignore-error=true): {e:#}"
-                ));
-            }
-            Err(e) => {
-                task.fail(&format!("{e:#}"));
-                return Err(e.context(format!("exporting the cache to {shown}")));
-            }
-        }
+            rt,
+        };
+        job.run(&all, &plan.export_opts, progress)?;
     }
     progress.finish();
     let id = index.desc.digest.clone();

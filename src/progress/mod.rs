@@ -156,20 +156,25 @@ impl Progress {
         }
     }
 
-    /// Learns the names of the graph that is solved next, shown after `prefix` (`[linux/arm64] `): the
-    /// graphs of a multi-platform build, one after another.
+    /// Learns the names of the graph that is solved next, shown after `prefix` (`[linux/arm64] `).
     pub(crate) fn attach_as(&self, graph: &BuildGraph, prefix: &str) {
-        let names = graph
-            .nodes()
-            .iter()
-            .map(|n| (n.id, format!("{prefix}{}", n.name)))
-            .collect();
-        let hidden = graph
-            .nodes()
-            .iter()
-            .filter(|n| matches!(n.op, Op::Scratch))
-            .map(|n| n.id)
-            .collect();
+        self.attach_all(&[(graph, prefix.to_owned())]);
+    }
+
+    /// Learns the names of graphs solved at the same time (a multi-platform build), each shown after its
+    /// prefix; the events of graph `k` come through [`Progress::for_graph`]`(k)`.
+    pub(crate) fn attach_all(&self, graphs: &[(&BuildGraph, String)]) {
+        let mut names = HashMap::new();
+        let mut hidden = HashSet::new();
+        for (k, (graph, prefix)) in graphs.iter().enumerate() {
+            for n in graph.nodes() {
+                let id = shifted(n.id, k);
+                names.insert(id, format!("{prefix}{}", n.name));
+                if matches!(n.op, Op::Scratch) {
+                    hidden.insert(id);
+                }
+            }
+        }
         *self.names.write().expect("progress lock") = Some((names, hidden));
         self.state.lock().expect("progress lock").numbers.clear();
     }
@@ -267,6 +272,36 @@ impl Drop for Task<'_> {
                 elapsed: self.started.elapsed(),
             });
         }
+    }
+}
+
+/// Node ids of graph `k` of [`Progress::attach_all`], apart from the other graphs'.
+fn shifted(id: NodeId, k: usize) -> NodeId {
+    NodeId(id.0 + (k << 32))
+}
+
+/// The reporter of graph `k` of a multi-platform build: its events under that graph's names.
+pub(crate) struct GraphProgress<'a> {
+    progress: &'a Progress,
+    k: usize,
+}
+
+impl Progress {
+    pub(crate) fn for_graph(&self, k: usize) -> GraphProgress<'_> {
+        GraphProgress { progress: self, k }
+    }
+}
+
+impl solver::Reporter for GraphProgress<'_> {
+    fn event(&self, mut event: Event) {
+        match &mut event {
+            Event::Cached { node }
+            | Event::Started { node, .. }
+            | Event::Log { node, .. }
+            | Event::Done { node, .. }
+            | Event::Failed { node, .. } => *node = shifted(*node, self.k),
+        }
+        solver::Reporter::event(self.progress, event);
     }
 }
 
