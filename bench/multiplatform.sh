@@ -54,7 +54,7 @@ FROM $REG/busybox:1
 COPY nonce /
 RUN i=0; while [ \$i -lt 30000 ]; do i=\$((i+1)); done; echo \$i > /count
 RUN for f in /bin/*; do md5sum \$f; done > /sums && sort /sums | md5sum > /sums.md5
-RUN mkdir /t && cd /t && for i in \$(seq 1 200); do echo line \$i > f\$i; done && tar -cf - . | gzip -9 > /t.tgz
+RUN mkdir /t && cd /t && for i in \$(seq 1 200); do echo line \$i > f\$i; done && tar -cf - . | gzip > /t.tgz
 EOF
 python3 - "$WORK/cross/prog.c" <<'EOF'
 import sys
@@ -109,7 +109,7 @@ date +%s.%N >"$WORK/emulated/nonce"
 RSS_A=$(rss "$RBUILD" --root "$STORE" build -q --platform "$PLATS" -t bench-emulated "$WORK/emulated")
 date +%s.%N >"$WORK/cross/nonce"
 RSS_B=$(rss "$RBUILD" --root "$STORE" build -q --platform "$PLATS" -t bench-cross "$WORK/cross")
-echo "| pattern (linux/amd64 + linux/arm64, no cache) | rbuild s | buildah s | rbuild / buildah | rbuild max RSS |"
+echo "| pattern (linux/amd64 + linux/arm64, cache missed) | rbuild s | buildah s | rbuild / buildah | max RSS (rbuild + children) |"
 echo "|---|---|---|---|---|"
 for c in emulated cross; do
   r=$(med "rbuild,$c") b=$(med "buildah,$c")

@@ -245,12 +245,12 @@ pub fn write_index_metadata(
     Ok(())
 }
 
+/// An index of the local store with its images (platform, image), in index order.
+pub type LocalIndex = (ImageIndex, Vec<(Platform, Image)>);
+
 /// The image index tag (or `name@digest`) `name` names in the local store, with its images in index
 /// order; `None` when it names a single image.
-pub fn local_index(
-    store: &cache::Store,
-    name: &str,
-) -> Result<Option<(ImageIndex, Vec<(Platform, Image)>)>> {
+pub fn local_index(store: &cache::Store, name: &str) -> Result<Option<LocalIndex>> {
     let desc = store.find_image(name)?;
     if !media_type::is_index(&desc.media_type) {
         return Ok(None);

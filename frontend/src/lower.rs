@@ -640,7 +640,7 @@ impl Lowerer<'_> {
     }
 
     /// The platform `FROM --platform=<p>` names, after ARG expansion (`$BUILDPLATFORM`, `$TARGETPLATFORM`).
-    fn from_platform(&mut self, p: &str, env: &dyn Env, span: Span) -> Result<oci::Platform, ()> {
+    fn expand_platform(&mut self, p: &str, env: &dyn Env, span: Span) -> Result<oci::Platform, ()> {
         let text = self.expand(p, env, span)?;
         text.parse::<oci::Platform>().map_err(|e| {
             self.errors
@@ -666,7 +666,7 @@ impl Lowerer<'_> {
             return Err(());
         }
         let explicit = match &def.platform {
-            Some(p) => Some(self.from_platform(p, &genv, span)?),
+            Some(p) => Some(self.expand_platform(p, &genv, span)?),
             None => None,
         };
         self.stage_platforms[i] = Some(

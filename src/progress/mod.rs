@@ -122,10 +122,13 @@ struct State {
     finished: usize,
 }
 
+/// Each node's name, and the nodes not shown (scratch).
+type Names = (HashMap<NodeId, String>, HashSet<NodeId>);
+
 /// The build's reporter: numbers vertices, and sends each line to the mode's renderer.
 pub(crate) struct Progress {
     render: Box<dyn Render>,
-    names: std::sync::RwLock<Option<(HashMap<NodeId, String>, HashSet<NodeId>)>>,
+    names: std::sync::RwLock<Option<Names>>,
     started: Instant,
     state: Mutex<State>,
 }

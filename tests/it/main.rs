@@ -33,6 +33,7 @@ mod images;
 mod kernels;
 /// RUN --mount (cache, bind, tmpfs, secret, ssh) end to end.
 mod mounts;
+/// Multi-platform builds: emulated RUN, image indexes, push-by-digest + imagetools create (issue #20).
 mod multiplatform;
 /// The Node/Express acceptance scenario (issue #8).
 mod node;
