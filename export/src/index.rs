@@ -135,17 +135,26 @@ pub fn write_index_output(
             names: own,
         } => {
             let names = if own.is_empty() { names } else { own };
-            let write = |sink: &mut dyn crate::Sink| write_index_layout(sink, store, images, index, names);
+            let write =
+                |sink: &mut dyn crate::Sink| write_index_layout(sink, store, images, index, names);
             if *tar {
                 crate::write_file_or_stdout(dest, |w| {
                     let mut sink = crate::TarSink::new(w);
                     write(&mut sink)?;
                     sink.finish()
                 })?;
-                format!("exported OCI archive of {} platforms to {}", images.len(), dest.display())
+                format!(
+                    "exported OCI archive of {} platforms to {}",
+                    images.len(),
+                    dest.display()
+                )
             } else {
                 write(&mut crate::DirSink { root: dest.clone() })?;
-                format!("exported OCI layout of {} platforms to {}", images.len(), dest.display())
+                format!(
+                    "exported OCI layout of {} platforms to {}",
+                    images.len(),
+                    dest.display()
+                )
             }
         }
         Output::Local { dest } => {
@@ -153,17 +162,37 @@ pub fn write_index_output(
                 let sub = dest.join(platform_dir(platform));
                 crate::write_output(store, image, names, &Output::Local { dest: sub })?;
             }
-            format!("exported {} rootfs directories to {}", images.len(), dest.display())
+            format!(
+                "exported {} rootfs directories to {}",
+                images.len(),
+                dest.display()
+            )
         }
-        Output::Docker { .. } | Output::DockerEngine { .. } => bail!(
-            "docker exporter does not currently support exporting manifest lists: build one --platform \
-             for type=docker or --load, or use -o type=oci"
-        ),
-        Output::Tar { .. } => bail!(
-            "-o type=tar takes one platform: use -o type=local,dest=DIR (one directory per platform) \
-             or build one --platform"
-        ),
+        Output::Docker { .. } | Output::DockerEngine { .. } | Output::Tar { .. } => {
+            check_index_outputs(std::slice::from_ref(output))?;
+            return Ok(None);
+        }
     }))
+}
+
+/// Fails for the outputs that hold one platform only (checked before a multi-platform build runs):
+/// `type=docker` and `--load`, as buildx's docker exporter, and `type=tar`.
+pub fn check_index_outputs(outputs: &[crate::Output]) -> Result<()> {
+    use crate::Output;
+    for o in outputs {
+        match o {
+            Output::Docker { .. } | Output::DockerEngine { .. } => bail!(
+                "docker exporter does not currently support exporting manifest lists: build one \
+                 --platform for type=docker or --load, or use -o type=oci"
+            ),
+            Output::Tar { .. } => bail!(
+                "-o type=tar takes one platform: use -o type=local,dest=DIR (one directory per \
+                 platform) or build one --platform"
+            ),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The directory of one platform in a `type=local` output: `linux_arm64`, `linux_arm_v7`.

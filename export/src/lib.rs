@@ -32,8 +32,8 @@ mod push;
 pub use eager::EagerPush;
 pub use engine::load_into_engine;
 pub use index::{
-    build_index, create_index, local_index, platform_dir, push_index, push_index_only,
-    write_index_metadata, write_index_output, ImageIndex, LocalIndex,
+    build_index, check_index_outputs, create_index, local_index, platform_dir, push_index,
+    push_index_only, write_index_metadata, write_index_output, ImageIndex, LocalIndex,
 };
 pub use push::{push_blobs, PushStats};
 

@@ -106,6 +106,7 @@ pub(crate) fn build(
     }
     check_emulation(&targets, &source)?;
     if platforms.len() > 1 {
+        export::check_index_outputs(&plan.outputs)?;
         let id = crate::cmd::multiplatform::build(
             args, &plan, &source, &platforms, &targets, &store, &images, &client, rt, &progress,
         )?;

@@ -379,3 +379,60 @@ fn a_cache_export_of_two_platforms_serves_both_platforms_in_a_fresh_store() {
     let (arm, _) = fresh.ok(&["run", "--platform", "linux/arm64", "app", "cat", "/arch"]);
     assert_eq!(arm.trim(), "aarch64");
 }
+
+/// buildx: `--oci-mediatypes=false` (`oci-mediatypes=false`) pushes a Docker manifest list; its docker
+/// exporter refuses several platforms ("docker exporter does not currently support exporting manifest
+/// lists"), before the build runs.
+#[test]
+fn docker_media_types_push_a_manifest_list_and_a_docker_archive_of_two_platforms_is_refused() {
+    let env = Env::new();
+    arm64_emulation(&env);
+    base_index(&env, "linux/amd64,linux/arm64");
+    let reg = Registry::start();
+    let ctx = env.context(
+        "app",
+        &[("Dockerfile", "FROM busybase\nRUN uname -m > /arch\n")],
+    );
+    let tag = format!("{}/app:docker", reg.addr);
+    env.build_plain(
+        &tag,
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--oci-mediatypes=false",
+            "--push",
+        ],
+    );
+    let raw = json(&sh(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{tag}"),
+    ])));
+    assert_eq!(
+        raw["mediaType"],
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+    );
+    for m in raw["manifests"].as_array().unwrap() {
+        assert_eq!(
+            m["mediaType"],
+            "application/vnd.docker.distribution.manifest.v2+json"
+        );
+    }
+    let archive = env.dir.path().join("d.tar");
+    let err = env.fails(&[
+        "build",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-o",
+        &format!("type=docker,dest={}", archive.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("docker exporter does not currently support exporting manifest lists"),
+        "{err}"
+    );
+    assert!(!archive.exists());
+    assert!(!err.contains("RUN uname"), "the build ran: {err}");
+}
