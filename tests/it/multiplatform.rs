@@ -436,3 +436,34 @@ fn docker_media_types_push_a_manifest_list_and_a_docker_archive_of_two_platforms
     assert!(!archive.exists());
     assert!(!err.contains("RUN uname"), "the build ran: {err}");
 }
+
+/// The sandbox does not break emulation: with the F flag the kernel holds the interpreter, so an
+/// arm64 RUN needs no qemu in the rootfs, in chroot isolation too (a pod without CAP_SYS_ADMIN).
+#[test]
+fn an_emulated_run_needs_no_interpreter_in_the_rootfs_in_chroot_isolation_too() {
+    let env = Env::new();
+    arm64_emulation(&env);
+    base_index(&env, "linux/amd64,linux/arm64");
+    let ctx = env.context(
+        "chroot",
+        &[(
+            "Dockerfile",
+            "FROM busybase\nRUN uname -m > /arch && ! test -e /usr/bin/qemu-aarch64-static\n",
+        )],
+    );
+    env.build_plain(
+        "chroot-arm",
+        &ctx,
+        &["--isolation=chroot", "--platform", "linux/arm64"],
+    );
+    let (arch, _) = env.ok(&[
+        "run",
+        "--isolation=chroot",
+        "--platform",
+        "linux/arm64",
+        "chroot-arm",
+        "cat",
+        "/arch",
+    ]);
+    assert_eq!(arch.trim(), "aarch64");
+}
