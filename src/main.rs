@@ -122,6 +122,7 @@ fn real_main(cli: Cli, root: PathBuf) -> Result<ExitCode> {
     };
     match cli.command {
         Command::Build(args) => drop(cmd::build::build(&args, open()?, &rt()?)?),
+        Command::Bake(args) => cmd::bake::bake(&args, &open()?, &rt()?)?,
         Command::Run(args) => {
             let code = cmd::run::run(&args, open()?, &rt()?)?;
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));

@@ -106,6 +106,15 @@ impl Images {
         self
     }
 
+    /// Makes `name` resolve to `image` for the life of this resolver: what `rbuild bake` does for a
+    /// `target:` context, whose image another target of the same run has just built into the store.
+    pub fn preset(&self, name: &str, image: ResolvedImage) {
+        self.resolved
+            .lock()
+            .expect("images lock")
+            .insert(name.to_owned(), image);
+    }
+
     /// Resolves `name`: a tag in the local store, else the registry it names.
     pub fn resolve(&self, name: &str) -> Result<ResolvedImage> {
         self.resolve_for(name, &self.platform.clone())

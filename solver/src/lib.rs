@@ -33,7 +33,7 @@ mod scheduler;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 pub use cache_key::{CacheKey, KeyParts, RecordFamily, CACHE_KEY_VERSION};
@@ -119,6 +119,54 @@ impl Cancel {
     /// Requests cancellation.
     pub fn cancel(&self) {
         self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A limit on the nodes executing at once, shared by several solves (`rbuild bake` keeps all its targets
+/// within one `--jobs`). Each solve still runs at most its own `jobs` at once.
+#[derive(Debug)]
+pub struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// One taken slot of [`Slots`], given back on drop.
+pub(crate) struct Slot<'a>(&'a Slots);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().expect("slots lock") += 1;
+        self.0.freed.notify_one();
+    }
+}
+
+impl Slots {
+    /// `n` slots (at least one).
+    pub fn new(n: usize) -> Self {
+        Self {
+            free: Mutex::new(n.max(1)),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Waits for a slot; `None` when `cancel` is set meanwhile.
+    pub(crate) fn take<'a>(&'a self, cancel: &Cancel) -> Option<Slot<'a>> {
+        let mut free = self.free.lock().expect("slots lock");
+        loop {
+            if cancel.is_cancelled() {
+                return None;
+            }
+            if *free > 0 {
+                *free -= 1;
+                return Some(Slot(self));
+            }
+            // Woken by a freed slot, or after a while to look at the cancel flag.
+            free = self
+                .freed
+                .wait_timeout(free, Duration::from_millis(50))
+                .expect("slots lock")
+                .0;
+        }
     }
 }
 
@@ -275,6 +323,11 @@ pub struct SolveOptions {
     /// Stable identities for nodes (e.g. "Dockerfile#stage#3"), used to explain misses against the last
     /// build of the same node; nodes without one are not explained beyond "no cache record".
     pub identities: HashMap<NodeId, String>,
+    /// The cancellation flag of this solve. Solves that share one stop together: the first failure of
+    /// any of them cancels the others (`rbuild bake` builds several targets at once this way).
+    pub cancel: Arc<Cancel>,
+    /// A limit shared with other solves on the nodes executing at once, if any.
+    pub slots: Option<Arc<Slots>>,
 }
 
 impl Default for SolveOptions {
@@ -283,6 +336,8 @@ impl Default for SolveOptions {
             jobs: 8,
             cache: CachePolicy::Use,
             identities: HashMap::new(),
+            cancel: Arc::default(),
+            slots: None,
         }
     }
 }

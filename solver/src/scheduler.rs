@@ -128,7 +128,7 @@ pub fn solve(
         parts: &parts,
         reasons: &reasons,
         opts,
-        cancel: Cancel::default(),
+        cancel: &opts.cancel,
     };
     executor.run(&run, &mut solved)?;
     Ok(solved)
@@ -226,7 +226,7 @@ struct Executor<'a> {
     parts: &'a HashMap<NodeId, KeyParts>,
     reasons: &'a HashMap<NodeId, String>,
     opts: &'a SolveOptions,
-    cancel: Cancel,
+    cancel: &'a Cancel,
 }
 
 #[derive(Default)]
@@ -328,6 +328,14 @@ impl Executor<'_> {
                         wake.notify_all();
                         return;
                     }
+                    if st.failure.is_none() && self.cancel.is_cancelled() {
+                        // Another solve sharing the flag failed: stop here as if a node had, before
+                        // starting anything more.
+                        if let Some(&id) = st.ready.front() {
+                            st.failure = Some((id, WorkerError::Cancelled));
+                            continue;
+                        }
+                    }
                     if st.failure.is_none() {
                         if let Some(id) = st.ready.pop_front() {
                             st.running += 1;
@@ -355,16 +363,23 @@ impl Executor<'_> {
                 Ok(locked) => locked,
                 Err(e) => (None, Some(Err(e))),
             };
-            let started = Instant::now();
+            let mut started = Instant::now();
             let result = match late {
                 Some(found) => found.map(|outcome| (outcome, Ran::CachedLate)),
                 None => {
-                    self.reporter.event(Event::Started {
-                        node: id,
-                        reason: self.reasons[&id].clone(),
-                    });
-                    self.execute(id, node, &inputs)
-                        .map(|outcome| (outcome, Ran::Executed))
+                    // Within the limit shared with other solves, if there is one.
+                    let slot = self.opts.slots.as_ref().map(|s| s.take(self.cancel));
+                    if matches!(slot, Some(None)) {
+                        Err(WorkerError::Cancelled)
+                    } else {
+                        started = Instant::now();
+                        self.reporter.event(Event::Started {
+                            node: id,
+                            reason: self.reasons[&id].clone(),
+                        });
+                        self.execute(id, node, &inputs)
+                            .map(|outcome| (outcome, Ran::Executed))
+                    }
                 }
             };
             drop(key_lock);
@@ -421,7 +436,7 @@ impl Executor<'_> {
     /// Runs node `id` on the worker and records its outcome.
     fn execute(&self, id: NodeId, node: &Node, inputs: &[Outcome]) -> Result<Outcome, WorkerError> {
         let ctx = ExecContext {
-            cancel: &self.cancel,
+            cancel: self.cancel,
             reporter: self.reporter,
             node: id,
         };

@@ -441,3 +441,130 @@ fn r19_concurrent_solves_sharing_records_run_each_miss_once() {
         );
     }
 }
+
+#[test]
+fn a_failure_in_one_solve_cancels_another_sharing_the_flag() {
+    // Two graphs (two bake targets) solved at once with one cancel flag: the failure of one stops the
+    // other's running step and keeps its later steps from starting.
+    let mut ga = BuildGraph::default();
+    let base = ga.add(Op::Scratch, vec![], None, "scratch".into());
+    let slow = run(&mut ga, base, "sleep 50");
+    let after = run(&mut ga, slow, "after");
+    let mut gb = BuildGraph::default();
+    let base_b = gb.add(Op::Scratch, vec![], None, "scratch b".into());
+    let bad = run(&mut gb, base_b, "sleep 2");
+    let bad = run(&mut gb, bad, "fail");
+    let shared = SolveOptions::default();
+    let w = FakeWorker::default();
+    let t = Instant::now();
+    let (ra, rb) = std::thread::scope(|s| {
+        let a = s.spawn(|| {
+            solve(
+                &ga,
+                after,
+                &w,
+                &MemoryRecords::default(),
+                &solver::NoReporter,
+                &shared,
+            )
+        });
+        let b = s.spawn(|| {
+            solve(
+                &gb,
+                bad,
+                &w,
+                &MemoryRecords::default(),
+                &solver::NoReporter,
+                &shared,
+            )
+        });
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "prompt: {:?}",
+        t.elapsed()
+    );
+    assert!(matches!(
+        rb,
+        Err(SolveError::Node {
+            source: WorkerError::ExitCode { code: 2 },
+            ..
+        })
+    ));
+    assert!(matches!(
+        ra,
+        Err(SolveError::Node {
+            source: WorkerError::Cancelled,
+            ..
+        })
+    ));
+    assert!(!w.calls.lock().unwrap().contains(&"after".to_owned()));
+    // A solve with a flag of its own is not affected.
+    let own = SolveOptions::default();
+    assert!(solve(
+        &ga,
+        after,
+        &FakeWorker::default(),
+        &MemoryRecords::default(),
+        &solver::NoReporter,
+        &own
+    )
+    .is_ok());
+}
+
+#[test]
+fn solves_sharing_slots_stay_within_them_together() {
+    // Two graphs of three independent sleeps each, each solve allowed 3 at once, sharing 2 slots.
+    let graph = |tag: &str| {
+        let mut g = BuildGraph::default();
+        let base = g.add(Op::Scratch, vec![], None, format!("scratch {tag}").into());
+        let a = run(&mut g, base, "sleep 2 ");
+        let b = run(&mut g, base, "sleep 2  ");
+        let c = run(&mut g, base, "sleep 2   ");
+        let fin = g.add(
+            Op::Exec(Exec::shell(&format!("join {tag}"))),
+            vec![a, b, c],
+            None,
+            "join".into(),
+        );
+        (g, fin)
+    };
+    let (g1, t1) = graph("one");
+    let (g2, t2) = graph("two");
+    let opts = SolveOptions {
+        jobs: 3,
+        slots: Some(std::sync::Arc::new(solver::Slots::new(2))),
+        ..SolveOptions::default()
+    };
+    let w = FakeWorker::default();
+    std::thread::scope(|s| {
+        let one = s.spawn(|| {
+            solve(
+                &g1,
+                t1,
+                &w,
+                &MemoryRecords::default(),
+                &solver::NoReporter,
+                &opts,
+            )
+        });
+        let two = s.spawn(|| {
+            solve(
+                &g2,
+                t2,
+                &w,
+                &MemoryRecords::default(),
+                &solver::NoReporter,
+                &opts,
+            )
+        });
+        one.join().unwrap().unwrap();
+        two.join().unwrap().unwrap();
+    });
+    assert_eq!(
+        w.max_running.load(Ordering::SeqCst),
+        2,
+        "never more than the shared 2 at once"
+    );
+}

@@ -95,6 +95,8 @@ fn run_volume_flags(args: &mut [std::ffi::OsString]) {
 pub(crate) enum Command {
     /// Build an image from a Dockerfile (the default command).
     Build(BuildArgs),
+    /// Build several images from compose.yaml / docker-bake.hcl / docker-bake.json, like `docker buildx bake`.
+    Bake(BakeArgs),
     /// Run a command in a new container from an image in the local store.
     Run(RunArgs),
     /// List the images of the local store.
@@ -210,6 +212,47 @@ pub(crate) struct ImagetoolsCreateArgs {
     pub(crate) insecure_registries: Vec<String>,
     #[command(flatten)]
     pub(crate) registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BakeArgs {
+    /// Targets or groups to build (default: `default`).
+    #[arg(value_name = "TARGET|GROUP")]
+    pub(crate) targets: Vec<String>,
+    /// Bake file; repeatable, later files override (default: compose.yaml, docker-compose.yml,
+    /// docker-bake.json, docker-bake.hcl and their overrides, those that exist, as buildx).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub(crate) files: Vec<PathBuf>,
+    /// Override an option of the targets matching TARGET (`*` globs; `KEY+=VALUE` appends); repeatable.
+    #[arg(long = "set", value_name = "TARGET.KEY=VALUE")]
+    pub(crate) set: Vec<String>,
+    /// Print the resolved definition as JSON (as buildx) and build nothing.
+    #[arg(long)]
+    pub(crate) print: bool,
+    /// Push every target's tags.
+    #[arg(long)]
+    pub(crate) push: bool,
+    /// Load every target's image into the Docker engine.
+    #[arg(long)]
+    pub(crate) load: bool,
+    /// Build without reading the cache.
+    #[arg(long)]
+    pub(crate) no_cache: bool,
+    /// Always ask the registry for base images.
+    #[arg(long)]
+    pub(crate) pull: bool,
+    /// Progress output (a terminal gets plain lines too: several targets run at once).
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub(crate) progress: ProgressMode,
+    /// Steps that may run at once, all targets together (default 8).
+    #[arg(long, value_name = "N")]
+    pub(crate) jobs: Option<usize>,
+    /// Go on with the other targets when one fails (default: the first failure stops them all).
+    #[arg(long)]
+    pub(crate) keep_going: bool,
+    /// Registry hosts (host[:port]) reached over plain HTTP; loopback always is.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub(crate) insecure_registries: Vec<String>,
 }
 
 #[derive(Debug, Args)]

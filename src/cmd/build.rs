@@ -43,6 +43,11 @@ pub(crate) struct Plan {
     pub(crate) tags: Vec<Reference>,
     build_args: BTreeMap<String, String>,
     pub(crate) export_opts: export::ExportOptions,
+    /// `rbuild bake`: the cancel flag and `--jobs` limit shared with the other targets' solves.
+    shared: (Arc<solver::Cancel>, Option<Arc<solver::Slots>>),
+    /// `rbuild bake`: a store record naming the last image of an untagged build (a dependency target),
+    /// so that it keeps its digest when only the build time would change, as a tagged one does.
+    remember: Option<String>,
 }
 
 /// The Dockerfile, read and parsed.
@@ -60,8 +65,35 @@ pub(crate) fn build(
     store: Arc<cache::Store>,
     rt: &tokio::runtime::Runtime,
 ) -> Result<Option<oci::Digest>> {
-    let progress = Progress::new(mode(args));
-    let plan = plan(args)?;
+    Ok(build_with(args, store, rt, Extras::default())?.0)
+}
+
+/// What `rbuild bake` adds to the build of one of its targets.
+#[derive(Default)]
+pub(crate) struct Extras {
+    /// The target's progress (its name in every line); `None`: one made from the flags.
+    pub(crate) progress: Option<Progress>,
+    /// Names that resolve to images other targets of the run built (`target:` contexts).
+    pub(crate) contexts: Vec<(String, images::ResolvedImage)>,
+    /// The cancel flag shared with the other targets (one failure stops them all).
+    pub(crate) cancel: Option<Arc<solver::Cancel>>,
+    /// The `--jobs` limit shared with the other targets.
+    pub(crate) slots: Option<Arc<solver::Slots>>,
+    /// See [`Plan::remember`].
+    pub(crate) remember: Option<String>,
+}
+
+/// [`build`] with bake's [`Extras`]; returns the ID (as `build`) and, for one platform, the image.
+pub(crate) fn build_with(
+    args: &BuildArgs,
+    store: Arc<cache::Store>,
+    rt: &tokio::runtime::Runtime,
+    extras: Extras,
+) -> Result<(Option<oci::Digest>, Option<export::Image>)> {
+    let progress = extras.progress.unwrap_or_else(|| Progress::new(mode(args)));
+    let mut plan = plan(args)?;
+    plan.shared = (extras.cancel.unwrap_or_default(), extras.slots);
+    plan.remember = extras.remember;
     let call = Call::parse(&args.call, args.check).map_err(|e| anyhow!(e))?;
     let source = read_dockerfile(
         args,
@@ -83,6 +115,9 @@ pub(crate) fn build(
         )
         .with_pull(args.pull),
     );
+    for (name, image) in extras.contexts {
+        images.preset(&name, image);
+    }
     if matches!(call.method, Method::Outline | Method::Targets) {
         let target = args.target.as_deref();
         print!(
@@ -90,10 +125,13 @@ pub(crate) fn build(
             checks::describe(&call, &source.parsed, &plan.build_args, target)
                 .map_err(|e| anyhow!(e))?
         );
-        return Ok(None);
+        return Ok((None, None));
     }
     if call.method == Method::Check {
-        return check(&call, &plan, &source, args, &images, &progress);
+        return Ok((
+            check(&call, &plan, &source, args, &images, &progress)?,
+            None,
+        ));
     }
     let mut targets = Vec::new();
     for p in &platforms {
@@ -111,7 +149,7 @@ pub(crate) fn build(
             args, &plan, &source, &platforms, &targets, &store, &images, &client, rt, &progress,
         )?;
         progress.check_warnings(&report);
-        return Ok(id);
+        return Ok((id, None));
     }
     let lowered = &targets[0];
     progress.attach(&lowered.graph);
@@ -191,7 +229,7 @@ pub(crate) fn build(
     if args.quiet {
         println!("{id}");
     }
-    Ok(Some(id))
+    Ok((Some(id), Some(image)))
 }
 
 /// After the solve: what an imported cache gave (`cache import: N blobs downloaded …`).
@@ -349,6 +387,8 @@ fn plan(args: &BuildArgs) -> Result<Plan> {
         tags,
         build_args,
         export_opts,
+        shared: (Arc::default(), None),
+        remember: None,
     })
 }
 
@@ -540,6 +580,8 @@ pub(crate) fn solve(
         jobs: args.jobs.unwrap_or(8).div_ceil(together).max(1),
         cache: cache_policy(args, lowered),
         identities: node_identities(&lowered.graph, &source.context.identity()),
+        cancel: Arc::clone(&plan.shared.0),
+        slots: plan.shared.1.clone(),
     };
     let _lease = store.lease()?;
     let records = LayeredRecords {
@@ -621,10 +663,17 @@ pub(crate) fn export_image(
         .tags
         .first()
         .filter(|_| tag)
-        .and_then(|t| export::local_image(store, &t.familiar()).ok());
+        .and_then(|t| export::local_image(store, &t.familiar()).ok())
+        .or_else(|| {
+            let desc = store.base_get(plan.remember.as_deref()?).ok()??;
+            export::local_image(store, &desc.digest.to_string()).ok()
+        });
     let fetch = |l: &solver::Layer| remote.ensure(store, &l.blob);
     let image = export::assemble(store, stage, solved, export_opts, previous, &fetch)?;
     task.status(&format!("writing image {}", image.config_digest));
+    if let Some(name) = &plan.remember {
+        store.base_put(name, &image.manifest_desc)?;
+    }
     if !tag {
         return Ok(image);
     }

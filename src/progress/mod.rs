@@ -10,7 +10,8 @@ mod plain;
 mod tty;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use graph::{BuildGraph, NodeId, Op};
@@ -131,6 +132,9 @@ pub(crate) struct Progress {
     names: std::sync::RwLock<Option<Names>>,
     started: Instant,
     state: Mutex<State>,
+    /// `rbuild bake`: the target this build is for (in every vertex name, as buildx shows it) and the
+    /// vertex numbers shared by all targets' builds, so that each `#N` names one vertex.
+    target: Option<(String, Arc<AtomicUsize>)>,
 }
 
 impl Progress {
@@ -149,6 +153,34 @@ impl Progress {
                 next: 1,
                 ..State::default()
             }),
+            target: None,
+        }
+    }
+
+    /// Progress of one target of `rbuild bake`: names read `[api 2/3] RUN …`, numbers come from `numbers`.
+    pub(crate) fn for_target(mode: Mode, target: &str, numbers: Arc<AtomicUsize>) -> Self {
+        let mut p = Self::new(mode);
+        p.target = Some((target.to_owned(), numbers));
+        p
+    }
+
+    /// The next vertex number.
+    fn number(&self, st: &mut State) -> usize {
+        st.next += 1;
+        match &self.target {
+            Some((_, shared)) => shared.fetch_add(1, Ordering::SeqCst) + 1,
+            None => st.next - 1,
+        }
+    }
+
+    /// A vertex name with the bake target in it: `[build 2/4] RUN x` → `[api build 2/4] RUN x`.
+    fn named(&self, name: String) -> String {
+        match &self.target {
+            Some((t, _)) => match name.strip_prefix('[') {
+                Some(rest) => format!("[{t} {}", rest.trim_start()),
+                None => format!("[{t}] {name}"),
+            },
+            None => name,
         }
     }
 
@@ -172,7 +204,7 @@ impl Progress {
         for (k, (graph, prefix)) in graphs.iter().enumerate() {
             for n in graph.nodes() {
                 let id = shifted(n.id, k);
-                names.insert(id, format!("{prefix}{}", n.name));
+                names.insert(id, self.named(format!("{prefix}{}", n.name)));
                 if matches!(n.op, Op::Scratch) {
                     hidden.insert(id);
                 }
@@ -210,12 +242,10 @@ impl Progress {
 
     /// Starts a task of the build's own (`exporting to image`), shown as a vertex like a step.
     pub(crate) fn task(&self, name: impl Into<String>) -> Task<'_> {
-        let name = name.into();
+        let name = self.named(name.into());
         let n = {
             let mut st = self.state.lock().expect("progress lock");
-            let n = st.next;
-            st.next += 1;
-            n
+            self.number(&mut st)
         };
         self.show(&Line::Begin { n, name: &name });
         Task {
@@ -329,8 +359,7 @@ impl solver::Reporter for Progress {
         let n = match st.numbers.get(&node) {
             Some(n) => *n,
             None => {
-                let n = st.next;
-                st.next += 1;
+                let n = self.number(&mut st);
                 st.numbers.insert(node, n);
                 self.show(&Line::Begin { n, name });
                 n
