@@ -220,7 +220,7 @@ impl VerifyingKey {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     // Test keys made with `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256` and
@@ -231,7 +231,7 @@ Wnw6AeCbdPuQtjtFXY0ZbxCgsZWhRANCAATYM0K5TzAHzJV1a9dS2ILMxZ+bUzzq
 oeO823vRhJ7FYnSC5agcY3fSQqu0K3v1oHd7Civ9YCN2vUqZALAVf/R6
 -----END PRIVATE KEY-----
 ";
-    const ED_PKCS8: &str = "-----BEGIN PRIVATE KEY-----
+    pub(crate) const ED_PKCS8: &str = "-----BEGIN PRIVATE KEY-----
 MC4CAQAwBQYDK2VwBCIEIL1WgHreA2JCw/tGLciXYP0oAzNaFaxqXtKO6OoxyDND
 -----END PRIVATE KEY-----
 ";
