@@ -33,6 +33,16 @@ pub struct Envelope {
     pub signatures: Vec<Signature>,
 }
 
+impl Envelope {
+    /// The payload, decoded (not verified).
+    pub fn payload_bytes(&self) -> Result<Vec<u8>, Error> {
+        b64().decode(&self.payload).map_err(|e| Error::Malformed {
+            what: "DSSE envelope",
+            message: format!("payload is not base64: {e}"),
+        })
+    }
+}
+
 /// One signature of an envelope.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Signature {

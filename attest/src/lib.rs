@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attach;
+mod attested;
 pub mod dsse;
 pub mod provenance;
 pub mod publish;
@@ -30,6 +31,7 @@ pub mod redact;
 pub mod sbom;
 mod statement;
 
+pub use attested::{bases, make, predicates, Attested, Inputs, Scan, Wanted};
 pub use statement::{Statement, Subject, STATEMENT_TYPE};
 
 /// Why an attestation could not be made, signed or checked.
@@ -44,6 +46,19 @@ pub enum Error {
     /// An envelope or statement is not what it should be.
     #[error("malformed {what}: {message}")]
     Malformed { what: &'static str, message: String },
+    /// An attestation flag is wrong (the message names it).
+    #[error("{0}")]
+    Flag(String),
+    /// Reading or writing a file failed.
+    #[error("{path}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Storing or pushing failed.
+    #[error(transparent)]
+    Publish(#[from] publish::PublishError),
     /// Reading a file of the image tree failed.
     #[error("reading {path} in the image")]
     Read {

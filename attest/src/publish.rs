@@ -16,13 +16,13 @@ pub enum PublishError {
     Store {
         image: String,
         #[source]
-        source: cache::Error,
+        source: Box<cache::Error>,
     },
     #[error("pushing attestations to {reference}")]
     Push {
         reference: String,
         #[source]
-        source: registry::Error,
+        source: Box<registry::Error>,
     },
     #[error("attestation manifest {digest} is not valid JSON")]
     Malformed { digest: String },
@@ -56,7 +56,7 @@ pub fn save(
 ) -> Result<Placed, PublishError> {
     let err = |source| PublishError::Store {
         image: image.digest.to_string(),
-        source,
+        source: Box::new(source),
     };
     for b in blobs {
         store.put_blob(&b.bytes).map_err(err)?;
@@ -94,6 +94,27 @@ pub struct Found {
     pub bytes: Vec<u8>,
 }
 
+impl Found {
+    /// The in-toto statement, out of its envelope when signed (the signature is not checked here:
+    /// [`crate::verify`] does that).
+    pub fn statement(&self) -> Result<crate::Statement, crate::Error> {
+        let bytes = if self.media_type == crate::dsse::ENVELOPE_MEDIA_TYPE {
+            let env: crate::dsse::Envelope =
+                serde_json::from_slice(&self.bytes).map_err(|e| crate::Error::Malformed {
+                    what: "DSSE envelope",
+                    message: e.to_string(),
+                })?;
+            env.payload_bytes()?
+        } else {
+            self.bytes.clone()
+        };
+        serde_json::from_slice(&bytes).map_err(|e| crate::Error::Malformed {
+            what: "in-toto statement",
+            message: e.to_string(),
+        })
+    }
+}
+
 /// The attestations the store holds for image `name` (tag) whose manifest is `image_digest`, newest
 /// referrer last.
 pub fn load(
@@ -103,7 +124,7 @@ pub fn load(
 ) -> Result<Vec<Found>, PublishError> {
     let err = |source| PublishError::Store {
         image: image_digest.to_string(),
-        source,
+        source: Box::new(source),
     };
     let Some(index) = store
         .resolve_tag(&referrers_tag_name(name, image_digest))
@@ -149,7 +170,7 @@ pub async fn push(
 ) -> Result<Digest, PublishError> {
     let err = |source| PublishError::Push {
         reference: dest.familiar(),
-        source,
+        source: Box::new(source),
     };
     let by_digest = |d: &Digest| Reference {
         tag: None,
@@ -201,7 +222,7 @@ pub async fn push(
                 .put_blob(&config)
                 .map_err(|source| PublishError::Store {
                     image: image.digest.to_string(),
-                    source,
+                    source: Box::new(source),
                 })?;
             upload(&config, "application/vnd.oci.image.config.v1+json")
                 .await

@@ -43,6 +43,7 @@ pub(crate) struct Plan {
     pub(crate) tags: Vec<Reference>,
     build_args: BTreeMap<String, String>,
     pub(crate) export_opts: export::ExportOptions,
+    attest: Option<attest::Wanted>,
 }
 
 /// The Dockerfile, read and parsed.
@@ -60,6 +61,7 @@ pub(crate) fn build(
     store: Arc<cache::Store>,
     rt: &tokio::runtime::Runtime,
 ) -> Result<Option<oci::Digest>> {
+    let started = crate::cmd::attest::now();
     let progress = Progress::new(mode(args));
     let plan = plan(args)?;
     let call = Call::parse(&args.call, args.check).map_err(|e| anyhow!(e))?;
@@ -107,6 +109,11 @@ pub(crate) fn build(
     check_emulation(&targets, &source)?;
     if platforms.len() > 1 {
         export::check_index_outputs(&plan.outputs)?;
+        if plan.attest.is_some() {
+            // TODO(#21): one attestation manifest per platform in the index (attest::attach does the
+            // index entries; multiplatform::build does not call it yet).
+            bail!("--sbom/--provenance/--attest: not supported with several --platform values yet");
+        }
         let id = crate::cmd::multiplatform::build(
             args, &plan, &source, &platforms, &targets, &store, &images, &client, rt, &progress,
         )?;
@@ -139,6 +146,18 @@ pub(crate) fn build(
         true,
     )?;
     let id = image.config_digest.clone();
+    let attested = attest_image(
+        args,
+        &plan,
+        &source,
+        &lowered,
+        &solved.solved,
+        &images,
+        &image,
+        &store,
+        started,
+        &progress,
+    )?;
     let names: Vec<String> = plan.tags.iter().map(Reference::familiar).collect();
     for output in plan
         .outputs
@@ -146,7 +165,14 @@ pub(crate) fn build(
         .filter(|o| !matches!(o, export::Output::Image { .. }))
     {
         let task = progress.task(format!("exporting to {}", output.kind()));
-        match export::write_output(&store, &image, &names, output) {
+        let written = export::write_output(&store, &image, &names, output);
+        let written = match (written, &attested, output) {
+            (Ok(said), Some(a), export::Output::Local { dest }) => {
+                a.write_beside(dest).map(|()| said).map_err(Into::into)
+            }
+            (w, ..) => w,
+        };
+        match written {
             Ok(said) => task.status(said.as_deref().unwrap_or("done")),
             Err(e) => {
                 task.fail(&format!("{e:#}"));
@@ -162,6 +188,7 @@ pub(crate) fn build(
         &remote,
         solved.eager.as_deref(),
         &image,
+        attested.as_ref().map(|a| (a, &images.platform)),
         &progress,
     )?;
     for to in &plan.cache_to {
@@ -341,6 +368,7 @@ fn plan(args: &BuildArgs) -> Result<Plan> {
         },
     };
     Ok(Plan {
+        attest: crate::cmd::attest::wanted(&args.attest)?,
         outputs,
         cache_to,
         cache_from,
@@ -650,6 +678,54 @@ pub(crate) fn export_image(
     Ok(image)
 }
 
+/// `--provenance` / `--sbom`: the image's attestations, stored as its referrers (`attesting image`).
+#[allow(clippy::too_many_arguments)]
+fn attest_image(
+    args: &BuildArgs,
+    plan: &Plan,
+    source: &Source,
+    lowered: &frontend::Lowered,
+    solved: &solver::Solved,
+    images: &Images,
+    image: &export::Image,
+    store: &cache::Store,
+    started: i64,
+    progress: &Progress,
+) -> Result<Option<attest::Attested>> {
+    let Some(wanted) = &plan.attest else {
+        return Ok(None);
+    };
+    let task = progress.task("attesting image");
+    let in_context = format!("{}/", args.context.trim_end_matches('/'));
+    let path = source.label.strip_prefix(&in_context);
+    let dockerfile = attest::provenance::Dockerfile {
+        path: path.unwrap_or(&source.label).to_owned(),
+        text: source.text.clone(),
+    };
+    let build = crate::cmd::attest::Build {
+        args,
+        build_args: &plan.build_args,
+        dockerfile: &dockerfile,
+        lowered,
+        solved,
+        images,
+        image,
+        tags: &plan.tags,
+        started,
+        source_date_epoch: plan.export_opts.source_date_epoch,
+    };
+    match crate::cmd::attest::make(wanted, &build, store) {
+        Ok(a) => {
+            task.status(&format!("attested: {}", a.describe()));
+            Ok(Some(a))
+        }
+        Err(e) => {
+            task.fail(&format!("{e:#}"));
+            Err(e)
+        }
+    }
+}
+
 /// `--push`: the image to every tag's registry; prints `NAME@DIGEST` on stdout for each.
 #[allow(clippy::too_many_arguments)]
 fn push(
@@ -660,6 +736,7 @@ fn push(
     remote: &Remote,
     eager: Option<&export::EagerPush>,
     image: &export::Image,
+    attested: Option<(&attest::Attested, &Platform)>,
     progress: &Progress,
 ) -> Result<()> {
     if !plan.push {
@@ -671,7 +748,14 @@ fn push(
     for t in &plan.tags {
         let task = progress.task(format!("pushing {}", t.familiar()));
         let t = &plan.push_target(t);
-        let pushed = rt.block_on(export::push(client.get()?, store, remote, eager, image, t));
+        let pushed = rt
+            .block_on(export::push(client.get()?, store, remote, eager, image, t))
+            .and_then(|d| match attested {
+                Some((a, platform)) => {
+                    crate::cmd::attest::push(a, client.get()?, store, rt, t, image, platform)
+                }
+                None => Ok(d),
+            });
         let digest = match pushed {
             Ok(d) => d,
             Err(e) => {
