@@ -6,7 +6,7 @@
 #
 # For each image: the cold build without attestations (wall), the `attesting image` step of a cold build
 # with `--sbom --provenance=mode=max` (its DONE time: scan + SPDX + provenance + store), a cached build
-# without and with attestations (wall, medians), peak RSS of the cached build with them, the size of both
+# without and with attestations (wall, medians; a rebuild of the same image reuses its stored SBOM), peak RSS of the cached build with them, the size of both
 # documents, the packages found; and, for reference on the same tree, `dpkg-query -W` and `find | wc -l`.
 # There is no BuildKit column: its SBOM comes from a scanner image (docker/buildkit-syft-scanner) this
 # offline lab cannot pull. Prints a markdown table.
@@ -46,7 +46,7 @@ measure() {
   rss=$(( $(cat "$WORK/rss") / 1024 ))
   sbom=$("$RBUILD" --root "$STORE" inspect --sbom "$name" | wc -c)
   prov=$("$RBUILD" --root "$STORE" inspect --provenance "$name" | wc -c)
-  pkgs=$("$RBUILD" --root "$STORE" inspect --sbom "$name" | jq '.packages | length - 1')
+  pkgs=$("$RBUILD" --root "$STORE" inspect --sbom "$name" | jq -s '.[0].packages | length - 1')
   rm -rf "$WORK/tree"
   "$RBUILD" --root "$STORE" build -q "$@" -o "type=local,dest=$WORK/tree" "$ctx" >/dev/null 2>&1
   sync

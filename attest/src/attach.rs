@@ -119,14 +119,19 @@ pub fn referrer_manifest(image: &Value, blobs: &[Blob]) -> Made {
     }
 }
 
-/// The referrers index (tag schema `sha256-<hex>`): `existing`'s entries with `referrer` added (an entry
-/// with the same digest is replaced), sorted by digest so that the bytes are stable.
+/// The referrers index (tag schema `sha256-<hex>`): `existing`'s entries with `referrer` added, sorted by
+/// digest so that the bytes are stable.
+///
+/// A new attestation set replaces the earlier ones of the same `artifactType` (a rebuild of the same image
+/// does not pile up provenance of every build); other tools' referrers (signatures, …) stay.
 pub fn referrers_index(existing: Option<&[u8]>, referrer: &Value) -> Vec<u8> {
     let mut manifests: Vec<Value> = existing
         .and_then(|b| serde_json::from_slice::<Value>(b).ok())
         .and_then(|v| v.get("manifests").and_then(Value::as_array).cloned())
         .unwrap_or_default();
-    manifests.retain(|m| m["digest"] != referrer["digest"]);
+    manifests.retain(|m| {
+        m["digest"] != referrer["digest"] && m["artifactType"] != referrer["artifactType"]
+    });
     manifests.push(referrer.clone());
     manifests.sort_by(|a, b| a["digest"].as_str().cmp(&b["digest"].as_str()));
     to_bytes(&json!({
@@ -248,6 +253,22 @@ mod tests {
         assert_eq!(idx, again, "adding the same referrer twice changes nothing");
         let v: Value = serde_json::from_slice(&again).unwrap();
         assert_eq!(v["manifests"].as_array().unwrap().len(), 1);
+        // A signature of another tool stays; a newer attestation set replaces ours.
+        let foreign = json!({"mediaType": OCI_MANIFEST, "digest": format!("sha256:{}", "01".repeat(32)),
+                             "size": 3, "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json"});
+        let with_foreign = referrers_index(Some(&again), &foreign);
+        let newer = referrer_manifest(&image(), &[blob(), blob()]);
+        let replaced = referrers_index(Some(&with_foreign), &newer.descriptor);
+        let v: Value = serde_json::from_slice(&replaced).unwrap();
+        let digests: Vec<&str> = v["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["digest"].as_str().unwrap())
+            .collect();
+        assert_eq!(digests.len(), 2, "{v}");
+        assert!(digests.contains(&foreign["digest"].as_str().unwrap()));
+        assert!(digests.contains(&newer.descriptor["digest"].as_str().unwrap()));
         assert_eq!(referrers_tag("sha256:abcd"), "sha256-abcd");
     }
 

@@ -73,6 +73,9 @@ pub struct Inputs<'a> {
     pub provenance: provenance::Provenance<'a>,
     /// The final image first, then with `scan-stages=true` the other stages.
     pub scans: Vec<Scan>,
+    /// The attestations the store already holds for this image (a rebuild that changed nothing): the
+    /// final image's SBOM is taken from there rather than scanned again.
+    pub previous: Vec<publish::Found>,
 }
 
 /// The attestations of one built image.
@@ -100,6 +103,13 @@ pub fn make(w: &Wanted, mut i: Inputs<'_>) -> Result<Attested, Error> {
             .source_date_epoch
             .unwrap_or(i.provenance.finished);
         for scan in i.scans {
+            if scan.name == i.name {
+                if let Some(st) = stored_sbom(&i.previous, &scan.name, i.image_digest) {
+                    tracing::debug!(image = %i.image_digest, "SBOM reused from the store");
+                    statements.push((scan.file, st));
+                    continue;
+                }
+            }
             let tree = sbom::LayerTree::new(scan.layers);
             let packages = sbom::scan(&tree)?;
             let info = sbom::DocumentInfo {
@@ -161,6 +171,25 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         path: path.display().to_string(),
         source,
     })
+}
+
+/// An SBOM this rbuild version made earlier for the same image manifest under the same name. An image's
+/// file tree is fixed by its manifest digest, so its SBOM is too (creation time aside).
+fn stored_sbom(previous: &[publish::Found], name: &str, digest: &oci::Digest) -> Option<Statement> {
+    let tool = concat!("Tool: rbuild-", env!("CARGO_PKG_VERSION"));
+    previous
+        .iter()
+        .filter(|f| f.predicate_type == sbom::PREDICATE_TYPE)
+        .filter_map(|f| f.statement().ok())
+        .find(|st| {
+            st.subject
+                .iter()
+                .any(|s| s.digest.get("sha256").is_some_and(|d| d == digest.hex()))
+                && st.predicate["name"] == name
+                && st.predicate["creationInfo"]["creators"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c == tool))
+        })
 }
 
 /// The predicates of type `predicate_type` among an image's attestations.

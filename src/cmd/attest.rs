@@ -90,10 +90,16 @@ pub(crate) fn make(
             }
         }
     }
+    let digest = &b.image.manifest_desc.digest;
+    // A rebuild of the same image reuses its stored SBOM; `--no-cache` scans again.
+    let previous = match b.tags.first() {
+        Some(t) if !b.args.no_cache => attest::publish::load(store, t, digest)?,
+        _ => Vec::new(),
+    };
     let p = &b.images.platform;
     let inputs = attest::Inputs {
         name,
-        image_digest: &b.image.manifest_desc.digest,
+        image_digest: digest,
         provenance: attest::provenance::Provenance {
             subject: Vec::new(),
             mode: attest::provenance::Mode::Min,
@@ -117,6 +123,7 @@ pub(crate) fn make(
             redactor: &redactor,
         },
         scans,
+        previous,
     };
     let made = attest::make(w, inputs)?;
     attest::publish::save(store, b.tags, &b.image.manifest_desc, &made.blobs)?;

@@ -7,8 +7,35 @@ use std::path::PathBuf;
 /// File names whose paths [`Tree::candidates`] lists (the files the npm and Python scanners read).
 const CANDIDATE_NAMES: &[&str] = &["package.json", "package-lock.json", "METADATA", "PKG-INFO"];
 
-/// Top-level directories never walked (kernel file systems, not image content).
-const SKIP_TOP: &[&str] = &["proc", "sys", "dev"];
+/// Directories never walked for candidates: kernel file systems, and the large data trees of a
+/// distribution where no npm or Python package metadata lives (documentation, locales, headers, package
+/// manager state). Paths relative to the root, without a leading `/`.
+const SKIP: &[&str] = &[
+    "proc",
+    "sys",
+    "dev",
+    "boot",
+    "usr/share/doc",
+    "usr/share/man",
+    "usr/share/info",
+    "usr/share/locale",
+    "usr/share/i18n",
+    "usr/share/zoneinfo",
+    "usr/share/icons",
+    "usr/share/fonts",
+    "usr/share/terminfo",
+    "usr/share/mime",
+    "usr/share/common-licenses",
+    "usr/share/perl",
+    "usr/share/perl5",
+    "usr/lib/locale",
+    "usr/include",
+    "usr/src",
+    "var/lib/dpkg",
+    "var/lib/apt",
+    "var/cache",
+    "var/log",
+];
 
 /// A read-only image file tree.
 pub trait Tree {
@@ -64,11 +91,10 @@ impl Tree for LayerTree {
     fn candidates(&self) -> Vec<String> {
         // Each layer directory is walked natively (readdir with file types, like `find`); only the few
         // candidate paths then go through the merged view, which drops whited-out ones.
-        let mut paths = BTreeSet::new();
-        for layer in &self.layers {
-            let walk = candidate_files(layer);
-            paths.extend(walk);
-        }
+        // Layers are walked in parallel: a node image spreads its files over several.
+        use rayon::prelude::*;
+        let found: Vec<Vec<String>> = self.layers.par_iter().map(|l| candidate_files(l)).collect();
+        let paths: BTreeSet<String> = found.into_iter().flatten().collect();
         paths
             .into_iter()
             .filter(|p| matches!(self.view.resolve(p, false), Ok(Some(r)) if !r.is_dir))
@@ -79,6 +105,7 @@ impl Tree for LayerTree {
 /// Paths (absolute inside the image) of regular files with a candidate name under one layer directory.
 fn candidate_files(root: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
+    // `rel` is the path inside the image without the leading `/`.
     let mut stack = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, rel)) = stack.pop() {
         let Ok(entries) = fs_err::read_dir(&dir) else {
@@ -88,14 +115,17 @@ fn candidate_files(root: &std::path::Path) -> Vec<String> {
             let Ok(ft) = e.file_type() else { continue };
             let name = e.file_name();
             let Some(name) = name.to_str() else { continue };
-            let path = format!("{rel}/{name}");
+            let path = if rel.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{rel}/{name}")
+            };
             if ft.is_dir() {
-                if rel.is_empty() && SKIP_TOP.contains(&name) {
-                    continue;
+                if !SKIP.contains(&path.as_str()) {
+                    stack.push((e.path(), path));
                 }
-                stack.push((e.path(), path));
             } else if ft.is_file() && CANDIDATE_NAMES.contains(&name) {
-                out.push(path);
+                out.push(format!("/{path}"));
             }
         }
     }
@@ -145,6 +175,8 @@ mod tests {
         fs_err::write(b.join("app/node_modules/a/package.json"), "{}").unwrap();
         fs_err::write(b.join("app/node_modules/gone/package.json"), "{}").unwrap();
         fs_err::write(b.join("proc/package.json"), "{}").unwrap();
+        fs_err::create_dir_all(b.join("usr/share/doc/x")).unwrap();
+        fs_err::write(b.join("usr/share/doc/x/package.json"), "{}").unwrap();
         fs_err::create_dir_all(b.join("etc")).unwrap();
         std::os::unix::fs::symlink("/etc/hostname", b.join("etc/os-release")).unwrap();
         // The upper layer deletes `gone` with an overlay whiteout (a 0/0 character device).
