@@ -95,6 +95,19 @@ pub struct Found {
 }
 
 impl Found {
+    /// The blob to push again (`rbuild push` of an image with stored attestations).
+    pub fn to_blob(&self) -> Blob {
+        Blob {
+            bytes: self.bytes.clone(),
+            media_type: if self.media_type == crate::dsse::ENVELOPE_MEDIA_TYPE {
+                crate::dsse::ENVELOPE_MEDIA_TYPE
+            } else {
+                attach::IN_TOTO_MEDIA_TYPE
+            },
+            predicate_type: self.predicate_type.clone(),
+        }
+    }
+
     /// The in-toto statement, out of its envelope when signed (the signature is not checked here:
     /// [`crate::verify`] does that).
     pub fn statement(&self) -> Result<crate::Statement, crate::Error> {

@@ -145,6 +145,33 @@ pub(crate) fn push(
     Ok(rt.block_on(pushed)?)
 }
 
+/// `rbuild push`: the attestations the store holds for the image go along, as OCI referrers of `dest`.
+pub(crate) fn push_stored(
+    store: &cache::Store,
+    client: &registry::Client,
+    rt: &tokio::runtime::Runtime,
+    source: &str,
+    dest: &Reference,
+    image: &export::Image,
+) -> Result<usize> {
+    // An image named by ID or digest has no tag, hence no referrers index in the store.
+    let Ok(source) = source.parse::<Reference>() else {
+        return Ok(0);
+    };
+    let desc = &image.manifest_desc;
+    let found = attest::publish::load(store, &source, &desc.digest)?;
+    if found.is_empty() {
+        return Ok(0);
+    }
+    let blobs: Vec<_> = found.iter().map(attest::publish::Found::to_blob).collect();
+    let platform = oci::Platform::host(); // only the index layout names a platform
+    let mode = attest::attach::Mode::Referrers;
+    rt.block_on(attest::publish::push(
+        client, store, dest, desc, &platform, &blobs, mode,
+    ))?;
+    Ok(blobs.len())
+}
+
 /// The image named `name` in the store and its attestations.
 fn load(store: &cache::Store, name: &str) -> Result<(oci::Digest, Vec<attest::publish::Found>)> {
     let image = export::local_image(store, name)?;

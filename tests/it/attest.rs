@@ -494,6 +494,19 @@ fn attestations_attach_as_oci_referrers_or_in_buildkit_index_layout() {
         ])
     );
 
+    // `rbuild push` of that image under another name takes its stored attestations along.
+    let copy = format!("{}/att/copy:1", reg.addr);
+    let args = ["push", image.as_str(), copy.as_str()];
+    expect_success(&rbuild_with(&env, &cfg, &args), &args);
+    let copied = skopeo_raw(
+        &format!("{}/att/copy:{}", reg.addr, digest.replacen(':', "-", 1)),
+        &creds,
+    );
+    assert_eq!(
+        copied["manifests"][0]["digest"], entry["digest"],
+        "{copied}"
+    );
+
     // BuildKit's layout: an index with the image (its platform) and an unknown/unknown attestation
     // manifest pointing at it.
     let (image, index_digest) = push("idx", "index");
