@@ -127,7 +127,7 @@ fn sbom_and_provenance_of_a_debian_image_pass_independent_checks_and_keep_secret
             (
                 "Dockerfile",
                 &format!(
-                    "FROM debian:bookworm\nARG API_TOKEN\nARG DB_PASSWORD\nCOPY package-lock.json /app/\n\
+                    "FROM debian:bookworm\nARG API_TOKEN\nARG DB_PASSWORD\nCOPY package-lock.json greeter.jar /app/\n\
                      ADD --checksum={real} {url} /opt/tool.txt\n\
                      RUN --mount=type=secret,id=npmrc test -s /run/secrets/npmrc && echo built > /built\n"
                 ),
@@ -135,6 +135,14 @@ fn sbom_and_provenance_of_a_debian_image_pass_independent_checks_and_keep_secret
             ("package-lock.json", &lock),
         ],
     );
+    // A jar with Maven coordinates, written by Python's zipfile (another zip writer than the unit tests').
+    sh(Command::new(&py).args([
+        "-c",
+        "import sys,zipfile\n\
+         with zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED) as z:\n\
+         \x20   z.writestr('META-INF/MANIFEST.MF', 'Manifest-Version: 1.0\\r\\n')\n\
+         \x20   z.writestr('META-INF/maven/org.example/greeter/pom.properties', 'groupId=org.example\\nartifactId=greeter\\nversion=3.2.1\\n')\n",
+    ]).arg(ctx.join("greeter.jar")));
     let secret_file = env.dir.path().join("npmrc");
     std::fs::write(
         &secret_file,
@@ -240,6 +248,10 @@ fn sbom_and_provenance_of_a_debian_image_pass_independent_checks_and_keep_secret
         .collect();
     assert!(locked.len() > 30, "express has dozens of dependencies");
     assert_eq!(purls("pkg:npm/"), locked);
+    assert_eq!(
+        purls("pkg:maven/"),
+        BTreeSet::from([("org.example:greeter".to_owned(), "3.2.1".to_owned())])
+    );
 
     // SPDX's own validator accepts the document.
     let spdx = env.dir.path().join("sbom-doc.json");

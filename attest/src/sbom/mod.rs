@@ -2,10 +2,11 @@
 //!
 //! Scanners (ours, no external tool): Debian/Ubuntu dpkg status with machine-readable copyright
 //! licences, Alpine's apk installed database, npm (`package-lock.json`, `node_modules/*/package.json`),
-//! Python (`*.dist-info/METADATA`, `*.egg-info/PKG-INFO`). Not yet: RPM, Go build info, cargo-auditable,
-//! Java jars (see docs/ATTESTATIONS.md).
+//! Python (`*.dist-info/METADATA`, `*.egg-info/PKG-INFO`), Java archives (`pom.properties`, jar
+//! manifests). Not yet: RPM, Go build info, cargo-auditable (see docs/ATTESTATIONS.md).
 
 mod dpkg;
+mod java;
 mod npm;
 mod python;
 mod spdx;
@@ -27,6 +28,8 @@ pub enum Ecosystem {
     Npm,
     /// Python (pip and friends).
     Python,
+    /// Java archives (Maven coordinates).
+    Java,
 }
 
 impl Ecosystem {
@@ -37,6 +40,7 @@ impl Ecosystem {
             Self::Apk => "apk",
             Self::Npm => "npm",
             Self::Python => "python",
+            Self::Java => "java",
         }
     }
 }
@@ -74,6 +78,7 @@ pub fn scan(tree: &dyn Tree) -> Result<Vec<Package>, crate::Error> {
     let candidates = tree.candidates();
     found.extend(npm::scan(tree, &candidates)?);
     found.extend(python::scan(tree, &candidates)?);
+    found.extend(java::scan(tree, &candidates)?);
     let mut unique = BTreeMap::new();
     for p in found {
         unique

@@ -4,7 +4,8 @@ use std::collections::BTreeSet;
 use std::io;
 use std::path::PathBuf;
 
-/// File names whose paths [`Tree::candidates`] lists (the files the npm and Python scanners read).
+/// File names whose paths [`Tree::candidates`] lists (the files the npm and Python scanners read; Java
+/// archives are listed by their suffix).
 const CANDIDATE_NAMES: &[&str] = &["package.json", "package-lock.json", "METADATA", "PKG-INFO"];
 
 /// Directories never walked for candidates: kernel file systems, and the large data trees of a
@@ -124,7 +125,9 @@ fn candidate_files(root: &std::path::Path) -> Vec<String> {
                 if !SKIP.contains(&path.as_str()) {
                     stack.push((e.path(), path));
                 }
-            } else if ft.is_file() && CANDIDATE_NAMES.contains(&name) {
+            } else if ft.is_file()
+                && (CANDIDATE_NAMES.contains(&name) || super::java::is_archive(name))
+            {
                 out.push(format!("/{path}"));
             }
         }
