@@ -150,7 +150,7 @@ pub(crate) fn build(
         args,
         &plan,
         &source,
-        &lowered,
+        lowered,
         &solved.solved,
         &images,
         &image,
