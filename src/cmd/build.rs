@@ -73,6 +73,11 @@ pub(crate) fn build(
         rt,
     )?;
     let platforms = target_platforms(args);
+    if platforms.len() > 1 && plan.attest.is_some() {
+        // TODO(#21): one attestation manifest per platform in the index (attest::attach makes the entries;
+        // multiplatform::build does not call it yet).
+        bail!("--sbom/--provenance/--attest: not supported with several --platform values yet");
+    }
     let client = Arc::new(LazyClient::new(
         args.registry.client_options(&args.insecure_registries),
     ));
@@ -109,11 +114,6 @@ pub(crate) fn build(
     check_emulation(&targets, &source)?;
     if platforms.len() > 1 {
         export::check_index_outputs(&plan.outputs)?;
-        if plan.attest.is_some() {
-            // TODO(#21): one attestation manifest per platform in the index (attest::attach does the
-            // index entries; multiplatform::build does not call it yet).
-            bail!("--sbom/--provenance/--attest: not supported with several --platform values yet");
-        }
         let id = crate::cmd::multiplatform::build(
             args, &plan, &source, &platforms, &targets, &store, &images, &client, rt, &progress,
         )?;

@@ -463,6 +463,19 @@ fn attestations_attach_as_oci_referrers_or_in_buildkit_index_layout() {
         (image, pushed)
     };
 
+    // Not yet for multi-platform builds: refused before anything runs.
+    let refused = env.fails(&[
+        "build",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--sbom",
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(
+        refused.contains("not supported with several --platform values yet"),
+        "{refused}"
+    );
+
     // Referrers: the tag names the image alone; the referrers tag `sha256-<hex>` lists an artifact
     // manifest whose subject is the image (this registry has no referrers API: the tag schema).
     let (image, digest) = push("ref", "referrers");
