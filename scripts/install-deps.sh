@@ -6,8 +6,9 @@ set -euo pipefail
 # /var/cache/rbuild-test/kernels). python3: the differential's CI subset (tests/it/differential.rs).
 # docker.io: dockerd 20.10 for tests/it/images.rs (--load, docker load/save interop). qemu-user-static: the
 # emulated arm64 RUN steps of tests/it/multiplatform.rs (registered by `rbuild binfmt --install arm64`).
+# python3-venv: the independent attestation checkers below (tests/it/attest.rs).
 pkgs=(docker-registry busybox-static skopeo umoci jq curl apache2-utils debootstrap openssl git uidmap procps
-  libarchive-tools qemu-system-x86 cpio binutils e2fsprogs python3 docker.io zstd qemu-user-static)
+  libarchive-tools qemu-system-x86 cpio binutils e2fsprogs python3 python3-venv docker.io zstd qemu-user-static)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -45,3 +46,11 @@ if ! id rbuild-nosubids >/dev/null 2>&1; then
   useradd --create-home --shell /bin/sh -K SUB_UID_COUNT=0 -K SUB_GID_COUNT=0 rbuild-nosubids
 fi
 sed -i '/^rbuild-nosubids:/d' /etc/subuid /etc/subgid
+
+# Independent checkers of rbuild's attestations (tests/it/attest.rs), from PyPI into their own venv:
+# SPDX's own validator (pyspdxtools), the JSON Schema validator, and securesystemslib's DSSE verifier.
+pytools=/opt/rbuild-pytools
+if ! "$pytools/bin/python" -c 'import spdx_tools, jsonschema, securesystemslib, cryptography' 2>/dev/null; then
+  /usr/bin/python3 -m venv "$pytools"
+  "$pytools/bin/pip" install -q 'spdx-tools==0.8.*' 'jsonschema==4.*' 'securesystemslib[crypto]==1.*'
+fi

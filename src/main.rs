@@ -141,7 +141,18 @@ fn real_main(cli: Cli, root: PathBuf) -> Result<ExitCode> {
         Command::Login(args) => cmd::login::login(&args, &rt()?)?,
         Command::Logout { registry } => cmd::login::logout(registry.as_deref())?,
         Command::History { image, no_trunc } => cmd::image::history(&*open()?, &image, no_trunc)?,
-        Command::Inspect { image } => cmd::image::inspect(&*open()?, &image)?,
+        Command::Inspect {
+            image,
+            sbom,
+            provenance,
+        } => match (sbom, provenance) {
+            (true, _) => cmd::attest::inspect(&*open()?, &image, attest::sbom::PREDICATE_TYPE)?,
+            (_, true) => {
+                cmd::attest::inspect(&*open()?, &image, attest::provenance::PREDICATE_TYPE)?
+            }
+            _ => cmd::image::inspect(&*open()?, &image)?,
+        },
+        Command::Verify { key, image } => cmd::attest::verify(&*open()?, &key, &image)?,
         Command::Prune(args) => cmd::prune::prune(&args, &*open()?)?,
         Command::Info(args) => cmd::info::info(&args, &root)?,
         Command::Binfmt { install, archs } => cmd::binfmt::binfmt(install, &archs)?,

@@ -49,6 +49,18 @@ impl Secrets {
         Ok(out)
     }
 
+    /// The ids of the `--secret`s and `--ssh` sockets given, sorted (never their values).
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .secrets
+            .keys()
+            .chain(self.ssh.keys())
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// The value of secret `id`, or `None` when it was not given.
     pub fn value(&self, id: &str) -> Result<Option<Vec<u8>>> {
         match self.secrets.get(id) {

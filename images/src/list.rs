@@ -61,6 +61,10 @@ pub fn list(store: &cache::Store, filters: &[String]) -> Result<Vec<ImageRow>> {
     if dangling != Some(true) {
         for (name, desc) in &tags {
             let (repository, tag) = split_name(name);
+            // The referrers index of an image's attestations (OCI tag schema `sha256-<hex>`) is no image.
+            if tag.starts_with("sha256-") && desc.media_type == media_type::OCI_INDEX {
+                continue;
+            }
             if media_type::is_index(&desc.media_type) {
                 // As docker's containerd store: an index's ID is its digest.
                 let index: oci::Index = serde_json::from_slice(&store.read_blob(&desc.digest)?)?;

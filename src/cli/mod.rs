@@ -152,6 +152,20 @@ pub(crate) enum Command {
     Inspect {
         /// Image (a tag in the local store).
         image: String,
+        /// Print the SBOM (SPDX) attached by `build --sbom` instead.
+        #[arg(long, conflicts_with = "provenance")]
+        sbom: bool,
+        /// Print the provenance attached by `build --provenance` instead.
+        #[arg(long)]
+        provenance: bool,
+    },
+    /// Check an image's attestations: signed by the key, in-toto, about this image.
+    Verify {
+        /// The public key (PEM `PUBLIC KEY`, as `cosign public-key` or `openssl pkey -pubout` write it).
+        #[arg(long, value_name = "PUB")]
+        key: PathBuf,
+        /// Image (a tag in the local store).
+        image: String,
     },
     /// Remove build cache: unused records, base resolutions, cache mounts, and unreferenced blobs/snapshots.
     Prune(PruneArgs),
@@ -495,10 +509,32 @@ pub(crate) struct BuildArgs {
     pub(crate) platforms: Vec<oci::Platform>,
     #[command(flatten)]
     pub(crate) registry: RegistryArgs,
+    #[command(flatten)]
+    pub(crate) attest: AttestArgs,
     /// Build context: a directory, a git URL (`https://host/r.git#ref:dir`, `git@host:r.git`), a tarball
     /// URL, `-` (stdin: a tarball or a Dockerfile), kaniko's `tar://FILE`, `dir://DIR`.
     #[arg(value_name = "CONTEXT")]
     pub(crate) context: String,
+}
+
+/// Attestation flags of `build` (docs/ATTESTATIONS.md).
+#[derive(Debug, Args)]
+pub(crate) struct AttestArgs {
+    /// SLSA provenance: `true`, `mode=min`, `mode=max` (`--provenance` alone is `mode=min`).
+    #[arg(long, value_name = "MODE", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub(crate) provenance: Option<String>,
+    /// SPDX SBOM made by rbuild's scanners: `true`, `scan-stages=true`.
+    #[arg(long, value_name = "OPTS", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub(crate) sbom: Option<String>,
+    /// Attestation as buildx spells it: `type=provenance[,mode=max]`, `type=sbom[,scan-stages=true]`.
+    #[arg(long = "attest", value_name = "type=..")]
+    pub(crate) attest: Vec<String>,
+    /// Sign the attestations (DSSE) with this ECDSA P-256 or Ed25519 PKCS#8 PEM key.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) sign_key: Option<PathBuf>,
+    /// How pushed attestations are attached: `referrers` (OCI 1.1) or `index` (BuildKit's layout).
+    #[arg(long, value_name = "referrers|index", default_value = "referrers")]
+    pub(crate) attest_mode: String,
 }
 
 #[derive(Debug, Args)]

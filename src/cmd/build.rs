@@ -48,6 +48,7 @@ pub(crate) struct Plan {
     /// `rbuild bake`: a store record naming the last image of an untagged build (a dependency target),
     /// so that it keeps its digest when only the build time would change, as a tagged one does.
     remember: Option<String>,
+    attest: Option<attest::Wanted>,
 }
 
 /// The Dockerfile, read and parsed.
@@ -90,6 +91,7 @@ pub(crate) fn build_with(
     rt: &tokio::runtime::Runtime,
     extras: Extras,
 ) -> Result<(Option<oci::Digest>, Option<export::Image>)> {
+    let started = crate::cmd::attest::now();
     let progress = extras.progress.unwrap_or_else(|| Progress::new(mode(args)));
     let mut plan = plan(args)?;
     plan.shared = (extras.cancel.unwrap_or_default(), extras.slots);
@@ -103,6 +105,11 @@ pub(crate) fn build_with(
         rt,
     )?;
     let platforms = target_platforms(args);
+    if platforms.len() > 1 && plan.attest.is_some() {
+        // TODO(#21): one attestation manifest per platform in the index (attest::attach makes the entries;
+        // multiplatform::build does not call it yet).
+        bail!("--sbom/--provenance/--attest: not supported with several --platform values yet");
+    }
     let client = Arc::new(LazyClient::new(
         args.registry.client_options(&args.insecure_registries),
     ));
@@ -177,6 +184,18 @@ pub(crate) fn build_with(
         true,
     )?;
     let id = image.config_digest.clone();
+    let attested = attest_image(
+        args,
+        &plan,
+        &source,
+        lowered,
+        &solved.solved,
+        &images,
+        &image,
+        &store,
+        started,
+        &progress,
+    )?;
     let names: Vec<String> = plan.tags.iter().map(Reference::familiar).collect();
     for output in plan
         .outputs
@@ -184,7 +203,14 @@ pub(crate) fn build_with(
         .filter(|o| !matches!(o, export::Output::Image { .. }))
     {
         let task = progress.task(format!("exporting to {}", output.kind()));
-        match export::write_output(&store, &image, &names, output) {
+        let written = export::write_output(&store, &image, &names, output);
+        let written = match (written, &attested, output) {
+            (Ok(said), Some(a), export::Output::Local { dest }) => {
+                a.write_beside(dest).map(|()| said).map_err(Into::into)
+            }
+            (w, ..) => w,
+        };
+        match written {
             Ok(said) => task.status(said.as_deref().unwrap_or("done")),
             Err(e) => {
                 task.fail(&format!("{e:#}"));
@@ -200,6 +226,7 @@ pub(crate) fn build_with(
         &remote,
         solved.eager.as_deref(),
         &image,
+        attested.as_ref().map(|a| (a, &images.platform)),
         &progress,
     )?;
     for to in &plan.cache_to {
@@ -379,6 +406,7 @@ fn plan(args: &BuildArgs) -> Result<Plan> {
         },
     };
     Ok(Plan {
+        attest: crate::cmd::attest::wanted(&args.attest)?,
         outputs,
         cache_to,
         cache_from,
@@ -699,6 +727,54 @@ pub(crate) fn export_image(
     Ok(image)
 }
 
+/// `--provenance` / `--sbom`: the image's attestations, stored as its referrers (`attesting image`).
+#[allow(clippy::too_many_arguments)]
+fn attest_image(
+    args: &BuildArgs,
+    plan: &Plan,
+    source: &Source,
+    lowered: &frontend::Lowered,
+    solved: &solver::Solved,
+    images: &Images,
+    image: &export::Image,
+    store: &cache::Store,
+    started: i64,
+    progress: &Progress,
+) -> Result<Option<attest::Attested>> {
+    let Some(wanted) = &plan.attest else {
+        return Ok(None);
+    };
+    let task = progress.task("attesting image");
+    let in_context = format!("{}/", args.context.trim_end_matches('/'));
+    let path = source.label.strip_prefix(&in_context);
+    let dockerfile = attest::provenance::Dockerfile {
+        path: path.unwrap_or(&source.label).to_owned(),
+        text: source.text.clone(),
+    };
+    let build = crate::cmd::attest::Build {
+        args,
+        build_args: &plan.build_args,
+        dockerfile: &dockerfile,
+        lowered,
+        solved,
+        images,
+        image,
+        tags: &plan.tags,
+        started,
+        source_date_epoch: plan.export_opts.source_date_epoch,
+    };
+    match crate::cmd::attest::make(wanted, &build, store) {
+        Ok(a) => {
+            task.status(&format!("attested: {}", a.describe()));
+            Ok(Some(a))
+        }
+        Err(e) => {
+            task.fail(&format!("{e:#}"));
+            Err(e)
+        }
+    }
+}
+
 /// `--push`: the image to every tag's registry; prints `NAME@DIGEST` on stdout for each.
 #[allow(clippy::too_many_arguments)]
 fn push(
@@ -709,6 +785,7 @@ fn push(
     remote: &Remote,
     eager: Option<&export::EagerPush>,
     image: &export::Image,
+    attested: Option<(&attest::Attested, &Platform)>,
     progress: &Progress,
 ) -> Result<()> {
     if !plan.push {
@@ -720,7 +797,14 @@ fn push(
     for t in &plan.tags {
         let task = progress.task(format!("pushing {}", t.familiar()));
         let t = &plan.push_target(t);
-        let pushed = rt.block_on(export::push(client.get()?, store, remote, eager, image, t));
+        let pushed = rt
+            .block_on(export::push(client.get()?, store, remote, eager, image, t))
+            .and_then(|d| match attested {
+                Some((a, platform)) => {
+                    crate::cmd::attest::push(a, client.get()?, store, rt, t, image, platform)
+                }
+                None => Ok(d),
+            });
         let digest = match pushed {
             Ok(d) => d,
             Err(e) => {

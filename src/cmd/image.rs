@@ -134,6 +134,7 @@ pub(crate) fn push(
             &image,
             &reference,
         ))?;
+        crate::cmd::attest::push_stored(store, client.get()?, rt, &source, &reference, &image)?;
         if let Some(file) = &args.digestfile {
             fs_err::write(file, digest.to_string())?;
         }

@@ -3,6 +3,8 @@
 
 /// `rbuild bake`: several targets from compose.yaml / docker-bake.hcl in one run.
 mod bake;
+/// Attestations: SBOM and provenance checked by independent tools, signing, both attachment modes (#21).
+mod attest;
 /// Building images: multi-stage builds, caching, outputs, push, and what consumers see.
 mod build;
 /// The store under concurrency and crashes, GC, cache policies.

@@ -1,0 +1,203 @@
+//! The image file tree the scanners read: stacked snapshot directories seen through `oci::MergedView`.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::path::PathBuf;
+
+/// File names whose paths [`Tree::candidates`] lists (the files the npm and Python scanners read; Java
+/// archives are listed by their suffix).
+const CANDIDATE_NAMES: &[&str] = &["package.json", "package-lock.json", "METADATA", "PKG-INFO"];
+
+/// Directories never walked for candidates: kernel file systems, and the large data trees of a
+/// distribution where no npm or Python package metadata lives (documentation, locales, headers, package
+/// manager state). Paths relative to the root, without a leading `/`.
+const SKIP: &[&str] = &[
+    "proc",
+    "sys",
+    "dev",
+    "boot",
+    "usr/share/doc",
+    "usr/share/man",
+    "usr/share/info",
+    "usr/share/locale",
+    "usr/share/i18n",
+    "usr/share/zoneinfo",
+    "usr/share/icons",
+    "usr/share/fonts",
+    "usr/share/terminfo",
+    "usr/share/mime",
+    "usr/share/common-licenses",
+    "usr/share/perl",
+    "usr/share/perl5",
+    "usr/lib/locale",
+    "usr/include",
+    "usr/src",
+    "var/lib/dpkg",
+    "var/lib/apt",
+    "var/cache",
+    "var/log",
+];
+
+/// A read-only image file tree.
+pub trait Tree {
+    /// The contents of a regular file (symlinks followed inside the tree), `None` when the path is
+    /// missing, whited out or not a regular file.
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, crate::Error>;
+    /// Absolute paths of the files named like [`CANDIDATE_NAMES`] that exist in the tree, sorted.
+    fn candidates(&self) -> Vec<String>;
+}
+
+/// An image tree made of snapshot directories (base first), as the store keeps them.
+pub struct LayerTree {
+    view: oci::MergedView,
+    layers: Vec<PathBuf>,
+}
+
+impl LayerTree {
+    /// A tree of these snapshot directories, base first; a single plain directory works too.
+    pub fn new(layers: Vec<PathBuf>) -> Self {
+        Self {
+            view: oci::MergedView::new(layers.clone()),
+            layers,
+        }
+    }
+}
+
+impl Tree for LayerTree {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, crate::Error> {
+        let err = |source| crate::Error::Read {
+            path: path.to_owned(),
+            source,
+        };
+        // Symlinks are followed inside the merged root only, so a link never reads a host file.
+        let Some(r) = self.view.resolve(path, true).map_err(err)? else {
+            return Ok(None);
+        };
+        if r.is_dir {
+            return Ok(None);
+        }
+        match fs_err::symlink_metadata(&r.host_path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(err(e)),
+        }
+        match fs_err::read(&r.host_path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    fn candidates(&self) -> Vec<String> {
+        // Each layer directory is walked natively (readdir with file types, like `find`); only the few
+        // candidate paths then go through the merged view, which drops whited-out ones.
+        // Layers are walked in parallel: a node image spreads its files over several.
+        use rayon::prelude::*;
+        let found: Vec<Vec<String>> = self.layers.par_iter().map(|l| candidate_files(l)).collect();
+        let paths: BTreeSet<String> = found.into_iter().flatten().collect();
+        paths
+            .into_iter()
+            .filter(|p| matches!(self.view.resolve(p, false), Ok(Some(r)) if !r.is_dir))
+            .collect()
+    }
+}
+
+/// Paths (absolute inside the image) of regular files with a candidate name under one layer directory.
+fn candidate_files(root: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    // `rel` is the path inside the image without the leading `/`.
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        let Ok(entries) = fs_err::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let path = if rel.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{rel}/{name}")
+            };
+            if ft.is_dir() {
+                if !SKIP.contains(&path.as_str()) {
+                    stack.push((e.path(), path));
+                }
+            } else if ft.is_file()
+                && (CANDIDATE_NAMES.contains(&name) || super::java::is_archive(name))
+            {
+                out.push(format!("/{path}"));
+            }
+        }
+    }
+    out
+}
+
+/// `ID` and `VERSION_ID` of `/etc/os-release` (or `/usr/lib/os-release`), for package URLs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct OsRelease {
+    pub(crate) id: Option<String>,
+    pub(crate) version_id: Option<String>,
+}
+
+pub(crate) fn os_release(tree: &dyn Tree) -> Result<OsRelease, crate::Error> {
+    let text = match tree.read("/etc/os-release")? {
+        Some(t) => t,
+        None => tree.read("/usr/lib/os-release")?.unwrap_or_default(),
+    };
+    let text = String::from_utf8_lossy(&text);
+    let mut os = OsRelease::default();
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let v = v.trim().trim_matches('"').trim_matches('\'').to_owned();
+        match k.trim() {
+            "ID" => os.id = Some(v),
+            "VERSION_ID" => os.version_id = Some(v),
+            _ => {}
+        }
+    }
+    Ok(os)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_respect_whiteouts_and_reads_stay_inside() {
+        let base = tempfile::tempdir().unwrap();
+        let upper = tempfile::tempdir().unwrap();
+        let b = base.path();
+        fs_err::create_dir_all(b.join("app/node_modules/a")).unwrap();
+        fs_err::create_dir_all(b.join("app/node_modules/gone")).unwrap();
+        fs_err::create_dir_all(b.join("proc")).unwrap();
+        fs_err::write(b.join("app/node_modules/a/package.json"), "{}").unwrap();
+        fs_err::write(b.join("app/node_modules/gone/package.json"), "{}").unwrap();
+        fs_err::write(b.join("proc/package.json"), "{}").unwrap();
+        fs_err::create_dir_all(b.join("usr/share/doc/x")).unwrap();
+        fs_err::write(b.join("usr/share/doc/x/package.json"), "{}").unwrap();
+        fs_err::create_dir_all(b.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", b.join("etc/os-release")).unwrap();
+        // The upper layer deletes `gone` with an overlay whiteout (a 0/0 character device).
+        let u = upper.path();
+        fs_err::create_dir_all(u.join("app/node_modules")).unwrap();
+        rustix_mknod_whiteout(&u.join("app/node_modules/gone"));
+        let tree = LayerTree::new(vec![b.to_path_buf(), u.to_path_buf()]);
+        assert_eq!(tree.candidates(), vec!["/app/node_modules/a/package.json"]);
+        // `/etc/os-release -> /etc/hostname` resolves inside the image, where it does not exist.
+        assert_eq!(tree.read("/etc/os-release").unwrap(), None);
+    }
+
+    fn rustix_mknod_whiteout(path: &std::path::Path) {
+        let status = std::process::Command::new("mknod")
+            .arg(path)
+            .args(["c", "0", "0"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "mknod needs root (CI runs as root)");
+    }
+}

@@ -1,0 +1,597 @@
+//! Attestations end to end (issue #21): SBOM and SLSA provenance of a Debian-based image checked by
+//! independent tools (dpkg-query inside the image, SPDX's pyspdxtools, a JSON Schema validator,
+//! securesystemslib's DSSE verifier), secrets kept out, reproducible bytes, and both ways of attaching
+//! them pushed to the real registry and read back by skopeo.
+//!
+//! The Python checkers live in the venv scripts/install-deps.sh makes (/opt/rbuild-pytools).
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+use crate::common::{assert_not_in_store, expect_success, require, sh, Env, Registry, RBUILD};
+
+const PYTOOLS: &str = "/opt/rbuild-pytools/bin";
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn python() -> String {
+    let py = format!("{PYTOOLS}/python");
+    assert!(
+        Path::new(&py).exists() && Path::new(&format!("{PYTOOLS}/pyspdxtools")).exists(),
+        "{PYTOOLS} is missing: run scripts/install-deps.sh (it pip-installs spdx-tools, jsonschema, securesystemslib)"
+    );
+    py
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Serves one file over HTTP/1.0 on a free loopback port (for `ADD --checksum URL`); returns its URL.
+fn serve_once_per_request(body: &'static str) -> String {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/tool.txt", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let resp = format!(
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(resp.as_bytes());
+        }
+    });
+    url
+}
+
+/// An ECDSA P-256 key pair made by openssl: (private PKCS#8 PEM, public PEM).
+fn keypair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    require("/usr/bin/openssl", "openssl");
+    let key = dir.join(format!("{name}.pem"));
+    let public = dir.join(format!("{name}.pub"));
+    sh(Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&key));
+    sh(Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&public));
+    (key, public)
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                todo.push(e.path());
+            } else if ft.is_file() {
+                let bytes = std::fs::read(e.path()).unwrap();
+                if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                    out.push(e.path());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn sbom_and_provenance_of_a_debian_image_pass_independent_checks_and_keep_secrets_out() {
+    require("/usr/sbin/debootstrap", "debootstrap");
+    let py = python();
+    let env = Env::new();
+    // The Debian base from debootstrap (tarball cached per machine), as tests/it/node.rs makes it.
+    let out = Command::new(repo().join("scripts/make-debian.sh"))
+        .arg("debian:bookworm")
+        .env("RBUILD", RBUILD)
+        .env("RBUILD_ROOT", env.root())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    expect_success(&out, &["scripts/make-debian.sh"]);
+
+    let url = serve_once_per_request("tool v1\n");
+    let sum = sh(Command::new("sh").args(["-c", "printf 'tool v1\\n' | sha256sum"]));
+    let real = format!("sha256:{}", sum.split_whitespace().next().unwrap());
+    let lock =
+        std::fs::read_to_string(repo().join("examples/node-express/package-lock.json")).unwrap();
+    let ctx = env.context(
+        "app",
+        &[
+            (
+                "Dockerfile",
+                &format!(
+                    "FROM debian:bookworm\nARG API_TOKEN\nARG DB_PASSWORD\nCOPY package-lock.json greeter.jar /app/\n\
+                     ADD --checksum={real} {url} /opt/tool.txt\n\
+                     RUN --mount=type=secret,id=npmrc test -s /run/secrets/npmrc && echo built > /built\n"
+                ),
+            ),
+            ("package-lock.json", &lock),
+        ],
+    );
+    // A jar with Maven coordinates, written by Python's zipfile (another zip writer than the unit tests').
+    sh(Command::new(&py).args([
+        "-c",
+        "import sys,zipfile\n\
+         with zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED) as z:\n\
+         \x20   z.writestr('META-INF/MANIFEST.MF', 'Manifest-Version: 1.0\\r\\n')\n\
+         \x20   z.writestr('META-INF/maven/org.example/greeter/pom.properties', 'groupId=org.example\\nartifactId=greeter\\nversion=3.2.1\\n')\n",
+    ]).arg(ctx.join("greeter.jar")));
+    let secret_file = env.dir.path().join("npmrc");
+    std::fs::write(
+        &secret_file,
+        "//registry.npmjs.org/:_authToken=npm-secret-value-4711\n",
+    )
+    .unwrap();
+    let (key, public) = keypair(env.dir.path(), "signer");
+    let (_, other_public) = keypair(env.dir.path(), "other");
+    let secret_arg = format!("id=npmrc,src={}", secret_file.display());
+    let build = |dest: &Path, extra: &[&str]| {
+        let d = format!("type=local,dest={}", dest.display());
+        let mut args = vec![
+            "--sbom",
+            "--provenance=mode=max",
+            "--sign-key",
+            key.to_str().unwrap(),
+            "--secret",
+            &secret_arg,
+            "--build-arg",
+            "API_TOKEN=tok-secret-value-1234",
+            "--build-arg",
+            "DB_PASSWORD=pw-secret-value-5678",
+            "-o",
+            &d,
+        ];
+        args.extend_from_slice(extra);
+        env.build_plain("app:1", &ctx, &args)
+    };
+    let out1 = env.dir.path().join("out1");
+    let (_, progress) = build(&out1, &[]);
+    assert!(
+        progress.contains("attested: provenance, sbom (signed)"),
+        "{progress}"
+    );
+
+    // SBOM: every package dpkg-query lists inside the image, same names and versions, same count.
+    let sbom = read_json(&out1.join("sbom.spdx.json"));
+    assert_eq!(sbom["predicateType"], "https://spdx.dev/Document");
+    let doc = &sbom["predicate"];
+    let purls = |prefix: &str| -> BTreeSet<(String, String)> {
+        doc["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| {
+                p["externalRefs"][0]["referenceLocator"]
+                    .as_str()
+                    .is_some_and(|l| l.starts_with(prefix))
+            })
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_owned(),
+                    p["versionInfo"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let listed = env.run_sh(
+        "app:1",
+        "dpkg-query -W -f '${db:Status-Status} ${Package} ${Version}\\n'",
+    );
+    let dpkg: BTreeSet<(String, String)> = listed
+        .lines()
+        .filter_map(|l| l.strip_prefix("installed "))
+        .map(|l| {
+            let (n, v) = l.split_once(' ').unwrap();
+            (n.to_owned(), v.to_owned())
+        })
+        .collect();
+    assert!(
+        dpkg.len() > 50,
+        "debootstrap minbase has ~90 packages: {listed}"
+    );
+    assert_eq!(purls("pkg:deb/debian/"), dpkg);
+    let licence = |name: &str| {
+        doc["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in the SBOM"))["licenseDeclared"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // From machine-readable (DEP-5) copyright files; glibc's is free-form, so no guess for libc6.
+    assert_eq!(licence("grep"), "GPL-3.0-or-later");
+    assert_eq!(licence("adduser"), "GPL-2.0-or-later");
+    assert_eq!(licence("libc6"), "NOASSERTION");
+    // npm: every package of the example's lock file with its locked version.
+    let lock: Value = serde_json::from_str(&lock).unwrap();
+    let locked: BTreeSet<(String, String)> = lock["packages"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| {
+            (
+                k.rsplit_once("node_modules/").unwrap().1.to_owned(),
+                v["version"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(locked.len() > 30, "express has dozens of dependencies");
+    assert_eq!(purls("pkg:npm/"), locked);
+    assert_eq!(
+        purls("pkg:maven/"),
+        BTreeSet::from([("org.example:greeter".to_owned(), "3.2.1".to_owned())])
+    );
+
+    // SPDX's own validator accepts the document.
+    let spdx = env.dir.path().join("sbom-doc.json");
+    std::fs::write(&spdx, serde_json::to_vec(doc).unwrap()).unwrap();
+    sh(Command::new(format!("{PYTOOLS}/pyspdxtools"))
+        .arg("-i")
+        .arg(&spdx));
+
+    // Provenance: the SLSA v1 schema, the base image by digest, the ADD URL with its checksum.
+    let prov = out1.join("provenance.json");
+    let schema = repo().join("tests/fixtures/slsa/provenance-v1.schema.json");
+    sh(Command::new(&py).args([
+        "-c",
+        "import json,sys,jsonschema; s=json.load(open(sys.argv[1])); \
+         jsonschema.Draft202012Validator(s, format_checker=jsonschema.FormatChecker()).validate(json.load(open(sys.argv[2])))",
+    ]).arg(&schema).arg(&prov));
+    let p = read_json(&prov);
+    let (inspect, _) = env.ok(&["inspect", "debian:bookworm"]);
+    let base: Value = serde_json::from_str(&inspect).unwrap();
+    let base_hex = base["Descriptor"]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let deps = p["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap();
+    assert!(
+        deps.iter().any(|d| d["digest"]["sha256"] == base_hex
+            && d["uri"]
+                .as_str()
+                .unwrap()
+                .starts_with("pkg:docker/docker.io/library/debian@bookworm")),
+        "{deps:?}"
+    );
+    assert!(
+        deps.iter().any(|d| d["uri"] == url.as_str()
+            && d["digest"]["sha256"] == real.trim_start_matches("sha256:")),
+        "{deps:?}"
+    );
+    let (image_inspect, _) = env.ok(&["inspect", "app:1"]);
+    let image: Value = serde_json::from_str(&image_inspect).unwrap();
+    let image_hex = image["Descriptor"]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    assert_eq!(p["subject"][0]["digest"]["sha256"], image_hex.as_str());
+    let steps = p["predicate"]["buildDefinition"]["internalParameters"]["steps"]
+        .as_array()
+        .unwrap();
+    assert!(
+        steps.iter().all(|s| s["cacheKey"].is_string()),
+        "max mode: {steps:?}"
+    );
+
+    // Signed: securesystemslib (an independent DSSE implementation) and `rbuild verify`.
+    for f in ["provenance.dsse.json", "sbom.spdx.dsse.json"] {
+        sh(Command::new(&py)
+            .args([
+                "-c",
+                "import json,sys\n\
+                 from cryptography.hazmat.primitives.serialization import load_pem_public_key\n\
+                 from securesystemslib.dsse import Envelope\n\
+                 from securesystemslib.signer import SSlibKey\n\
+                 raw=open(sys.argv[1]).read()\n\
+                 key=SSlibKey.from_crypto(load_pem_public_key(open(sys.argv[2],'rb').read()), keyid=json.loads(raw)['signatures'][0]['keyid'])\n\
+                 assert len(Envelope.from_dict(json.loads(raw)).verify([key], 1)) == 1\n",
+            ])
+            .arg(out1.join(f))
+            .arg(&public));
+    }
+    let (verified, _) = env.ok(&["verify", "--key", public.to_str().unwrap(), "app:1"]);
+    assert!(
+        verified.contains("verified https://slsa.dev/provenance/v1 for app:1@sha256:"),
+        "{verified}"
+    );
+    assert!(
+        verified.contains("verified https://spdx.dev/Document"),
+        "{verified}"
+    );
+    let refused = env.fails(&["verify", "--key", other_public.to_str().unwrap(), "app:1"]);
+    assert!(
+        refused.contains("no signature of the ecdsa-p256 key"),
+        "{refused}"
+    );
+    let (shown, _) = env.ok(&["inspect", "--sbom", "app:1"]);
+    assert_eq!(serde_json::from_str::<Value>(&shown).unwrap(), *doc);
+
+    // No secret in any attestation: the files beside the tree, the stored (signed) blobs as `inspect`
+    // shows them; and the --secret value nowhere in the store (every blob, layers decompressed).
+    let mut attestations = String::new();
+    for f in [
+        "provenance.json",
+        "sbom.spdx.json",
+        "provenance.dsse.json",
+        "sbom.spdx.dsse.json",
+    ] {
+        attestations.push_str(&std::fs::read_to_string(out1.join(f)).unwrap());
+    }
+    for flag in ["--provenance", "--sbom"] {
+        attestations.push_str(&env.ok(&["inspect", flag, "app:1"]).0);
+    }
+    for s in [
+        "npm-secret-value-4711",
+        "tok-secret-value-1234",
+        "pw-secret-value-5678",
+    ] {
+        assert!(!attestations.contains(s), "{s} leaked into an attestation");
+    }
+    assert_not_in_store(&env.root(), "npm-secret-value-4711");
+    assert_eq!(
+        p["predicate"]["buildDefinition"]["externalParameters"]["args"]["build-arg:API_TOKEN"],
+        "[redacted]"
+    );
+
+    // Reproducible: with SOURCE_DATE_EPOCH, two cold builds give byte-identical attestations.
+    let (a, b) = (env.dir.path().join("r1"), env.dir.path().join("r2"));
+    for dest in [&a, &b] {
+        build(
+            dest,
+            &["--no-cache", "--build-arg", "SOURCE_DATE_EPOCH=1700000000"],
+        );
+    }
+    for f in [
+        "provenance.json",
+        "sbom.spdx.json",
+        "provenance.dsse.json",
+        "sbom.spdx.dsse.json",
+    ] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f} differs"
+        );
+    }
+    assert_eq!(
+        read_json(&a.join("provenance.json"))["predicate"]["runDetails"]["metadata"]["finishedOn"],
+        "2023-11-14T22:13:20Z"
+    );
+}
+
+/// `rbuild` with a Docker config holding the registry's credentials.
+fn rbuild_with(env: &Env, docker_config: &Path, args: &[&str]) -> Output {
+    Command::new(RBUILD)
+        .arg("--root")
+        .arg(env.root())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env("DOCKER_CONFIG", docker_config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn skopeo_raw(reference: &str, creds: &str) -> Value {
+    let out = sh(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds",
+        creds,
+        &format!("docker://{reference}"),
+    ]));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{reference}: {e}: {out}"))
+}
+
+#[test]
+fn attestations_attach_as_oci_referrers_or_in_buildkit_index_layout() {
+    require("/usr/bin/skopeo", "skopeo");
+    let password = "registry-pass-9c1f";
+    let reg = Registry::start_htpasswd("alice", password);
+    let creds = format!("alice:{password}");
+    let env = Env::new();
+    env.busybox();
+    let cfg = env.dir.path().join("docker");
+    std::fs::create_dir_all(&cfg).unwrap();
+    let auth = sh(Command::new("sh").args(["-c", "printf %s \"$0\" | base64 -w0", &creds]));
+    std::fs::write(
+        cfg.join("config.json"),
+        format!("{{\"auths\":{{\"{}\":{{\"auth\":\"{auth}\"}}}}}}", reg.addr),
+    )
+    .unwrap();
+    let ctx = env.context(
+        "app",
+        &[("Dockerfile", "FROM busybox:local\nRUN echo hi > /hi\n")],
+    );
+    let push = |tag: &str, mode: &str| {
+        let image = format!("{}/att/app:{tag}", reg.addr);
+        let args = [
+            "build",
+            "--sbom",
+            "--provenance",
+            "--attest-mode",
+            mode,
+            "--push",
+            "-t",
+            &image,
+            ctx.to_str().unwrap(),
+        ];
+        let (stdout, _) = expect_success(&rbuild_with(&env, &cfg, &args), &args);
+        let pushed = stdout
+            .lines()
+            .last()
+            .unwrap()
+            .rsplit_once('@')
+            .unwrap()
+            .1
+            .to_owned();
+        (image, pushed)
+    };
+
+    // Not yet for multi-platform builds: refused before anything runs.
+    let refused = env.fails(&[
+        "build",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--sbom",
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(
+        refused.contains("not supported with several --platform values yet"),
+        "{refused}"
+    );
+
+    // Referrers: the tag names the image alone; the referrers tag `sha256-<hex>` lists an artifact
+    // manifest whose subject is the image (this registry has no referrers API: the tag schema).
+    let (image, digest) = push("ref", "referrers");
+    let raw = skopeo_raw(&image, &creds);
+    assert!(
+        raw["layers"].is_array() && raw.get("manifests").is_none(),
+        "{raw}"
+    );
+    let (local, _) = env.ok(&["inspect", &image]);
+    let local: Value = serde_json::from_str(&local).unwrap();
+    assert_eq!(local["Descriptor"]["digest"], digest.as_str());
+    let referrers = skopeo_raw(
+        &format!("{}/att/app:{}", reg.addr, digest.replacen(':', "-", 1)),
+        &creds,
+    );
+    let entry = &referrers["manifests"][0];
+    assert_eq!(
+        entry["artifactType"], "application/vnd.in-toto+json",
+        "{referrers}"
+    );
+    let artifact = skopeo_raw(
+        &format!("{}/att/app@{}", reg.addr, entry["digest"].as_str().unwrap()),
+        &creds,
+    );
+    assert_eq!(artifact["subject"]["digest"], digest.as_str());
+    let types: BTreeSet<&str> = artifact["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            l["annotations"]["in-toto.io/predicate-type"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        types,
+        BTreeSet::from([
+            "https://slsa.dev/provenance/v1",
+            "https://spdx.dev/Document"
+        ])
+    );
+
+    // `rbuild push` of that image under another name takes its stored attestations along.
+    let copy = format!("{}/att/copy:1", reg.addr);
+    let args = ["push", image.as_str(), copy.as_str()];
+    expect_success(&rbuild_with(&env, &cfg, &args), &args);
+    let copied = skopeo_raw(
+        &format!("{}/att/copy:{}", reg.addr, digest.replacen(':', "-", 1)),
+        &creds,
+    );
+    assert_eq!(
+        copied["manifests"][0]["digest"], entry["digest"],
+        "{copied}"
+    );
+
+    // BuildKit's layout: an index with the image (its platform) and an unknown/unknown attestation
+    // manifest pointing at it.
+    let (image, index_digest) = push("idx", "index");
+    let index = skopeo_raw(&image, &creds);
+    let manifests = index["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 2, "{index}");
+    assert_eq!(manifests[0]["platform"]["os"], "linux");
+    let image_digest = manifests[0]["digest"].as_str().unwrap();
+    assert_eq!(manifests[1]["platform"]["os"], "unknown");
+    assert_eq!(
+        manifests[1]["annotations"]["vnd.docker.reference.type"],
+        "attestation-manifest"
+    );
+    assert_eq!(
+        manifests[1]["annotations"]["vnd.docker.reference.digest"],
+        image_digest
+    );
+    assert_ne!(index_digest, image_digest);
+
+    // A pull by platform selects the real image, not the attestation manifest.
+    let pulled = env.dir.path().join("pulled");
+    let (_, _) = expect_success(
+        &rbuild_with(&env, &cfg, &["pull", "--platform", "linux/amd64", &image]),
+        &["pull"],
+    );
+    let (shown, _) = env.ok(&["inspect", &image]);
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["Descriptor"]["digest"], image_digest);
+
+    // `skopeo copy --all` takes the image and its attestations along.
+    let layout = format!("oci:{}:app", pulled.display());
+    sh(Command::new("skopeo").args([
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        "--src-creds",
+        &creds,
+        &format!("docker://{image}"),
+        &layout,
+    ]));
+    let attestation = read_json(
+        &pulled.join("blobs/sha256").join(
+            manifests[1]["digest"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sha256:"),
+        ),
+    );
+    for l in attestation["layers"].as_array().unwrap() {
+        let blob = pulled
+            .join("blobs/sha256")
+            .join(l["digest"].as_str().unwrap().trim_start_matches("sha256:"));
+        assert!(
+            blob.exists(),
+            "attestation layer copied: {}",
+            blob.display()
+        );
+    }
+
+    // The registry password is in no attestation (nor anywhere in the store).
+    assert_not_in_store(&env.root(), password);
+    assert_eq!(files_containing(&pulled, password), Vec::<PathBuf>::new());
+}
