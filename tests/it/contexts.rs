@@ -274,12 +274,16 @@ fn build_context_images_replace_from_and_copy_from() {
         &format!("type=oci,dest={},tar=false", layout.display()),
         alt.to_str().unwrap(),
     ]);
-    // `base` and `tools` are no image anywhere: only the named contexts make them resolve.
+    // `base` and `tools` are no image anywhere: only the named contexts make them resolve. The
+    // stage `tools` is replaced whole by the context of its name, as current moby/buildkit's
+    // dockerfile2llb does (its FROM and RUN never run).
     let ctx = env.context(
         "named",
         &[(
             "Dockerfile",
-            "FROM tools AS t\n\
+            "FROM no-such-image:404 AS tools\n\
+             RUN false\n\
+             FROM tools AS t\n\
              FROM base\n\
              COPY --from=tools /marker /from-tools\n\
              COPY --from=t /marker /from-stage\n\
