@@ -330,7 +330,18 @@ fn build_context_images_replace_from_and_copy_from() {
 fn build_context_directories_git_and_tarballs_are_copied_from_and_key_by_content() {
     let env = Env::new();
     env.busybox();
-    let shared = env.context("shared", &[("lib/a.txt", "shared a\n")]);
+    // Its `.dockerignore` applies, as current moby/buildkit's dockerui reads it for a local named
+    // context: `secret.txt` and `lib/tmp/` never reach the image; `!lib/tmp/keep` comes back.
+    let shared = env.context(
+        "shared",
+        &[
+            ("lib/a.txt", "shared a\n"),
+            ("secret.txt", "do not send\n"),
+            ("lib/tmp/x.o", "object\n"),
+            ("lib/tmp/keep", "kept\n"),
+            (".dockerignore", "secret.txt\nlib/tmp\n!lib/tmp/keep\n"),
+        ],
+    );
     let git = GitServer::start_with(&[("README", "from git\n"), ("sub/a.txt", "a v1\n")]);
     let src = env.context("tar-src", &[("t.txt", "from a tarball\n")]);
     let tgz = tar_of(&src, "-z", &env.dir.path().join("named.tar.gz"));
@@ -343,7 +354,8 @@ fn build_context_directories_git_and_tarballs_are_copied_from_and_key_by_content
              COPY --from=shared lib/a.txt /a.txt\n\
              COPY --from=repo README /readme\n\
              COPY --from=tarball t.txt /t.txt\n\
-             RUN --mount=from=shared,target=/s cat /s/lib/a.txt /a.txt /readme /t.txt > /seen\n",
+             RUN --mount=from=shared,target=/s cat /s/lib/a.txt /a.txt /readme /t.txt > /seen \
+                 && cd /s && find . -type f | sort > /shared-files\n",
         )],
     );
     let shared_flag = format!("shared={}", shared.display());
@@ -367,6 +379,10 @@ fn build_context_directories_git_and_tarballs_are_copied_from_and_key_by_content
     assert_eq!(
         env.run_sh("nf:1", "cat /seen"),
         "shared a\nshared a\nfrom git\nfrom a tarball\n"
+    );
+    assert_eq!(
+        env.run_sh("nf:1", "cat /shared-files"),
+        "./.dockerignore\n./lib/a.txt\n./lib/tmp/keep\n"
     );
     // Touching a file changes nothing: the key follows the content.
     let a = shared.join("lib/a.txt");
