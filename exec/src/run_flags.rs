@@ -1,9 +1,14 @@
 //! buildx's flags for every RUN step, parsed as docker parses them: `--add-host`, `--shm-size`,
 //! `--ulimit` (see [`runner::Rlimit::parse`]).
 
+/// What `--add-host NAME:host-gateway` maps NAME to. buildx replaces `host-gateway` with
+/// its worker's host-gateway IP (dockerd's, the bridge's gateway: where the host is seen from a RUN
+/// in its own network namespace); rbuild's RUN shares the host's network namespace, where the host
+/// is its own loopback.
+pub const HOST_GATEWAY_IP: &str = "127.0.0.1";
+
 /// Parses `--add-host HOST:IP` (or `HOST=IP`, as buildx also accepts); IPv6 addresses keep their
-/// colons (`host:::1`, `host=::1`), `host-gateway` is refused (there is no gateway: RUN shares the
-/// host's network).
+/// colons (`host:::1`, `host=::1`); `host-gateway` is [`HOST_GATEWAY_IP`].
 pub fn parse_add_host(s: &str) -> Result<(String, String), String> {
     let (host, ip) = s
         .split_once('=')
@@ -16,9 +21,7 @@ pub fn parse_add_host(s: &str) -> Result<(String, String), String> {
     }
     let ip = ip.trim_start_matches('[').trim_end_matches(']');
     if ip == "host-gateway" {
-        return Err(format!(
-            "--add-host {s}: host-gateway is not supported (RUN steps share the host's network; use 127.0.0.1)"
-        ));
+        return Ok((host.to_owned(), HOST_GATEWAY_IP.to_owned()));
     }
     ip.parse::<std::net::IpAddr>()
         .map_err(|_| format!("invalid --add-host {s:?}: {ip:?} is not an IP address"))?;
@@ -155,9 +158,10 @@ mod tests {
         );
         assert!(parse_add_host("db").unwrap_err().contains("HOST:IP"));
         assert!(parse_add_host("db:nope").unwrap_err().contains("not an IP"));
-        assert!(parse_add_host("db:host-gateway")
-            .unwrap_err()
-            .contains("host-gateway"));
+        assert_eq!(
+            parse_add_host("host.docker.internal:host-gateway").unwrap(),
+            ("host.docker.internal".into(), "127.0.0.1".into())
+        );
     }
 
     #[test]

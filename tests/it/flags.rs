@@ -297,3 +297,45 @@ fn squash_makes_one_layer_on_the_base_and_squash_all_one_layer() {
     let e = env.fails(&["build", "--squash", "--squash-all", ctx.to_str().unwrap()]);
     assert!(e.contains("cannot be used with"), "{e}");
 }
+
+/// `--add-host NAME:host-gateway` reaches a service of the host from a RUN. buildx (current
+/// docker/buildx `toBuildkitExtraHosts`) puts its worker's host-gateway IP there (dockerd's bridge
+/// gateway); rbuild's RUN shares the host's network namespace, so the host is 127.0.0.1 (see
+/// docs/MIGRATING.md).
+#[test]
+fn add_host_gateway_reaches_a_service_on_the_host() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = conn.read(&mut buf).unwrap();
+        conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\nfrom-host")
+            .unwrap();
+    });
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "host-gateway",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM busybox:local\n\
+                 RUN grep host.docker.internal /etc/hosts > /hosts \
+                     && wget -qO /answer http://host.docker.internal:{port}/\n"
+            ),
+        )],
+    );
+    env.build_plain(
+        "gw:1",
+        &ctx,
+        &["--add-host", "host.docker.internal:host-gateway"],
+    );
+    server.join().unwrap();
+    assert_eq!(
+        env.run_sh("gw:1", "cat /hosts"),
+        "127.0.0.1\thost.docker.internal\n"
+    );
+    assert_eq!(env.run_sh("gw:1", "cat /answer"), "from-host");
+}
