@@ -10,6 +10,7 @@
 //! A directory's own `.dockerignore` leaves files out of it, as BuildKit does for local named contexts.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -137,6 +138,10 @@ fn without_ignored(store: &cache::Store, dir: &Path) -> Result<Option<tempfile::
                 fs_err::os::unix::fs::symlink(fs_err::read_link(&from)?, &to)?;
             }
         }
+        // Owners as on disk, so the layer is the one the unfiltered directory would give.
+        let meta = fs_err::symlink_metadata(&from)?;
+        std::os::unix::fs::lchown(&to, Some(meta.uid()), Some(meta.gid()))
+            .with_context(|| format!("chown {}", to.display()))?;
     }
     Ok(Some(tmp))
 }

@@ -342,6 +342,7 @@ fn build_context_directories_git_and_tarballs_are_copied_from_and_key_by_content
             (".dockerignore", "secret.txt\nlib/tmp\n!lib/tmp/keep\n"),
         ],
     );
+    std::os::unix::fs::chown(shared.join("lib/a.txt"), Some(1234), Some(5678)).unwrap();
     let git = GitServer::start_with(&[("README", "from git\n"), ("sub/a.txt", "a v1\n")]);
     let src = env.context("tar-src", &[("t.txt", "from a tarball\n")]);
     let tgz = tar_of(&src, "-z", &env.dir.path().join("named.tar.gz"));
@@ -355,7 +356,7 @@ fn build_context_directories_git_and_tarballs_are_copied_from_and_key_by_content
              COPY --from=repo README /readme\n\
              COPY --from=tarball t.txt /t.txt\n\
              RUN --mount=from=shared,target=/s cat /s/lib/a.txt /a.txt /readme /t.txt > /seen \
-                 && cd /s && find . -type f | sort > /shared-files\n",
+                 && cd /s && find . -type f | sort > /shared-files && stat -c %u:%g lib/a.txt > /owner\n",
         )],
     );
     let shared_flag = format!("shared={}", shared.display());
@@ -384,6 +385,8 @@ fn build_context_directories_git_and_tarballs_are_copied_from_and_key_by_content
         env.run_sh("nf:1", "cat /shared-files"),
         "./.dockerignore\n./lib/a.txt\n./lib/tmp/keep\n"
     );
+    // The filtered copy keeps the owners on disk.
+    assert_eq!(env.run_sh("nf:1", "cat /owner"), "1234:5678\n");
     // Touching a file changes nothing: the key follows the content.
     let a = shared.join("lib/a.txt");
     std::fs::write(&a, "shared a\n").unwrap();
