@@ -7,8 +7,10 @@
 //! (blobs only, no tag) and pinned in [`images::Images`] under its own spelling for this build. A
 //! directory, git URL or tarball URL becomes a one-layer image of its files (mtimes clamped to 0, so
 //! the key follows the content, not when the files were touched), made in the store and pinned alike.
+//! A directory's own `.dockerignore` leaves files out of it, as BuildKit does for local named contexts.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -101,6 +103,49 @@ fn image_of_dir(store: &cache::Store, dir: &Path) -> Result<oci::Descriptor> {
     ))
 }
 
+/// A copy of local directory `dir` in a scratch directory of the store (under `context/`) without
+/// what its `.dockerignore` excludes; `None` when it has none. Current moby/buildkit reads only
+/// `.dockerignore` at the root of a local named context (dockerui's `NamedContext`, case "local"),
+/// never a `<Dockerfile>.dockerignore`; git and tarball named contexts are taken whole.
+fn without_ignored(store: &cache::Store, dir: &Path) -> Result<Option<tempfile::TempDir>> {
+    let ignore_file = dir.join(".dockerignore");
+    let text = match fs_err::read_to_string(&ignore_file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let ignore = frontend::DockerIgnore::parse(&text);
+    let listed = crate::Context::load(dir, &ignore)?;
+    let tmp = store.tmp_dir()?;
+    let out = tmp.path().join("context");
+    fs_err::create_dir(&out)?;
+    fs_err::set_permissions(&out, fs_err::metadata(dir)?.permissions())?;
+    for (rel, entry) in listed.below("") {
+        let (from, to) = (dir.join(rel), out.join(rel));
+        // A `!pattern` can bring back a file below an excluded (so unlisted) directory.
+        if let Some(parent) = to.parent() {
+            fs_err::create_dir_all(parent)?;
+        }
+        match entry.kind {
+            crate::context::Kind::Dir => {
+                fs_err::create_dir_all(&to)?;
+                fs_err::set_permissions(&to, fs_err::metadata(&from)?.permissions())?;
+            }
+            crate::context::Kind::File => {
+                fs_err::copy(&from, &to)?;
+            }
+            crate::context::Kind::Symlink => {
+                fs_err::os::unix::fs::symlink(fs_err::read_link(&from)?, &to)?;
+            }
+        }
+        // Owners as on disk, so the layer is the one the unfiltered directory would give.
+        let meta = fs_err::symlink_metadata(&from)?;
+        std::os::unix::fs::lchown(&to, Some(meta.uid()), Some(meta.gid()))
+            .with_context(|| format!("chown {}", to.display()))?;
+    }
+    Ok(Some(tmp))
+}
+
 /// Resolves the `--build-context` flags: the map for `LowerOptions::named_images`; OCI layouts are
 /// imported into `store` and pinned in `images`.
 pub fn resolve(
@@ -137,9 +182,18 @@ pub fn resolve(
                     rt: &images.rt,
                     stdin: None,
                 };
-                let (root, _scratch) = opener
+                let (mut root, _scratch) = opener
                     .open_tree(&source)
                     .with_context(|| format!("--build-context {spec}"))?;
+                let mut _filtered = None;
+                if matches!(source, crate::ContextSource::Dir(_)) {
+                    if let Some(tmp) = without_ignored(store, &root)
+                        .with_context(|| format!("--build-context {spec}"))?
+                    {
+                        root = tmp.path().join("context");
+                        _filtered = Some(tmp);
+                    }
+                }
                 let manifest = image_of_dir(store, &root)
                     .with_context(|| format!("--build-context {spec}"))?;
                 let shown = format!("context://{name}@{}", manifest.digest);

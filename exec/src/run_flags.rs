@@ -1,9 +1,14 @@
 //! buildx's flags for every RUN step, parsed as docker parses them: `--add-host`, `--shm-size`,
 //! `--ulimit` (see [`runner::Rlimit::parse`]).
 
+/// What `--add-host NAME:host-gateway` maps NAME to. buildx replaces `host-gateway` with
+/// its worker's host-gateway IP (dockerd's, the bridge's gateway: where the host is seen from a RUN
+/// in its own network namespace); rbuild's RUN shares the host's network namespace, where the host
+/// is its own loopback.
+pub const HOST_GATEWAY_IP: &str = "127.0.0.1";
+
 /// Parses `--add-host HOST:IP` (or `HOST=IP`, as buildx also accepts); IPv6 addresses keep their
-/// colons (`host:::1`, `host=::1`), `host-gateway` is refused (there is no gateway: RUN shares the
-/// host's network).
+/// colons (`host:::1`, `host=::1`); `host-gateway` is [`HOST_GATEWAY_IP`].
 pub fn parse_add_host(s: &str) -> Result<(String, String), String> {
     let (host, ip) = s
         .split_once('=')
@@ -16,9 +21,7 @@ pub fn parse_add_host(s: &str) -> Result<(String, String), String> {
     }
     let ip = ip.trim_start_matches('[').trim_end_matches(']');
     if ip == "host-gateway" {
-        return Err(format!(
-            "--add-host {s}: host-gateway is not supported (RUN steps share the host's network; use 127.0.0.1)"
-        ));
+        return Ok((host.to_owned(), HOST_GATEWAY_IP.to_owned()));
     }
     ip.parse::<std::net::IpAddr>()
         .map_err(|_| format!("invalid --add-host {s:?}: {ip:?} is not an IP address"))?;
@@ -58,8 +61,25 @@ pub fn parse_ram(s: &str) -> Result<u64, String> {
     Ok((n * mult as f64).round() as u64)
 }
 
+/// Parses docker's `--memory-swap`: a size as [`parse_ram`], or `-1` for unlimited swap.
+pub fn parse_memory_swap(s: &str) -> Result<i64, String> {
+    if s.trim() == "-1" {
+        return Ok(-1);
+    }
+    let n = parse_ram(s)?;
+    i64::try_from(n).map_err(|_| format!("--memory-swap {s}: too large"))
+}
+
+/// docker build's `--memory-swap`, `--cpu-shares`, `--cpuset-cpus`, checked as dockerd checks them.
+#[derive(Debug, Clone, Default)]
+pub struct MoreLimits {
+    pub memory_swap: Option<i64>,
+    pub cpu_shares: Option<u64>,
+    pub cpuset_cpus: Option<String>,
+}
+
 /// The cgroup limits of docker build's flags: `--memory`, `--cpus` (or `--cpu-quota` with
-/// `--cpu-period`), `--pids-limit`, `--cgroup-parent`.
+/// `--cpu-period`), `--pids-limit`, `--cgroup-parent`, and [`MoreLimits`].
 pub fn cgroup_limits(
     memory: Option<u64>,
     cpus: Option<f64>,
@@ -67,9 +87,34 @@ pub fn cgroup_limits(
     cpu_period: Option<u64>,
     pids: Option<u64>,
     parent: Option<String>,
+    more: MoreLimits,
 ) -> Result<runner::CgroupLimits, String> {
     if memory.is_some_and(|m| m < 6 << 20) {
         return Err("--memory: the minimum is 6m, as docker's".into());
+    }
+    match (more.memory_swap, memory) {
+        (Some(_), None) => {
+            return Err("--memory-swap needs --memory (the limit it adds swap to)".into())
+        }
+        (Some(t), Some(m)) if t != -1 && u64::try_from(t).map_or(true, |t| t < m) => {
+            return Err(format!(
+                "--memory-swap {t}: must be at least --memory ({m}), or -1 for unlimited swap"
+            ))
+        }
+        _ => {}
+    }
+    let cpu_shares = more.cpu_shares.map(|s| s.clamp(2, 262_144));
+    if let Some(c) = &more.cpuset_cpus {
+        let ok = !c.is_empty()
+            && c.split(',').all(|r| {
+                let mut ends = r.splitn(2, '-');
+                ends.all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            });
+        if !ok {
+            return Err(format!(
+                "--cpuset-cpus {c:?}: expected CPU numbers and ranges, e.g. 0-2,4"
+            ));
+        }
     }
     let period = cpu_period.unwrap_or(100_000);
     let quota = match (cpus, cpu_quota) {
@@ -93,6 +138,9 @@ pub fn cgroup_limits(
         cpu_quota: quota,
         cpu_period: quota.map(|_| period),
         pids,
+        memory_swap: more.memory_swap,
+        cpu_shares,
+        cpuset_cpus: more.cpuset_cpus,
     })
 }
 
@@ -155,9 +203,10 @@ mod tests {
         );
         assert!(parse_add_host("db").unwrap_err().contains("HOST:IP"));
         assert!(parse_add_host("db:nope").unwrap_err().contains("not an IP"));
-        assert!(parse_add_host("db:host-gateway")
-            .unwrap_err()
-            .contains("host-gateway"));
+        assert_eq!(
+            parse_add_host("host.docker.internal:host-gateway").unwrap(),
+            ("host.docker.internal".into(), "127.0.0.1".into())
+        );
     }
 
     #[test]
@@ -180,7 +229,16 @@ mod tests {
 
     #[test]
     fn cpus_become_a_quota_per_period() {
-        let l = cgroup_limits(None, Some(1.5), None, None, None, None).unwrap();
+        let l = cgroup_limits(
+            None,
+            Some(1.5),
+            None,
+            None,
+            None,
+            None,
+            MoreLimits::default(),
+        )
+        .unwrap();
         assert_eq!((l.cpu_quota, l.cpu_period), (Some(150_000), Some(100_000)));
         let l = cgroup_limits(
             Some(64 << 20),
@@ -189,14 +247,64 @@ mod tests {
             Some(10_000),
             Some(32),
             None,
+            MoreLimits::default(),
         )
         .unwrap();
         assert_eq!(
             (l.memory, l.cpu_quota, l.cpu_period, l.pids),
             (Some(64 << 20), Some(5000), Some(10_000), Some(32))
         );
-        assert!(cgroup_limits(Some(1024), None, None, None, None, None).is_err());
-        assert!(cgroup_limits(None, Some(1.0), Some(1), None, None, None).is_err());
+        assert!(cgroup_limits(
+            Some(1024),
+            None,
+            None,
+            None,
+            None,
+            None,
+            MoreLimits::default()
+        )
+        .is_err());
+        assert!(cgroup_limits(
+            None,
+            Some(1.0),
+            Some(1),
+            None,
+            None,
+            None,
+            MoreLimits::default()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn memory_swap_cpu_shares_and_cpuset_are_checked_as_dockerd() {
+        let more = |swap: Option<&str>, shares, cpus: Option<&str>| MoreLimits {
+            memory_swap: swap.map(|s| parse_memory_swap(s).unwrap()),
+            cpu_shares: shares,
+            cpuset_cpus: cpus.map(str::to_owned),
+        };
+        let lim = |m, more| cgroup_limits(m, None, None, None, None, None, more);
+        let l = lim(Some(64 << 20), more(Some("128m"), Some(1), Some("0-1,3"))).unwrap();
+        assert_eq!(
+            (l.memory_swap, l.cpu_shares, l.cpuset_cpus.as_deref()),
+            (Some(128 << 20), Some(2), Some("0-1,3"))
+        );
+        assert_eq!(
+            lim(Some(64 << 20), more(Some("-1"), None, None))
+                .unwrap()
+                .memory_swap,
+            Some(-1)
+        );
+        assert!(lim(None, more(Some("128m"), None, None))
+            .unwrap_err()
+            .contains("needs --memory"));
+        assert!(lim(Some(64 << 20), more(Some("32m"), None, None))
+            .unwrap_err()
+            .contains("at least --memory"));
+        assert!(lim(None, more(None, None, Some("0-a")))
+            .unwrap_err()
+            .contains("--cpuset-cpus"));
+        assert!(!lim(None, more(None, Some(512), None)).unwrap().is_empty());
     }
 
     #[test]

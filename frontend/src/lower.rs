@@ -42,8 +42,8 @@ pub struct LowerOptions {
     /// Target platform: `TARGET*` args, scratch stages and stages without `FROM --platform`.
     pub platform: oci::Platform,
     /// Named contexts that are images (`--build-context NAME=docker-image://REF`): `FROM NAME`,
-    /// `COPY --from=NAME` and `RUN --mount=from=NAME` use the image reference instead, unless NAME
-    /// is a stage defined above.
+    /// `COPY --from=NAME` and `RUN --mount=from=NAME` use the image reference instead; a stage
+    /// `FROM x AS NAME` is replaced by it whole (its FROM and instructions are not built).
     pub named_images: BTreeMap<String, String>,
     /// Build platform (the host): `BUILD*` args; image nodes for it carry no platform.
     pub build_platform: oci::Platform,
@@ -204,14 +204,8 @@ pub fn lower(
                 name,
                 platform,
             } => {
-                if let Some(n) = &name {
-                    if defs.iter().any(|d| d.name.as_ref() == Some(n)) {
-                        errors.push(Diagnostic::new(
-                            format!("duplicate stage name {n:?}"),
-                            ins.span,
-                        ));
-                    }
-                }
+                // A duplicate stage name is only the DuplicateStageName check's warning, as in
+                // BuildKit: references resolve to one of the stages (see `stage_ref`).
                 defs.push(StageDef {
                     from: ins,
                     image,
@@ -242,9 +236,10 @@ pub fn lower(
     }
     let target = match &opts.target {
         None => defs.len() - 1,
+        // BuildKit's `findStateByName`: with duplicate names, the last stage is the target.
         Some(t) => match defs
             .iter()
-            .position(|d| d.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(t)))
+            .rposition(|d| d.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(t)))
         {
             Some(i) => i,
             None => {
@@ -564,9 +559,11 @@ impl Lowerer<'_> {
         Ok(())
     }
 
-    /// Resolves a `--from`/`from=` value to a stage index before `current`, by name or number.
+    /// Resolves a `FROM` value to a stage index before `current`, by name or number. With
+    /// duplicate names the nearest stage above wins, as in BuildKit's `dispatchStates.addState`
+    /// (a stage's base is looked up when it is added, among the stages added so far).
     fn stage_ref(defs: &[StageDef<'_>], current: usize, name: &str) -> Option<usize> {
-        if let Some(i) = defs[..current].iter().position(|d| {
+        if let Some(i) = defs[..current].iter().rposition(|d| {
             d.name
                 .as_deref()
                 .is_some_and(|n| n.eq_ignore_ascii_case(name))
@@ -584,15 +581,21 @@ impl Lowerer<'_> {
         from: &str,
         span: Span,
     ) -> Result<NodeId, ()> {
-        if let Some(i) = Self::stage_ref(defs, current, from) {
+        // BuildKit resolves `--from` names once every stage is known: with duplicate names the
+        // last stage of the file wins. rbuild refuses references to stages below, so when that
+        // last one comes after this instruction it is the error below, not an earlier namesake.
+        let by_name = defs
+            .iter()
+            .rposition(|d| d.name.as_deref() == Some(&from.to_ascii_lowercase()));
+        let found = match by_name {
+            Some(j) => Some(j).filter(|j| *j < current),
+            None => from.parse::<usize>().ok().filter(|j| *j < current),
+        };
+        if let Some(i) = found {
             self.ensure(defs, i)?;
             return Ok(self.stages[i].as_ref().expect("ensured above").head);
         }
-        if from.parse::<usize>().is_ok()
-            || defs
-                .iter()
-                .any(|d| d.name.as_deref() == Some(&from.to_ascii_lowercase()))
-        {
+        if from.parse::<usize>().is_ok() || by_name.is_some() {
             self.errors.push(
                 Diagnostic::new(
                     format!("stage {from:?} is not defined before this instruction"),
@@ -652,8 +655,19 @@ impl Lowerer<'_> {
         let def = &defs[i];
         let span = def.from.span;
         let genv = self.global_env();
-        let mut image = self.expand(&def.image, &genv, span)?;
-        if Self::stage_ref(defs, i, &image).is_none() {
+        // A named context named like this stage replaces the whole stage (BuildKit's
+        // dockerfile2llb looks `st.Name` up among the named contexts first and, when found, never
+        // dispatches the stage's own FROM and instructions).
+        let replaced = def
+            .name
+            .as_ref()
+            .and_then(|n| self.opts.named_images.get(n))
+            .cloned();
+        let mut image = match &replaced {
+            Some(named) => named.clone(),
+            None => self.expand(&def.image, &genv, span)?,
+        };
+        if replaced.is_none() && Self::stage_ref(defs, i, &image).is_none() {
             if let Some(named) = self.opts.named_images.get(&image) {
                 image.clone_from(named);
             }
@@ -679,11 +693,12 @@ impl Lowerer<'_> {
         } else {
             String::new()
         };
-        let total = def.cmds.len() + 1;
+        let cmds: &[(&Instruction, Command)] = if replaced.is_some() { &[] } else { &def.cmds };
+        let total = cmds.len() + 1;
         let from_name = StepName::step(&prefix, 1, total, format!("FROM {image}"));
         let mut args = Vec::new();
-        let (base, mut config, head) = if let Some(j) =
-            Self::stage_ref(defs, i, &image).filter(|_| image.parse::<usize>().is_err())
+        let (base, mut config, head) = if let Some(j) = Self::stage_ref(defs, i, &image)
+            .filter(|_| replaced.is_none() && image.parse::<usize>().is_err())
         {
             self.ensure(defs, j)?;
             let s = self.stages[j].as_ref().expect("ensured above");
@@ -736,7 +751,8 @@ impl Lowerer<'_> {
         if config.config.env_get("PATH").is_none() {
             config.config.env_set("PATH", DEFAULT_PATH);
         }
-        let triggers = if matches!(base, Base::Image(_)) {
+        // A replaced stage is never dispatched in BuildKit, its image's ONBUILD triggers included.
+        let triggers = if matches!(base, Base::Image(_)) && replaced.is_none() {
             config.config.on_build.take()
         } else {
             None
@@ -774,7 +790,7 @@ impl Lowerer<'_> {
                 failed = true;
             }
         }
-        for (ins, cmd) in &def.cmds {
+        for (ins, cmd) in cmds {
             if self.apply(defs, i, &mut st, ins, cmd).is_err() {
                 failed = true;
             }

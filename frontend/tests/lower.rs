@@ -626,3 +626,72 @@ fn a_bad_from_platform_is_an_error_at_its_line() {
     );
     assert_eq!(errs[0].span.line, 2);
 }
+
+/// Follows current moby/buildkit dockerfile2llb (`toDispatchState`): a stage whose name is a
+/// named context is replaced by it, its own FROM and instructions never built.
+#[test]
+fn named_context_replaces_the_stage_of_the_same_name() {
+    let src = "FROM missing-base AS deps\nRUN make deps\n\
+               FROM other AS build\nCOPY --from=deps /d /d\n\
+               FROM deps\nRUN echo final\n";
+    let df = parse(src).unwrap();
+    let opts = LowerOptions {
+        named_images: [("deps".to_owned(), "prebuilt:1".to_owned())].into(),
+        ..LowerOptions::default()
+    };
+    let mut bases = Bases::new();
+    let l = lower(&df, &opts, &mut bases).unwrap_or_else(|e| panic!("{e:?}"));
+    // `missing-base` (which would fail) is never asked for; the context's image is, once.
+    assert_eq!(bases.requested, vec!["prebuilt:1"]);
+    let deps = l.stage("deps").unwrap();
+    assert_eq!(deps.base, Base::Image("prebuilt:1".into()));
+    assert!(
+        matches!(&l.graph.node(deps.head).op, Op::Image { reference, .. } if reference == "prebuilt:1"),
+        "no RUN make deps: {:?}",
+        l.graph.node(deps.head).op
+    );
+    assert_eq!(l.stages[l.target].base, Base::Stage(0));
+    let with_target = LowerOptions {
+        target: Some("build".into()),
+        ..opts
+    };
+    let l = lower(&df, &with_target, &mut Bases::new()).unwrap();
+    let head = l.graph.node(l.stages[l.target].head);
+    assert_eq!(head.inputs[1], l.stage("deps").unwrap().head);
+}
+
+/// Follows current moby/buildkit: duplicate stage names only warn (DuplicateStageName).
+/// `FROM name` takes the nearest stage above (`dispatchStates.addState` at that point);
+/// `COPY --from=name` and `--target` the last one of the file (`findStateByName` once all are
+/// added). rbuild still refuses a `--from` that would resolve to a stage below.
+#[test]
+fn duplicate_stage_names_resolve_as_buildkit() {
+    let src = "FROM a AS dup\nRUN echo one\n\
+               FROM b AS dup\nRUN echo two\n\
+               FROM dup AS from-base\n\
+               FROM c AS copies\nCOPY --from=dup /x /x\n\
+               FROM d AS dup\nRUN echo three\n\
+               FROM e\nCOPY --from=dup /x /x\n";
+    let (l, _) = build(src, &[], Some("from-base"));
+    assert_eq!(l.stages[l.target].base, Base::Stage(1));
+    let (l, requested) = build(src, &[], None);
+    let head = l.graph.node(l.stages[l.target].head);
+    assert_eq!(
+        head.inputs[1],
+        l.stages.iter().find(|s| s.index == 4).unwrap().head
+    );
+    assert_eq!(requested, vec!["e", "d"]);
+    let (l, _) = build(src, &[], Some("DUP"));
+    assert_eq!(l.stages[l.target].index, 4);
+    // In `copies` the last `dup` is below: BuildKit would take it, rbuild says so and stops.
+    let df = parse(src).unwrap();
+    let opts = LowerOptions {
+        target: Some("copies".into()),
+        ..LowerOptions::default()
+    };
+    let e = lower(&df, &opts, &mut Bases::new()).unwrap_err();
+    assert!(
+        e[0].message.contains("\"dup\" is not defined before"),
+        "{e:?}"
+    );
+}

@@ -84,7 +84,11 @@ impl Cgroup {
         };
         let wanted = [
             ("memory", limits.memory.is_some()),
-            ("cpu", limits.cpu_quota.is_some()),
+            (
+                "cpu",
+                limits.cpu_quota.is_some() || limits.cpu_shares.is_some(),
+            ),
+            ("cpuset", limits.cpuset_cpus.is_some()),
             ("pids", limits.pids.is_some()),
         ];
         for (controller, _) in wanted.iter().filter(|(_, w)| *w) {
@@ -157,38 +161,74 @@ impl Cgroup {
     ) -> Result<(), SetupError> {
         match (controller, v2) {
             ("memory", false) => {
-                let m = l.memory.unwrap_or_default().to_string();
-                write(&dir.join("memory.limit_in_bytes"), &m)?;
-                // No swap beyond the limit, where the kernel accounts swap at all.
+                let m = l.memory.unwrap_or_default();
+                write(&dir.join("memory.limit_in_bytes"), &m.to_string())?;
+                // Memory plus swap (`-1` unlimited); no swap beyond the limit when not given,
+                // where the kernel accounts swap at all.
                 let memsw = dir.join("memory.memsw.limit_in_bytes");
+                let total = l.memory_swap.map_or(m.to_string(), |t| t.to_string());
                 if memsw.exists() {
-                    write(&memsw, &m)?;
+                    write(&memsw, &total)?;
+                } else if l.memory_swap.is_some() {
+                    return Err(SetupError::msg(
+                        "cannot limit swap (--memory-swap): the kernel does not account swap \
+                         (boot with swapaccount=1)",
+                    ));
                 }
                 self.memory = Some((dir.to_owned(), false));
             }
             ("memory", true) => {
-                write(
-                    &dir.join("memory.max"),
-                    &l.memory.unwrap_or_default().to_string(),
-                )?;
+                let m = l.memory.unwrap_or_default();
+                write(&dir.join("memory.max"), &m.to_string())?;
+                // v2 limits swap alone: what `--memory-swap` gives beyond the memory limit.
                 let swap = dir.join("memory.swap.max");
+                let extra = match l.memory_swap {
+                    Some(-1) => "max".to_owned(),
+                    Some(t) => u64::try_from(t).unwrap_or(0).saturating_sub(m).to_string(),
+                    None => "0".to_owned(),
+                };
                 if swap.exists() {
-                    write(&swap, "0")?;
+                    write(&swap, &extra)?;
+                } else if l.memory_swap.is_some() {
+                    return Err(SetupError::msg(
+                        "cannot limit swap (--memory-swap): the kernel does not account swap",
+                    ));
                 }
                 self.memory = Some((dir.to_owned(), true));
             }
             ("cpu", false) => {
-                let period = l.cpu_period.unwrap_or(100_000);
-                write(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
-                write(
-                    &dir.join("cpu.cfs_quota_us"),
-                    &l.cpu_quota.unwrap_or_default().to_string(),
-                )?;
+                if let Some(quota) = l.cpu_quota {
+                    let period = l.cpu_period.unwrap_or(100_000);
+                    write(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
+                    write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+                }
+                if let Some(shares) = l.cpu_shares {
+                    write(&dir.join("cpu.shares"), &shares.to_string())?;
+                }
             }
             ("cpu", true) => {
-                let period = l.cpu_period.unwrap_or(100_000);
-                let quota = l.cpu_quota.unwrap_or_default();
-                write(&dir.join("cpu.max"), &format!("{quota} {period}"))?;
+                if let Some(quota) = l.cpu_quota {
+                    let period = l.cpu_period.unwrap_or(100_000);
+                    write(&dir.join("cpu.max"), &format!("{quota} {period}"))?;
+                }
+                if let Some(shares) = l.cpu_shares {
+                    write(&dir.join("cpu.weight"), &cpu_weight(shares).to_string())?;
+                }
+            }
+            ("cpuset", v2) => {
+                let cpus = l.cpuset_cpus.clone().unwrap_or_default();
+                if !v2 {
+                    // A v1 cpuset cgroup takes no process before it has memory nodes: its parent's.
+                    let parent = dir.parent().unwrap_or(dir);
+                    let mems = fs_err::read_to_string(parent.join("cpuset.mems"))
+                        .ctx(|| format!("failed to read {}", parent.display()))?;
+                    write(&dir.join("cpuset.mems"), mems.trim())?;
+                }
+                write(&dir.join("cpuset.cpus"), &cpus).map_err(|_| {
+                    SetupError::msg(format!(
+                        "--cpuset-cpus {cpus}: not CPUs this machine has (or its parent cgroup allows)"
+                    ))
+                })?;
             }
             ("pids", _) => write(
                 &dir.join("pids.max"),
@@ -198,7 +238,15 @@ impl Cgroup {
         }
         Ok(())
     }
+}
 
+/// `cpu.weight` (1..=10000) for `cpu.shares` (2..=262144), as runc converts them: 1024 is 39.
+fn cpu_weight(shares: u64) -> u64 {
+    let shares = shares.clamp(2, 262_144);
+    1 + ((shares - 2) * 9999) / 262_142
+}
+
+impl Cgroup {
     /// Where each cgroup directory appears inside the sandbox, below `/sys/fs/cgroup` (read-only,
     /// as runc shows a container its own cgroups): a v1 controller's under its name, the unified
     /// one at the top, or at `unified` beside v1 ones.
@@ -263,5 +311,16 @@ impl Cgroup {
             }
         }
         oom
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cpu_shares_become_cpu_weight_as_runc_converts_them() {
+        assert_eq!(super::cpu_weight(1024), 39);
+        assert_eq!(super::cpu_weight(2), 1);
+        assert_eq!(super::cpu_weight(262_144), 10_000);
+        assert_eq!(super::cpu_weight(512), 20);
     }
 }

@@ -210,11 +210,26 @@ pub struct CgroupLimits {
     pub cpu_period: Option<u64>,
     /// Maximum number of processes (and threads).
     pub pids: Option<u64>,
+    /// Memory plus swap in bytes (docker's `--memory-swap`, at least `memory`); `-1`: unlimited
+    /// swap. `None`: no swap beyond `memory`.
+    #[serde(default)]
+    pub memory_swap: Option<i64>,
+    /// Relative CPU weight (docker's `--cpu-shares`, 2..=262144, 1024 the default); `cpu.weight`
+    /// on cgroup v2, converted as runc does.
+    #[serde(default)]
+    pub cpu_shares: Option<u64>,
+    /// CPUs the sandbox may run on (docker's `--cpuset-cpus`, e.g. `0-1,3`).
+    #[serde(default)]
+    pub cpuset_cpus: Option<String>,
 }
 
 impl CgroupLimits {
     pub fn is_empty(&self) -> bool {
-        self.memory.is_none() && self.cpu_quota.is_none() && self.pids.is_none()
+        self.memory.is_none()
+            && self.cpu_quota.is_none()
+            && self.pids.is_none()
+            && self.cpu_shares.is_none()
+            && self.cpuset_cpus.is_none()
     }
 }
 

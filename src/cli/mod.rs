@@ -468,6 +468,15 @@ pub(crate) struct BuildArgs {
     pub(crate) cpu_quota: Option<u64>,
     #[arg(long, value_name = "US", hide = true)]
     pub(crate) cpu_period: Option<u64>,
+    /// Memory plus swap of each RUN step (needs --memory; -1: unlimited swap).
+    #[arg(long, value_name = "SIZE", value_parser = exec::run_flags::parse_memory_swap, allow_hyphen_values = true)]
+    pub(crate) memory_swap: Option<i64>,
+    /// Relative CPU weight of each RUN step (1024 by default).
+    #[arg(long, short = 'c', value_name = "N")]
+    pub(crate) cpu_shares: Option<u64>,
+    /// CPUs each RUN step may run on (e.g. 0-1,3).
+    #[arg(long, value_name = "LIST")]
+    pub(crate) cpuset_cpus: Option<String>,
     /// Maximum number of processes of each RUN step.
     #[arg(long, value_name = "N")]
     pub(crate) pids_limit: Option<u64>,

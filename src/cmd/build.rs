@@ -595,6 +595,11 @@ pub(crate) fn solve(
                 args.cpu_period,
                 args.pids_limit,
                 args.cgroup_parent.clone(),
+                exec::run_flags::MoreLimits {
+                    memory_swap: args.memory_swap,
+                    cpu_shares: args.cpu_shares,
+                    cpuset_cpus: args.cpuset_cpus.clone(),
+                },
             )
             .map_err(|e| anyhow!(e))?,
         },

@@ -274,12 +274,16 @@ fn build_context_images_replace_from_and_copy_from() {
         &format!("type=oci,dest={},tar=false", layout.display()),
         alt.to_str().unwrap(),
     ]);
-    // `base` and `tools` are no image anywhere: only the named contexts make them resolve.
+    // `base` and `tools` are no image anywhere: only the named contexts make them resolve. The
+    // stage `tools` is replaced whole by the context of its name, as current moby/buildkit's
+    // dockerfile2llb does (its FROM and RUN never run).
     let ctx = env.context(
         "named",
         &[(
             "Dockerfile",
-            "FROM tools AS t\n\
+            "FROM no-such-image:404 AS tools\n\
+             RUN false\n\
+             FROM tools AS t\n\
              FROM base\n\
              COPY --from=tools /marker /from-tools\n\
              COPY --from=t /marker /from-stage\n\
@@ -326,7 +330,19 @@ fn build_context_images_replace_from_and_copy_from() {
 fn build_context_directories_git_and_tarballs_are_copied_from_and_key_by_content() {
     let env = Env::new();
     env.busybox();
-    let shared = env.context("shared", &[("lib/a.txt", "shared a\n")]);
+    // Its `.dockerignore` applies, as current moby/buildkit's dockerui reads it for a local named
+    // context: `secret.txt` and `lib/tmp/` never reach the image; `!lib/tmp/keep` comes back.
+    let shared = env.context(
+        "shared",
+        &[
+            ("lib/a.txt", "shared a\n"),
+            ("secret.txt", "do not send\n"),
+            ("lib/tmp/x.o", "object\n"),
+            ("lib/tmp/keep", "kept\n"),
+            (".dockerignore", "secret.txt\nlib/tmp\n!lib/tmp/keep\n"),
+        ],
+    );
+    std::os::unix::fs::chown(shared.join("lib/a.txt"), Some(1234), Some(5678)).unwrap();
     let git = GitServer::start_with(&[("README", "from git\n"), ("sub/a.txt", "a v1\n")]);
     let src = env.context("tar-src", &[("t.txt", "from a tarball\n")]);
     let tgz = tar_of(&src, "-z", &env.dir.path().join("named.tar.gz"));
@@ -339,7 +355,8 @@ fn build_context_directories_git_and_tarballs_are_copied_from_and_key_by_content
              COPY --from=shared lib/a.txt /a.txt\n\
              COPY --from=repo README /readme\n\
              COPY --from=tarball t.txt /t.txt\n\
-             RUN --mount=from=shared,target=/s cat /s/lib/a.txt /a.txt /readme /t.txt > /seen\n",
+             RUN --mount=from=shared,target=/s cat /s/lib/a.txt /a.txt /readme /t.txt > /seen \
+                 && cd /s && find . -type f | sort > /shared-files && stat -c %u:%g lib/a.txt > /owner\n",
         )],
     );
     let shared_flag = format!("shared={}", shared.display());
@@ -364,6 +381,12 @@ fn build_context_directories_git_and_tarballs_are_copied_from_and_key_by_content
         env.run_sh("nf:1", "cat /seen"),
         "shared a\nshared a\nfrom git\nfrom a tarball\n"
     );
+    assert_eq!(
+        env.run_sh("nf:1", "cat /shared-files"),
+        "./.dockerignore\n./lib/a.txt\n./lib/tmp/keep\n"
+    );
+    // The filtered copy keeps the owners on disk.
+    assert_eq!(env.run_sh("nf:1", "cat /owner"), "1234:5678\n");
     // Touching a file changes nothing: the key follows the content.
     let a = shared.join("lib/a.txt");
     std::fs::write(&a, "shared a\n").unwrap();

@@ -297,3 +297,102 @@ fn squash_makes_one_layer_on_the_base_and_squash_all_one_layer() {
     let e = env.fails(&["build", "--squash", "--squash-all", ctx.to_str().unwrap()]);
     assert!(e.contains("cannot be used with"), "{e}");
 }
+
+/// `--add-host NAME:host-gateway` reaches a service of the host from a RUN. buildx (current
+/// docker/buildx `toBuildkitExtraHosts`) puts its worker's host-gateway IP there (dockerd's bridge
+/// gateway); rbuild's RUN shares the host's network namespace, so the host is 127.0.0.1 (see
+/// docs/MIGRATING.md).
+#[test]
+fn add_host_gateway_reaches_a_service_on_the_host() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = conn.read(&mut buf).unwrap();
+        conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\nfrom-host")
+            .unwrap();
+    });
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "host-gateway",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM busybox:local\n\
+                 RUN grep host.docker.internal /etc/hosts > /hosts \
+                     && wget -qO /answer http://host.docker.internal:{port}/\n"
+            ),
+        )],
+    );
+    env.build_plain(
+        "gw:1",
+        &ctx,
+        &["--add-host", "host.docker.internal:host-gateway"],
+    );
+    server.join().unwrap();
+    assert_eq!(
+        env.run_sh("gw:1", "cat /hosts"),
+        "127.0.0.1\thost.docker.internal\n"
+    );
+    assert_eq!(env.run_sh("gw:1", "cat /answer"), "from-host");
+}
+
+/// docker build's `--memory-swap`, `--cpu-shares` and `--cpuset-cpus`, seen from inside a RUN: the
+/// files of its own cgroup (v1 names, or v2's `memory.swap.max` = swap beyond `--memory`, and
+/// `cpu.weight` converted from the shares as runc does) and the CPUs the kernel lets it run on.
+/// Follows docker/dockerd's flag semantics (`--memory-swap` is memory plus swap, -1 unlimited).
+#[test]
+fn memory_swap_cpu_shares_and_cpuset_apply_to_every_run() {
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "cg-more",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\n\
+             RUN cd /sys/fs/cgroup && \
+                 (cat memory/memory.memsw.limit_in_bytes 2>/dev/null || cat memory.swap.max) > /swap && \
+                 (cat cpu/cpu.shares 2>/dev/null || cat cpu.weight) > /shares && \
+                 (cat cpuset/cpuset.cpus 2>/dev/null || cat cpuset.cpus) > /cpuset && \
+                 grep Cpus_allowed_list /proc/self/status | cut -f2 > /allowed\n",
+        )],
+    );
+    env.build_plain(
+        "cgm:1",
+        &ctx,
+        &[
+            "--memory",
+            "64m",
+            "--memory-swap",
+            "96m",
+            "--cpu-shares",
+            "512",
+            "--cpuset-cpus",
+            "0",
+        ],
+    );
+    let v1 = std::path::Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists();
+    let (swap, shares) = if v1 {
+        ("100663296", "512")
+    } else {
+        ("33554432", "20")
+    };
+    assert_eq!(
+        env.run_sh("cgm:1", "cat /swap /shares /cpuset /allowed"),
+        format!("{swap}\n{shares}\n0\n0\n")
+    );
+    let e = env.fails(&["build", "--memory-swap", "32m", ctx.to_str().unwrap()]);
+    assert!(e.contains("--memory-swap needs --memory"), "{e}");
+    let e = env.fails(&[
+        "build",
+        "--memory",
+        "64m",
+        "--memory-swap",
+        "32m",
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(e.contains("must be at least --memory"), "{e}");
+}

@@ -979,3 +979,55 @@ fn any_registry_has_mirrors_and_skip_tls_verify_reaches_a_self_signed_registry()
     let (so, _) = ok(&out, "pull with --skip-tls-verify-registry");
     assert_eq!(pushed_digest(&so), pushed);
 }
+
+/// The registry test suite's fault proxy (registry/tests/common/proxy.rs), in front of the real
+/// registry here too: canned 5xx answers for the first requests, the rest relayed.
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../registry/tests/common/proxy.rs"]
+mod fault_proxy;
+
+/// `--retry N` (buildx/kaniko's count of retries of a failed registry request) decides how many
+/// 503s in a row a pull survives: with 2 failing manifest GETs, `--retry 1` gives up after 2
+/// attempts and `--retry 2` gets the image on the third. The count is retries after the first
+/// attempt, as rbuild's registry client counts its default of 3 (registry/src/retry.rs); no BuildKit
+/// behaviour to follow (buildx has no such flag; the registry resolver's retries are fixed).
+#[test]
+fn retry_count_decides_how_many_registry_failures_a_pull_survives() {
+    let reg = Registry::start();
+    let env = Env::new();
+    let ctx = env.context(
+        "retried",
+        &[
+            ("Dockerfile", "FROM scratch\nCOPY f /f\n"),
+            ("f", "retried"),
+        ],
+    );
+    let image = format!("{}/retried:1", reg.addr);
+    let (so, _) = env.ok(&["build", "-t", &image, "--push", ctx.to_str().unwrap()]);
+    let digest = pushed_digest(&so);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let proxy = rt.block_on(fault_proxy::Proxy::start(&reg.addr, None));
+    let through = format!("{}/retried:1", proxy.addr);
+    let fail_twice = || {
+        proxy.inject(fault_proxy::Fault {
+            method: "GET",
+            path_contains: "/manifests/",
+            status: 503,
+            times: 2,
+        });
+    };
+    fail_twice();
+    let fresh = Env::new();
+    let se = fresh.fails(&["pull", "--retry", "1", &through]);
+    assert!(se.contains("503"), "{se}");
+    assert_eq!(proxy.count("GET", "/v2/retried/manifests/"), 2, "{se}");
+    fail_twice();
+    let (so, se) = fresh.ok(&["pull", "--retry", "2", &through]);
+    assert_eq!(pushed_digest(&so), digest, "{se}");
+    // 2 earlier + 2 failed + 1 answered (HEAD requests, if any, are not counted).
+    assert_eq!(proxy.count("GET", "/v2/retried/manifests/"), 5, "{se}");
+}
