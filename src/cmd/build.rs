@@ -165,7 +165,7 @@ pub(crate) fn build_with(
         &plan, &store, &client, rt, &images, &progress,
     ));
     let solved = solve(
-        args, &plan, &source, lowered, &store, &images, &client, rt, &remote, &progress, 1,
+        args, &plan, &source, lowered, &store, &images, &client, rt, &remote, &progress, 1, None,
     )?;
     let mut export_opts = plan.export_opts.clone();
     export_opts.base = base_of(lowered, stage, &images);
@@ -547,6 +547,7 @@ pub(crate) fn solve(
     remote: &Arc<Remote>,
     progress: &dyn solver::Reporter,
     together: usize,
+    shared: Option<Arc<solver::Shared>>,
 ) -> Result<Solved> {
     let stage = &lowered.stages[lowered.target];
     let walk = std::time::Instant::now();
@@ -615,6 +616,7 @@ pub(crate) fn solve(
         identities: node_identities(&lowered.graph, &source.context.identity()),
         cancel: Arc::clone(&plan.shared.0),
         slots: plan.shared.1.clone(),
+        shared,
     };
     let _lease = store.lease()?;
     let records = LayeredRecords {

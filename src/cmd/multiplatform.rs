@@ -39,12 +39,15 @@ pub(crate) fn build(
         .map(|(p, l)| (&l.graph, format!("[{p}] ")))
         .collect();
     progress.attach_all(&graphs);
-    let solves: Vec<_> = std::thread::scope(|s| {
+    // One platform failing cancels the others; under --no-cache a shared step still runs once.
+    let shared = Arc::new(solver::Shared::default());
+    let results: Vec<Result<_>> = std::thread::scope(|s| {
         let running: Vec<_> = targets
             .iter()
             .enumerate()
             .map(|(k, lowered)| {
                 let remote = &remote;
+                let shared = Arc::clone(&shared);
                 s.spawn(move || {
                     solve(
                         args,
@@ -58,6 +61,7 @@ pub(crate) fn build(
                         remote,
                         &progress.for_graph(k),
                         targets.len(),
+                        Some(shared),
                     )
                 })
             })
@@ -65,8 +69,9 @@ pub(crate) fn build(
         running
             .into_iter()
             .map(|t| t.join().expect("a solve thread panicked"))
-            .collect::<Result<_>>()
-    })?;
+            .collect()
+    });
+    let solves = first_failure(results, platforms)?;
     let mut built = Vec::new();
     for ((platform, lowered), solved) in platforms.iter().zip(targets).zip(&solves) {
         let stage = &lowered.stages[lowered.target];
@@ -180,4 +185,31 @@ pub(crate) fn build(
         println!("{id}");
     }
     Ok(Some(id))
+}
+
+/// The solves' results, or the error of the platform that failed (the others were cancelled by it),
+/// named after that platform.
+fn first_failure<T>(results: Vec<Result<T>>, platforms: &[Platform]) -> Result<Vec<T>> {
+    // A solve stopped by another's failure fails with "cancelled" (as in `rbuild bake`).
+    let cancelled = |e: &anyhow::Error| format!("{e:#}").ends_with("cancelled");
+    let failed = results
+        .iter()
+        .position(|r| r.as_ref().is_err_and(|e| !cancelled(e)))
+        .or_else(|| results.iter().position(Result::is_err));
+    let Some(k) = failed else {
+        return Ok(results
+            .into_iter()
+            .map(|r| r.expect("no failure"))
+            .collect());
+    };
+    let e = results
+        .into_iter()
+        .nth(k)
+        .and_then(Result::err)
+        .expect("failed");
+    let prefix = format!("[{}] ", platforms[k]);
+    Err(match e.downcast::<crate::diagnostics::SourceError>() {
+        Ok(d) => anyhow::Error::new(d.prefixed(&prefix)),
+        Err(e) => e.context(prefix.trim_end().to_owned()),
+    })
 }
