@@ -38,6 +38,14 @@ impl Built {
         Ok(Self::Index { index, images })
     }
 
+    /// The image or image index `name` names in the local store (tag, `name@digest` or image ID).
+    pub fn local(store: &cache::Store, name: &str) -> Result<Self> {
+        Ok(match crate::local_index(store, name)? {
+            Some((index, images)) => Self::Index { index, images },
+            None => Self::Image(crate::local_image(store, name)?),
+        })
+    }
+
     /// What `--iidfile` and `--quiet` print: the image config digest, or the index digest.
     pub fn id(&self) -> &Digest {
         match self {
@@ -174,5 +182,17 @@ mod tests {
         assert_eq!(both.platforms(), ["linux/amd64", "linux/arm64"]);
         assert_eq!(both.images().len(), 2);
         assert!(!both.complete(&store), "the arm64 layer is not stored");
+
+        // A tag of the index reads back as the same index (once the store holds everything it names).
+        store.put_blob(b"b").unwrap();
+        for i in both.images() {
+            store
+                .put_blob(&serde_json::to_vec(&i.manifest).unwrap())
+                .unwrap();
+        }
+        store.set_tag("multi:1", both.descriptor()).unwrap();
+        let back = Built::local(&store, "multi:1").unwrap();
+        assert_eq!(back.id(), both.id());
+        assert_eq!(back.platforms(), both.platforms());
     }
 }

@@ -559,3 +559,48 @@ fn a_failing_platform_kills_the_other_platforms_run_and_the_error_names_platform
     assert_eq!(cache_mount_files(&env, "start"), 1, "{stderr}");
     assert_eq!(cache_mount_files(&env, "end"), 0, "{stderr}");
 }
+
+// `rbuild push` of a local index tag pushes every image by digest and then the index, as
+// `docker push` of a multi-platform image does (buildx's imagetools would too).
+#[test]
+fn rbuild_push_of_a_local_index_tag_pushes_the_index_and_each_platforms_image() {
+    let env = Env::new();
+    let reg = Registry::start();
+    let ctx = env.context(
+        "pushidx",
+        &[(
+            "Dockerfile",
+            "FROM scratch\nARG TARGETARCH\nCOPY ${TARGETARCH}.txt /arch\n",
+        )],
+    );
+    std::fs::write(ctx.join("amd64.txt"), "amd64").unwrap();
+    std::fs::write(ctx.join("arm64.txt"), "arm64").unwrap();
+    let iid = env.dir.path().join("iid");
+    env.build_plain(
+        "multi:1",
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--iidfile",
+            iid.to_str().unwrap(),
+        ],
+    );
+    let index = read(iid);
+    let dest = format!("{}/team/multi:1", reg.addr);
+    let (out, _) = env.ok(&["push", "multi:1", &dest]);
+    assert_eq!(out, format!("{}/team/multi@{index}\n", reg.addr));
+    let raw = json(&sh(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{dest}"),
+    ])));
+    assert_eq!(raw["manifests"].as_array().unwrap().len(), 2, "{raw}");
+    for (arch, want) in [("amd64", "amd64"), ("arm64", "arm64")] {
+        let dir = env.dir.path().join(format!("unpacked-{arch}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rootfs = skopeo_umoci_unpack_arch(&dir, &dest, arch);
+        assert_eq!(read(rootfs.join("arch")), want);
+    }
+}
