@@ -65,6 +65,14 @@ pub(crate) fn from_frontend(file: &str, src: &str, diags: &[frontend::Diagnostic
 }
 
 /// A failing step, pointing at its instruction.
+impl SourceError {
+    /// The same error with `prefix` before its message (the platform of a multi-platform build).
+    pub(crate) fn prefixed(mut self, prefix: &str) -> Self {
+        self.message = format!("{prefix}{}", self.message);
+        self
+    }
+}
+
 pub(crate) fn step_failed(
     file: &str,
     src: &str,

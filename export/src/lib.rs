@@ -24,11 +24,13 @@ use oci::{
 };
 use solver::{Layer, Solved};
 
+mod built;
 mod eager;
 mod engine;
 mod index;
 mod push;
 
+pub use built::Built;
 pub use eager::EagerPush;
 pub use engine::load_into_engine;
 pub use index::{

@@ -49,6 +49,21 @@ impl fmt::Display for Platform {
 }
 
 impl Platform {
+    /// The target platforms of a build: `--platform` values in the order given, each once, or the
+    /// host's when none is given.
+    pub fn targets(given: &[Platform]) -> Vec<Platform> {
+        let mut out: Vec<Platform> = Vec::new();
+        for p in given {
+            if !out.contains(p) {
+                out.push(p.clone());
+            }
+        }
+        if out.is_empty() {
+            out.push(Platform::host());
+        }
+        out
+    }
+
     /// containerd's `Normalize`: lowercase, architecture aliases, and the variants implied by default
     /// (`arm64` is `v8`, written without it; `arm` is `v7`; `amd64/v1` is `amd64`).
     pub fn normalized(mut self) -> Self {
@@ -129,6 +144,17 @@ mod tests {
 
     fn p(s: &str) -> Platform {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn build_targets_keep_the_given_order_once_each_or_are_the_host() {
+        let p = |s: &str| s.parse::<Platform>().unwrap();
+        let given = [p("linux/arm64"), p("linux/amd64"), p("linux/arm64")];
+        assert_eq!(
+            Platform::targets(&given),
+            [p("linux/arm64"), p("linux/amd64")]
+        );
+        assert_eq!(Platform::targets(&[]), [Platform::host()]);
     }
 
     #[test]

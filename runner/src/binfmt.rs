@@ -261,6 +261,45 @@ pub fn handler_for<'a>(handlers: &'a [Handler], arch_name: &str) -> Option<&'a H
     handlers.iter().find(|h| h.enabled && h.matches(&header))
 }
 
+/// The first of `runs` (an architecture, OCI name, with what names it, e.g. the RUN's Dockerfile span)
+/// the host neither runs natively nor emulates through an enabled handler in `dir`; the handlers are
+/// read only when some architecture needs one.
+pub fn first_unemulated<T>(
+    dir: &Path,
+    runs: impl IntoIterator<Item = (String, T)>,
+) -> Result<Option<(String, T)>, BinfmtError> {
+    let mut registered = None;
+    for (arch, at) in runs {
+        if runs_natively(&arch) {
+            continue;
+        }
+        let known = match &registered {
+            Some(h) => h,
+            None => registered.insert(handlers(dir)?),
+        };
+        if handler_for(known, &arch).is_none() {
+            return Ok(Some((arch, at)));
+        }
+    }
+    Ok(None)
+}
+
+/// What a build says when a RUN for `platform` (architecture `arch`) has no handler in `dir`: the
+/// error and the fix.
+pub fn missing_handler(platform: &str, arch: &str, dir: &Path) -> (String, String) {
+    (
+        format!(
+            "RUN for {platform} needs emulation, and no binfmt_misc handler for {arch} is \
+             registered in {}",
+            dir.display()
+        ),
+        format!(
+            "run `rbuild binfmt --install {arch}` as root (it registers Debian's \
+             qemu-user-static; docs/MULTIPLATFORM.md), or build without --platform {platform}"
+        ),
+    )
+}
+
 /// `rbuild binfmt`'s listing: one line per handler (name, architecture, state, flags, interpreter), then
 /// the architectures run natively and those emulated.
 pub fn describe(handlers: &[Handler]) -> String {
@@ -361,6 +400,49 @@ mod tests {
     /// The text of Debian's qemu-aarch64 handler as the kernel shows it once registered.
     const AARCH64: &str = "enabled\ninterpreter /usr/bin/qemu-aarch64-static\nflags: F\noffset 0\n\
         magic 7f454c460201010000000000000000000200b700\nmask ffffffffffffff00fffffffffffffffffeffffff\n";
+
+    #[test]
+    fn the_first_unemulated_run_is_found_and_native_ones_read_no_handlers() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = if cfg!(target_arch = "aarch64") {
+            "arm64"
+        } else {
+            "amd64"
+        };
+        let missing = dir.path().join("not-mounted");
+        // Native architectures never read the handlers (a broken dir would fail).
+        fs_err::write(dir.path().join("x"), "a file, not a directory").unwrap();
+        let native = vec![(host.to_owned(), 1)];
+        assert_eq!(
+            first_unemulated(&dir.path().join("x"), native).unwrap(),
+            None
+        );
+        fs_err::write(dir.path().join("qemu-aarch64"), AARCH64).unwrap();
+        let runs = || {
+            vec![
+                (host.to_owned(), 1),
+                ("arm64".to_owned(), 2),
+                ("s390x".to_owned(), 3),
+            ]
+        };
+        // With the aarch64 handler registered, s390x is the first missing one on either host.
+        let found = first_unemulated(dir.path(), runs()).unwrap();
+        assert_eq!(found, Some(("s390x".to_owned(), 3)));
+        assert_eq!(
+            first_unemulated(&missing, runs()).unwrap(),
+            Some(if host == "arm64" {
+                ("s390x".to_owned(), 3)
+            } else {
+                ("arm64".to_owned(), 2)
+            })
+        );
+        let (message, help) = missing_handler("linux/s390x", "s390x", dir.path());
+        assert!(
+            message.contains("no binfmt_misc handler for s390x"),
+            "{message}"
+        );
+        assert!(help.contains("rbuild binfmt --install s390x"), "{help}");
+    }
 
     #[test]
     fn a_registered_qemu_handler_is_recognised_by_its_elf_magic() {

@@ -170,6 +170,18 @@ impl Slots {
     }
 }
 
+/// What the solves of one build (one per target platform) share besides their cancel flag.
+///
+/// A step whose cache is ignored (`--no-cache`) and whose key another solve of this build ran, or is
+/// running, is taken from that run instead of running again, as BuildKit shares a vertex between the
+/// platforms of one build even without its cache. Results of earlier builds are never used through it.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Keys of ignored-cache steps run by this build: `None` while running, the outcome once done.
+    runs: Mutex<HashMap<String, Option<Outcome>>>,
+    finished: Condvar,
+}
+
 /// What a worker gets besides the node and its inputs.
 pub struct ExecContext<'a> {
     /// Set when the solve is failing; stop promptly and clean up.
@@ -328,6 +340,8 @@ pub struct SolveOptions {
     pub cancel: Arc<Cancel>,
     /// A limit shared with other solves on the nodes executing at once, if any.
     pub slots: Option<Arc<Slots>>,
+    /// Set when this solve is one of several of the same build (see [`Shared`]).
+    pub shared: Option<Arc<Shared>>,
 }
 
 impl Default for SolveOptions {
@@ -338,6 +352,7 @@ impl Default for SolveOptions {
             identities: HashMap::new(),
             cancel: Arc::default(),
             slots: None,
+            shared: None,
         }
     }
 }

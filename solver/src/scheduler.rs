@@ -1,7 +1,7 @@
 //! Scheduling: keys, cache lookups, the set of nodes that must run, and a bounded parallel executor.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use graph::{BuildGraph, Node, NodeId};
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     CacheKey, CachePolicy, Cancel, Event, ExecContext, KeyLock, KeyParts, Outcome, Records,
-    Reporter, SolveError, SolveOptions, Solved, Worker, WorkerError,
+    Reporter, Shared, SolveError, SolveOptions, Solved, Worker, WorkerError,
 };
 
 /// What a cache record holds.
@@ -377,8 +377,16 @@ impl Executor<'_> {
                             node: id,
                             reason: self.reasons[&id].clone(),
                         });
-                        self.execute(id, node, &inputs)
-                            .map(|outcome| (outcome, Ran::Executed))
+                        self.execute(id, node, &inputs).map(|outcome| {
+                            if let Some(shared) = key_lock.as_ref().and(self.shared_run(id)) {
+                                shared
+                                    .runs
+                                    .lock()
+                                    .expect("shared runs lock")
+                                    .insert(self.keys[&id].0.clone(), Some(outcome.clone()));
+                            }
+                            (outcome, Ran::Executed)
+                        })
                     }
                 }
             };
@@ -467,19 +475,41 @@ impl Executor<'_> {
     /// another process holds it, then looks the record up again: `(guard, Some(outcome))` when the
     /// other process stored a usable record meanwhile, `(guard, None)` when this node must run.
     ///
-    /// Nodes whose cache is ignored (`--no-cache`, `--no-cache-filter`) neither lock nor look up.
+    /// Nodes whose cache is ignored (`--no-cache`, `--no-cache-filter`) neither lock nor look up the
+    /// records; when the solve is one of a build's several, they take the build's in-process lock of
+    /// the key instead (see [`Shared`]).
     #[allow(clippy::type_complexity)]
     fn lock_key(
         &self,
         id: NodeId,
     ) -> Result<(Option<Box<dyn Send>>, Option<Result<Outcome, WorkerError>>), WorkerError> {
-        let ignored = match &self.opts.cache {
-            CachePolicy::Use => false,
-            CachePolicy::Ignore => true,
-            CachePolicy::IgnoreNodes(list) => list.contains(&id),
-        };
-        if ignored {
-            return Ok((None, None));
+        if self.ignored(id) {
+            let Some(shared) = self.shared_run(id) else {
+                return Ok((None, None));
+            };
+            let key = &self.keys[&id].0;
+            let mut runs = shared.runs.lock().expect("shared runs lock");
+            loop {
+                match runs.get(key) {
+                    None => {
+                        runs.insert(key.clone(), None);
+                        let guard = SharedRun {
+                            shared: Arc::clone(shared),
+                            key: key.clone(),
+                        };
+                        return Ok((Some(Box::new(guard)), None));
+                    }
+                    Some(Some(outcome)) => return Ok((None, Some(Ok(outcome.clone())))),
+                    Some(None) if self.cancel.is_cancelled() => return Err(WorkerError::Cancelled),
+                    Some(None) => {
+                        runs = shared
+                            .finished
+                            .wait_timeout(runs, Duration::from_millis(100))
+                            .expect("shared runs lock")
+                            .0;
+                    }
+                }
+            }
         }
         let key = &self.keys[&id].0;
         let records_err = |e: crate::BoxError| WorkerError::Other {
@@ -519,6 +549,19 @@ impl Executor<'_> {
         Ok((Some(guard), None))
     }
 
+    fn ignored(&self, id: NodeId) -> bool {
+        match &self.opts.cache {
+            CachePolicy::Use => false,
+            CachePolicy::Ignore => true,
+            CachePolicy::IgnoreNodes(list) => list.contains(&id),
+        }
+    }
+
+    /// The build's shared state when `id` is run under it: an ignored-cache node of one of several solves.
+    fn shared_run(&self, id: NodeId) -> Option<&Arc<Shared>> {
+        self.opts.shared.as_ref().filter(|_| self.ignored(id))
+    }
+
     fn store(&self, id: NodeId, outcome: &Outcome) -> Result<(), crate::BoxError> {
         let rec = encode_record(outcome);
         let refs: Vec<oci::Digest> = outcome
@@ -532,5 +575,22 @@ impl Executor<'_> {
             self.records.put(&explain_key(identity), &parts, &[])?;
         }
         Ok(())
+    }
+}
+
+/// The build's in-process lock of an ignored-cache key while one solve runs it: dropping it wakes the
+/// solves waiting for that key, and forgets the key if the run left no outcome (it failed).
+struct SharedRun {
+    shared: Arc<Shared>,
+    key: String,
+}
+
+impl Drop for SharedRun {
+    fn drop(&mut self) {
+        let mut runs = self.shared.runs.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(runs.get(&self.key), Some(None)) {
+            runs.remove(&self.key);
+        }
+        self.shared.finished.notify_all();
     }
 }

@@ -568,3 +568,67 @@ fn solves_sharing_slots_stay_within_them_together() {
         "never more than the shared 2 at once"
     );
 }
+
+/// Two graphs of one build (two platforms) that share a first step, solved at the same time.
+fn two_platforms(shared_step: &str, a: &str, b: &str) -> (BuildGraph, NodeId, BuildGraph, NodeId) {
+    let graph = |last: &str| {
+        let mut g = BuildGraph::default();
+        let base = g.add(Op::Scratch, vec![], None, "scratch".into());
+        let s = run(&mut g, base, shared_step);
+        let t = run(&mut g, s, last);
+        (g, t)
+    };
+    let (ga, ta) = graph(a);
+    let (gb, tb) = graph(b);
+    (ga, ta, gb, tb)
+}
+
+fn solve_together(
+    graphs: &[(&BuildGraph, NodeId)],
+    w: &FakeWorker,
+    rec: &MemoryRecords,
+    o: &SolveOptions,
+) -> Vec<Result<solver::Solved, SolveError>> {
+    std::thread::scope(|s| {
+        let running: Vec<_> = graphs
+            .iter()
+            .map(|&(g, t)| s.spawn(move || solve(g, t, w, rec, &solver::NoReporter, o)))
+            .collect();
+        running.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn no_cache_runs_a_step_the_platforms_of_one_build_share_once_and_again_in_the_next_build() {
+    let (ga, ta, gb, tb) = two_platforms("sleep 2", "echo a", "echo b");
+    let w = FakeWorker::default();
+    let rec = MemoryRecords::default();
+    let build = || SolveOptions {
+        cache: CachePolicy::Ignore,
+        shared: Some(std::sync::Arc::default()),
+        ..opts()
+    };
+    let shared_runs = |w: &FakeWorker| {
+        w.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| *c == "sleep 2")
+            .count()
+    };
+    let first = build();
+    for r in solve_together(&[(&ga, ta), (&gb, tb)], &w, &rec, &first) {
+        r.unwrap();
+    }
+    assert_eq!(shared_runs(&w), 1, "{:?}", w.calls.lock().unwrap());
+    // The next build (its own shared state) ignores what the first ran, as --no-cache asks.
+    let second = build();
+    for r in solve_together(&[(&ga, ta), (&gb, tb)], &w, &rec, &second) {
+        r.unwrap();
+    }
+    assert_eq!(shared_runs(&w), 2, "{:?}", w.calls.lock().unwrap());
+    // Both platforms' own steps ran each time.
+    let calls = w.calls.lock().unwrap();
+    assert_eq!(calls.iter().filter(|c| *c == "echo a").count(), 2);
+    assert_eq!(calls.iter().filter(|c| *c == "echo b").count(), 2);
+}

@@ -104,7 +104,7 @@ pub(crate) fn build_with(
         &store,
         rt,
     )?;
-    let platforms = target_platforms(args);
+    let platforms = Platform::targets(&args.platforms);
     if platforms.len() > 1 && plan.attest.is_some() {
         // TODO(#21): one attestation manifest per platform in the index (attest::attach makes the entries;
         // multiplatform::build does not call it yet).
@@ -165,7 +165,7 @@ pub(crate) fn build_with(
         &plan, &store, &client, rt, &images, &progress,
     ));
     let solved = solve(
-        args, &plan, &source, lowered, &store, &images, &client, rt, &remote, &progress, 1,
+        args, &plan, &source, lowered, &store, &images, &client, rt, &remote, &progress, 1, None,
     )?;
     let mut export_opts = plan.export_opts.clone();
     export_opts.base = base_of(lowered, stage, &images);
@@ -277,54 +277,24 @@ pub(crate) fn report_cache_import(
     Ok(())
 }
 
-/// `--platform` as given (comma-separated, repeated; duplicates dropped), else the host's.
-fn target_platforms(args: &BuildArgs) -> Vec<Platform> {
-    let mut out: Vec<Platform> = Vec::new();
-    for p in &args.platforms {
-        if !out.contains(p) {
-            out.push(p.clone());
-        }
-    }
-    if out.is_empty() {
-        out.push(Platform::host());
-    }
-    out
-}
-
 /// Fails before any step runs when a RUN is for an architecture the host neither runs nor emulates.
 fn check_emulation(targets: &[frontend::Lowered], source: &Source) -> Result<()> {
     let dir = Path::new(runner::binfmt::BINFMT_DIR);
-    let mut handlers = None;
-    for lowered in targets {
-        for (platform, span) in lowered.run_platforms() {
-            if runner::binfmt::runs_natively(&platform.architecture) {
-                continue;
-            }
-            let registered = match &handlers {
-                Some(h) => h,
-                None => handlers.insert(runner::binfmt::handlers(dir)?),
-            };
-            if runner::binfmt::handler_for(registered, &platform.architecture).is_none() {
-                let arch = &platform.architecture;
-                let d = frontend::Diagnostic {
-                    message: format!(
-                        "RUN for {platform} needs emulation, and no binfmt_misc handler for {arch} is \
-                         registered in {}",
-                        dir.display()
-                    ),
-                    span,
-                    help: Some(format!(
-                        "run `rbuild binfmt --install {arch}` as root (it registers Debian's \
-                         qemu-user-static; docs/MULTIPLATFORM.md), or build without --platform {platform}"
-                    )),
-                };
-                bail!(diagnostics::from_frontend(
-                    &source.label,
-                    &source.text,
-                    &[d]
-                ));
-            }
-        }
+    let runs = targets.iter().flat_map(frontend::Lowered::run_platforms);
+    let runs = runs.map(|(p, span)| (p.architecture.clone(), (p, span)));
+    if let Some((arch, (platform, span))) = runner::binfmt::first_unemulated(dir, runs)? {
+        let (message, help) = runner::binfmt::missing_handler(&platform.to_string(), &arch, dir);
+        let help = Some(help);
+        let d = frontend::Diagnostic {
+            message,
+            span,
+            help,
+        };
+        bail!(diagnostics::from_frontend(
+            &source.label,
+            &source.text,
+            &[d]
+        ));
     }
     Ok(())
 }
@@ -547,6 +517,7 @@ pub(crate) fn solve(
     remote: &Arc<Remote>,
     progress: &dyn solver::Reporter,
     together: usize,
+    shared: Option<Arc<solver::Shared>>,
 ) -> Result<Solved> {
     let stage = &lowered.stages[lowered.target];
     let walk = std::time::Instant::now();
@@ -615,6 +586,7 @@ pub(crate) fn solve(
         identities: node_identities(&lowered.graph, &source.context.identity()),
         cancel: Arc::clone(&plan.shared.0),
         slots: plan.shared.1.clone(),
+        shared,
     };
     let _lease = store.lease()?;
     let records = LayeredRecords {

@@ -108,33 +108,17 @@ pub(crate) fn push(
     for (source, dest) in pairs {
         let reference: oci::Reference = dest.parse().with_context(|| format!("image {dest:?}"))?;
         // A tagged image has all its blobs here; no imported cache is involved.
-        if let Some((index, images)) = export::local_index(store, &source)? {
-            let images: Vec<&export::Image> = images.iter().map(|(_, i)| i).collect();
-            let digest = rt.block_on(export::push_index(
-                client.get()?,
-                store,
-                &images::NoBlobSource,
-                None,
-                &images,
-                &index,
-                &reference,
-            ))?;
-            if let Some(file) = &args.digestfile {
-                fs_err::write(file, digest.to_string())?;
-            }
-            println!("{}@{digest}", reference.name());
-            continue;
-        }
-        let image = local_image(store, &source)?;
-        let digest = rt.block_on(export::push(
+        let built = export::Built::local(store, &source)?;
+        let digest = rt.block_on(built.push(
             client.get()?,
             store,
             &images::NoBlobSource,
             None,
-            &image,
             &reference,
         ))?;
-        crate::cmd::attest::push_stored(store, client.get()?, rt, &source, &reference, &image)?;
+        if let export::Built::Image(image) = &built {
+            crate::cmd::attest::push_stored(store, client.get()?, rt, &source, &reference, image)?;
+        }
         if let Some(file) = &args.digestfile {
             fs_err::write(file, digest.to_string())?;
         }

@@ -2,7 +2,6 @@
 //! stage whose keys do not depend on the target platform, such as `FROM --platform=$BUILDPLATFORM` without
 //! TARGET* args, runs once), one image each, and an image index naming them all (docs/MULTIPLATFORM.md).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
@@ -39,12 +38,15 @@ pub(crate) fn build(
         .map(|(p, l)| (&l.graph, format!("[{p}] ")))
         .collect();
     progress.attach_all(&graphs);
-    let solves: Vec<_> = std::thread::scope(|s| {
+    // One platform failing cancels the others; under --no-cache a shared step still runs once.
+    let shared = Arc::new(solver::Shared::default());
+    let results: Vec<Result<_>> = std::thread::scope(|s| {
         let running: Vec<_> = targets
             .iter()
             .enumerate()
             .map(|(k, lowered)| {
                 let remote = &remote;
+                let shared = Arc::clone(&shared);
                 s.spawn(move || {
                     solve(
                         args,
@@ -58,6 +60,7 @@ pub(crate) fn build(
                         remote,
                         &progress.for_graph(k),
                         targets.len(),
+                        Some(shared),
                     )
                 })
             })
@@ -65,8 +68,9 @@ pub(crate) fn build(
         running
             .into_iter()
             .map(|t| t.join().expect("a solve thread panicked"))
-            .collect::<Result<_>>()
-    })?;
+            .collect()
+    });
+    let solves = first_failure(results, platforms)?;
     let mut built = Vec::new();
     for ((platform, lowered), solved) in platforms.iter().zip(targets).zip(&solves) {
         let stage = &lowered.stages[lowered.target];
@@ -89,69 +93,15 @@ pub(crate) fn build(
         report_cache_import(&remote, solved, progress)?;
         built.push((platform.clone(), image));
     }
-    let entries: Vec<_> = built
-        .iter()
-        .map(|(p, i)| (p.clone(), i.manifest_desc.clone()))
-        .collect();
-    let index = export::build_index(&entries, plan.export_opts.oci_mediatypes, BTreeMap::new())?;
-    index.store(store)?;
+    let built = export::Built::index(store, built, plan.export_opts.oci_mediatypes)?;
     let task = progress.task("exporting image index");
-    task.status(&format!(
-        "writing image index {} ({})",
-        index.desc.digest,
-        index.platforms().join(", ")
-    ));
-    let complete = built
-        .iter()
-        .all(|(_, i)| i.manifest.layers.iter().all(|l| store.has_blob(&l.digest)));
-    for t in plan.tags.iter().filter(|_| complete) {
-        store.set_tag(&t.familiar(), &index.desc)?;
+    let (digest, platforms) = (&built.descriptor().digest, built.platforms().join(", "));
+    task.status(&format!("writing image index {digest} ({platforms})"));
+    for t in plan.tags.iter().filter(|_| built.complete(store)) {
+        store.set_tag(&t.familiar(), built.descriptor())?;
         task.status(&format!("naming to {}", t.familiar()));
     }
-    let names: Vec<String> = plan.tags.iter().map(Reference::familiar).collect();
-    let refs: Vec<(Platform, &export::Image)> = built.iter().map(|(p, i)| (p.clone(), i)).collect();
-    for output in plan
-        .outputs
-        .iter()
-        .filter(|o| !matches!(o, export::Output::Image { .. }))
-    {
-        let task = progress.task(format!("exporting to {}", output.kind()));
-        match export::write_index_output(store, &refs, &index, &names, output) {
-            Ok(said) => task.status(said.as_deref().unwrap_or("done")),
-            Err(e) => {
-                task.fail(&format!("{e:#}"));
-                return Err(e);
-            }
-        }
-    }
-    if plan.push {
-        if plan.tags.is_empty() {
-            bail!("--push needs a -t NAME that names the registry");
-        }
-        let only: Vec<&export::Image> = built.iter().map(|(_, i)| i).collect();
-        for t in &plan.tags {
-            let task = progress.task(format!("pushing {}", t.familiar()));
-            let pushed = rt.block_on(export::push_index(
-                client.get()?,
-                store,
-                remote.as_ref(),
-                None,
-                &only,
-                &index,
-                &plan.push_target(t),
-            ));
-            match pushed {
-                Ok(d) => {
-                    task.status(&format!("pushed {}@{d}", t.familiar()));
-                    println!("{}@{d}", t.name());
-                }
-                Err(e) => {
-                    task.fail(&format!("{e:#}"));
-                    return Err(e);
-                }
-            }
-        }
-    }
+    deliver(plan, store, client, rt, &remote, &built, progress)?;
     let all: Vec<_> = targets
         .iter()
         .zip(&solves)
@@ -168,13 +118,91 @@ pub(crate) fn build(
         job.run(&all, &plan.export_opts, progress)?;
     }
     progress.finish();
-    let id = index.desc.digest.clone();
+    report_id(args, plan, &built)
+}
+
+/// The solves' results, or the error of the platform that failed (the others were cancelled by it),
+/// named after that platform.
+fn first_failure<T>(results: Vec<Result<T>>, platforms: &[Platform]) -> Result<Vec<T>> {
+    // A solve stopped by another's failure fails with "cancelled" (as in `rbuild bake`).
+    let cancelled = |e: &anyhow::Error| format!("{e:#}").ends_with("cancelled");
+    let failed = results
+        .iter()
+        .position(|r| r.as_ref().is_err_and(|e| !cancelled(e)))
+        .or_else(|| results.iter().position(Result::is_err));
+    let Some(k) = failed else {
+        return Ok(results
+            .into_iter()
+            .map(|r| r.expect("no failure"))
+            .collect());
+    };
+    let e = results
+        .into_iter()
+        .nth(k)
+        .and_then(Result::err)
+        .expect("failed");
+    let prefix = format!("[{}] ", platforms[k]);
+    Err(match e.downcast::<crate::diagnostics::SourceError>() {
+        Ok(d) => anyhow::Error::new(d.prefixed(&prefix)),
+        Err(e) => e.context(prefix.trim_end().to_owned()),
+    })
+}
+
+/// The outputs besides the local store's, then `--push`: every image by digest and the index to each
+/// tag's registry; prints `NAME@DIGEST` on stdout for each.
+fn deliver(
+    plan: &Plan,
+    store: &cache::Store,
+    client: &LazyClient,
+    rt: &tokio::runtime::Runtime,
+    remote: &remotecache::Remote,
+    built: &export::Built,
+    progress: &Progress,
+) -> Result<()> {
+    let names: Vec<String> = plan.tags.iter().map(Reference::familiar).collect();
+    let others = plan.outputs.iter();
+    for output in others.filter(|o| !matches!(o, export::Output::Image { .. })) {
+        let task = progress.task(format!("exporting to {}", output.kind()));
+        match built.write_output(store, &names, output) {
+            Ok(said) => task.status(said.as_deref().unwrap_or("done")),
+            Err(e) => {
+                task.fail(&format!("{e:#}"));
+                return Err(e);
+            }
+        }
+    }
+    if !plan.push {
+        return Ok(());
+    }
+    if plan.tags.is_empty() {
+        bail!("--push needs a -t NAME that names the registry");
+    }
+    for t in &plan.tags {
+        let task = progress.task(format!("pushing {}", t.familiar()));
+        let t = &plan.push_target(t);
+        match rt.block_on(built.push(client.get()?, store, remote, None, t)) {
+            Ok(d) => {
+                task.status(&format!("pushed {}@{d}", t.familiar()));
+                println!("{}@{d}", t.name());
+            }
+            Err(e) => {
+                task.fail(&format!("{e:#}"));
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `--iidfile`, `--metadata-file` and `--quiet`: the index digest.
+fn report_id(args: &BuildArgs, plan: &Plan, built: &export::Built) -> Result<Option<oci::Digest>> {
+    let id = built.id().clone();
     if let Some(path) = &args.iidfile {
         fs_err::write(path, id.to_string())?;
     }
     if let Some(path) = &args.metadata_file {
         let full: Vec<String> = plan.tags.iter().map(Reference::to_string).collect();
-        export::write_index_metadata(path, &index, &full)?;
+        built.write_metadata(path, &full)?;
     }
     if args.quiet {
         println!("{id}");

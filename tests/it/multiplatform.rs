@@ -467,3 +467,140 @@ fn an_emulated_run_needs_no_interpreter_in_the_rootfs_in_chroot_isolation_too() 
     ]);
     assert_eq!(arch.trim(), "aarch64");
 }
+
+/// The files named `name` under the store's cache mounts.
+fn cache_mount_files(env: &Env, name: &str) -> usize {
+    std::fs::read_dir(env.root().join("mounts"))
+        .expect("the store's cache mounts")
+        .filter(|d| d.as_ref().unwrap().path().join(name).exists())
+        .count()
+}
+
+// BuildKit shares the vertex of a $BUILDPLATFORM stage between the platforms of one build even under
+// --no-cache (it solves them in one session); rbuild's solves of one build share such a step in-process.
+#[test]
+fn no_cache_runs_the_buildplatform_stage_once_per_build_not_once_per_platform() {
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "nocache",
+        &[(
+            "Dockerfile",
+            "FROM --platform=$BUILDPLATFORM busybox:local AS build\n\
+             RUN cat /proc/sys/kernel/random/uuid > /stamp\n\
+             FROM scratch\n\
+             COPY --from=build /stamp /\n",
+        )],
+    );
+    let stamps = |out: &str| {
+        let out = env.dir.path().join(out);
+        let (_, stderr) = env.build_plain(
+            "nocache:1",
+            &ctx,
+            &[
+                "--no-cache",
+                "--platform",
+                "linux/amd64,linux/arm64",
+                "-o",
+                &format!("type=local,dest={}", out.display()),
+            ],
+        );
+        let mut ran = [
+            step_status(&stderr, "[linux/amd64] [build 2/2] RUN cat"),
+            step_status(&stderr, "[linux/arm64] [build 2/2] RUN cat"),
+        ];
+        ran.sort();
+        assert_eq!(ran, ["CACHED", "RAN"], "{stderr}");
+        [
+            read(out.join("linux_amd64/stamp")),
+            read(out.join("linux_arm64/stamp")),
+        ]
+    };
+    let first = stamps("out1");
+    assert_eq!(first[0], first[1], "the stage ran once for both platforms");
+    // The next --no-cache build runs it again: nothing of the first build is reused.
+    let second = stamps("out2");
+    assert_eq!(second[0], second[1]);
+    assert_ne!(first[0], second[0]);
+}
+
+// A failing platform cancels the others at once (BuildKit cancels the session's other vertices): the
+// other platform's RUN, started before the failure, is killed before it reaches its end marker.
+#[test]
+fn a_failing_platform_kills_the_other_platforms_run_and_the_error_names_platform_and_line() {
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "cancel",
+        &[(
+            "Dockerfile",
+            "FROM --platform=$BUILDPLATFORM busybox:local\n\
+             ARG TARGETARCH\n\
+             RUN --mount=type=cache,id=m,target=/m \
+             if [ \"$TARGETARCH\" = arm64 ]; then \
+               i=0; while [ ! -e /m/start ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; exit 3; \
+             fi; touch /m/start; sleep 60; touch /m/end\n",
+        )],
+    );
+    let stderr = env.fails(&[
+        "build",
+        "--progress",
+        "plain",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr.lines().any(|l| l.contains("× [linux/arm64] ")
+            && l.contains("/Dockerfile:3: `RUN")
+            && l.ends_with("failed: exited with code 3")),
+        "{stderr}"
+    );
+    assert_eq!(cache_mount_files(&env, "start"), 1, "{stderr}");
+    assert_eq!(cache_mount_files(&env, "end"), 0, "{stderr}");
+}
+
+// `rbuild push` of a local index tag pushes every image by digest and then the index, as
+// `docker push` of a multi-platform image does (buildx's imagetools would too).
+#[test]
+fn rbuild_push_of_a_local_index_tag_pushes_the_index_and_each_platforms_image() {
+    let env = Env::new();
+    let reg = Registry::start();
+    let ctx = env.context(
+        "pushidx",
+        &[(
+            "Dockerfile",
+            "FROM scratch\nARG TARGETARCH\nCOPY ${TARGETARCH}.txt /arch\n",
+        )],
+    );
+    std::fs::write(ctx.join("amd64.txt"), "amd64").unwrap();
+    std::fs::write(ctx.join("arm64.txt"), "arm64").unwrap();
+    let iid = env.dir.path().join("iid");
+    env.build_plain(
+        "multi:1",
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--iidfile",
+            iid.to_str().unwrap(),
+        ],
+    );
+    let index = read(iid);
+    let dest = format!("{}/team/multi:1", reg.addr);
+    let (out, _) = env.ok(&["push", "multi:1", &dest]);
+    assert_eq!(out, format!("{}/team/multi@{index}\n", reg.addr));
+    let raw = json(&sh(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{dest}"),
+    ])));
+    assert_eq!(raw["manifests"].as_array().unwrap().len(), 2, "{raw}");
+    for (arch, want) in [("amd64", "amd64"), ("arm64", "arm64")] {
+        let dir = env.dir.path().join(format!("unpacked-{arch}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rootfs = skopeo_umoci_unpack_arch(&dir, &dest, arch);
+        assert_eq!(read(rootfs.join("arch")), want);
+    }
+}
