@@ -10,7 +10,8 @@ use oci::{Platform, Reference};
 
 use crate::cli::BuildArgs;
 use crate::cmd::build::{
-    base_of, export_image, import_caches, report_cache_import, solve, CacheExport, Plan, Source,
+    attest_image, base_of, export_image, import_caches, report_cache_import, solve, CacheExport,
+    Plan, Source,
 };
 use crate::progress::Progress;
 use images::{Images, LazyClient};
@@ -30,6 +31,7 @@ pub(crate) fn build(
     rt: &tokio::runtime::Runtime,
     progress: &Progress,
 ) -> Result<Option<oci::Digest>> {
+    let started = crate::cmd::attest::now();
     let remote = Arc::new(import_caches(plan, store, client, rt, images, progress));
     // The platforms' graphs run at the same time, sharing --jobs; a step two of them share (a
     // $BUILDPLATFORM stage) runs once: the other waits on its cache key's lock and takes the record.
@@ -87,11 +89,24 @@ pub(crate) fn build(
             false,
         )?;
         report_cache_import(&remote, solved, progress)?;
-        built.push((platform.clone(), image));
+        let attested = attest_image(
+            args,
+            plan,
+            source,
+            lowered,
+            &solved.solved,
+            images,
+            platform,
+            &image,
+            store,
+            started,
+            progress,
+        )?;
+        built.push((platform.clone(), image, attested));
     }
     let entries: Vec<_> = built
         .iter()
-        .map(|(p, i)| (p.clone(), i.manifest_desc.clone()))
+        .map(|(p, i, _)| (p.clone(), i.manifest_desc.clone()))
         .collect();
     let index = export::build_index(&entries, plan.export_opts.oci_mediatypes, BTreeMap::new())?;
     index.store(store)?;
@@ -103,13 +118,14 @@ pub(crate) fn build(
     ));
     let complete = built
         .iter()
-        .all(|(_, i)| i.manifest.layers.iter().all(|l| store.has_blob(&l.digest)));
+        .all(|(_, i, _)| i.manifest.layers.iter().all(|l| store.has_blob(&l.digest)));
     for t in plan.tags.iter().filter(|_| complete) {
         store.set_tag(&t.familiar(), &index.desc)?;
         task.status(&format!("naming to {}", t.familiar()));
     }
     let names: Vec<String> = plan.tags.iter().map(Reference::familiar).collect();
-    let refs: Vec<(Platform, &export::Image)> = built.iter().map(|(p, i)| (p.clone(), i)).collect();
+    let refs: Vec<(Platform, &export::Image)> =
+        built.iter().map(|(p, i, _)| (p.clone(), i)).collect();
     for output in plan
         .outputs
         .iter()
@@ -128,7 +144,11 @@ pub(crate) fn build(
         if plan.tags.is_empty() {
             bail!("--push needs a -t NAME that names the registry");
         }
-        let only: Vec<&export::Image> = built.iter().map(|(_, i)| i).collect();
+        let only: Vec<&export::Image> = built.iter().map(|(_, i, _)| i).collect();
+        let attested: Vec<_> = built
+            .iter()
+            .filter_map(|(p, i, a)| Some((i, p, a.as_ref()?)))
+            .collect();
         for t in &plan.tags {
             let task = progress.task(format!("pushing {}", t.familiar()));
             let pushed = rt.block_on(export::push_index(
@@ -140,6 +160,21 @@ pub(crate) fn build(
                 &index,
                 &plan.push_target(t),
             ));
+            let pushed = pushed.and_then(|d| {
+                if attested.is_empty() {
+                    return Ok(d);
+                }
+                let dest = plan.push_target(t);
+                let bytes = &index.bytes;
+                crate::cmd::attest::push_platforms(
+                    client.get()?,
+                    store,
+                    rt,
+                    &dest,
+                    bytes,
+                    &attested,
+                )
+            });
             match pushed {
                 Ok(d) => {
                     task.status(&format!("pushed {}@{d}", t.familiar()));
