@@ -1,7 +1,7 @@
 //! One module per subcommand: each wires the crates together for its command and prints its result.
 
-pub(crate) mod attest;
 pub(crate) mod bake;
+pub(crate) mod attest;
 pub(crate) mod binfmt;
 pub(crate) mod build;
 pub(crate) mod image;

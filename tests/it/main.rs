@@ -1,10 +1,10 @@
 //! End-to-end tests: the real `rbuild` binary against real parts (namespaces, the CNCF registry, skopeo,
 //! umoci). They need root, as CI has.
 
-/// Attestations: SBOM and provenance checked by independent tools, signing, both attachment modes (#21).
-mod attest;
 /// `rbuild bake`: several targets from compose.yaml / docker-bake.hcl in one run.
 mod bake;
+/// Attestations: SBOM and provenance checked by independent tools, signing, both attachment modes (#21).
+mod attest;
 /// Building images: multi-stage builds, caching, outputs, push, and what consumers see.
 mod build;
 /// The store under concurrency and crashes, GC, cache policies.
