@@ -230,31 +230,124 @@ pub async fn push(
             Ok(image.digest.clone())
         }
         attach::Mode::Index => {
-            let (manifest, config) = attach::buildkit_manifest(&image.digest.to_string(), blobs);
-            store
-                .put_blob(&config)
-                .map_err(|source| PublishError::Store {
-                    image: image.digest.to_string(),
-                    source: Box::new(source),
-                })?;
-            upload(&config, "application/vnd.oci.image.config.v1+json")
-                .await
-                .map_err(err)?;
-            let digest = Digest::sha256_of(&manifest.bytes);
-            client
-                .put_manifest(&by_digest(&digest), &oci_manifest(), &manifest.bytes)
-                .await
-                .map_err(err)?;
+            let manifest = push_attestation_manifest(client, store, dest, image, blobs).await?;
             let mut image_entry = image_json.clone();
             image_entry["platform"] =
                 serde_json::to_value(platform).expect("a platform serializes");
-            let index = attach::index_with_attestations(&[image_entry], &[manifest.descriptor]);
+            let index = attach::index_with_attestations(&[image_entry], &[manifest]);
             client
                 .put_manifest(dest, "application/vnd.oci.image.index.v1+json", &index)
                 .await
                 .map_err(err)
         }
     }
+}
+
+/// Pushes one blob the store holds to `dest`'s repository.
+async fn upload_blob(
+    client: &registry::Client,
+    store: &cache::Store,
+    dest: &Reference,
+    bytes: &[u8],
+    media_type: &str,
+) -> Result<(), PublishError> {
+    let d = desc(&serde_json::json!({
+        "mediaType": media_type,
+        "digest": Digest::sha256_of(bytes).to_string(),
+        "size": bytes.len(),
+    }));
+    client
+        .push_blob(dest, &d, &store.blob_path(&d.digest))
+        .await
+        .map(|_| ())
+        .map_err(|source| PublishError::Push {
+            reference: dest.familiar(),
+            source: Box::new(source),
+        })
+}
+
+/// BuildKit's `unknown/unknown` attestation manifest of `image` (blobs already pushed), with its config,
+/// pushed by digest to `dest`'s repository; returns its index entry.
+async fn push_attestation_manifest(
+    client: &registry::Client,
+    store: &cache::Store,
+    dest: &Reference,
+    image: &Descriptor,
+    blobs: &[Blob],
+) -> Result<Value, PublishError> {
+    let err = |source| PublishError::Push {
+        reference: dest.familiar(),
+        source: Box::new(source),
+    };
+    let (manifest, config) = attach::buildkit_manifest(&image.digest.to_string(), blobs);
+    store
+        .put_blob(&config)
+        .map_err(|source| PublishError::Store {
+            image: image.digest.to_string(),
+            source: Box::new(source),
+        })?;
+    upload_blob(
+        client,
+        store,
+        dest,
+        &config,
+        "application/vnd.oci.image.config.v1+json",
+    )
+    .await?;
+    let by_digest = Reference {
+        tag: None,
+        digest: Some(Digest::sha256_of(&manifest.bytes)),
+        ..dest.clone()
+    };
+    client
+        .put_manifest(&by_digest, &oci_manifest(), &manifest.bytes)
+        .await
+        .map_err(err)?;
+    Ok(manifest.descriptor)
+}
+
+/// Pushes the attestations of each platform image of a multi-platform build whose index `index` (its
+/// JSON) is already pushed to `dest`. Referrers mode: each image gets its referrers, `dest` keeps
+/// naming `index`. Index mode (BuildKit's layout): one `unknown/unknown` attestation manifest per image
+/// after the platform entries, in a new index pushed to `dest`. Returns the digest `dest` names.
+pub async fn push_platforms(
+    client: &registry::Client,
+    store: &cache::Store,
+    dest: &Reference,
+    index: &[u8],
+    images: &[(&Descriptor, &oci::Platform, &[Blob])],
+    mode: attach::Mode,
+) -> Result<Digest, PublishError> {
+    let mut attestations = Vec::new();
+    for (image, platform, blobs) in images {
+        match mode {
+            attach::Mode::Referrers => {
+                push(client, store, dest, image, platform, blobs, mode).await?;
+            }
+            attach::Mode::Index => {
+                for b in *blobs {
+                    upload_blob(client, store, dest, &b.bytes, b.media_type).await?;
+                }
+                attestations
+                    .push(push_attestation_manifest(client, store, dest, image, blobs).await?);
+            }
+        }
+    }
+    if mode == attach::Mode::Referrers {
+        return Ok(Digest::sha256_of(index));
+    }
+    let entries: Value = serde_json::from_slice(index).map_err(|_| PublishError::Malformed {
+        digest: Digest::sha256_of(index).to_string(),
+    })?;
+    let entries: Vec<Value> = entries["manifests"].as_array().cloned().unwrap_or_default();
+    let bytes = attach::index_with_attestations(&entries, &attestations);
+    client
+        .put_manifest(dest, "application/vnd.oci.image.index.v1+json", &bytes)
+        .await
+        .map_err(|source| PublishError::Push {
+            reference: dest.familiar(),
+            source: Box::new(source),
+        })
 }
 
 fn oci_manifest() -> String {

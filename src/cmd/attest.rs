@@ -28,6 +28,7 @@ pub(crate) struct Build<'a> {
     pub(crate) lowered: &'a frontend::Lowered,
     pub(crate) solved: &'a solver::Solved,
     pub(crate) images: &'a images::Images,
+    pub(crate) platform: &'a oci::Platform,
     pub(crate) image: &'a export::Image,
     pub(crate) tags: &'a [Reference],
     pub(crate) started: i64,
@@ -59,7 +60,7 @@ pub(crate) fn make(
         }
     }
     let bases = attest::bases(&b.lowered.graph, |reference| {
-        let r = b.images.resolve(reference)?;
+        let r = b.images.resolve_for(reference, b.platform)?;
         Ok::<_, anyhow::Error>(attest::provenance::ResolvedImage {
             reference: r
                 .reference
@@ -96,7 +97,7 @@ pub(crate) fn make(
         Some(t) if !b.args.no_cache => attest::publish::load(store, t, digest)?,
         _ => Vec::new(),
     };
-    let p = &b.images.platform;
+    let p = b.platform;
     let inputs = attest::Inputs {
         name,
         image_digest: digest,
@@ -142,6 +143,27 @@ pub(crate) fn push(
 ) -> Result<oci::Digest> {
     let desc = &image.manifest_desc;
     let pushed = attest::publish::push(client, store, dest, desc, platform, &a.blobs, a.mode);
+    Ok(rt.block_on(pushed)?)
+}
+
+/// A multi-platform build's attestations, next to its index already pushed to `dest` (each `(image,
+/// platform, attestations)`); returns the digest `dest` names now.
+pub(crate) fn push_platforms(
+    client: &registry::Client,
+    store: &cache::Store,
+    rt: &tokio::runtime::Runtime,
+    dest: &Reference,
+    index: &[u8],
+    attested: &[(&export::Image, &oci::Platform, &attest::Attested)],
+) -> Result<oci::Digest> {
+    let Some((.., first)) = attested.first() else {
+        return Ok(oci::Digest::sha256_of(index));
+    };
+    let each: Vec<_> = attested
+        .iter()
+        .map(|(i, p, a)| (&i.manifest_desc, *p, a.blobs.as_slice()))
+        .collect();
+    let pushed = attest::publish::push_platforms(client, store, dest, index, &each, first.mode);
     Ok(rt.block_on(pushed)?)
 }
 

@@ -105,11 +105,6 @@ pub(crate) fn build_with(
         rt,
     )?;
     let platforms = Platform::targets(&args.platforms);
-    if platforms.len() > 1 && plan.attest.is_some() {
-        // TODO(#21): one attestation manifest per platform in the index (attest::attach makes the entries;
-        // multiplatform::build does not call it yet).
-        bail!("--sbom/--provenance/--attest: not supported with several --platform values yet");
-    }
     let client = Arc::new(LazyClient::new(
         args.registry.client_options(&args.insecure_registries),
     ));
@@ -191,6 +186,7 @@ pub(crate) fn build_with(
         lowered,
         &solved.solved,
         &images,
+        &images.platform,
         &image,
         &store,
         started,
@@ -706,13 +702,14 @@ pub(crate) fn export_image(
 
 /// `--provenance` / `--sbom`: the image's attestations, stored as its referrers (`attesting image`).
 #[allow(clippy::too_many_arguments)]
-fn attest_image(
+pub(crate) fn attest_image(
     args: &BuildArgs,
     plan: &Plan,
     source: &Source,
     lowered: &frontend::Lowered,
     solved: &solver::Solved,
     images: &Images,
+    platform: &Platform,
     image: &export::Image,
     store: &cache::Store,
     started: i64,
@@ -735,6 +732,7 @@ fn attest_image(
         lowered,
         solved,
         images,
+        platform,
         image,
         tags: &plan.tags,
         started,

@@ -9,7 +9,8 @@ use oci::{Platform, Reference};
 
 use crate::cli::BuildArgs;
 use crate::cmd::build::{
-    base_of, export_image, import_caches, report_cache_import, solve, CacheExport, Plan, Source,
+    attest_image, base_of, export_image, import_caches, report_cache_import, solve, CacheExport,
+    Plan, Source,
 };
 use crate::progress::Progress;
 use images::{Images, LazyClient};
@@ -29,6 +30,7 @@ pub(crate) fn build(
     rt: &tokio::runtime::Runtime,
     progress: &Progress,
 ) -> Result<Option<oci::Digest>> {
+    let started = crate::cmd::attest::now();
     let remote = Arc::new(import_caches(plan, store, client, rt, images, progress));
     // The platforms' graphs run at the same time, sharing --jobs; a step two of them share (a
     // $BUILDPLATFORM stage) runs once: the other waits on its cache key's lock and takes the record.
@@ -91,9 +93,27 @@ pub(crate) fn build(
             false,
         )?;
         report_cache_import(&remote, solved, progress)?;
-        built.push((platform.clone(), image));
+        let attested = attest_image(
+            args,
+            plan,
+            source,
+            lowered,
+            &solved.solved,
+            images,
+            platform,
+            &image,
+            store,
+            started,
+            progress,
+        )?;
+        built.push((platform.clone(), image, attested));
     }
-    let built = export::Built::index(store, built, plan.export_opts.oci_mediatypes)?;
+    let (images_built, attested): (Vec<_>, Vec<_>) = built
+        .into_iter()
+        .map(|(p, i, a)| ((p.clone(), i.clone()), a.map(|a| (i, p, a))))
+        .unzip();
+    let attested: Vec<_> = attested.into_iter().flatten().collect();
+    let built = export::Built::index(store, images_built, plan.export_opts.oci_mediatypes)?;
     let task = progress.task("exporting image index");
     let (digest, platforms) = (&built.descriptor().digest, built.platforms().join(", "));
     task.status(&format!("writing image index {digest} ({platforms})"));
@@ -101,7 +121,9 @@ pub(crate) fn build(
         store.set_tag(&t.familiar(), built.descriptor())?;
         task.status(&format!("naming to {}", t.familiar()));
     }
-    deliver(plan, store, client, rt, &remote, &built, progress)?;
+    deliver(
+        plan, store, client, rt, &remote, &built, &attested, progress,
+    )?;
     let all: Vec<_> = targets
         .iter()
         .zip(&solves)
@@ -150,6 +172,7 @@ fn first_failure<T>(results: Vec<Result<T>>, platforms: &[Platform]) -> Result<V
 
 /// The outputs besides the local store's, then `--push`: every image by digest and the index to each
 /// tag's registry; prints `NAME@DIGEST` on stdout for each.
+#[allow(clippy::too_many_arguments)]
 fn deliver(
     plan: &Plan,
     store: &cache::Store,
@@ -157,6 +180,7 @@ fn deliver(
     rt: &tokio::runtime::Runtime,
     remote: &remotecache::Remote,
     built: &export::Built,
+    attested: &[(export::Image, Platform, attest::Attested)],
     progress: &Progress,
 ) -> Result<()> {
     let names: Vec<String> = plan.tags.iter().map(Reference::familiar).collect();
@@ -180,7 +204,16 @@ fn deliver(
     for t in &plan.tags {
         let task = progress.task(format!("pushing {}", t.familiar()));
         let t = &plan.push_target(t);
-        match rt.block_on(built.push(client.get()?, store, remote, None, t)) {
+        let pushed = rt.block_on(built.push(client.get()?, store, remote, None, t));
+        // Each platform image's attestations: its referrers, or BuildKit's index layout.
+        let pushed = pushed.and_then(|d| match (built, attested.is_empty()) {
+            (export::Built::Index { index, .. }, false) => {
+                let each: Vec<_> = attested.iter().map(|(i, p, a)| (i, p, a)).collect();
+                crate::cmd::attest::push_platforms(client.get()?, store, rt, t, &index.bytes, &each)
+            }
+            _ => Ok(d),
+        });
+        match pushed {
             Ok(d) => {
                 task.status(&format!("pushed {}@{d}", t.familiar()));
                 println!("{}@{d}", t.name());

@@ -463,19 +463,6 @@ fn attestations_attach_as_oci_referrers_or_in_buildkit_index_layout() {
         (image, pushed)
     };
 
-    // Not yet for multi-platform builds: refused before anything runs.
-    let refused = env.fails(&[
-        "build",
-        "--platform",
-        "linux/amd64,linux/arm64",
-        "--sbom",
-        ctx.to_str().unwrap(),
-    ]);
-    assert!(
-        refused.contains("not supported with several --platform values yet"),
-        "{refused}"
-    );
-
     // Referrers: the tag names the image alone; the referrers tag `sha256-<hex>` lists an artifact
     // manifest whose subject is the image (this registry has no referrers API: the tag schema).
     let (image, digest) = push("ref", "referrers");
@@ -589,6 +576,99 @@ fn attestations_attach_as_oci_referrers_or_in_buildkit_index_layout() {
             "attestation layer copied: {}",
             blob.display()
         );
+    }
+
+    // Several platforms (no RUN, no base: no emulation needed): one attestation set per platform image.
+    let multi = env.context(
+        "multi",
+        &[
+            ("Dockerfile", "FROM scratch\nCOPY hi /hi\n"),
+            ("hi", "hi\n"),
+        ],
+    );
+    let push_multi = |tag: &str, mode: &str| {
+        let image = format!("{}/att/multi:{tag}", reg.addr);
+        let args = [
+            "build",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--sbom",
+            "--provenance",
+            "--attest-mode",
+            mode,
+            "--push",
+            "-t",
+            &image,
+            multi.to_str().unwrap(),
+        ];
+        let (stdout, _) = expect_success(&rbuild_with(&env, &cfg, &args), &args);
+        let pushed = stdout
+            .lines()
+            .last()
+            .unwrap()
+            .rsplit_once('@')
+            .unwrap()
+            .1
+            .to_owned();
+        (image, pushed)
+    };
+    // Index mode (BuildKit's layout): the platform entries, then one unknown/unknown attestation manifest
+    // per platform image, pointing at it.
+    let (image, pushed) = push_multi("idx", "index");
+    let index = skopeo_raw(&image, &creds);
+    let manifests = index["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 4, "{index}");
+    assert_eq!(pushed, format!("sha256:{}", sh(Command::new("sh").args(["-c",
+        &format!("skopeo inspect --raw --tls-verify=false --creds {creds} docker://{image} | sha256sum | cut -d' ' -f1")])).trim()));
+    let arch: Vec<&str> = manifests
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(arch, ["amd64", "arm64", "unknown", "unknown"], "{index}");
+    for k in 0..2 {
+        let a = &manifests[k + 2]["annotations"];
+        assert_eq!(a["vnd.docker.reference.type"], "attestation-manifest");
+        assert_eq!(
+            a["vnd.docker.reference.digest"], manifests[k]["digest"],
+            "{index}"
+        );
+        let att = skopeo_raw(
+            &format!(
+                "{}/att/multi@{}",
+                reg.addr,
+                manifests[k + 2]["digest"].as_str().unwrap()
+            ),
+            &creds,
+        );
+        assert_eq!(att["layers"].as_array().unwrap().len(), 2, "{att}");
+    }
+    // A pull by platform still picks the real image.
+    let args = ["pull", "--platform", "linux/arm64", &image];
+    expect_success(&rbuild_with(&env, &cfg, &args), &args);
+    let (shown, _) = env.ok(&["inspect", &image]);
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["Descriptor"]["digest"], manifests[1]["digest"]);
+    // Referrers mode: the tag names the plain index; each platform image has its own referrers.
+    let (image, pushed) = push_multi("ref", "referrers");
+    let index = skopeo_raw(&image, &creds);
+    let manifests = index["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 2, "{index}");
+    assert!(!pushed.is_empty());
+    for m in manifests {
+        let d = m["digest"].as_str().unwrap();
+        let refs = skopeo_raw(
+            &format!("{}/att/multi:{}", reg.addr, d.replacen(':', "-", 1)),
+            &creds,
+        );
+        let artifact = skopeo_raw(
+            &format!(
+                "{}/att/multi@{}",
+                reg.addr,
+                refs["manifests"][0]["digest"].as_str().unwrap()
+            ),
+            &creds,
+        );
+        assert_eq!(artifact["subject"]["digest"], d, "{artifact}");
     }
 
     // The registry password is in no attestation (nor anywhere in the store).

@@ -172,6 +172,8 @@ fn bake_set_and_variables_override_as_buildx_documents() {
             "api.tags=other/api:x",
             "--set",
             "w*.labels.team=backend",
+            "--set",
+            "worker.attest=type=provenance",
             "api",
             "worker",
         ],
@@ -187,6 +189,13 @@ fn bake_set_and_variables_override_as_buildx_documents() {
     );
     let (inspect, _) = env.ok(&["inspect", "mono/worker:2"]);
     assert!(inspect.contains("\"team\": \"backend\""), "{inspect}");
+    // `attest` is the target's --attest: worker has provenance naming its target, api has none.
+    let (provenance, _) = env.ok(&["inspect", "--provenance", "mono/worker:2"]);
+    assert!(
+        provenance.contains("\"build-arg:GREETING\": \"yo\""),
+        "{provenance}"
+    );
+    env.fails(&["inspect", "--provenance", "other/api:x"]);
     // Only the targets asked for (and base, which they need) were built.
     let (images, _) = env.ok(&["images"]);
     assert!(!images.contains("mono/web"), "{images}");
