@@ -116,6 +116,7 @@ pub fn spec(
         extra_hosts: vec![],
         limits: runner::Limits::default(),
         capabilities: runner::Capabilities::Default,
+        devices: vec![],
     })
 }
 

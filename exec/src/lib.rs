@@ -24,6 +24,7 @@ use images::{write_layer_blob_pushing, BlobSource, BlobTap, Images};
 use oci::{LayerOptions, MergedView};
 use solver::{ExecContext, Outcome, WorkerError};
 
+pub mod cdi;
 pub mod container;
 pub mod context;
 pub mod context_source;
@@ -119,6 +120,10 @@ impl solver::Worker for BuildWorker {
                     return Err(WorkerError::msg(
                         "RUN --security=insecure is not allowed: build with --allow security.insecure",
                     ));
+                }
+                if !e.devices.is_empty() {
+                    // Same order as BuildKit: a device is allowed before any cache lookup.
+                    cdi::apply(&e.devices, self.entitlements.device).map_err(WorkerError::msg)?;
                 }
                 if e.network == Network::Host && !self.entitlements.network_host {
                     return Err(WorkerError::msg(
@@ -514,6 +519,10 @@ impl BuildWorker {
         } = mounts;
         let mut env = exec.env.clone();
         env.extend(extra_env);
+        let cdi = cdi::apply(&exec.devices, self.entitlements.device).map_err(WorkerError::msg)?;
+        env.extend(cdi.env);
+        let mut mounts = mounts;
+        mounts.extend(cdi.mounts);
 
         let spec = runner::Spec {
             lowers,
@@ -544,6 +553,7 @@ impl BuildWorker {
                 graph::Security::Sandbox => runner::Capabilities::Default,
                 graph::Security::Insecure => runner::Capabilities::All,
             },
+            devices: cdi.devices,
         };
         // Compress the big files of the layer while the RUN writes them, with what CPU it leaves idle.
         // In chroot mode the upper dir is filled only after the command ends.

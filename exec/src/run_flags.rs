@@ -151,6 +151,8 @@ pub struct Entitlements {
     pub network_host: bool,
     /// `security.insecure`: `RUN --security=insecure`.
     pub security_insecure: bool,
+    /// `device`: `RUN --device` (CDI devices without the autoallow annotation).
+    pub device: bool,
 }
 
 impl Entitlements {
@@ -161,9 +163,10 @@ impl Entitlements {
             match v.trim() {
                 "network.host" => e.network_host = true,
                 "security.insecure" => e.security_insecure = true,
+                "device" => e.device = true,
                 other => {
                     return Err(format!(
-                        "--allow {other}: unknown entitlement (network.host, security.insecure)"
+                        "--allow {other}: unknown entitlement (network.host, security.insecure, device)"
                     ))
                 }
             }
@@ -221,8 +224,9 @@ mod tests {
     #[test]
     fn entitlements_parse_as_buildx() {
         let e = Entitlements::parse(&["network.host,security.insecure".into()]).unwrap();
-        assert!(e.network_host && e.security_insecure);
-        assert!(Entitlements::parse(&["device".into()])
+        assert!(e.network_host && e.security_insecure && !e.device);
+        assert!(Entitlements::parse(&["device".into()]).unwrap().device);
+        assert!(Entitlements::parse(&["device=x".into()])
             .unwrap_err()
             .contains("unknown entitlement"));
     }

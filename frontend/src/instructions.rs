@@ -42,6 +42,8 @@ pub(crate) struct RunCmd {
     pub(crate) mounts: Vec<String>,
     pub(crate) network: Option<String>,
     pub(crate) security: Option<String>,
+    /// `--device` values, unexpanded.
+    pub(crate) devices: Vec<String>,
     pub(crate) heredocs: Vec<Heredoc>,
 }
 
@@ -243,7 +245,12 @@ fn typed_inner(ins: &Instruction) -> Result<Command, String> {
         "run" => {
             let f = parse_flags(
                 &ins.flags,
-                &[("mount", Strings), ("network", Str), ("security", Str)],
+                &[
+                    ("mount", Strings),
+                    ("network", Str),
+                    ("security", Str),
+                    ("device", Strings),
+                ],
             )?;
             if ins.args.is_empty() && ins.rest.is_empty() {
                 return Err("RUN requires at least one argument".into());
@@ -253,6 +260,7 @@ fn typed_inner(ins: &Instruction) -> Result<Command, String> {
                 mounts: f.list("mount"),
                 network: f.string("network"),
                 security: f.string("security"),
+                devices: f.list("device"),
                 heredocs: ins.heredocs.clone(),
             })
         }

@@ -1134,6 +1134,16 @@ impl Lowerer<'_> {
                 }
             },
         };
+        let mut devices = Vec::new();
+        for d in &run.devices {
+            match parse_device(&self.expand(d, &env, span)?) {
+                Ok(d) => devices.push(d),
+                Err(msg) => {
+                    self.errors.push(Diagnostic::new(msg, span));
+                    return Err(());
+                }
+            }
+        }
         let mut security = graph::Security::Sandbox;
         if let Some(s) = &run.security {
             match self.expand(s, &env, span)?.as_str() {
@@ -1211,6 +1221,7 @@ impl Lowerer<'_> {
             network,
             mounts,
             security,
+            devices,
         };
         let name = st.next_name(&name_text);
         st.head = self.graph.add(Op::Exec(exec), inputs, Some(span), name);
@@ -1895,5 +1906,64 @@ fn parse_mount(value: &str, workdir: &str, ssh_count: &mut usize) -> Result<Moun
             }))
         }
         other => Err(format!("unsupported mount type {other:?}")),
+    }
+}
+
+/// Parses `RUN --device=NAME[,required[=BOOL]]` (also `name=NAME`), as BuildKit's Dockerfile
+/// frontend does; whether the device exists and is allowed is the worker's to check.
+fn parse_device(v: &str) -> Result<graph::Device, String> {
+    let mut name = None;
+    let mut required = false;
+    for field in v.split(',') {
+        let (key, value) = match field.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (field, None),
+        };
+        match key.to_ascii_lowercase().as_str() {
+            "required" => {
+                required = match value.map(str::to_ascii_lowercase).as_deref() {
+                    None | Some("true" | "1" | "t") => true,
+                    Some("false" | "0" | "f") => false,
+                    Some(other) => {
+                        return Err(format!(
+                            "invalid --device {v:?}: required={other:?} is not a boolean"
+                        ))
+                    }
+                }
+            }
+            "name" if value.is_some() => name = value.map(str::to_owned),
+            _ if name.is_none() && !field.is_empty() => name = Some(field.to_owned()),
+            _ => {
+                return Err(format!(
+                    "invalid --device {v:?}: unexpected field {field:?}"
+                ))
+            }
+        }
+    }
+    let name = name.ok_or_else(|| format!("invalid --device {v:?}: no device name"))?;
+    Ok(graph::Device { name, required })
+}
+
+#[cfg(test)]
+mod device_tests {
+    use super::parse_device;
+
+    #[test]
+    fn device_flag_parses_as_buildkit() {
+        let d = parse_device("vendor.com/dev=foo").unwrap();
+        assert_eq!((d.name.as_str(), d.required), ("vendor.com/dev=foo", false));
+        let d = parse_device("vendor.com/dev=foo,required").unwrap();
+        assert!(d.required);
+        let d = parse_device("name=vendor.com/dev,required=false").unwrap();
+        assert_eq!((d.name.as_str(), d.required), ("vendor.com/dev", false));
+        assert!(parse_device("a=b,required=maybe")
+            .unwrap_err()
+            .contains("not a boolean"));
+        assert!(parse_device("required")
+            .unwrap_err()
+            .contains("no device name"));
+        assert!(parse_device("a=b,c=d")
+            .unwrap_err()
+            .contains("unexpected field"));
     }
 }

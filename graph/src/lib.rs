@@ -169,6 +169,19 @@ pub struct Exec {
     /// `RUN --security`; left out of the encoding when `sandbox`, so the keys of other RUNs stay.
     #[serde(default, skip_serializing_if = "Security::is_sandbox")]
     pub security: Security,
+    /// `RUN --device` (CDI device names); left out of the encoding when empty, so the keys of
+    /// other RUNs stay.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<Device>,
+}
+
+/// A CDI device a RUN asks for (`RUN --device=vendor.com/class=name[,required]`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Device {
+    /// `vendor.com/class=name`, `vendor.com/class=*` (all) or `vendor.com/class` (the first).
+    pub name: String,
+    /// Fail when no CDI spec has it (otherwise the RUN goes on without it, with a warning).
+    pub required: bool,
 }
 
 /// `RUN --security=sandbox|insecure`.
@@ -200,6 +213,7 @@ impl Exec {
             network: Network::Default,
             mounts: Vec::new(),
             security: Security::Sandbox,
+            devices: Vec::new(),
         }
     }
 }

@@ -138,6 +138,17 @@ fn validate(spec: &Spec) -> Result<(), SetupError> {
             spec.cwd
         )));
     }
+    if !spec.devices.is_empty() && spec.isolation == crate::Isolation::Chroot {
+        return Err(SetupError::msg(
+            "devices (RUN --device) need namespace isolation, not chroot",
+        ));
+    }
+    if let Some(d) = spec.devices.iter().find(|d| !d.path.starts_with('/')) {
+        return Err(SetupError::msg(format!(
+            "device path {:?} is not absolute",
+            d.path
+        )));
+    }
     Ok(())
 }
 

@@ -57,6 +57,7 @@
 //!     extra_hosts: vec![],
 //!     limits: runner::Limits::default(),
 //!     capabilities: runner::Capabilities::Default,
+//!     devices: vec![],
 //! };
 //! let exe = std::env::current_exe().unwrap();
 //! let io = std::process::Stdio::inherit;
@@ -170,6 +171,20 @@ pub struct Spec {
     /// Capabilities of the command when it runs as root.
     #[serde(default)]
     pub capabilities: Capabilities,
+    /// Host device nodes given to the command (`RUN --device`, through CDI): bound at their path
+    /// inside, the only binds that keep device access (every other bind and `/dev` are `nodev`).
+    /// Namespace isolation only.
+    #[serde(default)]
+    pub devices: Vec<DeviceNode>,
+}
+
+/// A host device node bound into the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceNode {
+    /// The node on the host (a character or block device).
+    pub host: PathBuf,
+    /// Absolute path inside the sandbox.
+    pub path: String,
 }
 
 /// The capability set of a command run as root.

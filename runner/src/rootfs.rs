@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, CWD};
@@ -701,6 +701,23 @@ pub(crate) fn prepare(
             Ok((*d, Tree::new(tree)))
         })
         .collect::<Result<Vec<_>, SetupError>>()?;
+    // See: #19 and `RUN --device`. Only nodes that are devices on the host, as the user allowed them.
+    let extra_devices = spec
+        .devices
+        .iter()
+        .map(|d| {
+            let meta = fs_err::metadata(&d.host)
+                .ctx(|| format!("device {} not found", d.host.display()))?;
+            let ft = meta.file_type();
+            if !(ft.is_char_device() || ft.is_block_device()) {
+                return Err(SetupError::msg(format!(
+                    "{} is not a device node",
+                    d.host.display()
+                )));
+            }
+            Ok((d.path.as_str(), Tree::new(clone_tree(&d.host, false)?)))
+        })
+        .collect::<Result<Vec<_>, SetupError>>()?;
     let hosts_tree = Tree::new(clone_tree(&hosts, false)?);
     let nosuid_nodev_noexec_attrs = MountAttrFlags::MOUNT_ATTR_NOSUID
         | MountAttrFlags::MOUNT_ATTR_NODEV
@@ -808,6 +825,10 @@ pub(crate) fn prepare(
     )?;
     for (name, tree) in &devices {
         let target = ensure(&format!("/dev/{name}"), Leaf::File)?;
+        tree.attach(&target)?;
+    }
+    for (path, tree) in &extra_devices {
+        let target = ensure(path, Leaf::File)?;
         tree.attach(&target)?;
     }
     let pts = ensure("/dev/pts", Leaf::Dir)?;

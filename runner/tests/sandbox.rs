@@ -86,6 +86,7 @@ impl Sandbox {
             extra_hosts: vec![],
             limits: runner::Limits::default(),
             capabilities: runner::Capabilities::Default,
+            devices: vec![],
         };
         Self { _dir: dir, spec }
     }

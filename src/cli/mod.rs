@@ -484,7 +484,7 @@ pub(crate) struct BuildArgs {
     #[arg(long, value_name = "PATH")]
     pub(crate) cgroup_parent: Option<String>,
     /// Grant RUN steps an entitlement: `network.host` (RUN --network=host), `security.insecure`
-    /// (RUN --security=insecure: all capabilities, no seccomp); repeatable.
+    /// (RUN --security=insecure: all capabilities, no seccomp), `device` (RUN --device); repeatable.
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
     pub(crate) allow: Vec<String>,
     /// Run RUN steps with no_new_privs (setuid binaries then do not raise privileges).

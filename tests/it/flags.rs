@@ -2,7 +2,7 @@
 //! `--shm-size`, `--ulimit`, `--secret id=X` from the environment. Behaviour follows
 //! `docker buildx build` (buildx v0.17 `build/build.go`; BuildKit's `ExtraHosts`, `ShmSize`, `Ulimit`).
 
-use crate::common::Env;
+use crate::common::{expect_success, Env, RBUILD};
 
 #[test]
 fn add_host_shm_size_and_ulimit_apply_to_every_run() {
@@ -246,7 +246,7 @@ fn security_insecure_and_network_host_need_allow() {
     );
     env.ok(&["build", "--allow", "network.host", n]);
     env.ok(&["build", "--network", "host", n]);
-    let e = env.fails(&["build", "--allow", "device", n]);
+    let e = env.fails(&["build", "--allow", "device=x", n]);
     assert!(e.contains("unknown entitlement"), "{e}");
 }
 
@@ -395,4 +395,105 @@ fn memory_swap_cpu_shares_and_cpuset_apply_to_every_run() {
         ctx.to_str().unwrap(),
     ]);
     assert!(e.contains("must be at least --memory"), "{e}");
+}
+
+/// `rbuild --root <store> ARGS…` with the CDI spec dirs set to `dirs`.
+fn rbuild_cdi(env: &Env, dirs: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(RBUILD)
+        .arg("--root")
+        .arg(env.root())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env("RBUILD_CDI_SPEC_DIRS", dirs)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running rbuild")
+}
+
+// BuildKit ≥ 0.20 (docs/cdi.md, client_cdi_test.go): a CDI device's env, device nodes and mounts
+// reach the RUN; it needs `--allow device` unless its spec has the autoallow annotation; a missing
+// device fails the build only when required.
+#[test]
+fn run_device_applies_a_cdi_spec_and_needs_allow_device() {
+    let env = Env::new();
+    env.busybox();
+    let specs = env.context("cdi", &[("shared/f", "from-host\n")]);
+    let shared = specs.join("shared");
+    std::fs::write(
+        specs.join("test.yaml"),
+        format!(
+            "cdiVersion: \"0.6.0\"\nkind: rbuild.test/dev\ndevices:\n- name: zero\n  containerEdits:\n    \
+             env: [CDI_FOO=injected]\n    deviceNodes:\n    - path: /dev/mydev\n      hostPath: /dev/zero\n    \
+             mounts:\n    - hostPath: {}\n      containerPath: /opt/cdi\n      options: [ro, bind]\n",
+            shared.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        specs.join("auto.json"),
+        r#"{"cdiVersion":"0.6.0","kind":"rbuild.test/auto",
+            "annotations":{"org.mobyproject.buildkit.device.autoallow":"true"},
+            "devices":[{"name":"a","containerEdits":{"env":["AUTO=yes"]}}]}"#,
+    )
+    .unwrap();
+    let ctx = env.context(
+        "device",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\n\
+             RUN --device=rbuild.test/dev=zero,required sh -c 'echo $CDI_FOO > /out; \
+                 head -c 3 /dev/mydev | od -An -tx1 | tr -d \" \" >> /out; cat /opt/cdi/f >> /out; \
+                 touch /opt/cdi/w 2>/dev/null || echo ro >> /out'\n",
+        )],
+    );
+    let c = ctx.to_str().unwrap();
+    let out = rbuild_cdi(&env, &specs, &["build", c]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        e.contains("device rbuild.test/dev=zero is requested by the build but not allowed: build with --allow device"),
+        "{e}"
+    );
+    let args = ["build", "--allow", "device", "-t", "dev:1", c];
+    expect_success(&rbuild_cdi(&env, &specs, &args), &args);
+    assert_eq!(
+        env.run_sh("dev:1", "cat /out; test -e /opt/cdi || echo no-mountpoint"),
+        "injected\n000000\nfrom-host\nro\nno-mountpoint\n"
+    );
+
+    // The autoallow annotation needs no --allow; a missing optional device is left out with a
+    // warning; a missing required one fails.
+    let auto = env.context(
+        "device-auto",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\n\
+             RUN --device=rbuild.test/auto --device=rbuild.test/dev=nope sh -c 'echo $AUTO > /auto'\n",
+        )],
+    );
+    let args = ["build", "-t", "dev:2", auto.to_str().unwrap()];
+    let (_, se) = expect_success(&rbuild_cdi(&env, &specs, &args), &args);
+    assert!(
+        se.contains("RUN --device=rbuild.test/dev=nope: device not found in the CDI specs"),
+        "{se}"
+    );
+    assert_eq!(env.run_sh("dev:2", "cat /auto"), "yes\n");
+    let req = env.context(
+        "device-req",
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\nRUN --device=rbuild.test/dev=nope,required true\n",
+        )],
+    );
+    let out = rbuild_cdi(
+        &env,
+        &specs,
+        &["build", "--allow", "device", req.to_str().unwrap()],
+    );
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        e.contains("RUN --device=rbuild.test/dev=nope: required device not found"),
+        "{e}"
+    );
 }
