@@ -3,9 +3,10 @@
 //! Scanners (ours, no external tool): Debian/Ubuntu dpkg status with machine-readable copyright
 //! licences, Alpine's apk installed database, npm (`package-lock.json`, `node_modules/*/package.json`),
 //! Python (`*.dist-info/METADATA`, `*.egg-info/PKG-INFO`), Java archives (`pom.properties`, jar
-//! manifests). Not yet: RPM, Go build info, cargo-auditable (see docs/ATTESTATIONS.md).
+//! manifests), Go modules from the build info of Go 1.18+ ELF executables. Not yet: RPM, cargo-auditable (see docs/ATTESTATIONS.md).
 
 mod dpkg;
+mod go;
 mod java;
 mod npm;
 mod python;
@@ -30,6 +31,8 @@ pub enum Ecosystem {
     Python,
     /// Java archives (Maven coordinates).
     Java,
+    /// Go modules compiled into an executable.
+    Go,
 }
 
 impl Ecosystem {
@@ -41,6 +44,7 @@ impl Ecosystem {
             Self::Npm => "npm",
             Self::Python => "python",
             Self::Java => "java",
+            Self::Go => "go",
         }
     }
 }
@@ -79,6 +83,7 @@ pub fn scan(tree: &dyn Tree) -> Result<Vec<Package>, crate::Error> {
     found.extend(npm::scan(tree, &candidates)?);
     found.extend(python::scan(tree, &candidates)?);
     found.extend(java::scan(tree, &candidates)?);
+    found.extend(go::scan(tree, &candidates)?);
     let mut unique = BTreeMap::new();
     for p in found {
         unique
