@@ -3,13 +3,14 @@
 //! Scanners (ours, no external tool): Debian/Ubuntu dpkg status with machine-readable copyright
 //! licences, Alpine's apk installed database, npm (`package-lock.json`, `node_modules/*/package.json`),
 //! Python (`*.dist-info/METADATA`, `*.egg-info/PKG-INFO`), Java archives (`pom.properties`, jar
-//! manifests), Go modules from the build info of Go 1.18+ ELF executables. Not yet: RPM, cargo-auditable (see docs/ATTESTATIONS.md).
+//! manifests), Go modules from the build info of Go 1.18+ ELF executables, RPM's `rpmdb.sqlite`. Not yet: cargo-auditable (see docs/ATTESTATIONS.md).
 
 mod dpkg;
 mod go;
 mod java;
 mod npm;
 mod python;
+mod rpm;
 mod spdx;
 mod tree;
 
@@ -33,6 +34,8 @@ pub enum Ecosystem {
     Java,
     /// Go modules compiled into an executable.
     Go,
+    /// RPM (`rpmdb.sqlite`).
+    Rpm,
 }
 
 impl Ecosystem {
@@ -45,6 +48,7 @@ impl Ecosystem {
             Self::Python => "python",
             Self::Java => "java",
             Self::Go => "go",
+            Self::Rpm => "rpm",
         }
     }
 }
@@ -79,6 +83,7 @@ pub fn scan(tree: &dyn Tree) -> Result<Vec<Package>, crate::Error> {
     let mut found = Vec::new();
     found.extend(dpkg::scan(tree, &os)?);
     found.extend(dpkg::scan_apk(tree, &os)?);
+    found.extend(rpm::scan(tree, &os)?);
     let candidates = tree.candidates();
     found.extend(npm::scan(tree, &candidates)?);
     found.extend(python::scan(tree, &candidates)?);
