@@ -7,8 +7,9 @@ set -euo pipefail
 # docker.io: dockerd 20.10 for tests/it/images.rs (--load, docker load/save interop). qemu-user-static: the
 # emulated arm64 RUN steps of tests/it/multiplatform.rs (registered by `rbuild binfmt --install arm64`).
 # python3-venv: the independent attestation checkers below (tests/it/attest.rs).
+# rpm: rpmbuild and rpm make a real rpmdb.sqlite for the SBOM's RPM scanner test (attest/src/sbom/rpm.rs).
 pkgs=(docker-registry busybox-static skopeo umoci jq curl apache2-utils debootstrap openssl git uidmap procps
-  libarchive-tools qemu-system-x86 cpio binutils e2fsprogs python3 python3-venv docker.io zstd qemu-user-static)
+  libarchive-tools qemu-system-x86 cpio binutils e2fsprogs python3 python3-venv docker.io zstd qemu-user-static rpm)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

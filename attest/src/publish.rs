@@ -210,12 +210,15 @@ pub async fn push(
                 .map_err(err)?;
             let referrer = attach::referrer_manifest(&image_json, blobs);
             let digest = Digest::sha256_of(&referrer.bytes);
-            client
-                .put_manifest(&by_digest(&digest), &oci_manifest(), &referrer.bytes)
+            let answer = client
+                .put_manifest_answer(&by_digest(&digest), &oci_manifest(), &referrer.bytes)
                 .await
                 .map_err(err)?;
-            // The tag schema, for registries without the referrers API (the subject field lets those
-            // with it index the manifest by itself; the tag then does no harm).
+            if !needs_referrers_tag(answer.oci_subject.as_deref(), &image.digest) {
+                tracing::debug!(reference = %dest, "registry indexes referrers itself (OCI-Subject)");
+                return Ok(image.digest.clone());
+            }
+            // The referrers tag schema, for registries without the referrers API.
             let tag = Reference {
                 tag: Some(attach::referrers_tag(&image.digest.to_string())),
                 digest: None,
@@ -350,6 +353,37 @@ pub async fn push_platforms(
         })
 }
 
+/// Whether the `sha256-<hex>` referrers tag must be written after pushing a manifest whose subject is
+/// `subject`: yes unless the registry answered `OCI-Subject: <subject digest>`, which per the OCI
+/// distribution spec 1.1 means it supports the referrers API and listed the manifest itself (the spec's
+/// client rule; the tag would be redundant there). A header naming another digest is not trusted.
+pub fn needs_referrers_tag(oci_subject: Option<&str>, subject: &Digest) -> bool {
+    match oci_subject {
+        Some(s) if s.trim() == subject.to_string() => false,
+        Some(s) => {
+            tracing::warn!(header = s, %subject, "OCI-Subject names another digest; writing the referrers tag");
+            true
+        }
+        None => true,
+    }
+}
+
 fn oci_manifest() -> String {
     "application/vnd.oci.image.manifest.v1+json".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn referrers_tag_written_only_without_a_matching_oci_subject_header() {
+        let subject = Digest::sha256_of(b"image manifest");
+        // docker-registry (distribution 2.8) and other registries without the referrers API.
+        assert!(needs_referrers_tag(None, &subject));
+        // A registry with the referrers API echoes the subject's digest.
+        assert!(!needs_referrers_tag(Some(&subject.to_string()), &subject));
+        let other = Digest::sha256_of(b"something else");
+        assert!(needs_referrers_tag(Some(&other.to_string()), &subject));
+    }
 }

@@ -845,6 +845,18 @@ impl Client {
         media_type: &str,
         bytes: &[u8],
     ) -> Result<Digest, Error> {
+        Ok(self.put_manifest_answer(r, media_type, bytes).await?.digest)
+    }
+
+    /// [`Client::put_manifest`], also returning what the registry answered that matters to the caller:
+    /// the `OCI-Subject` header, which a registry with the OCI 1.1 referrers API sets when the manifest
+    /// has a `subject`.
+    pub async fn put_manifest_answer(
+        &self,
+        r: &Reference,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<PutManifest, Error> {
         let digest = Digest::sha256_of(bytes);
         if let Some(pinned) = &r.digest {
             if *pinned != digest {
@@ -882,8 +894,16 @@ impl Client {
                 tracing::warn!(reference = %r, ours = %digest, registry = echoed, "registry reports another manifest digest");
             }
         }
-        tracing::debug!(reference = %r, %digest, "manifest pushed");
-        Ok(digest)
+        let oci_subject = resp
+            .headers()
+            .get("oci-subject")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        tracing::debug!(reference = %r, %digest, ?oci_subject, "manifest pushed");
+        Ok(PutManifest {
+            digest,
+            oci_subject,
+        })
     }
 
     /// Checks that `registry` accepts `username`/`password`, as `docker login` does before saving them:
@@ -1628,6 +1648,16 @@ fn content_range_start(resp: &reqwest::Response) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// A manifest pushed: its digest and the registry's `OCI-Subject` answer, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutManifest {
+    /// The digest of the bytes pushed.
+    pub digest: Digest,
+    /// The `OCI-Subject` response header: the subject's digest, from a registry that indexed the
+    /// manifest for the referrers API itself.
+    pub oci_subject: Option<String>,
 }
 
 /// A manifest or index as the registry served it, not interpreted ([`Client::get_manifest_raw`]).

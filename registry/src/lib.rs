@@ -37,7 +37,7 @@ mod stall;
 
 pub use client::{
     default_certs_d, registries_in_certs_d, Client, ClientOptions, Growth, PulledManifest,
-    PushOutcome, RawManifest, UploadMethod, DEFAULT_CHUNK_SIZE,
+    PushOutcome, PutManifest, RawManifest, UploadMethod, DEFAULT_CHUNK_SIZE,
 };
 pub use credentials::{
     default_containers_auth, default_docker_config, login, logout, normalise_host,

@@ -3,12 +3,14 @@
 //! Scanners (ours, no external tool): Debian/Ubuntu dpkg status with machine-readable copyright
 //! licences, Alpine's apk installed database, npm (`package-lock.json`, `node_modules/*/package.json`),
 //! Python (`*.dist-info/METADATA`, `*.egg-info/PKG-INFO`), Java archives (`pom.properties`, jar
-//! manifests). Not yet: RPM, Go build info, cargo-auditable (see docs/ATTESTATIONS.md).
+//! manifests), Go modules from the build info of Go 1.18+ ELF executables, RPM's `rpmdb.sqlite`. Not yet: cargo-auditable (see docs/ATTESTATIONS.md).
 
 mod dpkg;
+mod go;
 mod java;
 mod npm;
 mod python;
+mod rpm;
 mod spdx;
 mod tree;
 
@@ -30,6 +32,10 @@ pub enum Ecosystem {
     Python,
     /// Java archives (Maven coordinates).
     Java,
+    /// Go modules compiled into an executable.
+    Go,
+    /// RPM (`rpmdb.sqlite`).
+    Rpm,
 }
 
 impl Ecosystem {
@@ -41,6 +47,8 @@ impl Ecosystem {
             Self::Npm => "npm",
             Self::Python => "python",
             Self::Java => "java",
+            Self::Go => "go",
+            Self::Rpm => "rpm",
         }
     }
 }
@@ -75,10 +83,12 @@ pub fn scan(tree: &dyn Tree) -> Result<Vec<Package>, crate::Error> {
     let mut found = Vec::new();
     found.extend(dpkg::scan(tree, &os)?);
     found.extend(dpkg::scan_apk(tree, &os)?);
+    found.extend(rpm::scan(tree, &os)?);
     let candidates = tree.candidates();
     found.extend(npm::scan(tree, &candidates)?);
     found.extend(python::scan(tree, &candidates)?);
     found.extend(java::scan(tree, &candidates)?);
+    found.extend(go::scan(tree, &candidates)?);
     let mut unique = BTreeMap::new();
     for p in found {
         unique

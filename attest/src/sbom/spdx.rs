@@ -208,7 +208,7 @@ pub fn spdx_document(info: &DocumentInfo<'_>, packages: &[Package]) -> Value {
             "versionInfo": p.version,
             "downloadLocation": "NOASSERTION",
             "filesAnalyzed": false,
-            "primaryPackagePurpose": if p.ecosystem == Ecosystem::Deb || p.ecosystem == Ecosystem::Apk { "OPERATING-SYSTEM" } else { "LIBRARY" },
+            "primaryPackagePurpose": if matches!(p.ecosystem, Ecosystem::Deb | Ecosystem::Apk | Ecosystem::Rpm) { "OPERATING-SYSTEM" } else { "LIBRARY" },
             "licenseConcluded": "NOASSERTION",
             "licenseDeclared": refs.declared(&p.licenses),
             "copyrightText": "NOASSERTION",

@@ -5,7 +5,7 @@ use std::io;
 use std::path::PathBuf;
 
 /// File names whose paths [`Tree::candidates`] lists (the files the npm and Python scanners read; Java
-/// archives are listed by their suffix).
+/// archives are listed by their suffix, executables by their mode and size).
 const CANDIDATE_NAMES: &[&str] = &["package.json", "package-lock.json", "METADATA", "PKG-INFO"];
 
 /// Directories never walked for candidates: kernel file systems, and the large data trees of a
@@ -43,9 +43,20 @@ pub trait Tree {
     /// The contents of a regular file (symlinks followed inside the tree), `None` when the path is
     /// missing, whited out or not a regular file.
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>, crate::Error>;
-    /// Absolute paths of the files named like [`CANDIDATE_NAMES`] that exist in the tree, sorted.
+    /// At most the first `len` bytes of a regular file, like [`Tree::read`] otherwise.
+    fn read_head(&self, path: &str, len: usize) -> Result<Option<Vec<u8>>, crate::Error> {
+        Ok(self.read(path)?.map(|mut b| {
+            b.truncate(len);
+            b
+        }))
+    }
+    /// Absolute paths of the files named like [`CANDIDATE_NAMES`], of Java archives and of executables
+    /// (any exec bit, at most [`MAX_EXECUTABLE`] bytes) that exist in the tree, sorted.
     fn candidates(&self) -> Vec<String>;
 }
+
+/// Executables bigger than this are not listed as candidates (the Go scanner reads them whole).
+pub(crate) const MAX_EXECUTABLE: u64 = 256 << 20;
 
 /// An image tree made of snapshot directories (base first), as the store keeps them.
 pub struct LayerTree {
@@ -89,6 +100,34 @@ impl Tree for LayerTree {
         }
     }
 
+    fn read_head(&self, path: &str, len: usize) -> Result<Option<Vec<u8>>, crate::Error> {
+        use std::io::Read;
+        let err = |source| crate::Error::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let Some(r) = self.view.resolve(path, true).map_err(err)? else {
+            return Ok(None);
+        };
+        if r.is_dir {
+            return Ok(None);
+        }
+        match fs_err::symlink_metadata(&r.host_path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(err(e)),
+        }
+        let f = match fs_err::File::open(&r.host_path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(err(e)),
+        };
+        let mut buf = Vec::with_capacity(len);
+        f.take(len as u64).read_to_end(&mut buf).map_err(err)?;
+        Ok(Some(buf))
+    }
+
     fn candidates(&self) -> Vec<String> {
         // Each layer directory is walked natively (readdir with file types, like `find`); only the few
         // candidate paths then go through the merged view, which drops whited-out ones.
@@ -126,13 +165,22 @@ fn candidate_files(root: &std::path::Path) -> Vec<String> {
                     stack.push((e.path(), path));
                 }
             } else if ft.is_file()
-                && (CANDIDATE_NAMES.contains(&name) || super::java::is_archive(name))
+                && (CANDIDATE_NAMES.contains(&name)
+                    || super::java::is_archive(name)
+                    || is_small_executable(&e))
             {
                 out.push(format!("/{path}"));
             }
         }
     }
     out
+}
+
+/// Whether a directory entry (a regular file) has an exec bit and is at most [`MAX_EXECUTABLE`] bytes.
+fn is_small_executable(e: &fs_err::DirEntry) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    e.metadata()
+        .is_ok_and(|m| m.permissions().mode() & 0o111 != 0 && m.len() <= MAX_EXECUTABLE)
 }
 
 /// `ID` and `VERSION_ID` of `/etc/os-release` (or `/usr/lib/os-release`), for package URLs.
@@ -178,6 +226,16 @@ mod tests {
         fs_err::write(b.join("app/node_modules/a/package.json"), "{}").unwrap();
         fs_err::write(b.join("app/node_modules/gone/package.json"), "{}").unwrap();
         fs_err::write(b.join("proc/package.json"), "{}").unwrap();
+        // Executables are candidates (for the Go scanner), other files are not.
+        use std::os::unix::fs::PermissionsExt;
+        fs_err::create_dir_all(b.join("app/bin")).unwrap();
+        fs_err::write(b.join("app/bin/tool"), "x").unwrap();
+        fs_err::set_permissions(
+            b.join("app/bin/tool"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        fs_err::write(b.join("app/bin/data"), "x").unwrap();
         fs_err::create_dir_all(b.join("usr/share/doc/x")).unwrap();
         fs_err::write(b.join("usr/share/doc/x/package.json"), "{}").unwrap();
         fs_err::create_dir_all(b.join("etc")).unwrap();
@@ -187,7 +245,14 @@ mod tests {
         fs_err::create_dir_all(u.join("app/node_modules")).unwrap();
         rustix_mknod_whiteout(&u.join("app/node_modules/gone"));
         let tree = LayerTree::new(vec![b.to_path_buf(), u.to_path_buf()]);
-        assert_eq!(tree.candidates(), vec!["/app/node_modules/a/package.json"]);
+        assert_eq!(
+            tree.candidates(),
+            vec!["/app/bin/tool", "/app/node_modules/a/package.json"]
+        );
+        assert_eq!(
+            tree.read_head("/app/bin/tool", 1).unwrap(),
+            Some(b"x".to_vec())
+        );
         // `/etc/os-release -> /etc/hostname` resolves inside the image, where it does not exist.
         assert_eq!(tree.read("/etc/os-release").unwrap(), None);
     }
