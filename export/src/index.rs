@@ -232,21 +232,7 @@ fn write_index_layout(
     sink.bytes("index.json", &serde_json::to_vec(&top)?)?;
     let blob_path = |d: &Digest| format!("blobs/sha256/{}", d.hex());
     sink.bytes(&blob_path(&index.desc.digest), &index.bytes)?;
-    let mut seen = std::collections::HashSet::new();
-    for (_, image) in images {
-        let mut blobs = vec![
-            image.manifest_desc.digest.clone(),
-            image.manifest.config.digest.clone(),
-        ];
-        blobs.extend(image.manifest.layers.iter().map(|l| l.digest.clone()));
-        for d in blobs {
-            if seen.insert(d.clone()) {
-                sink.file(&blob_path(&d), &store.blob_path(&d))
-                    .with_context(|| format!("writing blob {d}"))?;
-            }
-        }
-    }
-    Ok(())
+    crate::write_image_blobs(sink, store, images.iter().map(|(_, i)| *i))
 }
 
 /// Writes buildx's `--metadata-file` JSON for an index (`containerimage.digest` is the index's);

@@ -937,8 +937,17 @@ fn write_layout(
             .collect();
         sink.bytes("manifest.json", &serde_json::to_vec(&entries)?)?;
     }
+    write_image_blobs(sink, store, images.iter().map(|(i, _)| *i))
+}
+
+/// Writes each image's manifest, config and layers under `blobs/sha256/` of a layout, each blob once.
+pub(crate) fn write_image_blobs<'a>(
+    sink: &mut dyn Sink,
+    store: &cache::Store,
+    images: impl IntoIterator<Item = &'a Image>,
+) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
-    for (image, _) in images {
+    for image in images {
         let mut blobs = vec![
             image.manifest_desc.digest.clone(),
             image.manifest.config.digest.clone(),
@@ -946,7 +955,8 @@ fn write_layout(
         blobs.extend(image.manifest.layers.iter().map(|l| l.digest.clone()));
         for d in blobs {
             if seen.insert(d.clone()) {
-                sink.file(&blob_path(&d), &store.blob_path(&d))
+                let path = format!("blobs/sha256/{}", d.hex());
+                sink.file(&path, &store.blob_path(&d))
                     .with_context(|| format!("writing blob {d}"))?;
             }
         }

@@ -22,8 +22,8 @@ pub struct DockerIgnore {
     patterns: Vec<Pattern>,
 }
 
-/// Cleans a path like Go's `path.Clean`.
-fn clean(p: &str) -> String {
+/// Cleans a path like Go's `path.Clean` (also the build checks' `filepath.Clean` of a context path).
+pub(crate) fn clean(p: &str) -> String {
     let rooted = p.starts_with('/');
     let mut out: Vec<&str> = Vec::new();
     for part in p.split('/') {

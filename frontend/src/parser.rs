@@ -642,7 +642,8 @@ fn suggest(word: &str) -> Option<String> {
         .map(|(_, k)| k.to_ascii_uppercase())
 }
 
-fn levenshtein(a: &str, b: &str) -> usize {
+/// Edit distance (insertions, deletions, substitutions), for "did you mean" suggestions.
+pub(crate) fn levenshtein(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

@@ -115,27 +115,13 @@ fn suggest<'o>(val: &str, options: impl IntoIterator<Item = &'o str>) -> Option<
         if o == val {
             return None;
         }
-        let d = levenshtein(val, o);
+        let d = crate::parser::levenshtein(val, o);
         if d < min {
             best = Some(o);
             min = d;
         }
     }
     best.map(str::to_owned)
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 static SECRET_DENY: LazyLock<Regex> = LazyLock::new(|| {
@@ -950,7 +936,7 @@ fn copy_ignored(
     if src.starts_with("http://") || src.starts_with("https://") || src.starts_with("git@") {
         return;
     }
-    let clean = clean_path(src);
+    let clean = crate::dockerignore::clean(src);
     if (clean == "." || clean == "/")
         && !patterns
             .iter()
@@ -965,31 +951,6 @@ fn copy_ignored(
             format!("Attempting to {verb} file {clean:?} that is excluded by .dockerignore"),
             at,
         );
-    }
-}
-
-/// Go's `filepath.Clean` then `ToSlash`, for a context path.
-fn clean_path(p: &str) -> String {
-    let abs = p.starts_with('/');
-    let mut out: Vec<&str> = Vec::new();
-    for part in p.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if out.last().is_some_and(|l| *l != "..") {
-                    out.pop();
-                } else if !abs {
-                    out.push("..");
-                }
-            }
-            _ => out.push(part),
-        }
-    }
-    let joined = out.join("/");
-    match (abs, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".into(),
-        (false, false) => joined,
     }
 }
 
