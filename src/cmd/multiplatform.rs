@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use oci::{Platform, Reference};
 
 use crate::cli::BuildArgs;
-use crate::cmd::build::{
+use crate::cmd::pipeline::{
     attest_image, base_of, export_image, import_caches, report_cache_import, solve, CacheExport,
     Plan, Source,
 };
