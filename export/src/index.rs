@@ -242,22 +242,7 @@ pub fn write_index_metadata(
     index: &ImageIndex,
     names: &[String],
 ) -> Result<()> {
-    let mut m = serde_json::Map::new();
-    m.insert(
-        "containerimage.descriptor".into(),
-        serde_json::to_value(&index.desc)?,
-    );
-    m.insert(
-        "containerimage.digest".into(),
-        index.desc.digest.to_string().into(),
-    );
-    if !names.is_empty() {
-        m.insert("image.name".into(), names.join(",").into());
-    }
-    let mut bytes = serde_json::to_vec_pretty(&serde_json::Value::Object(m))?;
-    bytes.push(b'\n');
-    fs_err::write(path, bytes)?;
-    Ok(())
+    crate::write_metadata_file(path, &index.desc, None, names)
 }
 
 /// An index of the local store with its images (platform, image), in index order.

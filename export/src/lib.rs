@@ -997,18 +997,35 @@ pub fn save(store: &cache::Store, refs: &[String], dest: &Path, docker: bool) ->
 
 /// Writes buildx's `--metadata-file` JSON for `image`; `names` are full image names.
 pub fn write_metadata(path: &Path, image: &Image, names: &[String]) -> Result<()> {
+    write_metadata_file(
+        path,
+        &image.manifest_desc,
+        Some(&image.config_digest),
+        names,
+    )
+}
+
+/// buildx's `--metadata-file` JSON: what `desc` names (a manifest, or an index without a config).
+pub(crate) fn write_metadata_file(
+    path: &Path,
+    desc: &oci::Descriptor,
+    config: Option<&Digest>,
+    names: &[String],
+) -> Result<()> {
     let mut m = serde_json::Map::new();
-    m.insert(
-        "containerimage.config.digest".into(),
-        image.config_digest.to_string().into(),
-    );
+    if let Some(config) = config {
+        m.insert(
+            "containerimage.config.digest".into(),
+            config.to_string().into(),
+        );
+    }
     m.insert(
         "containerimage.descriptor".into(),
-        serde_json::to_value(&image.manifest_desc)?,
+        serde_json::to_value(desc)?,
     );
     m.insert(
         "containerimage.digest".into(),
-        image.manifest_desc.digest.to_string().into(),
+        desc.digest.to_string().into(),
     );
     if !names.is_empty() {
         m.insert("image.name".into(), names.join(",").into());

@@ -74,13 +74,14 @@ impl LayerTree {
     }
 }
 
-impl Tree for LayerTree {
-    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, crate::Error> {
+impl LayerTree {
+    /// The host path of `path` when it is a regular file of the image (symlinks followed inside the
+    /// merged root only, so a link never reads a host file); `None` when it is absent or not a file.
+    fn regular_file(&self, path: &str) -> Result<Option<PathBuf>, crate::Error> {
         let err = |source| crate::Error::Read {
             path: path.to_owned(),
             source,
         };
-        // Symlinks are followed inside the merged root only, so a link never reads a host file.
         let Some(r) = self.view.resolve(path, true).map_err(err)? else {
             return Ok(None);
         };
@@ -88,15 +89,26 @@ impl Tree for LayerTree {
             return Ok(None);
         }
         match fs_err::symlink_metadata(&r.host_path) {
-            Ok(m) if m.is_file() => {}
-            Ok(_) => return Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(err(e)),
-        }
-        match fs_err::read(&r.host_path) {
-            Ok(b) => Ok(Some(b)),
+            Ok(m) if m.is_file() => Ok(Some(r.host_path)),
+            Ok(_) => Ok(None),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(err(e)),
+        }
+    }
+}
+
+impl Tree for LayerTree {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, crate::Error> {
+        let Some(host) = self.regular_file(path)? else {
+            return Ok(None);
+        };
+        match fs_err::read(&host) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(crate::Error::Read {
+                path: path.to_owned(),
+                source,
+            }),
         }
     }
 
@@ -106,19 +118,10 @@ impl Tree for LayerTree {
             path: path.to_owned(),
             source,
         };
-        let Some(r) = self.view.resolve(path, true).map_err(err)? else {
+        let Some(host) = self.regular_file(path)? else {
             return Ok(None);
         };
-        if r.is_dir {
-            return Ok(None);
-        }
-        match fs_err::symlink_metadata(&r.host_path) {
-            Ok(m) if m.is_file() => {}
-            Ok(_) => return Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(err(e)),
-        }
-        let f = match fs_err::File::open(&r.host_path) {
+        let f = match fs_err::File::open(&host) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(err(e)),
