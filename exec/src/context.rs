@@ -202,6 +202,45 @@ impl Context {
         &self.hidden
     }
 
+    /// The published digest of the context's file tree (max provenance): sha256 over what
+    /// `sha256sum` prints for every regular file the build can see (`.dockerignore` applied), sorted
+    /// by path bytewise, paths relative to the root — so anyone can recompute it with
+    /// `find . -type f -printf '%P\0' | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum` over the
+    /// same files. Directories, modes and symlinks are not part of it (COPY's cache keys cover them).
+    /// Reads every file once, in parallel; the internal blake3 digests are not published.
+    pub fn tree_sha256(&self) -> Result<oci::Digest> {
+        use rayon::prelude::*;
+        let files: Vec<&String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.kind == Kind::File)
+            .map(|(p, _)| p)
+            .collect();
+        let sums = files
+            .par_iter()
+            .map(|rel| {
+                let path = self.host_path(rel);
+                let mut f = std::fs::File::open(&path)
+                    .with_context(|| format!("reading {rel} in build context"))?;
+                let mut w = oci::HashingWriter::new(std::io::sink());
+                std::io::copy(&mut f, &mut w)
+                    .with_context(|| format!("reading {rel} in build context"))?;
+                Ok(w.finish().1)
+            })
+            .collect::<Result<Vec<oci::Digest>>>()?;
+        let mut listing = String::new();
+        for (rel, sum) in files.iter().zip(&sums) {
+            // sha256sum's line: a backslash-escaped name (and a leading `\`) when it holds `\` or `\n`.
+            if rel.contains(['\\', '\n']) {
+                let escaped = rel.replace('\\', "\\\\").replace('\n', "\\n");
+                listing.push_str(&format!("\\{}  {escaped}\n", sum.hex()));
+            } else {
+                listing.push_str(&format!("{}  {rel}\n", sum.hex()));
+            }
+        }
+        Ok(oci::Digest::sha256_of(listing.as_bytes()))
+    }
+
     /// Uses (and updates) the stat cache in `store`, so unchanged files are not read again.
     pub fn with_stat_cache(mut self, store: Arc<cache::Store>) -> Self {
         let root = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
@@ -593,6 +632,42 @@ pub fn read_dockerignore(dockerfile: &Path, context: &Path) -> Result<frontend::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tree_sha256_is_what_sha256sum_of_the_visible_files_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs_err::create_dir_all(root.join("src/deep")).unwrap();
+        fs_err::write(root.join("a.txt"), "a\n").unwrap();
+        fs_err::write(root.join("src/deep/b.js"), "b").unwrap();
+        fs_err::write(root.join("src/back\\slash"), "c").unwrap();
+        fs_err::write(root.join("secret.env"), "TOKEN=x").unwrap();
+        std::os::unix::fs::symlink("a.txt", root.join("link")).unwrap();
+        let ignore = frontend::DockerIgnore::parse("*.env\n");
+        let ctx = Context::load(root, &ignore).unwrap();
+        let got = ctx.tree_sha256().unwrap();
+        // The recipe docs/ATTESTATIONS.md gives, run by coreutils over the files .dockerignore keeps.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("find . -type f ! -name '*.env' -printf '%P\\0' | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum")
+            .current_dir(root)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let want = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(got.hex(), want.split_whitespace().next().unwrap());
+        // Content matters; an ignored file does not.
+        fs_err::write(root.join("secret.env"), "TOKEN=y").unwrap();
+        assert_eq!(
+            Context::load(root, &ignore).unwrap().tree_sha256().unwrap(),
+            got
+        );
+        fs_err::write(root.join("src/deep/b.js"), "B").unwrap();
+        assert_ne!(
+            Context::load(root, &ignore).unwrap().tree_sha256().unwrap(),
+            got
+        );
+    }
 
     #[test]
     fn wildcards_follow_filepath_match() {

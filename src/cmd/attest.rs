@@ -33,6 +33,8 @@ pub(crate) struct Build<'a> {
     pub(crate) tags: &'a [Reference],
     pub(crate) started: i64,
     pub(crate) source_date_epoch: Option<i64>,
+    /// The context's file-tree digest (max provenance).
+    pub(crate) context_digest: Option<oci::Digest>,
 }
 
 /// Seconds since the epoch.
@@ -117,7 +119,7 @@ pub(crate) fn make(
             head: b.lowered.stages[b.lowered.target].head,
             solved: b.solved,
             bases: &bases,
-            context_digest: None,
+            context_digest: b.context_digest.as_ref().map(|d| d.hex().to_owned()),
             started: b.started,
             finished: now(),
             source_date_epoch: b.source_date_epoch,

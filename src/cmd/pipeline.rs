@@ -542,6 +542,13 @@ pub(crate) fn attest_image(
         tags: &plan.tags,
         started,
         source_date_epoch: plan.export_opts.source_date_epoch,
+        context_digest: match wanted.request.provenance {
+            Some(attest::provenance::Mode::Max) => {
+                let ctx = &source.context;
+                Some(Context::load(&ctx.root, &ctx.ignore)?.tree_sha256()?)
+            }
+            _ => None,
+        },
     };
     match crate::cmd::attest::make(wanted, &build, store) {
         Ok(a) => {

@@ -306,6 +306,15 @@ fn sbom_and_provenance_of_a_debian_image_pass_independent_checks_and_keep_secret
         steps.iter().all(|s| s["cacheKey"].is_string()),
         "max mode: {steps:?}"
     );
+    // The context's file-tree digest: docs/ATTESTATIONS.md's coreutils recipe over the context gives it.
+    let tree = sh(Command::new("sh").current_dir(&ctx).args([
+        "-c",
+        "find . -type f -printf '%P\\0' | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum",
+    ]));
+    assert_eq!(
+        p["predicate"]["buildDefinition"]["internalParameters"]["context"]["digest"]["sha256"],
+        tree.split_whitespace().next().unwrap(),
+    );
 
     // Signed: securesystemslib (an independent DSSE implementation) and `rbuild verify`.
     for f in ["provenance.dsse.json", "sbom.spdx.dsse.json"] {
