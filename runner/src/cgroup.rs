@@ -52,6 +52,66 @@ fn cgroup_mounts() -> Vec<(PathBuf, bool, Vec<String>)> {
         .collect()
 }
 
+/// Enables `controllers` for the children of the v2 cgroup `dir` where they are not yet; the first
+/// that cannot be is the error.
+fn enable<'c>(dir: &Path, controllers: &[&'c str]) -> Result<(), &'c str> {
+    let control = dir.join("cgroup.subtree_control");
+    let enabled = std::fs::read_to_string(&control).unwrap_or_default();
+    for c in controllers {
+        if !enabled.split_whitespace().any(|e| e == *c)
+            && std::fs::write(&control, format!("+{c}")).is_err()
+        {
+            return Err(c);
+        }
+    }
+    Ok(())
+}
+
+fn not_enabled(controller: &str, parent: &Path) -> SetupError {
+    SetupError::msg(format!(
+        "cannot limit {controller}: the {controller} controller is not enabled for {} (enable it in \
+         its cgroup.subtree_control, or give a --cgroup-parent where it is)",
+        parent.display()
+    ))
+}
+
+/// Where a sandbox's v2 cgroup goes without `--cgroup-parent`: below the cgroup rbuild runs in
+/// (`own`) when its children can have `controllers`, else below the nearest ancestor whose
+/// children can. A v2 cgroup that holds processes cannot enable controllers for its children
+/// (the kernel's "no internal processes" rule), and rbuild's own cgroup always holds rbuild: on
+/// a systemd host (a CI runner's job or service, a login session) the sandbox's cgroup is then
+/// made beside rbuild's, in the slice around it — as a container engine's scope would be.
+/// Controllers are enabled only in a cgroup without processes.
+fn v2_parent(root: &Path, own: &Path, controllers: &[&str]) -> Result<PathBuf, SetupError> {
+    let mut at = own.to_path_buf();
+    loop {
+        let busy = at != root
+            && std::fs::read_to_string(at.join("cgroup.procs"))
+                .map_or(true, |p| !p.trim().is_empty());
+        let enabled =
+            std::fs::read_to_string(at.join("cgroup.subtree_control")).unwrap_or_default();
+        let all = controllers
+            .iter()
+            .all(|c| enabled.split_whitespace().any(|e| e == *c));
+        if all || (!busy && enable(&at, controllers).is_ok()) {
+            if at != own {
+                tracing::debug!(
+                    parent = %at.display(),
+                    "cgroup v2: the sandbox's cgroup goes below the nearest ancestor whose children can have {controllers:?}"
+                );
+            }
+            return Ok(at);
+        }
+        if at == root || !at.pop() {
+            let missing = controllers
+                .iter()
+                .find(|c| !enabled.split_whitespace().any(|e| e == **c))
+                .unwrap_or(&controllers[0]);
+            return Err(not_enabled(missing, own));
+        }
+    }
+}
+
 /// The process's cgroup path in the v1 hierarchy with `controller`, or in the v2 one (`None`).
 fn own_path(controller: Option<&str>) -> Option<String> {
     let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
@@ -91,58 +151,73 @@ impl Cgroup {
             ("cpuset", limits.cpuset_cpus.is_some()),
             ("pids", limits.pids.is_some()),
         ];
-        for (controller, _) in wanted.iter().filter(|(_, w)| *w) {
+        let wanted: Vec<&str> = wanted.iter().filter(|(_, w)| *w).map(|(c, _)| *c).collect();
+        let v2_root = mounts
+            .iter()
+            .find(|(_, v2, _)| *v2)
+            .map(|(r, _, _)| r.clone());
+        // Each controller from the v1 hierarchy that has it, else from the unified one.
+        let mut unified = Vec::new();
+        for controller in &wanted {
             let v1 = mounts
                 .iter()
                 .find(|(_, v2, opts)| !v2 && opts.iter().any(|o| o == controller));
-            let (root, v2, own) = match v1 {
-                Some((root, _, _)) => (root.clone(), false, own_path(Some(controller))),
-                None => {
-                    let Some((root, _, _)) = mounts.iter().find(|(_, v2, _)| *v2) else {
-                        return Err(SetupError::msg(format!(
-                            "cannot limit {controller}: no cgroup hierarchy has that controller"
-                        )));
-                    };
-                    (root.clone(), true, own_path(None))
+            let Some((root, _, _)) = v1 else {
+                if v2_root.is_none() {
+                    return Err(SetupError::msg(format!(
+                        "cannot limit {controller}: no cgroup hierarchy has that controller"
+                    )));
                 }
+                unified.push(*controller);
+                continue;
             };
-            let own = own.unwrap_or_else(|| "/".into());
+            let own = own_path(Some(controller)).unwrap_or_else(|| "/".into());
             let from = root.join(own.trim_start_matches('/'));
             let parent = match &limits.parent {
                 Some(p) => root.join(p.trim_start_matches('/')),
                 None => from.clone(),
             };
             let dir = parent.join(&name);
-            if cg.made.iter().any(|m| m.dir == dir) {
-                // cpu and cpuacct (or all v2 controllers) share a directory.
-                cg.set(controller, &dir, v2, limits)?;
-                continue;
+            if !cg.made.iter().any(|m| m.dir == dir) {
+                // cpu and cpuacct share a directory (when one hierarchy has both).
+                fs_err::create_dir_all(&parent)
+                    .ctx(|| format!("failed to create the cgroup parent {}", parent.display()))?;
+                fs_err::create_dir(&dir)
+                    .ctx(|| format!("failed to create the cgroup {}", dir.display()))?;
+                cg.made.push(Made {
+                    dir: dir.clone(),
+                    from,
+                    controller: Some((*controller).to_owned()),
+                });
             }
-            fs_err::create_dir_all(&parent)
-                .ctx(|| format!("failed to create the cgroup parent {}", parent.display()))?;
-            if v2 {
-                let available = fs_err::read_to_string(parent.join("cgroup.subtree_control"))
-                    .unwrap_or_default();
-                if !available.split_whitespace().any(|c| c == *controller) {
-                    write(&parent.join("cgroup.subtree_control"), &format!("+{controller}"))
-                        .map_err(|_| {
-                            SetupError::msg(format!(
-                                "cannot limit {controller}: the {controller} controller is not enabled \
-                                 for {} (enable it in its cgroup.subtree_control, or give a \
-                                 --cgroup-parent where it is)",
-                                parent.display()
-                            ))
-                        })?;
+            cg.set(controller, &dir, false, limits)?;
+        }
+        if let (Some(root), false) = (v2_root, unified.is_empty()) {
+            // One directory for every unified controller: a process is in one v2 cgroup.
+            let own = own_path(None).unwrap_or_else(|| "/".into());
+            let from = root.join(own.trim_start_matches('/'));
+            let parent = match &limits.parent {
+                Some(p) => {
+                    let parent = root.join(p.trim_start_matches('/'));
+                    fs_err::create_dir_all(&parent).ctx(|| {
+                        format!("failed to create the cgroup parent {}", parent.display())
+                    })?;
+                    enable(&parent, &unified).map_err(|c| not_enabled(c, &parent))?;
+                    parent
                 }
-            }
+                None => v2_parent(&root, &from, &unified)?,
+            };
+            let dir = parent.join(&name);
             fs_err::create_dir(&dir)
                 .ctx(|| format!("failed to create the cgroup {}", dir.display()))?;
             cg.made.push(Made {
                 dir: dir.clone(),
                 from,
-                controller: (!v2).then(|| (*controller).to_owned()),
+                controller: None,
             });
-            cg.set(controller, &dir, v2, limits)?;
+            for controller in &unified {
+                cg.set(controller, &dir, true, limits)?;
+            }
         }
         let pid = std::process::id().to_string();
         for m in &cg.made {
@@ -316,6 +391,60 @@ impl Cgroup {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// A v2 tree as files: `(path, procs, subtree_control)`.
+    fn tree(dirs: &[(&str, &str, &str)]) -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        for (d, procs, control) in dirs {
+            let dir = t.path().join(d);
+            fs_err::create_dir_all(&dir).unwrap();
+            fs_err::write(dir.join("cgroup.procs"), procs).unwrap();
+            fs_err::write(dir.join("cgroup.subtree_control"), control).unwrap();
+        }
+        t
+    }
+
+    #[test]
+    fn a_v2_sandbox_cgroup_goes_below_the_nearest_ancestor_whose_children_can_have_the_controllers()
+    {
+        // systemd's layout: controllers handed down to the slice, rbuild in a service holding processes.
+        let t = tree(&[
+            ("", "1\n", "cpu memory pids"),
+            ("job.slice", "", "memory pids"),
+            ("job.slice/ci.service", "42\n43\n", ""),
+        ]);
+        let own = t.path().join("job.slice/ci.service");
+        let got = v2_parent(t.path(), &own, &["memory", "pids"]).unwrap();
+        assert_eq!(got, t.path().join("job.slice"));
+        // Nothing was enabled in the busy cgroup.
+        assert_eq!(
+            fs_err::read_to_string(own.join("cgroup.subtree_control")).unwrap(),
+            ""
+        );
+        // cpu is not handed to the slice's children and the slice holds no process: enabled there.
+        let got = v2_parent(t.path(), &own, &["memory", "cpu"]).unwrap();
+        assert_eq!(got, t.path().join("job.slice"));
+    }
+
+    #[test]
+    fn a_busy_v2_ancestor_is_passed_over_for_the_root() {
+        let t = tree(&[("", "1\n", "memory"), ("a", "7\n", ""), ("a/b", "42\n", "")]);
+        let own = t.path().join("a/b");
+        assert_eq!(v2_parent(t.path(), &own, &["memory"]).unwrap(), t.path());
+        assert_eq!(
+            fs_err::read_to_string(t.path().join("a/cgroup.subtree_control")).unwrap(),
+            ""
+        );
+    }
+
+    #[test]
+    fn an_idle_own_v2_cgroup_is_used_as_before() {
+        let t = tree(&[("", "", "memory"), ("own", "", "memory")]);
+        let own = t.path().join("own");
+        assert_eq!(v2_parent(t.path(), &own, &["memory"]).unwrap(), own);
+    }
+
     #[test]
     fn cpu_shares_become_cpu_weight_as_runc_converts_them() {
         assert_eq!(super::cpu_weight(1024), 39);

@@ -82,6 +82,8 @@ impl VmRun {
 }
 
 const ROOT_CHECKS: &[&str] = &[
+    "cgroup2_limits",
+    "cgroup2_oom",
     "build",
     "run",
     "rebuild_all_cached",
