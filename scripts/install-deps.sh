@@ -7,9 +7,11 @@ set -euo pipefail
 # docker.io: dockerd 20.10 for tests/it/images.rs (--load, docker load/save interop). qemu-user-static: the
 # emulated arm64 RUN steps of tests/it/multiplatform.rs (registered by `rbuild binfmt --install arm64`).
 # python3-venv: the independent attestation checkers below (tests/it/attest.rs).
+# fuse-overlayfs: rootless builds on kernels without overlay in a user namespace (tests/it/rootless.rs, the 5.10 VM).
 # rpm: rpmbuild and rpm make a real rpmdb.sqlite for the SBOM's RPM scanner test (attest/src/sbom/rpm.rs).
 pkgs=(docker-registry busybox-static skopeo umoci jq curl apache2-utils debootstrap openssl git uidmap procps
-  libarchive-tools qemu-system-x86 cpio binutils e2fsprogs python3 python3-venv docker.io zstd qemu-user-static rpm)
+  libarchive-tools qemu-system-x86 cpio binutils e2fsprogs python3 python3-venv docker.io zstd qemu-user-static rpm
+  fuse-overlayfs)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -37,6 +39,10 @@ if [ ! -x "$arm64_busybox" ]; then
 fi
 
 # Rootless mode tests run rbuild as these users: one with subordinate ids, one without.
+# /dev/fuse for everyone, as Debian's udev rule makes it (a machine without udev leaves it 0600): the rootless
+# fuse-overlayfs test runs as an ordinary user.
+modprobe fuse 2>/dev/null || true
+[ -c /dev/fuse ] && chmod 0666 /dev/fuse
 if ! id rbuild-rootless >/dev/null 2>&1; then
   useradd --create-home --shell /bin/sh rbuild-rootless
 fi

@@ -84,6 +84,12 @@ bins=("$rbuild")
 for b in /usr/bin/newuidmap /usr/bin/newgidmap; do
   [ -x "$b" ] && { cp -p "$b" "$root/usr/bin/"; bins+=("$b"); }
 done
+# fuse-overlayfs outside PATH: the scenario puts /opt/fuse in PATH for the rootless check that uses it.
+if [ -x /usr/bin/fuse-overlayfs ]; then
+  mkdir -p "$root/opt/fuse"
+  cp /usr/bin/fuse-overlayfs "$root/opt/fuse/"
+  bins+=(/usr/bin/fuse-overlayfs)
+fi
 for lib in $(ldd "${bins[@]}" 2>/dev/null | grep -oE '/[^ ]+\.so[^ ]*' | sort -u); do
   mkdir -p "$root$(dirname "$lib")"
   cp -L "$lib" "$root$lib"

@@ -158,6 +158,12 @@ fn outside() -> Result<i32, SetupError> {
     let features = features.unwrap_or_else(Features::newest);
     validate(&spec)?;
     let cgroup = crate::cgroup::Cgroup::create(&spec.limits.cgroup)?;
+    if features.uses_fuse() && spec.isolation != crate::Isolation::Chroot {
+        // fuse-overlayfs's mounts and daemons live in a namespace of this process, which goes
+        // with it (see rootfs::prepare).
+        sys::unshare(UnshareFlags::NEWNS).map_err(|e| unshare_error(e, "a mount namespace"))?;
+        crate::rootfs::private_mounts()?;
+    }
     let status = if spec.isolation == crate::Isolation::Chroot {
         crate::chroot::run(&spec)
     } else {
@@ -209,6 +215,10 @@ fn sandbox(
         .filter_map(|l| serde_json::from_slice(l).ok())
         .collect();
     let status = wait_forwarding(&signals, pid1)?;
+    if features.overlay.is_err() && features.fuse_overlayfs.is_some() {
+        // Only in a user namespace, where snapshots mark opaque dirs with `user.overlay.opaque`.
+        crate::fuse::normalize(&spec.upper, &spec.lowers, "user.overlay.opaque")?;
+    }
     crate::cleanup::clean_upper(&spec.upper, &spec.lowers, &created);
     Ok(status)
 }

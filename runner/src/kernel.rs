@@ -51,9 +51,12 @@ pub struct Features {
     /// compared, so this holds on any kernel with seccomp filters), or the error.
     pub seccomp: Result<(), String>,
     /// The probe ran in a user namespace (rootless mode): overlay needs `userxattr` (Linux 5.11).
-    /// Rootless builds on older kernels have no overlay; `fuse-overlayfs` is not used (yet):
-    /// its whiteouts and opaque marks differ from the kernel's, which the layer diff reads.
+    /// Rootless builds on older kernels use `fuse-overlayfs` when it is there.
     pub user_namespace: bool,
+    /// Where kernel overlay cannot be mounted in the user namespace (rootless before Linux 5.11):
+    /// `fuse-overlayfs`, when it is installed and `/dev/fuse` is usable (see the `fuse` module).
+    #[serde(default)]
+    pub fuse_overlayfs: Option<PathBuf>,
 }
 
 /// One probed feature, for display: what it is and which code path it selects.
@@ -77,9 +80,13 @@ impl Features {
                 "Linux 5.2 or newer is needed (rbuild supports 5.10 and newer)".into(),
             );
         }
-        match &self.overlay {
-            Err(e) => (false, format!("overlay cannot be mounted here: {e}")),
-            Ok(()) => (true, "namespaces and an overlay rootfs".into()),
+        match (&self.overlay, &self.fuse_overlayfs) {
+            (Ok(()), _) => (true, "namespaces and an overlay rootfs".into()),
+            (Err(_), Some(bin)) => (
+                true,
+                format!("namespaces and a fuse-overlayfs rootfs ({})", bin.display()),
+            ),
+            (Err(e), None) => (false, format!("overlay cannot be mounted here: {e}")),
         }
     }
 
@@ -90,7 +97,8 @@ impl Features {
         if !usable {
             out.push(if self.user_namespace {
                 "RUN steps fail: this kernel has no overlay in a user namespace, which rootless \
-                 builds need (Linux 5.11 or newer): run rbuild as root"
+                 builds need (Linux 5.11 or newer): install fuse-overlayfs (with /dev/fuse usable), \
+                 or run rbuild as root"
                     .to_owned()
             } else {
                 format!(
@@ -118,7 +126,13 @@ impl Features {
             close_range: true,
             seccomp: Ok(()),
             user_namespace: crate::in_user_namespace(),
+            fuse_overlayfs: None,
         }
+    }
+
+    /// Whether sandboxes mount their overlays with fuse-overlayfs (kernel overlay unusable here).
+    pub(crate) fn uses_fuse(&self) -> bool {
+        self.overlay.is_err() && self.fuse_overlayfs.is_some()
     }
 
     /// Each probed feature with the code path it selects, for `-vv` logs and `rbuild info`.
@@ -148,7 +162,10 @@ impl Features {
             path: match &self.overlay {
                 Ok(()) if self.user_namespace => "kernel overlay with userxattr".into(),
                 Ok(()) => "kernel overlay".into(),
-                Err(e) => format!("unavailable ({e})"),
+                Err(e) => match &self.fuse_overlayfs {
+                    Some(bin) => format!("unavailable ({e}): fuse-overlayfs ({})", bin.display()),
+                    None => format!("unavailable ({e})"),
+                },
             },
         });
         out.extend([
@@ -187,10 +204,14 @@ impl Features {
         let Err(e) = &self.overlay else {
             return None;
         };
+        if self.fuse_overlayfs.is_some() {
+            return None;
+        }
         Some(if self.user_namespace {
             format!(
                 "this kernel cannot mount overlay in a user namespace ({e}): rootless builds \
-                 need Linux 5.11 or newer; on this kernel run rbuild as root"
+                 need Linux 5.11 or newer, or fuse-overlayfs (apt-get install fuse-overlayfs, \
+                 with /dev/fuse usable); on this kernel install it or run rbuild as root"
             )
         } else {
             format!(
@@ -293,14 +314,20 @@ fn errno_text(e: Errno) -> String {
 pub const FALLBACKS_ENV: &str = "RBUILD_KERNEL_FALLBACKS";
 
 /// The features [`FALLBACKS_ENV`] can turn off.
-pub const FALLBACKS: &[&str] = &["lowerdir+", "volatile", "mount_setattr", "close_range"];
+pub const FALLBACKS: &[&str] = &[
+    "lowerdir+",
+    "volatile",
+    "mount_setattr",
+    "close_range",
+    "userns-overlay",
+];
 
 /// The probes themselves, in this (single-threaded, throwaway) process.
 fn run(scratch: &Path) -> Features {
-    let mut f = probe_here(scratch);
     let forced = std::env::var(FALLBACKS_ENV).unwrap_or_default();
     let forced: Vec<&str> = forced.split(',').map(str::trim).collect();
     let off = |name: &str| forced.contains(&"all") || forced.contains(&name);
+    let mut f = probe_here(scratch, off("userns-overlay"));
     f.lowerdir_append &= !off("lowerdir+");
     f.overlay_volatile &= !off("volatile");
     f.mount_setattr &= !off("mount_setattr");
@@ -308,7 +335,8 @@ fn run(scratch: &Path) -> Features {
     f
 }
 
-fn probe_here(scratch: &Path) -> Features {
+/// `no_userns_overlay`: act as if kernel overlay could not be mounted in a user namespace.
+fn probe_here(scratch: &Path, no_userns_overlay: bool) -> Features {
     let mut f = Features::newest();
     f.close_range = sys::close_range_works();
     f.mount_setattr = sys::mount_setattr_exists();
@@ -344,6 +372,14 @@ fn probe_here(scratch: &Path) -> Features {
         } else {
             f.overlay = Err("cannot create a mount namespace".into());
         }
+    }
+    if no_userns_overlay && f.user_namespace && f.overlay.is_ok() {
+        f.overlay = Err(format!("turned off by {FALLBACKS_ENV}"));
+    }
+    // Rootless without kernel overlay: fuse-overlayfs, if a probe mount of it works (before the
+    // seccomp filter below, which would refuse it the mount).
+    if f.overlay.is_err() && f.user_namespace && private {
+        f.fuse_overlayfs = crate::fuse::probe(&scratch.join("fuse"));
     }
     f.seccomp = crate::seccomp::filters(crate::Seccomp::Default)
         .map_err(|e| e.to_string())

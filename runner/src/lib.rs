@@ -81,6 +81,8 @@ mod chroot;
 mod cleanup;
 #[cfg(target_os = "linux")]
 mod command;
+
+mod fuse;
 #[cfg(target_os = "linux")]
 mod init;
 #[cfg(target_os = "linux")]

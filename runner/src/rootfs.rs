@@ -419,6 +419,10 @@ fn overlay(
     // durable as every other snapshot (unpacked layers and COPY results are not synced either).
     // buildah mounts its build containers the same way.
     let volatile = features.overlay_volatile && upper.is_some();
+    if let (true, Some(bin)) = (features.uses_fuse(), &features.fuse_overlayfs) {
+        let upper = upper.map(|u| (u.upper, u.work));
+        return crate::fuse::mount(bin, lowers, upper, target);
+    }
     // Past overlay's own depth limit only the classic path merges layers.
     if !features.lowerdir_append || lowers.len() > crate::overlay::MAX_LAYERS {
         let links = work.join(format!("links-{tag}"));
@@ -589,6 +593,15 @@ fn overlay_tree(
     Ok((tree, leaf))
 }
 
+/// Makes every mount of this namespace private, so nothing mounted here propagates out.
+pub(crate) fn private_mounts() -> Result<(), SetupError> {
+    rustix::mount::mount_change(
+        "/",
+        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+    )
+    .ctx(|| "failed to make mounts private".into())
+}
+
 /// A read-only file holding `content` on a fresh tmpfs (see [`MountSpec::File`]).
 fn file_tree(
     work: &Path,
@@ -651,7 +664,15 @@ pub(crate) fn prepare(
     if let Some(e) = features.overlay_error() {
         return Err(SetupError::msg(e));
     }
-    let mut flags = UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC;
+    // With fuse-overlayfs, its daemons mount in the outside process's (private) namespace and
+    // the sandbox gets its own only just before pivot_root: pivot_root moves the root of every
+    // process of its namespace that has the old one, which would take the daemons' view of the
+    // host (and /proc) away from them.
+    let fuse = features.uses_fuse();
+    let mut flags = UnshareFlags::NEWUTS | UnshareFlags::NEWIPC;
+    if !fuse {
+        flags |= UnshareFlags::NEWNS;
+    }
     if spec.network == Network::None {
         flags |= UnshareFlags::NEWNET;
     }
@@ -660,11 +681,9 @@ pub(crate) fn prepare(
         crate::sys::loopback_up().ctx(|| "failed to bring up the loopback interface".into())?;
     }
     rustix::process::umask(Mode::from_raw_mode(0o022));
-    rustix::mount::mount_change(
-        "/",
-        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
-    )
-    .ctx(|| "failed to make mounts private".into())?;
+    if !fuse {
+        private_mounts()?;
+    }
 
     let work = &spec.work;
     let rootfs = work.join("rootfs");
@@ -788,6 +807,11 @@ pub(crate) fn prepare(
         }
     }
 
+    if fuse {
+        crate::sys::unshare(UnshareFlags::NEWNS)
+            .ctx(|| "failed to create a mount namespace".into())?;
+        private_mounts()?;
+    }
     rustix::process::chdir(&rootfs).ctx(|| "failed to enter the rootfs".into())?;
     // pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves
     // only the new root, with no directory needed for the old one.

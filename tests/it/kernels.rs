@@ -93,7 +93,7 @@ const ROOT_CHECKS: &[&str] = &[
 ];
 
 #[test]
-fn linux_5_10_builds_with_classic_overlay_options_and_rootless_says_what_to_do() {
+fn linux_5_10_builds_with_classic_overlay_options_and_rootless_through_fuse_overlayfs() {
     let vm = VmRun::boot("bullseye");
     assert!(vm.line("RBUILD-VM-KERNEL").starts_with("5.10."));
     for check in ROOT_CHECKS {
@@ -102,12 +102,22 @@ fn linux_5_10_builds_with_classic_overlay_options_and_rootless_says_what_to_do()
     assert!(!vm.feature("overlay lowerdir+"));
     assert!(!vm.feature("mount_setattr"), "mount_setattr is 5.12");
     assert!(vm.feature("overlay volatile"), "volatile is 5.10");
-    // No overlay in a user namespace before 5.11: the clear error, naming the ways out.
+    // No overlay in a user namespace before 5.11: without fuse-overlayfs, the clear error naming
+    // the ways out; with it, rootless builds through it.
     let error = vm.line("RBUILD-VM-ROOTLESS-ERROR");
     assert!(
-        error.contains("Linux 5.11 or newer") && error.contains("run rbuild as root"),
+        error.contains("Linux 5.11 or newer")
+            && error.contains("fuse-overlayfs")
+            && error.contains("run rbuild as root"),
         "{error}"
     );
+    assert!(
+        vm.line("RBUILD-VM-ROOTLESS-FUSE")
+            .contains("fuse-overlayfs"),
+        "{}",
+        vm.console
+    );
+    vm.passed("rootless_fuse");
 }
 
 #[test]
@@ -118,6 +128,7 @@ fn linux_6_1_builds_with_classic_overlay_options_rootless_included() {
         vm.passed(check);
     }
     vm.passed("rootless");
+    vm.passed("rootless_fuse"); // kernel overlay still: fuse-overlayfs is for kernels without it
     assert!(!vm.feature("overlay lowerdir+"), "lowerdir+ is 6.8");
     assert!(vm.feature("mount_setattr"));
 }

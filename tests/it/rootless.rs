@@ -30,6 +30,8 @@ struct UserDir {
     user: &'static str,
     dir: tempfile::TempDir,
     bin: PathBuf,
+    /// More environment for every rbuild it runs.
+    env: Vec<(&'static str, &'static str)>,
 }
 
 impl UserDir {
@@ -45,7 +47,12 @@ impl UserDir {
         sh(Command::new("chown")
             .args(["-R", &format!("{uid}:{uid}")])
             .arg(dir.path()));
-        Self { user, dir, bin }
+        Self {
+            user,
+            dir,
+            bin,
+            env: Vec::new(),
+        }
     }
 
     fn path(&self) -> &Path {
@@ -75,6 +82,7 @@ impl UserDir {
             .env("HOME", self.path().join("home"))
             .env("XDG_DATA_HOME", self.path().join("data"))
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().copied())
             .current_dir(self.path())
             .stdin(Stdio::null())
             .output()
@@ -123,6 +131,34 @@ fn push_base(env: &Env, reg: &Registry) -> String {
 
 #[test]
 fn rootless_build_pulls_runs_and_pushes_an_image_other_tools_read() {
+    round_trip(UserDir::new(USER));
+}
+
+/// Linux 5.10 (Debian 11, Amazon Linux 2) has no overlay in a user namespace: rootless builds
+/// mount with fuse-overlayfs, and the image is the same as with kernel overlay. Here the kernel
+/// has it, so the probe is told to act as 5.10's (RBUILD_KERNEL_FALLBACKS=userns-overlay); the
+/// kernels test runs the real 5.10 in a VM.
+#[test]
+fn rootless_without_kernel_overlay_in_a_user_namespace_uses_fuse_overlayfs() {
+    require("/usr/bin/fuse-overlayfs", "fuse-overlayfs");
+    let mut user = UserDir::new(USER);
+    user.env.push(("RBUILD_KERNEL_FALLBACKS", "userns-overlay"));
+    let (info, _) = user.ok(&["info", "--format", "json"]);
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    let overlay = info["kernel"]["features"]
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["name"] == "overlay"))
+        .unwrap_or_else(|| panic!("no overlay feature in {info}"));
+    assert!(
+        overlay["path"].as_str().unwrap().contains("fuse-overlayfs"),
+        "/dev/fuse must be usable by the rootless user (scripts/install-deps.sh): {overlay}"
+    );
+    round_trip(user);
+}
+
+/// A rootless build pulls from a registry, deletes and recreates what the base has, runs, pushes,
+/// and what it pushed is what skopeo and umoci see.
+fn round_trip(user: UserDir) {
     require("/usr/bin/skopeo", "skopeo");
     require("/usr/bin/umoci", "umoci");
     require("/usr/bin/newuidmap", "uidmap");
@@ -131,7 +167,6 @@ fn rootless_build_pulls_runs_and_pushes_an_image_other_tools_read() {
     let reg = Registry::start();
     let base = push_base(&env, &reg);
 
-    let user = UserDir::new(USER);
     let ctx = user.context(
         "app",
         &[
@@ -244,6 +279,23 @@ fn rootless_build_pulls_runs_and_pushes_an_image_other_tools_read() {
         ctx.to_str().unwrap(),
     ]);
     assert!(!stderr.contains("cache miss"), "{stderr}");
+    // The snapshots are in the kernel's format whichever overlay made them: no AUFS-style `.wh.`
+    // names, no fuse-overlayfs xattrs.
+    for entry in walkdir::WalkDir::new(user.store().join("snapshots")) {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy();
+        assert!(!name.starts_with(".wh."), "{}", entry.path().display());
+        if !entry.path_is_symlink() {
+            let names = xattr::list(entry.path()).unwrap();
+            for x in names {
+                assert!(
+                    !x.to_string_lossy().starts_with("user.fuseoverlayfs."),
+                    "{} has {x:?}",
+                    entry.path().display()
+                );
+            }
+        }
+    }
     user.ok(&["prune", "--all"]);
 }
 
