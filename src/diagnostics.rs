@@ -1,20 +1,33 @@
-//! Errors that point at the Dockerfile: frontend diagnostics and failing steps, rendered with miette.
+//! Errors that point at the Dockerfile (the `driver` crate's [`driver::SourceError`]), rendered with miette.
 
 use miette::{Diagnostic, LabeledSpan, NamedSource, SourceSpan};
 
-/// One error located in a Dockerfile, with the others found in the same pass attached.
+/// A [`driver::SourceError`] as miette draws it: the Dockerfile's lines with the span underlined.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
-pub(crate) struct SourceError {
+pub(crate) struct Located {
     message: String,
     src: NamedSource<String>,
     span: SourceSpan,
     label: String,
     help: Option<String>,
-    related: Vec<SourceError>,
+    related: Vec<Located>,
 }
 
-impl Diagnostic for SourceError {
+impl From<driver::SourceError> for Located {
+    fn from(e: driver::SourceError) -> Self {
+        Located {
+            message: e.message,
+            src: NamedSource::new(e.file, e.text),
+            span: SourceSpan::new(e.span.0.into(), e.span.1),
+            label: e.label,
+            help: e.help,
+            related: e.related.into_iter().map(Located::from).collect(),
+        }
+    }
+}
+
+impl Diagnostic for Located {
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
         Some(&self.src)
     }
@@ -38,53 +51,7 @@ impl Diagnostic for SourceError {
     }
 }
 
-fn span_of(src: &str, span: graph::Span) -> SourceSpan {
-    let start = span.start.min(src.len());
-    // Point at the instruction's first line only: a multi-line RUN would otherwise fill the screen.
-    let end = span.end.clamp(start, src.len());
-    let line_end = src[start..end].find('\n').map_or(end, |i| start + i);
-    SourceSpan::new(start.into(), line_end - start)
-}
-
-/// Builds one report from frontend diagnostics (the first is the headline, the rest are related).
-pub(crate) fn from_frontend(file: &str, src: &str, diags: &[frontend::Diagnostic]) -> SourceError {
-    let mut errs: Vec<SourceError> = diags
-        .iter()
-        .map(|d| SourceError {
-            message: format!("{file}:{}:{}: {}", d.span.line, d.span.column, d.message),
-            src: NamedSource::new(file, src.to_owned()),
-            span: span_of(src, d.span),
-            label: "here".to_owned(),
-            help: d.help.clone(),
-            related: Vec::new(),
-        })
-        .collect();
-    let mut first = errs.remove(0);
-    first.related = errs;
-    first
-}
-
-/// A failing step, pointing at its instruction.
-impl SourceError {
-    /// The same error with `prefix` before its message (the platform of a multi-platform build).
-    pub(crate) fn prefixed(mut self, prefix: &str) -> Self {
-        self.message = format!("{prefix}{}", self.message);
-        self
-    }
-}
-
-pub(crate) fn step_failed(
-    file: &str,
-    src: &str,
-    span: graph::Span,
-    message: String,
-) -> SourceError {
-    SourceError {
-        message: format!("{file}:{}: {message}", span.line),
-        src: NamedSource::new(file, src.to_owned()),
-        span: span_of(src, span),
-        label: "this step failed".to_owned(),
-        help: None,
-        related: Vec::new(),
-    }
+/// The error drawn under its Dockerfile line, as the user reads it.
+pub(crate) fn draw(e: driver::SourceError) -> String {
+    format!("{:?}", miette::Report::new(Located::from(e)))
 }

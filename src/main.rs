@@ -75,8 +75,8 @@ fn main() -> ExitCode {
     }
     match real_main(cli, root) {
         Ok(code) => code,
-        Err(e) if e.is::<cmd::build::Status>() => {
-            ExitCode::from(e.downcast_ref::<cmd::build::Status>().map_or(1, |s| s.0))
+        Err(e) if e.is::<driver::Status>() => {
+            ExitCode::from(e.downcast_ref::<driver::Status>().map_or(1, |s| s.0))
         }
         Err(e) if json => {
             eprintln!(
@@ -86,8 +86,8 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
         Err(e) => {
-            match e.downcast::<diagnostics::SourceError>() {
-                Ok(d) => eprintln!("{:?}", miette::Report::new(d)),
+            match e.downcast::<driver::SourceError>() {
+                Ok(d) => eprintln!("{}", diagnostics::draw(d)),
                 Err(e) => eprintln!("error: {e:#}"),
             }
             ExitCode::FAILURE
@@ -166,8 +166,8 @@ fn real_main(cli: Cli, root: PathBuf) -> Result<ExitCode> {
         } => {
             let src = fs_err::read_to_string(&file)?;
             let label = file.display().to_string();
-            let df =
-                frontend::parse(&src).map_err(|d| diagnostics::from_frontend(&label, &src, &d))?;
+            let df = frontend::parse(&src)
+                .map_err(|d| driver::diagnostics::from_frontend(&label, &src, &d))?;
             print!("{}", df.dump());
         }
     }

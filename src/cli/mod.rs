@@ -1,7 +1,5 @@
 //! Command-line interface, following `docker build` / `docker run` spelling.
 
-pub(crate) mod specs;
-
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};

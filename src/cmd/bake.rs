@@ -1,24 +1,15 @@
 //! `rbuild bake`: the targets of compose.yaml / docker-bake.hcl / docker-bake.json (resolved by the `bake`
-//! crate), each built by `rbuild build`'s pipeline, all at once in this process over one store.
-//!
-//! Concurrent solves rather than one merged graph: each target has its own context, Dockerfile, secrets
-//! and outputs, and a build graph has one context. Solves running together over one store still run each
-//! step with the same cache key once: the solver's per-key lock (#19) lets the first run it while the others
-//! wait and take its record (shown `CACHED`). A `target:` context is built before the targets naming it,
-//! and its image is what their `FROM name` resolves to. One cancel flag is shared by all solves, so the
-//! first failure stops the others (`--keep-going` gives each its own).
+//! crate), each target's flags parsed as `rbuild build`'s, then built together by [`driver::bake::run`];
+//! the summary of what each target became.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
 use bake::schedule::Outcome;
+use std::sync::Arc;
 
 use crate::cli::{BakeArgs, Cli, Command, ProgressMode};
-use crate::cmd::build::{build_with, Extras};
-use crate::diagnostics::SourceError;
-use crate::progress::{Mode, Progress};
+use crate::progress::{self, Mode};
 
 /// Resolves the bake files and builds (or prints) the targets asked for.
 pub(crate) fn bake(
@@ -49,7 +40,7 @@ pub(crate) fn bake(
         load: args.load,
         insecure_registries: args.insecure_registries.clone(),
     };
-    let mut builds = Vec::new();
+    let mut requests = HashMap::new();
     for name in &order {
         let (argv, ignored) = resolved.build_argv(name, &run, inline.path())?;
         for option in ignored {
@@ -62,7 +53,7 @@ pub(crate) fn bake(
         let Command::Build(b) = parsed.command else {
             bail!("target {name:?}: not a build")
         };
-        builds.push((name.clone(), b));
+        requests.insert(name.clone(), crate::cmd::build::request(&b));
     }
     let mode = match args.progress {
         ProgressMode::Quiet => Mode::Quiet,
@@ -70,76 +61,26 @@ pub(crate) fn bake(
         // Several targets at once: the live view would redraw over itself.
         _ => Mode::Plain,
     };
-    let numbers = Arc::new(AtomicUsize::new(0));
-    let shared = Arc::new(solver::Cancel::default());
-    // One --jobs for the whole run: the targets' steps share it.
-    let slots = Arc::new(solver::Slots::new(args.jobs.unwrap_or(8)));
-    let args_of: HashMap<&str, &crate::cli::BuildArgs> =
-        builds.iter().map(|(n, b)| (n.as_str(), b)).collect();
-    let outcomes = bake::schedule::run(
+    let options = driver::bake::BakeOptions {
+        jobs: args.jobs,
+        keep_going: args.keep_going,
+    };
+    let target_progress = |name: &str, numbers| progress::for_target(mode, name, numbers);
+    let outcomes = driver::bake::run(
+        &resolved,
         &order,
-        |name| {
-            let t = &resolved.targets[name];
-            t.target_contexts()
-                .iter()
-                .map(|(_, d)| (*d).to_owned())
-                .collect()
-        },
-        || !args.keep_going && shared.is_cancelled(),
-        |name, built: HashMap<String, Option<images::ResolvedImage>>| {
-            let build_args = args_of[name];
-            let mut contexts = Vec::new();
-            for (ctx, dep) in resolved.targets[name].target_contexts() {
-                let image = built[dep].clone().ok_or_else(|| {
-                    anyhow!("target {dep:?} is a context of {name:?}: it must build one platform")
-                })?;
-                contexts.push((ctx.to_owned(), image));
-            }
-            let extras = Extras {
-                progress: Some(Progress::for_target(mode, name, Arc::clone(&numbers))),
-                contexts,
-                slots: Some(Arc::clone(&slots)),
-                cancel: Some(if args.keep_going {
-                    Arc::default()
-                } else {
-                    Arc::clone(&shared)
-                }),
-                remember: build_args.tags.is_empty().then(|| {
-                    let dir = std::path::absolute(&build_args.context)
-                        .map_or_else(|_| build_args.context.clone(), |d| d.display().to_string());
-                    format!("bake-target {dir}#{name}")
-                }),
-            };
-            let built = build_with(build_args, Arc::clone(store), rt, extras)
-                .and_then(|(_, image)| image.map(|i| image_of(store, i)).transpose());
-            if built.is_err() && !args.keep_going {
-                shared.cancel();
-            }
-            built
-        },
+        &requests,
+        options,
+        store,
+        rt,
+        &target_progress,
     );
     report(outcomes)
 }
 
-/// The image a target built, as a `FROM` of another target resolves it.
-fn image_of(store: &cache::Store, image: export::Image) -> Result<images::ResolvedImage> {
-    let config = serde_json::from_slice(&store.read_blob(&image.manifest.config.digest)?)?;
-    Ok(images::ResolvedImage {
-        reference: None,
-        manifest_desc: image.manifest_desc,
-        manifest: image.manifest,
-        config,
-    })
-}
-
 /// The summary: each target's image, then each failure with its Dockerfile line (targets stopped because
 /// another failed are named as such).
-fn report(
-    outcomes: Vec<(
-        String,
-        Outcome<Option<images::ResolvedImage>, anyhow::Error>,
-    )>,
-) -> Result<()> {
+fn report(outcomes: driver::bake::Outcomes) -> Result<()> {
     let mut failed = Vec::new();
     let mut not_built = 0;
     for (name, outcome) in outcomes {
@@ -161,8 +102,8 @@ fn report(
             }
             Outcome::Failed(e) => {
                 eprintln!("error: target {name:?} failed:");
-                match e.downcast::<SourceError>() {
-                    Ok(d) => eprintln!("{:?}", miette::Report::new(d)),
+                match e.downcast::<driver::SourceError>() {
+                    Ok(d) => eprintln!("{}", crate::diagnostics::draw(d)),
                     Err(e) => eprintln!("  {e:#}"),
                 }
                 failed.push(name);

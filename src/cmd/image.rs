@@ -117,7 +117,7 @@ pub(crate) fn push(
             &reference,
         ))?;
         if let export::Built::Image(image) = &built {
-            crate::cmd::attest::push_stored(store, client.get()?, rt, &source, &reference, image)?;
+            driver::attest::push_stored(store, client.get()?, rt, &source, &reference, image)?;
         }
         if let Some(file) = &args.digestfile {
             fs_err::write(file, digest.to_string())?;

@@ -8,8 +8,6 @@ pub(crate) mod image;
 pub(crate) mod imagetools;
 pub(crate) mod info;
 pub(crate) mod login;
-pub(crate) mod multiplatform;
-pub(crate) mod pipeline;
 pub(crate) mod prune;
 pub(crate) mod pull;
 pub(crate) mod run;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{Line, Render};
+use driver::progress::{Line, Render};
 
 /// The JSON-lines renderer.
 pub(super) struct Json;
@@ -45,5 +45,8 @@ impl Render for Json {
             }
         };
         super::plain::write(&format!("{v}\n"));
+    }
+    fn data(&self, text: &str) {
+        super::plain::data(text);
     }
 }

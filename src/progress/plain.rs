@@ -3,11 +3,16 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-use super::{Line, Render};
+use driver::progress::{Line, Render};
 
 /// Writes `text` to stderr; a closed stderr loses progress and the build goes on.
 pub(super) fn write(text: &str) {
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// Writes data on stdout (every renderer's [`Render::data`]).
+pub(super) fn data(text: &str) {
+    print!("{text}");
 }
 
 /// The plain renderer.
@@ -27,5 +32,8 @@ impl Render for Plain {
             Line::Info(text) => format!("{text}\n"),
             Line::Checks { summary, .. } => summary.to_owned(),
         });
+    }
+    fn data(&self, text: &str) {
+        data(text);
     }
 }

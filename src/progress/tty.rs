@@ -6,7 +6,7 @@ use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Line, Render};
+use driver::progress::{Line, Render};
 
 /// `text` in the SGR style `code`, or plain text without colors.
 fn paint(color: bool, code: &str, text: &str) -> String {
@@ -135,6 +135,10 @@ impl Render for Live {
             elapsed.as_secs_f64()
         );
         super::plain::write(&format!("{}\n", paint(self.color, "34", &summary)));
+    }
+
+    fn data(&self, text: &str) {
+        super::plain::data(text);
     }
 }
 

@@ -1,25 +1,25 @@
-//! `rbuild build --platform A,B`: one graph per target platform, solved together on the same store (a
+//! A build for several `--platform`s: one graph per target platform, solved together on the same store (a
 //! stage whose keys do not depend on the target platform, such as `FROM --platform=$BUILDPLATFORM` without
-//! TARGET* args, runs once), one image each, and an image index naming them all (docs/MULTIPLATFORM.md).
+//! TARGET* req, runs once), one image each, and an image index naming them all (docs/MULTIPLATFORM.md).
 
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use oci::{Platform, Reference};
 
-use crate::cli::BuildArgs;
-use crate::cmd::pipeline::{
+use crate::pipeline::{
     attest_image, base_of, export_image, import_caches, report_cache_import, solve, CacheExport,
     Plan, Source,
 };
 use crate::progress::Progress;
+use crate::request::BuildRequest;
 use images::{Images, LazyClient};
 use remotecache::CacheTo;
 
 /// Builds every platform of `targets` and writes the index to the tags, outputs and registries.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn build(
-    args: &BuildArgs,
+    req: &BuildRequest,
     plan: &Plan,
     source: &Source,
     platforms: &[Platform],
@@ -30,7 +30,7 @@ pub(crate) fn build(
     rt: &tokio::runtime::Runtime,
     progress: &Progress,
 ) -> Result<Option<oci::Digest>> {
-    let started = crate::cmd::attest::now();
+    let started = crate::attest::now();
     let remote = Arc::new(import_caches(plan, store, client, rt, images, progress));
     // The platforms' graphs run at the same time, sharing --jobs; a step two of them share (a
     // $BUILDPLATFORM stage) runs once: the other waits on its cache key's lock and takes the record.
@@ -51,7 +51,7 @@ pub(crate) fn build(
                 let shared = Arc::clone(&shared);
                 s.spawn(move || {
                     solve(
-                        args,
+                        req,
                         plan,
                         source,
                         lowered,
@@ -94,7 +94,7 @@ pub(crate) fn build(
         )?;
         report_cache_import(&remote, solved, progress)?;
         let attested = attest_image(
-            args,
+            req,
             plan,
             source,
             lowered,
@@ -140,7 +140,7 @@ pub(crate) fn build(
         job.run(&all, &plan.export_opts, progress)?;
     }
     progress.finish();
-    report_id(args, plan, &built)
+    report_id(req, plan, &built, progress)
 }
 
 /// The solves' results, or the error of the platform that failed (the others were cancelled by it),
@@ -209,14 +209,14 @@ fn deliver(
         let pushed = pushed.and_then(|d| match (built, attested.is_empty()) {
             (export::Built::Index { index, .. }, false) => {
                 let each: Vec<_> = attested.iter().map(|(i, p, a)| (i, p, a)).collect();
-                crate::cmd::attest::push_platforms(client.get()?, store, rt, t, &index.bytes, &each)
+                crate::attest::push_platforms(client.get()?, store, rt, t, &index.bytes, &each)
             }
             _ => Ok(d),
         });
         match pushed {
             Ok(d) => {
                 task.status(&format!("pushed {}@{d}", t.familiar()));
-                println!("{}@{d}", t.name());
+                progress.data(&format!("{}@{d}\n", t.name()));
             }
             Err(e) => {
                 task.fail(&format!("{e:#}"));
@@ -228,17 +228,22 @@ fn deliver(
 }
 
 /// `--iidfile`, `--metadata-file` and `--quiet`: the index digest.
-fn report_id(args: &BuildArgs, plan: &Plan, built: &export::Built) -> Result<Option<oci::Digest>> {
+fn report_id(
+    req: &BuildRequest,
+    plan: &Plan,
+    built: &export::Built,
+    progress: &Progress,
+) -> Result<Option<oci::Digest>> {
     let id = built.id().clone();
-    if let Some(path) = &args.iidfile {
+    if let Some(path) = &req.iidfile {
         fs_err::write(path, id.to_string())?;
     }
-    if let Some(path) = &args.metadata_file {
+    if let Some(path) = &req.metadata_file {
         let full: Vec<String> = plan.tags.iter().map(Reference::to_string).collect();
         built.write_metadata(path, &full)?;
     }
-    if args.quiet {
-        println!("{id}");
+    if req.quiet {
+        progress.data(&format!("{id}\n"));
     }
     Ok(Some(id))
 }

@@ -1,4 +1,4 @@
-//! The named steps of `rbuild build` — flags → Dockerfile → lowering → cache import → solve → image →
+//! The named steps of a build — request → Dockerfile → lowering → cache import → solve → image →
 //! outputs and pushes → cache export — each telling the user what it does through [`Progress`]; the
 //! single- and multi-platform flows (`build`, `multiplatform`) call them.
 
@@ -9,9 +9,10 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context as _, Result};
 use oci::{Platform, Reference};
 
-use crate::cli::{specs, BuildArgs, ProgressMode};
 use crate::diagnostics;
-use crate::progress::{Mode, Progress};
+use crate::progress::Progress;
+use crate::request::{BuildRequest, Network};
+use crate::specs;
 use exec::{BuildWorker, Context};
 use frontend::checks::{self, Call};
 use images::{BlobSource, Images, LazyClient};
@@ -72,7 +73,7 @@ pub(crate) fn report_cache_import(
         progress.info(&format!(
             "cache import: {} blobs downloaded ({}), {kept} records kept in the local store",
             fetched.blobs,
-            crate::cmd::image::human_size(fetched.bytes)
+            images::human_size(fetched.bytes)
         ));
     }
     Ok(())
@@ -100,52 +101,41 @@ pub(crate) fn check_emulation(targets: &[frontend::Lowered], source: &Source) ->
     Ok(())
 }
 
-/// The progress mode: `-q` wins over `--progress`.
-pub(crate) fn mode(args: &BuildArgs) -> Mode {
-    match (args.quiet, args.progress) {
-        (true, _) | (_, ProgressMode::Quiet) => Mode::Quiet,
-        (_, ProgressMode::Tty) => Mode::Tty,
-        (_, ProgressMode::RawJson) => Mode::Json,
-        (_, ProgressMode::Auto) => Mode::auto(),
-        (_, ProgressMode::Plain) => Mode::Plain,
-    }
-}
-
 /// Checks every flag that names an output, a cache, a tag or an export option.
-pub(crate) fn plan(args: &BuildArgs) -> Result<Plan> {
-    let mut outputs = export::Output::parse_all(&args.outputs)?;
-    if args.load {
+pub(crate) fn plan(req: &BuildRequest) -> Result<Plan> {
+    let mut outputs = export::Output::parse_all(&req.outputs)?;
+    if req.load {
         outputs.push(export::Output::DockerEngine { names: Vec::new() });
     }
     // Checked before building, so that a typo does not cost a whole build (see: #19).
     for (flag, path) in [
-        ("--iidfile", &args.iidfile),
-        ("--metadata-file", &args.metadata_file),
+        ("--iidfile", &req.iidfile),
+        ("--metadata-file", &req.metadata_file),
     ] {
         if let Some(path) = path {
             export::require_parent_dir(flag, path)?;
         }
     }
-    let cache_to = args
+    let cache_to = req
         .cache_to
         .iter()
         .map(|s| CacheTo::parse(s))
         .collect::<Result<_>>()?;
-    let cache_from = args
+    let cache_from = req
         .cache_from
         .iter()
         .map(|s| CacheFrom::parse(s))
         .collect::<Result<_>>()?;
-    let push = args.push || outputs.iter().any(export::Output::pushes);
+    let push = req.push || outputs.iter().any(export::Output::pushes);
     let by_digest = outputs.iter().any(export::Output::by_digest);
-    let tags = args
+    let tags = req
         .tags
         .iter()
         .chain(outputs.iter().flat_map(export::Output::image_names))
         .map(|t| t.parse::<Reference>().map_err(|e| anyhow!("-t {t:?}: {e}")))
         .collect::<Result<_>>()?;
     let mut build_args = BTreeMap::new();
-    for kv in &args.build_args {
+    for kv in &req.build_args {
         match kv.split_once('=') {
             Some((k, v)) => build_args.insert(k.to_owned(), v.to_owned()),
             // `--build-arg NAME` takes the value from the environment, as docker does.
@@ -154,30 +144,22 @@ pub(crate) fn plan(args: &BuildArgs) -> Result<Plan> {
                 .and_then(|v| build_args.insert(kv.clone(), v)),
         };
     }
-    let compression = match args.compression {
-        crate::cli::CompressionArg::Gzip => oci::Compression::Gzip,
-        crate::cli::CompressionArg::Zstd => oci::Compression::Zstd,
-        crate::cli::CompressionArg::Uncompressed => oci::Compression::Uncompressed,
-    };
+    let compression = req.compression;
     let export_opts = export::ExportOptions {
         compression,
-        level: specs::compression_level(compression, args.compression_level)?,
-        force_compression: args.force_compression,
-        oci_mediatypes: args.oci_mediatypes,
-        labels: specs::key_values("--label", &args.labels)?,
-        annotations: specs::key_values("--annotation", &args.annotations)?,
+        level: specs::compression_level(compression, req.compression_level)?,
+        force_compression: req.force_compression,
+        oci_mediatypes: req.oci_mediatypes,
+        labels: specs::key_values("--label", &req.labels)?,
+        annotations: specs::key_values("--annotation", &req.annotations)?,
         source_date_epoch: specs::source_date_epoch(&build_args)?,
-        rewrite_timestamp: args.rewrite_timestamp,
+        rewrite_timestamp: req.rewrite_timestamp,
         base: None,
         inline_cache: None,
-        squash: match (args.squash, args.squash_all) {
-            (_, true) => export::Squash::All,
-            (true, false) => export::Squash::New,
-            (false, false) => export::Squash::No,
-        },
+        squash: req.squash,
     };
     Ok(Plan {
-        attest: crate::cmd::attest::wanted(&args.attest)?,
+        attest: crate::attest::wanted(&req.attest)?,
         outputs,
         cache_to,
         cache_from,
@@ -203,15 +185,16 @@ impl Plan {
 
 /// Opens the context (a directory, git, a tarball URL, stdin) and parses its Dockerfile.
 pub(crate) fn read_dockerfile(
-    args: &BuildArgs,
+    req: &BuildRequest,
     check: bool,
     build_args: &BTreeMap<String, String>,
     store: &Arc<cache::Store>,
     rt: &tokio::runtime::Runtime,
+    progress: &Progress,
 ) -> Result<Source> {
     let context = exec::context_source::open(
-        &args.context,
-        args.file.as_deref(),
+        &req.context,
+        req.file.as_deref(),
         build_args,
         store,
         rt.handle(),
@@ -221,10 +204,11 @@ pub(crate) fn read_dockerfile(
     let parsed = frontend::parse(&text).map_err(|d| {
         if check {
             // As BuildKit: the checks that fired on the lines before the error, then the error.
-            print!(
-                "{}",
-                checks::before_parse_error(&text, &label, &Default::default())
-            );
+            progress.data(&checks::before_parse_error(
+                &text,
+                &label,
+                &Default::default(),
+            ));
         }
         diagnostics::from_frontend(&label, &text, &d)
     })?;
@@ -240,17 +224,17 @@ pub(crate) fn read_dockerfile(
 pub(crate) fn lower(
     plan: &Plan,
     source: &Source,
-    args: &BuildArgs,
+    req: &BuildRequest,
     images: &Images,
     platform: &Platform,
     progress: &Progress,
 ) -> Result<frontend::Lowered> {
     let opts = frontend::LowerOptions {
         build_args: plan.build_args.clone(),
-        target: args.target.clone(),
+        target: req.target.clone(),
         platform: platform.clone(),
         build_platform: Platform::host(),
-        named_images: exec::named_context::resolve(&args.build_contexts, images, &images.store)?,
+        named_images: exec::named_context::resolve(&req.build_contexts, images, &images.store)?,
     };
     let lowered = frontend::lower(&source.parsed, &opts, &mut Bases(images))
         .map_err(|d| diagnostics::from_frontend(&source.label, &source.text, &d))?;
@@ -307,7 +291,7 @@ pub(crate) struct Solved {
 /// Runs the graph: the worker, the records (local and imported), and the failure pointed at its line.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn solve(
-    args: &BuildArgs,
+    req: &BuildRequest,
     plan: &Plan,
     source: &Source,
     lowered: &frontend::Lowered,
@@ -345,45 +329,45 @@ pub(crate) fn solve(
         context,
         exe: std::env::current_exe().context("locating the rbuild executable")?,
         layer_opts: plan.export_opts.layer_options(),
-        secrets: Arc::new(exec::Secrets::parse(&args.secrets, &args.ssh)?),
+        secrets: Arc::new(exec::Secrets::parse(&req.secrets, &req.ssh)?),
         downloads: Arc::new(exec::Downloads::new(Arc::clone(store), rt.handle().clone())),
-        default_network: match args.network {
-            crate::cli::NetworkArg::None => runner::Network::None,
-            crate::cli::NetworkArg::Default | crate::cli::NetworkArg::Host => runner::Network::Host,
+        default_network: match req.network {
+            Network::None => runner::Network::None,
+            Network::Default | Network::Host => runner::Network::Host,
         },
-        no_new_privs: args.no_new_privileges,
-        isolation: args.isolation.runner(),
+        no_new_privs: req.no_new_privileges,
+        isolation: req.isolation,
         remote: Arc::clone(remote) as Arc<dyn BlobSource>,
         git: Arc::default(),
         eager: eager.clone().map(|e| e as Arc<dyn images::BlobTap>),
-        run_hosts: args.add_hosts.clone(),
+        run_hosts: req.add_hosts.clone(),
         run_limits: runner::Limits {
-            shm_size: args.shm_size.unwrap_or(0),
-            rlimits: args.ulimits.clone(),
+            shm_size: req.shm_size.unwrap_or(0),
+            rlimits: req.ulimits.clone(),
             cgroup: exec::run_flags::cgroup_limits(
-                args.memory,
-                args.cpus,
-                args.cpu_quota,
-                args.cpu_period,
-                args.pids_limit,
-                args.cgroup_parent.clone(),
+                req.memory,
+                req.cpus,
+                req.cpu_quota,
+                req.cpu_period,
+                req.pids_limit,
+                req.cgroup_parent.clone(),
                 exec::run_flags::MoreLimits {
-                    memory_swap: args.memory_swap,
-                    cpu_shares: args.cpu_shares,
-                    cpuset_cpus: args.cpuset_cpus.clone(),
+                    memory_swap: req.memory_swap,
+                    cpu_shares: req.cpu_shares,
+                    cpuset_cpus: req.cpuset_cpus.clone(),
                 },
             )
             .map_err(|e| anyhow!(e))?,
         },
-        entitlements: exec::run_flags::Entitlements::parse(&args.allow)
+        entitlements: exec::run_flags::Entitlements::parse(&req.allow)
             .map_err(|e| anyhow!(e))?
             // `--network host` grants it, as buildx adds the entitlement for that flag.
-            .with_network_host(args.network == crate::cli::NetworkArg::Host),
+            .with_network_host(req.network == Network::Host),
     };
     let solve_opts = solver::SolveOptions {
         // Solves running together share --jobs.
-        jobs: args.jobs.unwrap_or(8).div_ceil(together).max(1),
-        cache: cache_policy(args, lowered),
+        jobs: req.jobs.unwrap_or(8).div_ceil(together).max(1),
+        cache: cache_policy(req, lowered),
         identities: node_identities(&lowered.graph, &source.context.identity()),
         cancel: Arc::clone(&plan.shared.0),
         slots: plan.shared.1.clone(),
@@ -508,7 +492,7 @@ pub(crate) fn export_image(
 /// `--provenance` / `--sbom`: the image's attestations, stored as its referrers (`attesting image`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attest_image(
-    args: &BuildArgs,
+    req: &BuildRequest,
     plan: &Plan,
     source: &Source,
     lowered: &frontend::Lowered,
@@ -524,14 +508,14 @@ pub(crate) fn attest_image(
         return Ok(None);
     };
     let task = progress.task("attesting image");
-    let in_context = format!("{}/", args.context.trim_end_matches('/'));
+    let in_context = format!("{}/", req.context.trim_end_matches('/'));
     let path = source.label.strip_prefix(&in_context);
     let dockerfile = attest::provenance::Dockerfile {
         path: path.unwrap_or(&source.label).to_owned(),
         text: source.text.clone(),
     };
-    let build = crate::cmd::attest::Build {
-        args,
+    let build = crate::attest::Build {
+        req,
         build_args: &plan.build_args,
         dockerfile: &dockerfile,
         lowered,
@@ -550,7 +534,7 @@ pub(crate) fn attest_image(
             _ => None,
         },
     };
-    match crate::cmd::attest::make(wanted, &build, store) {
+    match crate::attest::make(wanted, &build, store) {
         Ok(a) => {
             task.status(&format!("attested: {}", a.describe()));
             Ok(Some(a))
@@ -588,7 +572,7 @@ pub(crate) fn push(
             .block_on(export::push(client.get()?, store, remote, eager, image, t))
             .and_then(|d| match attested {
                 Some((a, platform)) => {
-                    crate::cmd::attest::push(a, client.get()?, store, rt, t, image, platform)
+                    crate::attest::push(a, client.get()?, store, rt, t, image, platform)
                 }
                 None => Ok(d),
             });
@@ -600,7 +584,7 @@ pub(crate) fn push(
             }
         };
         task.status(&format!("pushed {}@{digest}", t.familiar()));
-        println!("{}@{digest}", t.name());
+        progress.data(&format!("{}@{digest}\n", t.name()));
     }
     Ok(())
 }
@@ -662,21 +646,21 @@ impl CacheExport<'_> {
 /// The exit status a command asks for, with nothing more to print (`--check` found warnings).
 #[derive(Debug, thiserror::Error)]
 #[error("exit status {0}")]
-pub(crate) struct Status(pub(crate) u8);
+pub struct Status(pub u8);
 
 /// BuildKit's build checks on the stages this build needs (every stage when `all_stages` and no
 /// `--target`, as `--check`).
 pub(crate) fn run_checks(
     plan: &Plan,
     source: &Source,
-    args: &BuildArgs,
+    req: &BuildRequest,
     images: &Images,
     all_stages: bool,
 ) -> Result<checks::Report> {
     let ignore = &source.context.ignore;
     let opts = checks::CheckOptions {
         build_args: plan.build_args.clone(),
-        target: args.target.clone(),
+        target: req.target.clone(),
         all_stages,
         platform: images.platform.clone(),
         dockerignore: Some(ignore),
@@ -691,15 +675,15 @@ pub(crate) fn check(
     call: &Call,
     plan: &Plan,
     source: &Source,
-    args: &BuildArgs,
+    req: &BuildRequest,
     images: &Images,
     progress: &Progress,
 ) -> Result<Option<oci::Digest>> {
-    let report = run_checks(plan, source, args, images, true)?;
+    let report = run_checks(plan, source, req, images, true)?;
     let out = report.output(call.json, &source.label, &source.text);
-    let lowered = lower(plan, source, args, images, &images.platform, progress);
+    let lowered = lower(plan, source, req, images, &images.platform, progress);
     if lowered.is_ok() || !report.warnings.is_empty() || call.json {
-        print!("{out}");
+        progress.data(&out);
     }
     let lowered = lowered?;
     progress.info(&format!(
@@ -715,15 +699,15 @@ pub(crate) fn check(
 }
 
 /// `--no-cache` ignores every record; `--no-cache-filter STAGE` those of the named stages' steps.
-pub(crate) fn cache_policy(args: &BuildArgs, lowered: &frontend::Lowered) -> solver::CachePolicy {
-    if args.no_cache {
+pub(crate) fn cache_policy(req: &BuildRequest, lowered: &frontend::Lowered) -> solver::CachePolicy {
+    if req.no_cache {
         return solver::CachePolicy::Ignore;
     }
-    if args.no_cache_filter.is_empty() {
+    if req.no_cache_filter.is_empty() {
         return solver::CachePolicy::Use;
     }
     let mut nodes = Vec::new();
-    for want in &args.no_cache_filter {
+    for want in &req.no_cache_filter {
         match lowered.stage(want) {
             Some(s) => nodes.extend(s.layer_history.iter().map(|(_, n)| *n)),
             // A stage the target does not need is not built at all; nothing to re-run.
