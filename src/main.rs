@@ -2,8 +2,9 @@
 //!
 //! `rbuild -t app .` builds; `rbuild run app` runs; see `rbuild --help`.
 //!
-//! The binary is a shell over the workspace's crates: `cli/` parses flags, `cmd/` wires one subcommand
-//! each, `progress/` renders what a build tells its user, `diagnostics` points errors at Dockerfile lines.
+//! The binary is a shell over the workspace's crates (a build is the `driver` crate's): `cli/` parses
+//! flags, `cmd/` wires one subcommand each, `progress/` renders what a build tells its user,
+//! `diagnostics` points errors at Dockerfile lines.
 // The binary is where output goes: stdout for data, stderr for what the user reads.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 #![forbid(unsafe_code)]
