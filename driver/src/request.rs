@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 /// One build's flags, already typed where clap types them; the binary fills it from `rbuild build`'s
-/// arguments and `rbuild bake` from each target's.
+/// arguments and `rbuild bake` from each target's. `Default` is the empty request, not the flags'
+/// defaults: `oci_mediatypes` is false there (Docker media types) and `call` empty (a build).
 #[derive(Debug, Clone, Default)]
 pub struct BuildRequest {
     /// The build context as written: a directory, a git URL, a tarball URL, `-`, `tar://FILE`, `dir://DIR`.
