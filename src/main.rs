@@ -146,20 +146,36 @@ fn real_main(cli: Cli, root: PathBuf) -> Result<ExitCode> {
             image,
             sbom,
             provenance,
+            remote,
         } => match (sbom, provenance) {
-            (true, _) => cmd::attest::inspect(&*open()?, &image, attest::sbom::PREDICATE_TYPE)?,
+            (true, _) => cmd::attest::inspect(
+                &*open()?,
+                &image,
+                &remote,
+                &rt,
+                attest::sbom::PREDICATE_TYPE,
+            )?,
             (_, true) => {
-                cmd::attest::inspect(&*open()?, &image, attest::provenance::PREDICATE_TYPE)?
+                let p = attest::provenance::PREDICATE_TYPE;
+                cmd::attest::inspect(&*open()?, &image, &remote, &rt, p)?
+            }
+            _ if remote.remote => {
+                anyhow::bail!("--remote reads attestations: add --sbom or --provenance")
             }
             _ => cmd::image::inspect(&*open()?, &image)?,
         },
-        Command::Verify { key, image } => cmd::attest::verify(&*open()?, &key, &image)?,
+        Command::Verify { key, image, remote } => {
+            cmd::attest::verify(&*open()?, &key, &image, &remote, &rt)?
+        }
         Command::Prune(args) => cmd::prune::prune(&args, &*open()?)?,
         Command::Info(args) => cmd::info::info(&args, &root)?,
         Command::Binfmt { install, archs } => cmd::binfmt::binfmt(install, &archs)?,
         Command::Imagetools {
             what: cli::ImagetoolsCommand::Create(args),
         } => cmd::imagetools::create(&args, &rt()?)?,
+        Command::Imagetools {
+            what: cli::ImagetoolsCommand::Inspect(args),
+        } => cmd::imagetools::inspect(&args, &rt()?)?,
         Command::Du => cmd::prune::du(&*open()?)?,
         Command::Check { repair } => return cmd::prune::check(&*open()?, repair),
         Command::Debug {

@@ -146,6 +146,20 @@ impl Attested {
         )
     }
 
+    /// BuildKit's attestation manifest of `image` with every blob it needs, for an OCI or docker
+    /// layout (`-o type=oci`): the layout's image index lists it after the image.
+    pub fn attachment(&self, image: &oci::Descriptor) -> export::Attachment {
+        let (manifest, config) =
+            crate::attach::buildkit_manifest(&image.digest.to_string(), &self.blobs);
+        let mut blobs = vec![manifest.bytes, config];
+        blobs.extend(self.blobs.iter().map(|b| b.bytes.clone()));
+        export::Attachment {
+            descriptor: serde_json::from_value(manifest.descriptor)
+                .expect("attach makes valid OCI descriptors"),
+            blobs,
+        }
+    }
+
     /// `provenance.json`, `sbom.spdx.json` (statements, as buildx writes them) beside a local output's
     /// tree, and `*.dsse.json` envelopes when signed.
     pub fn write_beside(&self, dest: &Path) -> Result<(), Error> {

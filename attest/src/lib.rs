@@ -28,6 +28,7 @@ pub mod dsse;
 pub mod provenance;
 pub mod publish;
 pub mod redact;
+pub mod remote;
 pub mod sbom;
 mod statement;
 

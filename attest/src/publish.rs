@@ -26,6 +26,18 @@ pub enum PublishError {
     },
     #[error("attestation manifest {digest} is not valid JSON")]
     Malformed { digest: String },
+    #[error("reading the attestations of {reference}")]
+    Read {
+        reference: String,
+        #[source]
+        source: Box<registry::Error>,
+    },
+    #[error("{reference} has no image for {platform} (it has: {available})")]
+    NoPlatform {
+        reference: String,
+        platform: String,
+        available: String,
+    },
 }
 
 /// What an image's attestations are, once placed.

@@ -150,7 +150,11 @@ pub(crate) fn build_with(
         .filter(|o| !matches!(o, export::Output::Image { .. }))
     {
         let task = progress.task(format!("exporting to {}", output.kind()));
-        let written = export::write_output(&store, &image, &names, output);
+        let attached: Vec<_> = attested
+            .iter()
+            .map(|a| a.attachment(&image.manifest_desc))
+            .collect();
+        let written = export::write_output(&store, &image, &names, output, &attached);
         let written = match (written, &attested, output) {
             (Ok(said), Some(a), export::Output::Local { dest }) => {
                 a.write_beside(dest).map(|()| said).map_err(Into::into)

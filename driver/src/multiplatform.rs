@@ -187,7 +187,11 @@ fn deliver(
     let others = plan.outputs.iter();
     for output in others.filter(|o| !matches!(o, export::Output::Image { .. })) {
         let task = progress.task(format!("exporting to {}", output.kind()));
-        match built.write_output(store, &names, output) {
+        let attached: Vec<_> = attested
+            .iter()
+            .map(|(i, _, a)| a.attachment(&i.manifest_desc))
+            .collect();
+        match built.write_output(store, &names, output, &attached) {
             Ok(said) => task.status(said.as_deref().unwrap_or("done")),
             Err(e) => {
                 task.fail(&format!("{e:#}"));

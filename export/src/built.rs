@@ -85,19 +85,21 @@ impl Built {
             .all(|i| i.manifest.layers.iter().all(|l| store.has_blob(&l.digest)))
     }
 
-    /// Writes one non-registry output (see [`crate::write_output`], [`crate::write_index_output`]).
+    /// Writes one non-registry output (see [`crate::write_output`], [`crate::write_index_output`]);
+    /// `attachments` are the images' attestation manifests, for the layouts that carry them.
     pub fn write_output(
         &self,
         store: &cache::Store,
         names: &[String],
         output: &crate::Output,
+        attachments: &[crate::Attachment],
     ) -> Result<Option<String>> {
         match self {
-            Self::Image(i) => crate::write_output(store, i, names, output),
+            Self::Image(i) => crate::write_output(store, i, names, output, attachments),
             Self::Index { index, images } => {
                 let refs: Vec<(Platform, &Image)> =
                     images.iter().map(|(p, i)| (p.clone(), i)).collect();
-                crate::write_index_output(store, &refs, index, names, output)
+                crate::write_index_output(store, &refs, index, names, output, attachments)
             }
         }
     }

@@ -60,7 +60,39 @@ pub fn build_index(
     Ok(ImageIndex { index, bytes, desc })
 }
 
+/// A manifest that travels with an image in an OCI layout without being an image itself: BuildKit's
+/// attestation manifest (platform `unknown/unknown`, annotations `vnd.docker.reference.type` and
+/// `vnd.docker.reference.digest` naming the image). A layout lists it in the image index after the
+/// images, as BuildKit's OCI exporter does; the `attest` crate makes them.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    /// Its entry in the image index.
+    pub descriptor: Descriptor,
+    /// Every blob it needs in the layout (the manifest, its config, its layers), by content.
+    pub blobs: Vec<Vec<u8>>,
+}
+
 impl ImageIndex {
+    /// This index with `attachments` listed after its entries: a new index, with its own digest. Only an
+    /// OCI index holds them (BuildKit refuses attestations with `oci-mediatypes=false` too).
+    pub fn with_attachments(&self, attachments: &[Attachment]) -> Result<Self> {
+        if self.desc.media_type != media_type::OCI_INDEX {
+            // BuildKit's message (exporter/containerimage/writer.go).
+            bail!("cannot export attestations with \"oci-mediatypes=false\"");
+        }
+        let mut index = self.index.clone();
+        index
+            .manifests
+            .extend(attachments.iter().map(|a| a.descriptor.clone()));
+        let bytes = serde_json::to_vec(&index).context("encoding the image index")?;
+        let desc = Descriptor::new(
+            &self.desc.media_type,
+            Digest::sha256_of(&bytes),
+            bytes.len() as u64,
+        );
+        Ok(Self { index, bytes, desc })
+    }
+
     /// Writes the index blob into the store (its manifests must be there for a tag to name it).
     pub fn store(&self, store: &cache::Store) -> Result<()> {
         store.put_blob(&self.bytes)?;
@@ -116,15 +148,17 @@ pub async fn push_index_only(
 }
 
 /// Writes one non-registry output of a multi-platform build: `type=oci` holds the index (named by
-/// `names`, familiar form) and every image; `type=local` writes one directory per platform
-/// (`linux_arm64/`, as buildx does). `type=docker` and `--load` fail as buildx's docker exporter does
-/// (a docker archive holds no manifest list), `type=tar` too.
+/// `names`, familiar form) and every image, and with `attachments` (the images' attestation manifests)
+/// an index that lists them after the images, as BuildKit's OCI exporter does; `type=local` writes one
+/// directory per platform (`linux_arm64/`, as buildx does). `type=docker` and `--load` fail as buildx's
+/// docker exporter does (a docker archive holds no manifest list), `type=tar` too.
 pub fn write_index_output(
     store: &cache::Store,
     images: &[(Platform, &Image)],
     index: &ImageIndex,
     names: &[String],
     output: &crate::Output,
+    attachments: &[Attachment],
 ) -> Result<Option<String>> {
     use crate::Output;
     Ok(Some(match output {
@@ -135,8 +169,16 @@ pub fn write_index_output(
             names: own,
         } => {
             let names = if own.is_empty() { names } else { own };
-            let write =
-                |sink: &mut dyn crate::Sink| write_index_layout(sink, store, images, index, names);
+            let attached;
+            let index = if attachments.is_empty() {
+                index
+            } else {
+                attached = index.with_attachments(attachments)?;
+                &attached
+            };
+            let write = |sink: &mut dyn crate::Sink| {
+                write_index_layout(sink, store, images, index, names, attachments)
+            };
             if *tar {
                 crate::write_file_or_stdout(dest, |w| {
                     let mut sink = crate::TarSink::new(w);
@@ -160,7 +202,7 @@ pub fn write_index_output(
         Output::Local { dest } => {
             for (platform, image) in images {
                 let sub = dest.join(platform_dir(platform));
-                crate::write_output(store, image, names, &Output::Local { dest: sub })?;
+                crate::write_output(store, image, names, &Output::Local { dest: sub }, &[])?;
             }
             format!(
                 "exported {} rootfs directories to {}",
@@ -201,13 +243,14 @@ pub fn platform_dir(p: &Platform) -> String {
 }
 
 /// An OCI layout whose `index.json` names the image index (once per name) and whose blobs hold the
-/// index, each image's manifest, config and layers.
-fn write_index_layout(
+/// index, each image's manifest, config and layers, and the blobs of the attachments it lists.
+pub(crate) fn write_index_layout(
     sink: &mut dyn crate::Sink,
     store: &cache::Store,
     images: &[(Platform, &Image)],
     index: &ImageIndex,
     names: &[String],
+    attachments: &[Attachment],
 ) -> Result<()> {
     sink.bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     let mut manifests = Vec::new();
@@ -232,7 +275,29 @@ fn write_index_layout(
     sink.bytes("index.json", &serde_json::to_vec(&top)?)?;
     let blob_path = |d: &Digest| format!("blobs/sha256/{}", d.hex());
     sink.bytes(&blob_path(&index.desc.digest), &index.bytes)?;
-    crate::write_image_blobs(sink, store, images.iter().map(|(_, i)| *i))
+    crate::write_image_blobs(sink, store, images.iter().map(|(_, i)| *i))?;
+    let mut seen = std::collections::HashSet::new();
+    for blob in attachments.iter().flat_map(|a| &a.blobs) {
+        let d = Digest::sha256_of(blob);
+        if seen.insert(d.clone()) {
+            sink.bytes(&blob_path(&d), blob)?;
+        }
+    }
+    Ok(())
+}
+
+/// The platform an image config names (`what` names the image in the error).
+pub(crate) fn config_platform(c: &oci::ImageConfig, what: &str) -> Result<Platform> {
+    if c.architecture.is_empty() || c.os.is_empty() {
+        bail!("{what}: its config names no os/architecture, so it cannot go into an index");
+    }
+    Ok(Platform {
+        architecture: c.architecture.clone(),
+        os: c.os.clone(),
+        variant: c.variant.clone(),
+        os_version: None,
+    }
+    .normalized())
 }
 
 /// Writes buildx's `--metadata-file` JSON for an index (`containerimage.digest` is the index's);
@@ -389,16 +454,7 @@ async fn image_platform(
         .with_context(|| format!("reading the config of {src}"))?;
     let c: oci::ImageConfig =
         serde_json::from_slice(&config).with_context(|| format!("parsing the config of {src}"))?;
-    if c.architecture.is_empty() || c.os.is_empty() {
-        bail!("{src}: its config names no os/architecture, so it cannot go into an index");
-    }
-    Ok(Platform {
-        architecture: c.architecture,
-        os: c.os,
-        variant: c.variant,
-        os_version: None,
-    }
-    .normalized())
+    config_platform(&c, &src.to_string())
 }
 
 #[cfg(test)]
@@ -411,6 +467,28 @@ mod tests {
             Digest::sha256_of(&[n]),
             10 + n as u64,
         )
+    }
+
+    #[test]
+    fn attachments_follow_the_images_in_a_new_oci_index_only() {
+        let amd: Platform = "linux/amd64".parse().unwrap();
+        let i = build_index(&[(amd.clone(), desc(1))], true, BTreeMap::new()).unwrap();
+        let mut att = desc(9);
+        att.platform = Some("unknown/unknown".parse().unwrap());
+        let a = Attachment {
+            descriptor: att.clone(),
+            blobs: vec![b"{}".to_vec()],
+        };
+        let with = i.with_attachments(std::slice::from_ref(&a)).unwrap();
+        assert_eq!(
+            with.index.manifests,
+            vec![i.index.manifests[0].clone(), att]
+        );
+        assert_eq!(with.desc.digest, Digest::sha256_of(&with.bytes));
+        assert_ne!(with.desc.digest, i.desc.digest);
+        let docker = build_index(&[(amd, desc(1))], false, BTreeMap::new()).unwrap();
+        let e = docker.with_attachments(&[a]).unwrap_err();
+        assert!(e.to_string().contains("oci-mediatypes=false"), "{e}");
     }
 
     #[test]

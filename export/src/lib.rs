@@ -9,7 +9,7 @@
 //! # fn f(store: &cache::Store, stage: &frontend::Stage, solved: &solver::Solved) -> anyhow::Result<()> {
 //! let image = export::assemble(store, stage, solved, &export::ExportOptions::default(), None, &|_| Ok(()))?;
 //! let out = export::Output::Local { dest: "rootfs".into() };
-//! export::write_output(store, &image, &["app:1".to_owned()], &out)?;
+//! export::write_output(store, &image, &["app:1".to_owned()], &out, &[])?;
 //! # Ok(()) }
 //! ```
 
@@ -35,7 +35,7 @@ pub use eager::EagerPush;
 pub use engine::load_into_engine;
 pub use index::{
     build_index, check_index_outputs, create_index, local_index, platform_dir, push_index,
-    push_index_only, write_index_metadata, write_index_output, ImageIndex, LocalIndex,
+    push_index_only, write_index_metadata, write_index_output, Attachment, ImageIndex, LocalIndex,
 };
 pub use push::{push_blobs, PushStats};
 
@@ -673,12 +673,24 @@ pub fn csv_fields(spec: &str) -> Vec<String> {
 /// Writes one non-registry output of `image` (`names` are its tags, familiar form) and says what it
 /// wrote (`exported OCI archive to app.tar`); `None` for an image output, which the tags and the push
 /// take care of.
+///
+/// With `attachments` (the image's attestation manifests), `type=oci` and `type=docker` name an image
+/// index holding the image and them, as BuildKit's exporters do; without, the layout names the image
+/// manifest itself.
 pub fn write_output(
     store: &cache::Store,
     image: &Image,
     names: &[String],
     output: &Output,
+    attachments: &[Attachment],
 ) -> Result<Option<String>> {
+    let layout = |sink: &mut dyn Sink, names: &[String], docker: bool| {
+        if attachments.is_empty() {
+            write_layout(sink, store, &[(image, names)], docker)
+        } else {
+            write_attached_layout(sink, store, image, names, attachments, docker)
+        }
+    };
     Ok(Some(match output {
         Output::Image { .. } => return Ok(None),
         Output::Oci {
@@ -690,13 +702,12 @@ pub fn write_output(
             if *tar {
                 write_file_or_stdout(dest, |w| {
                     let mut sink = TarSink::new(w);
-                    write_layout(&mut sink, store, &[(image, names)], false)?;
+                    layout(&mut sink, names, false)?;
                     sink.finish()
                 })?;
                 format!("exported OCI archive to {}", dest.display())
             } else {
-                let mut sink = DirSink { root: dest.clone() };
-                write_layout(&mut sink, store, &[(image, names)], false)?;
+                layout(&mut DirSink { root: dest.clone() }, names, false)?;
                 format!("exported OCI layout to {}", dest.display())
             }
         }
@@ -704,7 +715,7 @@ pub fn write_output(
             let names = if own.is_empty() { names } else { own };
             write_file_or_stdout(dest, |w| {
                 let mut sink = TarSink::new(w);
-                write_layout(&mut sink, store, &[(image, names)], true)?;
+                layout(&mut sink, names, true)?;
                 sink.finish()
             })?;
             format!("exported docker archive to {}", dest.display())
@@ -908,36 +919,78 @@ fn write_layout(
         annotations: BTreeMap::new(),
     };
     sink.bytes("index.json", &serde_json::to_vec(&index)?)?;
-    let blob_path = |d: &Digest| format!("blobs/sha256/{}", d.hex());
     if docker {
-        let entries: Vec<serde_json::Value> = images
-            .iter()
-            .map(|(image, names)| {
-                let repo_tags: Vec<String> = names
-                    .iter()
-                    .map(|n| {
-                        n.parse::<Reference>()
-                            .map(|r| {
-                                let f = r.familiar();
-                                if r.tag.is_none() && r.digest.is_none() {
-                                    format!("{f}:latest")
-                                } else {
-                                    f
-                                }
-                            })
-                            .unwrap_or_else(|_| n.clone())
-                    })
-                    .collect();
-                serde_json::json!({
-                    "Config": blob_path(&image.manifest.config.digest),
-                    "RepoTags": repo_tags,
-                    "Layers": image.manifest.layers.iter().map(|l| blob_path(&l.digest)).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        sink.bytes("manifest.json", &serde_json::to_vec(&entries)?)?;
+        sink.bytes("manifest.json", &docker_manifest_json(images)?)?;
     }
     write_image_blobs(sink, store, images.iter().map(|(i, _)| *i))
+}
+
+/// The `manifest.json` that `docker load` reads: each image's config, tags (`:latest` added to a bare
+/// name) and layers, as paths of the layout's blobs.
+fn docker_manifest_json(images: &[(&Image, &[String])]) -> Result<Vec<u8>> {
+    let blob_path = |d: &Digest| format!("blobs/sha256/{}", d.hex());
+    let entries: Vec<serde_json::Value> = images
+        .iter()
+        .map(|(image, names)| {
+            let repo_tags: Vec<String> = names
+                .iter()
+                .map(|n| {
+                    n.parse::<Reference>()
+                        .map(|r| {
+                            let f = r.familiar();
+                            if r.tag.is_none() && r.digest.is_none() {
+                                format!("{f}:latest")
+                            } else {
+                                f
+                            }
+                        })
+                        .unwrap_or_else(|_| n.clone())
+                })
+                .collect();
+            serde_json::json!({
+                "Config": blob_path(&image.manifest.config.digest),
+                "RepoTags": repo_tags,
+                "Layers": image.manifest.layers.iter().map(|l| blob_path(&l.digest)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(serde_json::to_vec(&entries)?)
+}
+
+/// The layout of one image with its attachments: `index.json` names an image index of the image (with
+/// its platform, from its config) and the attachments, as BuildKit's OCI exporter writes an image with
+/// attestations. For `docker`, `manifest.json` still names the image, so `docker load` of a classic
+/// store reads it (BuildKit's docker exporter writes none in this case; Docker's containerd store reads
+/// `index.json`).
+fn write_attached_layout(
+    sink: &mut dyn Sink,
+    store: &cache::Store,
+    image: &Image,
+    names: &[String],
+    attachments: &[Attachment],
+    docker: bool,
+) -> Result<()> {
+    if image.manifest_desc.media_type != media_type::OCI_MANIFEST {
+        // BuildKit's message (exporter/containerimage/writer.go).
+        bail!("cannot export attestations with \"oci-mediatypes=false\"");
+    }
+    let config: ImageConfig = serde_json::from_slice(&store.read_blob(&image.config_digest)?)
+        .with_context(|| format!("parsing config {}", image.config_digest))?;
+    let platform = index::config_platform(&config, &image.manifest_desc.digest.to_string())?;
+    let entry = [(platform.clone(), image.manifest_desc.clone())];
+    let index = build_index(&entry, true, BTreeMap::new())?.with_attachments(attachments)?;
+    index::write_index_layout(
+        sink,
+        store,
+        &[(platform, image)],
+        &index,
+        names,
+        attachments,
+    )?;
+    if docker {
+        sink.bytes("manifest.json", &docker_manifest_json(&[(image, names)])?)?;
+    }
+    Ok(())
 }
 
 /// Writes each image's manifest, config and layers under `blobs/sha256/` of a layout, each blob once.

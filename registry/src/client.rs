@@ -654,6 +654,56 @@ impl Client {
             .await
     }
 
+    /// The referrers of manifest `digest` in `r`'s repository through the OCI 1.1 referrers API (`GET
+    /// /v2/<name>/referrers/<digest>`, filtered by `artifact_type` when given): the image index the
+    /// registry answers, or `None` when the registry has no referrers API (it answers 404, as the
+    /// distribution spec says; the caller then falls back to the `sha256-<hex>` tag schema).
+    pub async fn get_referrers(
+        &self,
+        r: &Reference,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let mut url = format!("{}/referrers/{digest}", self.base(r));
+        if let Some(t) = artifact_type {
+            // Media types hold `/` and `+`: percent-encode them for the query.
+            url.push_str("?artifactType=");
+            url.push_str(&t.replace('+', "%2B").replace('/', "%2F"));
+        }
+        let mut resp = self
+            .send(r, Access::Pull, Retry::Idempotent, || {
+                Ok(self
+                    .http(r)
+                    .get(&url)
+                    .header(header::ACCEPT, media_type::OCI_INDEX))
+            })
+            .await?;
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Ok(None),
+            _ => {
+                return Err(self
+                    .unexpected(r, "GET", &format!("referrers of {digest}"), resp)
+                    .await)
+            }
+        }
+        let mut bytes = Vec::new();
+        let progress = Progress::new(self.inner.stall);
+        let request = format!("GET {url} (body)");
+        while let Some(chunk) = self.read_chunk(r, &mut resp, &progress, &request).await? {
+            if bytes.len() + chunk.len() > MANIFEST_LIMIT {
+                return Err(Error::Protocol {
+                    registry: r.registry.clone(),
+                    detail: format!(
+                        "the referrers of {digest} are larger than {MANIFEST_LIMIT} bytes"
+                    ),
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Some(bytes))
+    }
+
     /// Asks the registry to link blob `desc` into `r`'s repository from repository `from` of the same
     /// registry (a cross-repository mount). `Ok(false)` when it did not (the blob is not there, no access,
     /// or mounting unsupported); nothing is uploaded either way.

@@ -337,3 +337,59 @@ async fn five_megabyte_blob_round_trips() {
         "fetched bytes differ"
     );
 }
+
+/// OCI distribution spec 1.1, "Listing Referrers": a registry with the API answers
+/// `GET /v2/<name>/referrers/<digest>` with an image index; one without it answers 404, which
+/// `get_referrers` reports as `None` (the caller falls back to the `sha256-<hex>` tag schema).
+/// docker-registry 2.8 has no referrers API; the proxy serves it from the tag schema's index.
+#[tokio::test]
+async fn referrers_come_from_the_referrers_api_and_a_registry_without_it_gives_none() {
+    let reg = TestRegistry::start();
+    let proxy = common::proxy::Proxy::start(&reg.addr, None).await;
+    let client = anonymous_client();
+    let r = proxy.reference("refs:1");
+    let img = push_image(&client, &r, &Platform::host(), 100).await;
+    let subject = &img.manifest_digest;
+    let in_toto = "application/vnd.in-toto+json";
+    assert_eq!(
+        client
+            .get_referrers(&r, subject, Some(in_toto))
+            .await
+            .unwrap(),
+        None,
+        "docker-registry 2.8 has no referrers API"
+    );
+
+    // The referrers index under the tag schema (listing a manifest the repository has).
+    let listed = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_INDEX,
+        "manifests": [{
+            "mediaType": media_type::OCI_MANIFEST,
+            "digest": subject.to_string(),
+            "size": img.manifest_bytes.len(),
+            "artifactType": in_toto,
+        }],
+    }))
+    .unwrap();
+    let tag: oci::Reference = format!("{}:{}", r.name(), subject.to_string().replacen(':', "-", 1))
+        .parse()
+        .unwrap();
+    client
+        .put_manifest(&tag, media_type::OCI_INDEX, &listed)
+        .await
+        .unwrap();
+    proxy.serve_referrers_api();
+    let got = client
+        .get_referrers(&r, subject, Some(in_toto))
+        .await
+        .unwrap();
+    assert_eq!(got.as_deref(), Some(listed.as_slice()));
+    let asked = proxy.seen();
+    assert!(
+        asked.iter().any(|l| l.starts_with(&format!(
+            "GET /v2/refs/referrers/{subject}?artifactType=application%2Fvnd.in-toto%2Bjson"
+        ))),
+        "{asked:?}"
+    );
+}

@@ -148,7 +148,7 @@ pub(crate) enum Command {
     },
     /// Print the manifest and config of an image in the local store as JSON.
     Inspect {
-        /// Image (a tag in the local store).
+        /// Image (a tag in the local store; with --sbom/--provenance also a registry image).
         image: String,
         /// Print the SBOM (SPDX) attached by `build --sbom` instead.
         #[arg(long, conflicts_with = "provenance")]
@@ -156,14 +156,18 @@ pub(crate) enum Command {
         /// Print the provenance attached by `build --provenance` instead.
         #[arg(long)]
         provenance: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Check an image's attestations: signed by the key, in-toto, about this image.
     Verify {
         /// The public key (PEM `PUBLIC KEY`, as `cosign public-key` or `openssl pkey -pubout` write it).
         #[arg(long, value_name = "PUB")]
         key: PathBuf,
-        /// Image (a tag in the local store).
+        /// Image: a tag in the local store, else read from its registry.
         image: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Remove build cache: unused records, base resolutions, cache mounts, and unreferenced blobs/snapshots.
     Prune(PruneArgs),
@@ -206,6 +210,26 @@ pub(crate) enum ImagetoolsCommand {
     /// Push an image index of images already in a registry (per-platform builds pushed with
     /// `-o type=registry,push-by-digest=true`, or other indexes): only manifests are read.
     Create(ImagetoolsCreateArgs),
+    /// Show an image or index in a registry: its manifests, the raw JSON (`--raw`), or its attestations
+    /// as buildx prints them (`--format '{{json .SBOM}}'`, `'{{json .Provenance}}'`).
+    Inspect(ImagetoolsInspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ImagetoolsInspectArgs {
+    /// Image (`registry/repo:tag` or `@sha256:…`).
+    pub(crate) image: String,
+    /// Print the manifest or index as the registry serves it.
+    #[arg(long, conflicts_with = "format")]
+    pub(crate) raw: bool,
+    /// `{{json .SBOM}}` or `{{json .Provenance}}` (buildx's templates that read attestations).
+    #[arg(long)]
+    pub(crate) format: Option<String>,
+    /// Registry hosts reached over plain HTTP; loopback always is.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub(crate) insecure_registries: Vec<String>,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -219,6 +243,23 @@ pub(crate) struct ImagetoolsCreateArgs {
     /// Print the index and push nothing.
     #[arg(long)]
     pub(crate) dry_run: bool,
+    /// Registry hosts reached over plain HTTP; loopback always is.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub(crate) insecure_registries: Vec<String>,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
+}
+
+/// Where `verify` and `inspect --sbom|--provenance` read an image's attestations.
+#[derive(Debug, Args)]
+pub(crate) struct RemoteArgs {
+    /// Read the image from its registry even when the local store has it (without: only when it
+    /// does not).
+    #[arg(long)]
+    pub(crate) remote: bool,
+    /// For an image index in a registry: this platform's image only (default: every platform).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
+    pub(crate) platform: Option<oci::Platform>,
     /// Registry hosts reached over plain HTTP; loopback always is.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub(crate) insecure_registries: Vec<String>,

@@ -684,3 +684,470 @@ fn attestations_attach_as_oci_referrers_or_in_buildkit_index_layout() {
     assert_not_in_store(&env.root(), password);
     assert_eq!(files_containing(&pulled, password), Vec::<PathBuf>::new());
 }
+
+/// The blob `digest` (`sha256:…`) of the OCI layout directory `dir`, parsed as JSON.
+fn layout_json(dir: &Path, digest: &str) -> Value {
+    read_json(
+        &dir.join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:")),
+    )
+}
+
+/// `skopeo inspect [EXTRA…] REFERENCE` as JSON.
+fn skopeo_inspect(extra: &[&str], reference: &str) -> Value {
+    let mut cmd = Command::new("skopeo");
+    cmd.arg("inspect").args(extra).arg(reference);
+    let out = sh(&mut cmd);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{reference}: {e}: {out}"))
+}
+
+/// Checks BuildKit's attestation entries of an image index (after its `images` platform entries): one
+/// `unknown/unknown` manifest per image, annotated with the image's digest, whose layers in the layout
+/// `dir` are in-toto statements (provenance and SPDX) about that image.
+fn check_attestation_entries(index: &Value, images: usize, dir: &Path) {
+    let manifests = index["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 2 * images, "{index}");
+    for k in 0..images {
+        let image = &manifests[k];
+        let att = &manifests[images + k];
+        assert_ne!(image["platform"]["os"], "unknown", "{index}");
+        assert_eq!(att["platform"]["os"], "unknown", "{index}");
+        assert_eq!(att["platform"]["architecture"], "unknown", "{index}");
+        let a = &att["annotations"];
+        assert_eq!(a["vnd.docker.reference.type"], "attestation-manifest");
+        assert_eq!(a["vnd.docker.reference.digest"], image["digest"], "{index}");
+        let m = layout_json(dir, att["digest"].as_str().unwrap());
+        let mut types = BTreeSet::new();
+        for l in m["layers"].as_array().unwrap() {
+            assert_eq!(l["mediaType"], "application/vnd.in-toto+json");
+            let st = layout_json(dir, l["digest"].as_str().unwrap());
+            assert_eq!(st["_type"], "https://in-toto.io/Statement/v1");
+            assert_eq!(
+                format!(
+                    "sha256:{}",
+                    st["subject"][0]["digest"]["sha256"].as_str().unwrap()
+                ),
+                image["digest"].as_str().unwrap()
+            );
+            assert_eq!(
+                st["predicateType"],
+                l["annotations"]["in-toto.io/predicate-type"]
+            );
+            types.insert(st["predicateType"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(
+            types,
+            BTreeSet::from([
+                "https://slsa.dev/provenance/v1".to_owned(),
+                "https://spdx.dev/Document".to_owned()
+            ])
+        );
+        // Its config is BuildKit's: an unknown/unknown image whose diff_ids are the statements.
+        let config = layout_json(dir, m["config"]["digest"].as_str().unwrap());
+        assert_eq!(config["os"], "unknown");
+        assert_eq!(config["rootfs"]["diff_ids"][0], m["layers"][0]["digest"]);
+    }
+}
+
+/// Followed: moby/buildkit exporter/oci/export.go and exporter/containerimage/writer.go (master,
+/// 2026-08): an image with attestations is committed as an image index (even for one platform) holding
+/// the platform manifest(s) and, after them, one `unknown/unknown` attestation manifest per image; the
+/// OCI variant writes all of it; the docker variant (single platform only) writes the same index (its
+/// archive exporter then writes no manifest.json — rbuild keeps manifest.json so that `docker load` of
+/// a classic store still reads the image).
+#[test]
+fn oci_and_docker_archives_carry_attestations_as_buildkits_oci_exporter_does() {
+    require("/usr/bin/skopeo", "skopeo");
+    require("/usr/bin/umoci", "umoci");
+    let reg = Registry::start();
+    let env = Env::new();
+    env.busybox();
+    let ctx = env.context(
+        "app",
+        &[("Dockerfile", "FROM busybox:local\nRUN echo hi > /hi\n")],
+    );
+    let d = env.dir.path();
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let (tar, dir, docker) = (d.join("app.tar"), d.join("layout"), d.join("docker.tar"));
+    env.build_plain(
+        "app:1",
+        &ctx,
+        &[
+            "--sbom",
+            "--provenance",
+            "-o",
+            &format!("type=oci,dest={}", s(&tar)),
+            "-o",
+            &format!("type=oci,dest={},tar=false", s(&dir)),
+            "-o",
+            &format!("type=docker,dest={}", s(&docker)),
+        ],
+    );
+    let (shown, _) = env.ok(&["inspect", "app:1"]);
+    let image: Value = serde_json::from_str(&shown).unwrap();
+    let image_digest = image["Descriptor"]["digest"].as_str().unwrap().to_owned();
+
+    // The directory: index.json names an index of the image (with its platform) and its attestations.
+    let top = read_json(&dir.join("index.json"));
+    assert_eq!(top["manifests"].as_array().unwrap().len(), 1, "{top}");
+    assert_eq!(
+        top["manifests"][0]["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let index = layout_json(&dir, top["manifests"][0]["digest"].as_str().unwrap());
+    assert_eq!(index["manifests"][0]["digest"], image_digest.as_str());
+    assert_eq!(index["manifests"][0]["platform"]["os"], "linux");
+    check_attestation_entries(&index, 1, &dir);
+    // umoci (0.4) takes every manifest under an index as a candidate ("tag is ambiguous"), with
+    // BuildKit's layout as with any multi-platform one; skopeo picks the platform image, umoci unpacks it.
+    let picked_dir = d.join("picked");
+    sh(Command::new("skopeo").args([
+        "copy",
+        &format!("oci:{}:app:1", s(&dir)),
+        &format!("oci:{}:app", s(&picked_dir)),
+    ]));
+    let bundle = d.join("bundle");
+    sh(Command::new("umoci").args([
+        "unpack",
+        "--image",
+        &format!("{}:app", s(&picked_dir)),
+        &s(&bundle),
+    ]));
+    assert_eq!(
+        std::fs::read_to_string(bundle.join("rootfs/hi")).unwrap(),
+        "hi\n"
+    );
+
+    // The archive: skopeo reads the index raw, and picks the real image by platform.
+    let archive = format!("oci-archive:{}", s(&tar));
+    let raw = skopeo_inspect(&["--raw"], &archive);
+    assert_eq!(
+        raw, index,
+        "the archive holds the same index as the directory"
+    );
+    let picked = skopeo_inspect(&["--override-arch", "amd64"], &archive);
+    assert_eq!(picked["Architecture"], "amd64", "{picked}");
+    assert_eq!(
+        picked["Layers"],
+        image["Manifest"]["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].clone())
+            .collect::<Value>()
+    );
+    // Copied to a registry with every manifest: the registry serves BuildKit's layout, and a pull by
+    // platform selects the real image.
+    let remote = format!("{}/oci/app:1", reg.addr);
+    sh(Command::new("skopeo").args([
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        &archive,
+        &format!("docker://{remote}"),
+    ]));
+    let served = skopeo_inspect(
+        &["--raw", "--tls-verify=false"],
+        &format!("docker://{remote}"),
+    );
+    assert_eq!(served, index);
+    let fresh = Env::new();
+    fresh.ok(&["pull", "--platform", "linux/amd64", &remote]);
+    let (shown, _) = fresh.ok(&["inspect", &remote]);
+    let pulled: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(pulled["Descriptor"]["digest"], image_digest.as_str());
+
+    // The docker archive: the same index in index.json, and manifest.json for `docker load`.
+    let listing = sh(Command::new("tar").arg("-tf").arg(&docker));
+    assert!(listing.lines().any(|l| l == "manifest.json"), "{listing}");
+    let by_docker = skopeo_inspect(&[], &format!("docker-archive:{}", s(&docker)));
+    // (skopeo names a docker archive's layers by diff_id.)
+    assert_eq!(
+        by_docker["Layers"].as_array().unwrap().len(),
+        picked["Layers"].as_array().unwrap().len(),
+        "{by_docker}"
+    );
+    assert_eq!(by_docker["Architecture"], "amd64");
+    let (loaded, _) = fresh.ok(&["load", "-i", &s(&docker)]);
+    assert!(loaded.contains("app:1"), "{loaded}");
+    assert_eq!(fresh.run_sh("app:1", "cat /hi"), "hi\n");
+
+    // Without attestations the layout names the image manifest itself, as before.
+    let plain = d.join("plain");
+    env.build_plain(
+        "app:1",
+        &ctx,
+        &["-o", &format!("type=oci,dest={},tar=false", s(&plain))],
+    );
+    let top = read_json(&plain.join("index.json"));
+    assert_eq!(
+        top["manifests"][0]["digest"],
+        image_digest.as_str(),
+        "{top}"
+    );
+    assert_eq!(
+        std::fs::read_dir(plain.join("blobs/sha256"))
+            .unwrap()
+            .count(),
+        2 + picked["Layers"].as_array().unwrap().len(),
+        "manifest, config and the layers, nothing else"
+    );
+
+    // Two platforms (FROM scratch: no emulation): the platform entries, then one attestation manifest
+    // per platform image; skopeo picks each platform's image.
+    let multi = env.context(
+        "multi",
+        &[
+            ("Dockerfile", "FROM scratch\nCOPY hi /hi\n"),
+            ("hi", "hi\n"),
+        ],
+    );
+    let mdir = d.join("multi-layout");
+    let mtar = d.join("multi.tar");
+    env.build_plain(
+        "multi:1",
+        &multi,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--sbom",
+            "--provenance",
+            "-o",
+            &format!("type=oci,dest={},tar=false", s(&mdir)),
+            "-o",
+            &format!("type=oci,dest={}", s(&mtar)),
+        ],
+    );
+    let top = read_json(&mdir.join("index.json"));
+    let index = layout_json(&mdir, top["manifests"][0]["digest"].as_str().unwrap());
+    let arch: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(arch, ["amd64", "arm64", "unknown", "unknown"], "{index}");
+    check_attestation_entries(&index, 2, &mdir);
+    let archive = format!("oci-archive:{}", s(&mtar));
+    assert_eq!(skopeo_inspect(&["--raw"], &archive), index);
+    let arm = skopeo_inspect(&["--override-arch", "arm64"], &archive);
+    assert_eq!(arm["Architecture"], "arm64", "{arm}");
+    let arm_manifest = layout_json(&mdir, index["manifests"][1]["digest"].as_str().unwrap());
+    assert_eq!(
+        arm["Layers"][0], arm_manifest["layers"][0]["digest"],
+        "{arm}"
+    );
+}
+
+/// The `@sha256:…` digest an rbuild push printed last on stdout.
+fn pushed_digest(stdout: &str) -> String {
+    let last = stdout.lines().last().unwrap_or_default();
+    last.rsplit_once('@')
+        .unwrap_or_else(|| panic!("no digest in {stdout:?}"))
+        .1
+        .to_owned()
+}
+
+/// `rbuild verify` and `rbuild inspect --sbom|--provenance` of images that are only in a registry: the
+/// referrers (tag schema: docker-registry 2.8 has no referrers API, which rbuild asks first) and
+/// BuildKit's index layout, one and two platforms, a wrong key, an image without attestations.
+#[test]
+fn verify_and_inspect_read_attestations_from_a_registry_in_both_attachment_modes() {
+    let reg = Registry::start();
+    let env = Env::new();
+    env.busybox();
+    let (key, public) = keypair(env.dir.path(), "signer");
+    let (_, other) = keypair(env.dir.path(), "other");
+    let (key, public, other) = (
+        key.to_str().unwrap().to_owned(),
+        public.to_str().unwrap().to_owned(),
+        other.to_str().unwrap().to_owned(),
+    );
+    let ctx = env.context(
+        "app",
+        &[("Dockerfile", "FROM busybox:local\nRUN echo hi > /hi\n")],
+    );
+    let multi = env.context(
+        "multi",
+        &[
+            ("Dockerfile", "FROM scratch\nCOPY hi /hi\n"),
+            ("hi", "hi\n"),
+        ],
+    );
+    let push = |name: &str, ctx: &Path, extra: &[&str]| {
+        let image = format!("{}/att/{name}", reg.addr);
+        let mut args = vec!["--push"];
+        args.extend_from_slice(extra);
+        let (stdout, _) = env.build_plain(&image, ctx, &args);
+        (image, pushed_digest(&stdout))
+    };
+    let signed = ["--sbom", "--provenance", "--sign-key", key.as_str()];
+    let (by_ref, ref_digest) = push(
+        "ref:1",
+        &ctx,
+        &[&signed[..], &["--attest-mode", "referrers"]].concat(),
+    );
+    let (by_idx, _) = push(
+        "idx:1",
+        &ctx,
+        &[&signed[..], &["--attest-mode", "index"]].concat(),
+    );
+    let two = ["--platform", "linux/amd64,linux/arm64"];
+    let (multi_idx, _) = push(
+        "multi-idx:1",
+        &multi,
+        &[&signed[..], &two, &["--attest-mode", "index"]].concat(),
+    );
+    let (multi_ref, _) = push(
+        "multi-ref:1",
+        &multi,
+        &[&signed[..], &two, &["--attest-mode", "referrers"]].concat(),
+    );
+    let (bare, _) = push("bare:1", &ctx, &[]);
+
+    // A fresh store has none of them: verify reads the registry.
+    let fresh = Env::new();
+    let (out, _) = fresh.ok(&["verify", "--key", &public, &by_ref]);
+    assert!(out.contains(&format!("for {by_ref}@{ref_digest}")), "{out}");
+    assert!(out.contains("(referrers tag)"), "{out}");
+    assert!(
+        out.contains("verified https://slsa.dev/provenance/v1"),
+        "{out}"
+    );
+    assert!(out.contains("verified https://spdx.dev/Document"), "{out}");
+    // (docker-registry 2.8 answered the referrers API request 404: rbuild fell back to the tag.)
+    let (out, _) = fresh.ok(&["verify", "--key", &public, &by_idx]);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.contains("(linux/amd64, image index)"), "{out}");
+    for image in [&multi_idx, &multi_ref] {
+        let (out, _) = fresh.ok(&["verify", "--key", &public, image]);
+        assert_eq!(
+            out.lines().count(),
+            4,
+            "two attestations per platform image: {out}"
+        );
+        assert!(
+            out.contains("(linux/amd64, ") && out.contains("(linux/arm64, "),
+            "{out}"
+        );
+        let (out, _) = fresh.ok(&[
+            "verify",
+            "--key",
+            &public,
+            "--platform",
+            "linux/arm64",
+            image,
+        ]);
+        assert_eq!(out.lines().count(), 2, "{out}");
+        assert!(!out.contains("linux/amd64"), "{out}");
+    }
+    assert!(fresh
+        .ok(&["verify", "--key", &public, &multi_idx])
+        .0
+        .contains("image index"));
+    assert!(fresh
+        .ok(&["verify", "--key", &public, &multi_ref])
+        .0
+        .contains("referrers tag"));
+    assert_eq!(
+        fresh.ok(&["images", "-q"]).0,
+        "",
+        "verify pulled nothing into the store"
+    );
+
+    // Another key fails, for either layout.
+    for image in [&by_ref, &by_idx, &multi_idx] {
+        let e = fresh.fails(&["verify", "--key", &other, image]);
+        assert!(e.contains("signature verification failed"), "{e}");
+    }
+    // An image without attestations: a clear error naming where they were looked for.
+    let e = fresh.fails(&["verify", "--key", &public, &bare]);
+    assert!(e.contains("has no attestations in the registry"), "{e}");
+    assert!(e.contains("referrers API") && e.contains("sha256-"), "{e}");
+    let e = fresh.fails(&["inspect", "--sbom", &bare]);
+    assert!(e.contains("has no attestations in the registry"), "{e}");
+    let e = fresh.fails(&[
+        "verify",
+        "--key",
+        &public,
+        "--platform",
+        "linux/s390x",
+        &multi_idx,
+    ]);
+    assert!(
+        e.contains("no image for linux/s390x") && e.contains("linux/arm64"),
+        "{e}"
+    );
+
+    // inspect --sbom / --provenance print the predicates; several platforms by platform.
+    let (out, _) = fresh.ok(&["inspect", "--sbom", &by_idx]);
+    let sbom: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(sbom["spdxVersion"], "SPDX-2.3", "{out}");
+    let (out, _) = fresh.ok(&["inspect", "--provenance", &by_ref]);
+    let prov: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        prov["buildDefinition"]["resolvedDependencies"].is_array(),
+        "{out}"
+    );
+    let (out, _) = fresh.ok(&["inspect", "--provenance", &multi_ref]);
+    let by_platform: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        by_platform["linux/arm64"][0]["buildDefinition"]["externalParameters"]["platform"],
+        "linux/arm64",
+        "{out}"
+    );
+
+    // The building store has the image locally; --remote reads the registry anyway.
+    let (out, _) = env.ok(&["verify", "--key", &public, &by_ref]);
+    assert!(!out.contains("referrers tag"), "local store first: {out}");
+    let (out, _) = env.ok(&["verify", "--remote", "--key", &public, &by_ref]);
+    assert!(out.contains("(referrers tag)"), "{out}");
+    let e = env.fails(&["inspect", "--remote", &by_ref]);
+    assert!(e.contains("--sbom or --provenance"), "{e}");
+
+    // buildx's `imagetools inspect --format '{{json .SBOM}}'|'{{json .Provenance}}'`: one image as is,
+    // several by platform, `{}` without (docker/buildx util/imagetools/printers.go, loader.go).
+    let tools = |image: &str, format: &str| -> Value {
+        let (out, _) = fresh.ok(&["imagetools", "inspect", "--format", format, image]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+    assert_eq!(
+        tools(&by_idx, "{{json .SBOM}}")["SPDX"]["spdxVersion"],
+        "SPDX-2.3"
+    );
+    assert_eq!(
+        tools(&by_ref, "{{json .SBOM}}")["SPDX"]["spdxVersion"],
+        "SPDX-2.3"
+    );
+    let p = tools(&multi_idx, "{{json .Provenance}}");
+    assert_eq!(
+        p["linux/arm64"]["SLSA"]["buildDefinition"]["externalParameters"]["platform"],
+        "linux/arm64",
+        "{p}"
+    );
+    assert!(p.get("unknown/unknown").is_none(), "{p}");
+    assert_eq!(tools(&bare, "{{json .SBOM}}"), serde_json::json!({}));
+    let e = fresh.fails(&[
+        "imagetools",
+        "inspect",
+        "--format",
+        "{{json .Image}}",
+        &bare,
+    ]);
+    assert!(e.contains("{{json .SBOM}}"), "{e}");
+    let (raw, _) = fresh.ok(&["imagetools", "inspect", "--raw", &multi_idx]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&raw).unwrap(),
+        skopeo_inspect(
+            &["--raw", "--tls-verify=false"],
+            &format!("docker://{multi_idx}")
+        )
+    );
+    let (summary, _) = fresh.ok(&["imagetools", "inspect", &multi_idx]);
+    assert!(
+        summary.starts_with(&format!("Name:      {multi_idx}\n")),
+        "{summary}"
+    );
+    assert!(summary.contains("Platform:  linux/arm64"), "{summary}");
+    assert!(summary.contains("Platform:  unknown/unknown"), "{summary}");
+}

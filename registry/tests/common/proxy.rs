@@ -73,6 +73,8 @@ struct State {
     fail_after: Mutex<Vec<(&'static str, &'static str, u32, u16)>>,
     reject_monolithic: AtomicBool,
     ignore_mount: AtomicBool,
+    /// Answer the OCI 1.1 referrers API (docker-registry 2.8 has none) from the referrers tag schema.
+    referrers_api: AtomicBool,
     /// Milliseconds to wait before each KiB of a blob GET's answer (0: relay at once).
     slow_ms_per_kib: AtomicU64,
 }
@@ -109,6 +111,7 @@ impl Proxy {
             fail_after: Mutex::new(Vec::new()),
             reject_monolithic: AtomicBool::new(false),
             ignore_mount: AtomicBool::new(false),
+            referrers_api: AtomicBool::new(false),
             slow_ms_per_kib: AtomicU64::new(0),
         });
         let s = state.clone();
@@ -125,6 +128,12 @@ impl Proxy {
             }
         });
         Self { addr, state, task }
+    }
+
+    /// Serves `GET /v2/<name>/referrers/<digest>` as a registry with the referrers API does, with the
+    /// index the upstream keeps under the referrers tag `sha256-<hex>` (the same document).
+    pub fn serve_referrers_api(&self) {
+        self.state.referrers_api.store(true, Ordering::SeqCst);
     }
 
     /// Adds a fault rule.
@@ -468,6 +477,11 @@ async fn handle(state: &State, mut conn: TcpStream) -> std::io::Result<()> {
     let mut target = target;
     if state.ignore_mount.load(Ordering::SeqCst) && method == "POST" && target.contains("mount=") {
         target = path.clone();
+    }
+    if state.referrers_api.load(Ordering::SeqCst) && method == "GET" {
+        if let Some((repo, digest)) = path.split_once("/referrers/") {
+            target = format!("{repo}/manifests/{}", digest.replacen(':', "-", 1));
+        }
     }
 
     let mut up = TcpStream::connect(&state.upstream).await?;
