@@ -752,6 +752,25 @@ fn load_into_dockerd_and_archives_both_ways_between_rbuild_and_docker() {
         "{se}"
     );
 
+    // A docker archive with attestations (index.json names an image index, as BuildKit's docker exporter
+    // writes it; see tests/it/attest.rs) still loads into dockerd 20.10's classic store: manifest.json.
+    d.ok(&["rmi", "direct:1"]);
+    let attested = env.dir.path().join("attested.tar");
+    let dest = format!("type=docker,dest={}", s(&attested));
+    let out = build(&d.host(), &["--sbom", "--provenance", "-o", &dest]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(d
+        .ok(&["load", "-i", s(&attested)])
+        .contains("Loaded image: direct:1"));
+    assert_eq!(
+        d.ok(&[&run[..], &["direct:1"]].concat()),
+        "loaded by --load\n"
+    );
+
     // rbuild save -> docker load -> docker run.
     let tar = env.dir.path().join("app.tar");
     env.ok(&["save", "app:1", "-o", s(&tar)]);
