@@ -18,14 +18,16 @@ fn load(store: &cache::Store, name: &str) -> Result<(oci::Digest, Vec<attest::pu
 }
 
 /// The images `name` names in its registry with their attestations, when `--remote` is given or the
-/// local store does not have `name`; `None` to read the local store.
+/// local store has no attestations of `name` (or not `name`); `None` to read the local store.
 fn remote_images(
     store: &cache::Store,
     name: &str,
     remote: &RemoteArgs,
     rt: &dyn Fn() -> Result<tokio::runtime::Runtime>,
 ) -> Result<Option<Vec<attest::remote::RemoteImage>>> {
-    if !remote.remote && store.find_image(name).is_ok() {
+    // A pulled image has no attestations in the store: then its registry is asked too.
+    let local = !remote.remote && store.find_image(name).is_ok();
+    if local && !load(store, name)?.1.is_empty() {
         return Ok(None);
     }
     let reference: Reference = name.parse().map_err(|e| anyhow!("{name}: {e}"))?;
@@ -39,6 +41,8 @@ fn remote_images(
     let images = found.with_context(|| {
         if remote.remote {
             format!("reading {name} from its registry")
+        } else if local {
+            format!("{name} has no attestations in the local store; reading them from its registry")
         } else {
             format!("{name} is not in the local store; reading it from its registry")
         }

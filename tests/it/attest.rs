@@ -1054,6 +1054,10 @@ fn verify_and_inspect_read_attestations_from_a_registry_in_both_attachment_modes
         "",
         "verify pulled nothing into the store"
     );
+    // A pulled image keeps no attestations in the store: its registry is read.
+    fresh.ok(&["pull", &by_idx]);
+    let (out, _) = fresh.ok(&["verify", "--key", &public, &by_idx]);
+    assert!(out.contains("(linux/amd64, image index)"), "{out}");
 
     // Another key fails, for either layout.
     for image in [&by_ref, &by_idx, &multi_idx] {
