@@ -1155,3 +1155,121 @@ fn verify_and_inspect_read_attestations_from_a_registry_in_both_attachment_modes
     assert!(summary.contains("Platform:  linux/arm64"), "{summary}");
     assert!(summary.contains("Platform:  unknown/unknown"), "{summary}");
 }
+
+/// A loopback HTTP proxy in front of `upstream` (docker-registry 2.8, which has no referrers API) that
+/// answers `GET /v2/<name>/referrers/<digest>` as a registry with the API does, with the index the
+/// registry keeps under the referrers tag `sha256-<hex>` (the same document); every other request goes
+/// through unchanged. Returns its address and the request lines it saw.
+fn referrers_api_proxy(upstream: &str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (upstream, log) = (upstream.to_owned(), seen.clone());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let (upstream, log) = (upstream.clone(), log.clone());
+            std::thread::spawn(move || -> std::io::Result<()> {
+                let mut reader = BufReader::new(conn.try_clone()?);
+                let mut line = String::new();
+                reader.read_line(&mut line)?;
+                let mut parts = line.split_whitespace();
+                let (method, mut target) = (
+                    parts.next().unwrap_or("").to_owned(),
+                    parts.next().unwrap_or("").to_owned(),
+                );
+                log.lock().unwrap().push(format!("{method} {target}"));
+                let mut head = String::new();
+                let mut len = 0usize;
+                loop {
+                    let mut h = String::new();
+                    reader.read_line(&mut h)?;
+                    if h.trim_end().is_empty() {
+                        break;
+                    }
+                    let lower = h.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    if !lower.starts_with("connection:") {
+                        head.push_str(&h);
+                    }
+                }
+                let mut body = vec![0; len];
+                reader.read_exact(&mut body)?;
+                let path = target.split('?').next().unwrap_or("").to_owned();
+                if let (true, Some((repo, digest))) =
+                    (method == "GET", path.split_once("/referrers/"))
+                {
+                    target = format!("{repo}/manifests/{}", digest.replacen(':', "-", 1));
+                }
+                let mut up = std::net::TcpStream::connect(&upstream)?;
+                up.write_all(
+                    format!("{method} {target} HTTP/1.1\r\n{head}Connection: close\r\n\r\n")
+                        .as_bytes(),
+                )?;
+                up.write_all(&body)?;
+                let mut answer = Vec::new();
+                up.read_to_end(&mut answer)?;
+                let mut conn = conn;
+                conn.write_all(&answer)
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Through a registry with the OCI 1.1 referrers API, `rbuild verify` and `inspect` find the
+/// attestations by it (distribution spec 1.1, "Listing Referrers"), asking for in-toto artifacts only.
+#[test]
+fn verify_reads_attestations_through_the_referrers_api_when_the_registry_has_it() {
+    let reg = Registry::start();
+    let (proxy, seen) = referrers_api_proxy(&reg.addr);
+    let env = Env::new();
+    let (key, public) = keypair(env.dir.path(), "signer");
+    let ctx = env.context(
+        "app",
+        &[
+            ("Dockerfile", "FROM scratch\nCOPY hi /hi\n"),
+            ("hi", "hi\n"),
+        ],
+    );
+    let image = format!("{}/api/app:1", reg.addr);
+    let (stdout, _) = env.build_plain(
+        &image,
+        &ctx,
+        &[
+            "--sbom",
+            "--provenance",
+            "--sign-key",
+            key.to_str().unwrap(),
+            "--push",
+        ],
+    );
+    let digest = pushed_digest(&stdout);
+    let through = format!("{proxy}/api/app:1");
+    let fresh = Env::new();
+    let (out, _) = fresh.ok(&["verify", "--key", public.to_str().unwrap(), &through]);
+    assert!(
+        out.contains(&format!("for {through}@{digest} (referrers API)")),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let asked = seen.lock().unwrap().clone();
+    assert!(
+        asked.contains(&format!(
+            "GET /v2/api/app/referrers/{digest}?artifactType=application%2Fvnd.in-toto%2Bjson"
+        )),
+        "{asked:?}"
+    );
+    assert!(
+        !asked
+            .iter()
+            .any(|l| l.contains(&format!("/manifests/{}", digest.replacen(':', "-", 1)))),
+        "the referrers tag was not read: {asked:?}"
+    );
+    let (out, _) = fresh.ok(&["inspect", "--sbom", &through]);
+    let sbom: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(sbom["spdxVersion"], "SPDX-2.3", "{out}");
+}
