@@ -353,9 +353,21 @@ fn oci_images(
         if media_type::is_index(&desc.media_type) {
             let child: Index = serde_json::from_slice(&store.read_blob(&desc.digest)?)?;
             let host = Platform::host();
+            // BuildKit's attestation manifests (`unknown/unknown`) are no images: an index of one
+            // image and its attestations (`-o type=oci` with --sbom) still has one image to take.
+            let images: Vec<&Descriptor> = child
+                .manifests
+                .iter()
+                .filter(|d| {
+                    d.annotations
+                        .get("vnd.docker.reference.type")
+                        .map(String::as_str)
+                        != Some("attestation-manifest")
+                })
+                .collect();
             let picked = child
                 .select(&host)
-                .or_else(|| (child.manifests.len() == 1).then(|| &child.manifests[0]))
+                .or_else(|| (images.len() == 1).then(|| images[0]))
                 .ok_or_else(|| {
                     anyhow!(
                         "index {} has no image for {}",
@@ -472,6 +484,66 @@ fn digest_in_path(path: &str) -> Option<Digest> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_index_of_one_foreign_image_and_its_attestation_manifest_loads_the_image() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = cache::Store::open(&tmp.path().join("store")).unwrap();
+        let dir = tmp.path().join("layout");
+        fs_err::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        let put = |bytes: &[u8]| {
+            let d = Digest::sha256_of(bytes);
+            fs_err::write(dir.join("blobs/sha256").join(d.hex()), bytes).unwrap();
+            d
+        };
+        // An image for a platform that is never the host's, so only the fallback can pick it.
+        let config =
+            br#"{"architecture":"s390x","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let cd = put(config);
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": media_type::OCI_MANIFEST,
+            "config": {"mediaType": media_type::OCI_CONFIG, "digest": cd.to_string(), "size": config.len()},
+            "layers": [],
+        }))
+        .unwrap();
+        let md = put(&manifest);
+        let acd = put(b"{}");
+        let att = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": media_type::OCI_MANIFEST,
+            "config": {"mediaType": media_type::OCI_CONFIG, "digest": acd.to_string(), "size": 2},
+            "layers": [],
+        }))
+        .unwrap();
+        let ad = put(&att);
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": media_type::OCI_INDEX,
+            "manifests": [
+                {"mediaType": media_type::OCI_MANIFEST, "digest": md.to_string(), "size": manifest.len(),
+                 "platform": {"architecture": "s390x", "os": "linux"}},
+                {"mediaType": media_type::OCI_MANIFEST, "digest": ad.to_string(), "size": att.len(),
+                 "platform": {"architecture": "unknown", "os": "unknown"},
+                 "annotations": {"vnd.docker.reference.type": "attestation-manifest",
+                                 "vnd.docker.reference.digest": md.to_string()}},
+            ],
+        }))
+        .unwrap();
+        let id = put(&index);
+        fs_err::write(
+            dir.join("index.json"),
+            serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2,
+                "manifests": [{"mediaType": media_type::OCI_INDEX, "digest": id.to_string(),
+                               "size": index.len(),
+                               "annotations": {"org.opencontainers.image.ref.name": "app:1"}}],
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+        let loaded = load_layout_dir(&store, &dir, None).unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].manifest.digest, md);
+        assert_eq!(loaded[0].names, ["app:1"]);
+    }
 
     #[test]
     fn archive_paths_name_digests_and_oci_dirs_their_tags() {
