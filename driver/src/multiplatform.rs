@@ -121,8 +121,16 @@ pub(crate) fn build(
         store.set_tag(&t.familiar(), built.descriptor())?;
         task.status(&format!("naming to {}", t.familiar()));
     }
+    // Every platform's RUN layers went up while written; the index push waits for all of them.
+    let eager = solves
+        .iter()
+        .filter_map(|s| s.eager.as_deref())
+        .reduce(|a, b| {
+            a.absorb(b);
+            a
+        });
     deliver(
-        plan, store, client, rt, &remote, &built, &attested, progress,
+        plan, store, client, rt, &remote, &built, &attested, eager, progress,
     )?;
     let all: Vec<_> = targets
         .iter()
@@ -181,6 +189,7 @@ fn deliver(
     remote: &remotecache::Remote,
     built: &export::Built,
     attested: &[(export::Image, Platform, attest::Attested)],
+    eager: Option<&export::EagerPush>,
     progress: &Progress,
 ) -> Result<()> {
     let names: Vec<String> = plan.tags.iter().map(Reference::familiar).collect();
@@ -208,7 +217,7 @@ fn deliver(
     for t in &plan.tags {
         let task = progress.task(format!("pushing {}", t.familiar()));
         let t = &plan.push_target(t);
-        let pushed = rt.block_on(built.push(client.get()?, store, remote, None, t));
+        let pushed = rt.block_on(built.push(client.get()?, store, remote, eager, t));
         // Each platform image's attestations: its referrers, or BuildKit's index layout.
         let pushed = pushed.and_then(|d| match (built, attested.is_empty()) {
             (export::Built::Index { index, .. }, false) => {

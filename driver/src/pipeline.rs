@@ -312,9 +312,10 @@ pub(crate) fn solve(
     }
     let context = Arc::new(context);
     tracing::debug!(elapsed = ?walk.elapsed(), "build context walked");
-    // With --push, the image's RUN layers start uploading while they are written.
+    // With --push, the image's RUN layers start uploading while they are written (each platform's
+    // of a multi-platform build: see multiplatform::build).
     let eager = match plan.tags.first() {
-        Some(first) if plan.push && together == 1 => Some(Arc::new(export::EagerPush::new(
+        Some(first) if plan.push => Some(Arc::new(export::EagerPush::new(
             client.get()?.clone(),
             first.clone(),
             rt.handle().clone(),

@@ -105,6 +105,22 @@ impl EagerPush {
         }
     }
 
+    /// Takes over `other`'s uploads (another platform's image of the same multi-platform push), so
+    /// the push of the index finds every platform's layers through `self`.
+    pub fn absorb(&self, other: &EagerPush) {
+        if other.reference.registry != self.reference.registry
+            || other.reference.repository != self.reference.repository
+        {
+            return;
+        }
+        let theirs = std::mem::take(&mut *other.uploads.lock().expect("uploads lock"));
+        let mut ours = self.uploads.lock().expect("uploads lock");
+        for (digest, task) in theirs {
+            // The same layer written for two platforms: one upload is enough to wait for.
+            ours.entry(digest).or_insert(task);
+        }
+    }
+
     /// Whether `digest` was uploaded to `reference`'s repository while it was written (waits for the
     /// upload to end).
     pub async fn uploaded(&self, reference: &Reference, digest: &Digest) -> bool {

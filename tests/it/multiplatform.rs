@@ -604,3 +604,76 @@ fn rbuild_push_of_a_local_index_tag_pushes_the_index_and_each_platforms_image() 
         assert_eq!(read(rootfs.join("arch")), want);
     }
 }
+
+/// With --push, each platform's RUN layer goes up while it is written (as a one-platform push does,
+/// tests/it/export.rs), and the push of the index after the build sends none of them again.
+#[test]
+fn a_two_platform_push_uploads_each_platforms_run_layer_while_it_is_written() {
+    let env = Env::new();
+    arm64_emulation(&env);
+    base_index(&env, "linux/amd64,linux/arm64");
+    let reg = Registry::start();
+    let ctx = env.context(
+        "app",
+        &[(
+            "Dockerfile",
+            "FROM busybase\nRUN head -c 3000000 /dev/urandom > /big.bin && uname -m > /arch\n",
+        )],
+    );
+    let tag = format!("{}/eager/multi:1", reg.addr);
+    let out = Command::new(crate::common::RBUILD)
+        .args([
+            "--root",
+            env.root().to_str().unwrap(),
+            "build",
+            "--progress",
+            "plain",
+        ])
+        .args([
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            &tag,
+            "--push",
+        ])
+        .arg(&ctx)
+        .env("RBUILD_LOG", "registry::client=debug,export::eager=debug")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let (_, stderr) = crate::common::expect_success(&out, &["build", "--push"]);
+    let index = json(&sh(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{tag}"),
+    ])));
+    let manifests = index["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 2, "{index}");
+    for m in manifests {
+        let digest = m["digest"].as_str().unwrap();
+        let manifest = json(&sh(Command::new("skopeo").args([
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            &format!("docker://{}/eager/multi@{digest}", reg.addr),
+        ])));
+        let run_layer = manifest["layers"].as_array().unwrap().last().unwrap()["digest"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let arch = &m["platform"]["architecture"];
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains("blob pushed while it was written") && l.contains(&run_layer)),
+            "the {arch} RUN layer {run_layer} was not pushed while written:\n{stderr}"
+        );
+        assert_eq!(
+            reg.requests("PUT", &format!("digest={}", run_layer.replace(':', "%3A"))),
+            1,
+            "the {arch} RUN layer was sent once:\n{}",
+            reg.log()
+        );
+    }
+}
