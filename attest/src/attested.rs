@@ -102,24 +102,25 @@ pub fn make(w: &Wanted, mut i: Inputs<'_>) -> Result<Attested, Error> {
             .provenance
             .source_date_epoch
             .unwrap_or(i.provenance.finished);
+        let format = w.request.sbom_format;
         for scan in i.scans {
             if scan.name == i.name {
-                if let Some(st) = stored_sbom(&i.previous, &scan.name, i.image_digest) {
+                if let Some(st) = stored_sbom(&i.previous, format, &scan.name, i.image_digest) {
                     tracing::debug!(image = %i.image_digest, "SBOM reused from the store");
                     statements.push((scan.file, st));
                     continue;
                 }
             }
             let tree = sbom::LayerTree::new(scan.layers);
-            let packages = sbom::scan(&tree)?;
+            let inventory = sbom::scan(&tree)?;
             let info = sbom::DocumentInfo {
                 image_name: &scan.name,
                 image_digest: &i.image_digest.to_string(),
                 created,
                 tool: concat!("rbuild-", env!("CARGO_PKG_VERSION")),
             };
-            let doc = sbom::spdx_document(&info, &packages);
-            let st = Statement::new(subject.clone(), sbom::PREDICATE_TYPE, doc);
+            let doc = format.document(&info, &inventory);
+            let st = Statement::new(subject.clone(), format.predicate_type(), doc);
             statements.push((scan.file, st));
         }
     }
@@ -160,14 +161,13 @@ impl Attested {
         }
     }
 
-    /// `provenance.json`, `sbom.spdx.json` (statements, as buildx writes them) beside a local output's
-    /// tree, and `*.dsse.json` envelopes when signed.
+    /// `provenance.json`, `sbom.spdx.json` or `sbom.cdx.json` (statements, as buildx writes them)
+    /// beside a local output's tree, and `*.dsse.json` envelopes when signed.
     pub fn write_beside(&self, dest: &Path) -> Result<(), Error> {
         for ((file, st), blob) in self.statements.iter().zip(&self.blobs) {
-            let stem = if file == "provenance" {
-                file.clone()
-            } else {
-                format!("{file}.spdx")
+            let stem = match sbom::Format::of_predicate_type(&st.predicate_type) {
+                Some(f) => format!("{file}.{}", f.suffix()),
+                None => file.clone(),
             };
             let value = serde_json::to_value(st).expect("a statement serializes");
             let pretty = serde_json::to_vec_pretty(&value).expect("a JSON value serializes");
@@ -187,33 +187,57 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     })
 }
 
-/// An SBOM this rbuild version made earlier for the same image manifest under the same name. An image's
-/// file tree is fixed by its manifest digest, so its SBOM is too (creation time aside).
-fn stored_sbom(previous: &[publish::Found], name: &str, digest: &oci::Digest) -> Option<Statement> {
-    let tool = concat!("Tool: rbuild-", env!("CARGO_PKG_VERSION"));
+/// An SBOM in this format this rbuild version made earlier for the same image manifest under the same
+/// name. An image's file tree is fixed by its manifest digest, so its SBOM is too (creation time aside).
+fn stored_sbom(
+    previous: &[publish::Found],
+    format: sbom::Format,
+    name: &str,
+    digest: &oci::Digest,
+) -> Option<Statement> {
+    let tool = concat!("rbuild-", env!("CARGO_PKG_VERSION"));
+    let made_here = |p: &serde_json::Value| match format {
+        sbom::Format::Spdx => {
+            p["name"] == name
+                && p["creationInfo"]["creators"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| *c == format!("Tool: {tool}")))
+        }
+        sbom::Format::CycloneDx => {
+            let t = &p["metadata"]["tools"]["components"][0];
+            p["metadata"]["component"]["name"] == name
+                && format!(
+                    "{}-{}",
+                    t["name"].as_str().unwrap_or(""),
+                    t["version"].as_str().unwrap_or("")
+                ) == tool
+        }
+    };
     previous
         .iter()
-        .filter(|f| f.predicate_type == sbom::PREDICATE_TYPE)
+        .filter(|f| f.predicate_type == format.predicate_type())
         .filter_map(|f| f.statement().ok())
         .find(|st| {
             st.subject
                 .iter()
                 .any(|s| s.digest.get("sha256").is_some_and(|d| d == digest.hex()))
-                && st.predicate["name"] == name
-                && st.predicate["creationInfo"]["creators"]
-                    .as_array()
-                    .is_some_and(|c| c.iter().any(|c| c == tool))
+                && made_here(&st.predicate)
         })
 }
 
-/// The predicates of type `predicate_type` among an image's attestations.
+/// The predicates of type `predicate_type` among an image's attestations; an SBOM type stands for
+/// SBOMs of either format (SPDX or CycloneDX), so `inspect --sbom` shows the one the build made.
 pub fn predicates(
     found: &[publish::Found],
     predicate_type: &str,
 ) -> Result<Vec<serde_json::Value>, Error> {
+    let is_sbom = |t: &str| sbom::Format::of_predicate_type(t).is_some();
     found
         .iter()
-        .filter(|f| f.predicate_type == predicate_type)
+        .filter(|f| {
+            f.predicate_type == predicate_type
+                || (is_sbom(predicate_type) && is_sbom(&f.predicate_type))
+        })
         .map(|f| f.statement().map(|s| s.predicate))
         .collect()
 }

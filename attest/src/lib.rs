@@ -170,12 +170,15 @@ pub struct Request {
     pub provenance: Option<provenance::Mode>,
     /// An SBOM; `Some(true)` also scans the stages the target copies from (`scan-stages=true`).
     pub sbom: Option<bool>,
+    /// The SBOM's format (`format=spdx|cyclonedx`).
+    pub sbom_format: sbom::Format,
 }
 
 impl Request {
     /// Reads the flags as buildx spells them: `--provenance[=true|false|min|max|mode=min|mode=max]`,
     /// `--sbom[=true|false|scan-stages=true]`, `--attest type=provenance|sbom[,mode=..][,scan-stages=..]
-    /// [,disabled=true]`. Later flags win. Errors name the flag and the value.
+    /// [,disabled=true]`, plus rbuild's `format=spdx|cyclonedx` for the SBOM. Later flags win. Errors
+    /// name the flag and the value.
     pub fn parse(
         provenance: Option<&str>,
         sbom: Option<&str>,
@@ -211,6 +214,7 @@ impl Request {
         let mut on = true;
         let mut mode = provenance::Mode::Min;
         let mut scan_stages = false;
+        let mut format = sbom::Format::Spdx;
         for (k, v) in fields {
             let bool_of = |v: &str| match v {
                 "true" | "1" => Ok(true),
@@ -223,6 +227,7 @@ impl Request {
                 ("provenance", "mode") => mode = v.parse().map_err(|e| format!("{flag}: {e}"))?,
                 ("provenance", "min" | "max") if v.is_empty() => mode = k.parse()?,
                 ("sbom", "scan-stages") => scan_stages = bool_of(v)?,
+                ("sbom", "format") => format = v.parse().map_err(|e| format!("{flag}: {e}"))?,
                 // BuildKit's scanner image; rbuild scans by itself.
                 ("sbom", "generator") => {
                     return Err(format!(
@@ -241,7 +246,10 @@ impl Request {
         match (kind, on) {
             ("provenance", true) => self.provenance = Some(mode),
             ("provenance", false) => self.provenance = None,
-            (_, true) => self.sbom = Some(scan_stages),
+            (_, true) => {
+                self.sbom = Some(scan_stages);
+                self.sbom_format = format;
+            }
             (_, false) => self.sbom = None,
         }
         Ok(())
@@ -286,6 +294,17 @@ mod tests {
             e.starts_with("--provenance: mode must be min or max"),
             "{e}"
         );
+        let r = Request::parse(None, Some("format=cyclonedx"), &[]).unwrap();
+        assert_eq!(r.sbom_format, sbom::Format::CycloneDx);
+        let r = Request::parse(
+            None,
+            None,
+            &["type=sbom,format=spdx,scan-stages=true".into()],
+        )
+        .unwrap();
+        assert_eq!((r.sbom, r.sbom_format), (Some(true), sbom::Format::Spdx));
+        let e = Request::parse(None, Some("format=syft-json"), &[]).unwrap_err();
+        assert_eq!(e, "--sbom: format=\"syft-json\" is not spdx or cyclonedx");
         let e = Request::parse(None, Some("generator=docker/scout"), &[]).unwrap_err();
         assert!(e.contains("own scanners"), "{e}");
     }

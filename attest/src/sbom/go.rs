@@ -7,48 +7,36 @@
 
 use object::{Object, ObjectSection};
 
-use super::{purl_encode, Ecosystem, Package, Tree};
+use super::executables::Evidence;
+use super::{purl_encode, Ecosystem, Package};
 
 /// The buildinfo header's magic.
 const MAGIC: &[u8] = b"\xff Go buildinf:";
 /// Flag bit of the header: the version and module strings follow the header inline (Go 1.18+).
 const FLAG_INLINE: u8 = 2;
 
-/// How much of an executable is read to decide whether it is a Go program.
-const HEAD: usize = 4096;
 /// The Go linker's build-ID note (`.note.go.buildid`: name size 4, type 4, name `Go\0\0`), which it
 /// places in the first page of every ELF file it writes (unless linked with an empty `-buildid=`).
 const GO_NOTE: &[u8] = b"\x04\0\0\0Go\0\0";
 
-/// Whether the first bytes of a file are those of an ELF file with the Go build-ID note.
-fn is_go_elf(head: &[u8]) -> bool {
+/// Whether the first bytes (4 KiB) of a file are those of an ELF file with the Go build-ID note.
+pub(crate) fn is_go_elf(head: &[u8]) -> bool {
     head.starts_with(b"\x7fELF") && head.windows(GO_NOTE.len()).any(|w| w == GO_NOTE)
 }
 
-pub(crate) fn scan(tree: &dyn Tree, candidates: &[String]) -> Result<Vec<Package>, crate::Error> {
-    let mut out = Vec::new();
-    for path in candidates {
-        // Only Go ELF files are read whole; any other executable costs a 4 KiB read.
-        let Some(head) = tree.read_head(path, HEAD)? else {
-            continue;
-        };
-        if !is_go_elf(&head) {
-            continue;
-        }
-        let Some(bytes) = tree.read(path)? else {
-            continue;
-        };
-        if bytes.len() as u64 > super::tree::MAX_EXECUTABLE {
-            continue;
-        }
-        if let Some(section) = buildinfo_section(&bytes) {
-            match parse_buildinfo(&section) {
-                Some((go, modinfo)) => out.extend(packages(&go, &modinfo, path)),
-                None => tracing::debug!(path, "Go build info not in the Go 1.18+ layout"),
-            }
-        }
-    }
-    Ok(out)
+/// The Go packages of a Go ELF executable, its main module as the owner.
+pub(crate) fn from_elf(bytes: &[u8], path: &str) -> Option<Evidence> {
+    let section = buildinfo_section(bytes)?;
+    let Some((go, modinfo)) = parse_buildinfo(&section) else {
+        tracing::debug!(path, "Go build info not in the Go 1.18+ layout");
+        return None;
+    };
+    let has_main = modinfo.lines().any(|l| l.starts_with("mod\t"));
+    Some(Evidence {
+        packages: packages(&go, &modinfo, path),
+        owner: has_main.then_some(0),
+        dependencies: Vec::new(),
+    })
 }
 
 /// The contents of an ELF file's `.go.buildinfo` section, when it has one.
@@ -101,7 +89,7 @@ fn read_string<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
     Some(s)
 }
 
-/// The main module, its dependencies (a `=>` replacement with a version takes the place of the line
+/// The main module (first, when the binary was built in module mode), its dependencies (a `=>` replacement with a version takes the place of the line
 /// before it) and the Go standard library (`stdlib`, as Syft names it).
 fn packages(go: &str, modinfo: &str, path: &str) -> Vec<Package> {
     let mut modules: Vec<(String, String)> = Vec::new();
@@ -149,6 +137,8 @@ fn package(module: &str, version: &str, path: &str) -> Package {
 
 #[cfg(test)]
 mod tests {
+    use super::super::executables::test_elf;
+    use super::super::Tree;
     use super::*;
 
     /// A `.go.buildinfo` section in the Go 1.18+ layout, built from its parts.
@@ -180,46 +170,6 @@ mod tests {
         v
     }
 
-    /// A minimal little-endian ELF64 file whose only section (besides the null one and the section
-    /// name table) is `.go.buildinfo` with these contents.
-    fn elf(buildinfo: &[u8]) -> Vec<u8> {
-        let names = b"\0.shstrtab\0.go.buildinfo\0";
-        let data_off = 64u64;
-        let names_off = data_off + buildinfo.len() as u64;
-        let sh_off = (names_off + names.len() as u64 + 24).next_multiple_of(8);
-        let mut f = Vec::new();
-        f.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
-        f.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-        f.extend_from_slice(&62u16.to_le_bytes()); // x86-64
-        f.extend_from_slice(&1u32.to_le_bytes());
-        f.extend_from_slice(&0u64.to_le_bytes()); // entry
-        f.extend_from_slice(&0u64.to_le_bytes()); // no program headers
-        f.extend_from_slice(&sh_off.to_le_bytes());
-        f.extend_from_slice(&0u32.to_le_bytes());
-        for v in [64u16, 56, 0, 64, 3, 1] {
-            f.extend_from_slice(&v.to_le_bytes()); // ehsize, phentsize, phnum, shentsize, shnum, shstrndx
-        }
-        f.extend_from_slice(buildinfo);
-        f.extend_from_slice(names);
-        // The Go build-ID note's bytes (not a section of its own here: the scanner only looks for them).
-        f.extend_from_slice(b"\x04\0\0\0\x08\0\0\0\x04\0\0\0Go\0\0buildid!");
-        f.resize(sh_off as usize, 0);
-        let header = |f: &mut Vec<u8>, name: u32, kind: u32, off: u64, size: u64| {
-            f.extend_from_slice(&name.to_le_bytes());
-            f.extend_from_slice(&kind.to_le_bytes());
-            f.extend_from_slice(&[0; 16]); // flags, addr
-            f.extend_from_slice(&off.to_le_bytes());
-            f.extend_from_slice(&size.to_le_bytes());
-            f.extend_from_slice(&[0; 8]); // link, info
-            f.extend_from_slice(&1u64.to_le_bytes()); // addralign
-            f.extend_from_slice(&0u64.to_le_bytes()); // entsize
-        };
-        header(&mut f, 0, 0, 0, 0);
-        header(&mut f, 1, 3, names_off, names.len() as u64); // .shstrtab, SHT_STRTAB
-        header(&mut f, 11, 1, data_off, buildinfo.len() as u64); // .go.buildinfo, SHT_PROGBITS
-        f
-    }
-
     struct Files(Vec<(&'static str, Vec<u8>)>);
 
     impl Tree for Files {
@@ -246,15 +196,22 @@ mod tests {
             =>\t../local\t\t\n\
             build\t-compiler=gc\n";
         let tree = Files(vec![
-            ("/usr/local/bin/app", elf(&section("go1.21.5", modinfo))),
+            (
+                "/usr/local/bin/app",
+                test_elf(".go.buildinfo", &section("go1.21.5", modinfo), true),
+            ),
             ("/usr/local/bin/script", b"#!/bin/sh\n".to_vec()),
             (
                 "/usr/bin/not-go",
                 b"\x7fELF\x02\x01\x01 and no Go note".to_vec(),
             ),
-            ("/usr/local/bin/plain-elf", elf(b"not build info")),
+            (
+                "/usr/local/bin/plain-elf",
+                test_elf(".go.buildinfo", b"not build info", true),
+            ),
         ]);
-        let found = scan(&tree, &tree.candidates()).unwrap();
+        let mut inv = super::super::Inventory::default();
+        let found = super::super::executables::scan(&tree, &tree.candidates(), &mut inv).unwrap();
         let purls: Vec<&str> = found.iter().map(|p| p.purl.as_str()).collect();
         assert_eq!(
             purls,
@@ -268,6 +225,17 @@ mod tests {
         );
         assert!(found.iter().all(|p| p.found_in == "/usr/local/bin/app"));
         assert_eq!(found[4].version, "go1.21.5");
+        // The binary was read whole: it is listed, hashed, as the main module's file.
+        assert_eq!(inv.files.len(), 1, "{:?}", inv.files);
+        let f = &inv.files[0];
+        assert_eq!(f.path, "/usr/local/bin/app");
+        assert_eq!(
+            f.owner.as_deref(),
+            Some("pkg:golang/example.com/app@v1.2.3")
+        );
+        assert_eq!(f.evidence.len(), 4);
+        let bytes = &tree.0[0].1;
+        assert_eq!(f.sha256, crate::provenance::sha256_hex(bytes));
     }
 
     #[test]
@@ -285,8 +253,8 @@ mod tests {
     #[test]
     fn go_build_info_of_the_real_umoci_binary() {
         let bytes = fs_err::read("/usr/bin/umoci").expect("umoci is installed by install-deps.sh");
-        assert!(is_go_elf(&bytes[..HEAD]));
-        assert!(!is_go_elf(&fs_err::read("/bin/sh").unwrap()[..HEAD]));
+        assert!(is_go_elf(&bytes[..4096]));
+        assert!(!is_go_elf(&fs_err::read("/bin/sh").unwrap()[..4096]));
         let section = buildinfo_section(&bytes).expect("umoci has a .go.buildinfo section");
         let (go, modinfo) = parse_buildinfo(&section).expect("Go 1.18+ layout");
         assert!(go.starts_with("go1."), "{go}");

@@ -4,7 +4,7 @@
 
 use std::io::{Cursor, Read};
 
-use super::{paragraphs, purl_encode, Ecosystem, Package, Tree};
+use super::{paragraphs, purl_encode, Ecosystem, FileEntry, Package, Tree};
 
 /// Archives bigger than this are not opened (an SBOM scan must stay cheap; such files are rare).
 const MAX_ARCHIVE: usize = 512 << 20;
@@ -16,7 +16,13 @@ pub(crate) fn is_archive(name: &str) -> bool {
     [".jar", ".war", ".ear"].iter().any(|s| name.ends_with(s))
 }
 
-pub(crate) fn scan(tree: &dyn Tree, candidates: &[String]) -> Result<Vec<Package>, crate::Error> {
+/// The packages of every Java archive; each archive that holds any is hashed into `files`, owned by
+/// its own artifact when exactly one package describes the archive itself (not a nested jar).
+pub(crate) fn scan(
+    tree: &dyn Tree,
+    candidates: &[String],
+    files: &mut Vec<FileEntry>,
+) -> Result<Vec<Package>, crate::Error> {
     let mut out = Vec::new();
     for path in candidates.iter().filter(|p| is_archive(p)) {
         let Some(bytes) = tree.read(path)? else {
@@ -26,7 +32,16 @@ pub(crate) fn scan(tree: &dyn Tree, candidates: &[String]) -> Result<Vec<Package
             tracing::debug!(path, size = bytes.len(), "archive too big to scan");
             continue;
         }
-        archive_packages(&bytes, path, 0, &mut out);
+        let mut found = Vec::new();
+        archive_packages(&bytes, path, 0, &mut found);
+        if !found.is_empty() {
+            let own: Vec<usize> = (0..found.len())
+                .filter(|&i| found[i].found_in == *path)
+                .collect();
+            let owner = (own.len() == 1).then(|| own[0]);
+            files.push(FileEntry::new(path, &bytes, &found, owner));
+        }
+        out.extend(found);
     }
     Ok(out)
 }

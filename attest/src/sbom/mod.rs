@@ -3,21 +3,83 @@
 //! Scanners (ours, no external tool): Debian/Ubuntu dpkg status with machine-readable copyright
 //! licences, Alpine's apk installed database, npm (`package-lock.json`, `node_modules/*/package.json`),
 //! Python (`*.dist-info/METADATA`, `*.egg-info/PKG-INFO`), Java archives (`pom.properties`, jar
-//! manifests), Go modules from the build info of Go 1.18+ ELF executables, RPM's `rpmdb.sqlite`. Not yet: cargo-auditable (see docs/ATTESTATIONS.md).
+//! manifests), Go modules from the build info of Go 1.18+ ELF executables, Rust crates from the
+//! `.dep-v0` section cargo-auditable writes, RPM's `rpmdb.sqlite`. Package URLs for all, CPEs where
+//! they are well defined ([`cpe`]), SHA-1/SHA-256 of the files scanners read whole anyway (executables
+//! with build info, Java archives). Writers: SPDX 2.3 and CycloneDX 1.5 JSON.
 
+mod cpe;
+mod cyclonedx;
 mod dpkg;
+mod executables;
 mod go;
 mod java;
 mod npm;
 mod python;
 mod rpm;
+mod rust;
 mod spdx;
 mod tree;
 
+pub use cyclonedx::{cyclonedx_document, PREDICATE_TYPE as CYCLONEDX_PREDICATE_TYPE};
 pub use spdx::{spdx_document, DocumentInfo, PREDICATE_TYPE};
-pub use tree::{LayerTree, Tree};
+pub use tree::{LayerTree, ReadSeek, Tree};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The SBOM document format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Format {
+    /// SPDX 2.3 JSON (what BuildKit attaches).
+    #[default]
+    Spdx,
+    /// CycloneDX 1.5 JSON.
+    CycloneDx,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "spdx" | "spdx-json" => Ok(Self::Spdx),
+            "cyclonedx" | "cyclonedx-json" => Ok(Self::CycloneDx),
+            _ => Err(format!("format={s:?} is not spdx or cyclonedx")),
+        }
+    }
+}
+
+impl Format {
+    /// The in-toto predicate type of a statement in this format.
+    pub fn predicate_type(self) -> &'static str {
+        match self {
+            Self::Spdx => PREDICATE_TYPE,
+            Self::CycloneDx => CYCLONEDX_PREDICATE_TYPE,
+        }
+    }
+
+    /// The format of a statement with this predicate type, if it is an SBOM.
+    pub fn of_predicate_type(t: &str) -> Option<Self> {
+        [Self::Spdx, Self::CycloneDx]
+            .into_iter()
+            .find(|f| f.predicate_type() == t)
+    }
+
+    /// The document for a scan.
+    pub fn document(self, info: &DocumentInfo<'_>, inv: &Inventory) -> serde_json::Value {
+        match self {
+            Self::Spdx => spdx_document(info, inv),
+            Self::CycloneDx => cyclonedx_document(info, inv),
+        }
+    }
+
+    /// The file name suffix beside a local output (`sbom.spdx.json`, `sbom.cdx.json`), without `.json`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Self::Spdx => "spdx",
+            Self::CycloneDx => "cdx",
+        }
+    }
+}
 
 /// Which package manager a package comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -36,6 +98,8 @@ pub enum Ecosystem {
     Go,
     /// RPM (`rpmdb.sqlite`).
     Rpm,
+    /// Rust crates compiled into an executable (cargo-auditable).
+    Cargo,
 }
 
 impl Ecosystem {
@@ -49,6 +113,7 @@ impl Ecosystem {
             Self::Java => "java",
             Self::Go => "go",
             Self::Rpm => "rpm",
+            Self::Cargo => "cargo",
         }
     }
 }
@@ -74,12 +139,67 @@ pub struct Package {
     pub found_in: String,
 }
 
+/// A file of the image that packages were found in, hashed because the scanner read it whole anyway.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FileEntry {
+    /// Absolute path inside the image.
+    pub path: String,
+    /// SHA-1 (hex): SPDX 2.3 requires it for every file.
+    pub sha1: String,
+    /// SHA-256 (hex).
+    pub sha256: String,
+    /// The purl of the package this file is (a Go main module, a Rust root crate, a jar's own
+    /// artifact), when there is exactly one.
+    pub owner: Option<String>,
+    /// The purls of the other packages found in it (dependencies compiled in, nested jars).
+    pub evidence: Vec<String>,
+}
+
+impl FileEntry {
+    /// Hashes `bytes` and records which of `packages` the file is (`owner`, an index) or holds.
+    pub(crate) fn new(
+        path: &str,
+        bytes: &[u8],
+        packages: &[Package],
+        owner: Option<usize>,
+    ) -> Self {
+        let sha1 = spdx::sha1_hex(bytes);
+        let mut evidence: Vec<String> = packages
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != owner)
+            .map(|(_, p)| p.purl.clone())
+            .collect();
+        evidence.sort();
+        evidence.dedup();
+        Self {
+            path: path.to_owned(),
+            sha1,
+            sha256: crate::provenance::sha256_hex(bytes),
+            owner: owner.map(|i| packages[i].purl.clone()),
+            evidence,
+        }
+    }
+}
+
+/// Everything a scan found: packages, the dependencies between them, and hashed files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory {
+    /// Sorted, without duplicates (same ecosystem, name and version).
+    pub packages: Vec<Package>,
+    /// (dependent, dependency) package URLs, where the package manager records them (cargo-auditable).
+    pub dependencies: BTreeSet<(String, String)>,
+    /// Sorted by path.
+    pub files: Vec<FileEntry>,
+}
+
 /// Failures of scanners are per file: a broken `package.json` is logged and skipped, not fatal.
 ///
 /// Returns every package of every scanner, sorted and without duplicates (same ecosystem, name and
-/// version).
-pub fn scan(tree: &dyn Tree) -> Result<Vec<Package>, crate::Error> {
+/// version), with the files that were hashed.
+pub fn scan(tree: &dyn Tree) -> Result<Inventory, crate::Error> {
     let os = tree::os_release(tree)?;
+    let mut inv = Inventory::default();
     let mut found = Vec::new();
     found.extend(dpkg::scan(tree, &os)?);
     found.extend(dpkg::scan_apk(tree, &os)?);
@@ -87,15 +207,17 @@ pub fn scan(tree: &dyn Tree) -> Result<Vec<Package>, crate::Error> {
     let candidates = tree.candidates();
     found.extend(npm::scan(tree, &candidates)?);
     found.extend(python::scan(tree, &candidates)?);
-    found.extend(java::scan(tree, &candidates)?);
-    found.extend(go::scan(tree, &candidates)?);
+    found.extend(java::scan(tree, &candidates, &mut inv.files)?);
+    found.extend(executables::scan(tree, &candidates, &mut inv)?);
     let mut unique = BTreeMap::new();
     for p in found {
         unique
             .entry((p.ecosystem, p.name.clone(), p.version.clone()))
             .or_insert(p);
     }
-    Ok(unique.into_values().collect())
+    inv.packages = unique.into_values().collect();
+    inv.files.sort();
+    Ok(inv)
 }
 
 /// Percent-encodes a purl component: everything except unreserved characters (`A-Za-z0-9.-_~`).

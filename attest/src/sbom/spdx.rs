@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
-use super::{Ecosystem, Package};
+use super::{cpe, Ecosystem, Inventory};
 use crate::provenance::{rfc3339, sha256_hex};
 
 /// `predicateType` of an SPDX SBOM attestation (what BuildKit and cosign use).
@@ -73,7 +73,7 @@ const LICENSE_IDS: &[(&str, &str)] = &[
 
 /// Collects the `LicenseRef-` ids a document uses, with the names they stand for.
 #[derive(Default)]
-struct Refs(BTreeMap<String, String>);
+pub(crate) struct Refs(pub(crate) BTreeMap<String, String>);
 
 impl Refs {
     /// One licence name → an SPDX id, or a `LicenseRef-` kept for `hasExtractedLicensingInfos`.
@@ -141,7 +141,7 @@ impl Refs {
     }
 
     /// Several declared licences of one package, all of which apply (`AND`).
-    fn declared(&mut self, licenses: &[String]) -> String {
+    pub(crate) fn declared(&mut self, licenses: &[String]) -> String {
         let parts: BTreeSet<String> = licenses.iter().map(|l| self.expression(l)).collect();
         if parts.is_empty() {
             "NOASSERTION".to_owned()
@@ -149,6 +149,15 @@ impl Refs {
             parts.into_iter().collect::<Vec<_>>().join(" AND ")
         }
     }
+}
+
+/// SHA-1 (hex) of bytes.
+pub(crate) fn sha1_hex(bytes: &[u8]) -> String {
+    use sha1::Digest as _;
+    sha1::Sha1::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// An SPDX id from free text (`[A-Za-z0-9.-]` only).
@@ -166,8 +175,15 @@ fn spdx_id(prefix: &str, text: &str) -> String {
     format!("SPDXRef-{prefix}-{clean}")
 }
 
-/// The SPDX 2.3 JSON document for these packages (sorted input gives byte-identical output).
-pub fn spdx_document(info: &DocumentInfo<'_>, packages: &[Package]) -> Value {
+/// Whether a licence expression is a single id of the SPDX licence list (not a `LicenseRef-`, not
+/// compound).
+pub(crate) fn is_listed_id(expr: &str) -> bool {
+    LICENSE_IDS.iter().any(|(_, id)| *id == expr)
+}
+
+/// The SPDX 2.3 JSON document for a scan (sorted input gives byte-identical output).
+pub fn spdx_document(info: &DocumentInfo<'_>, inv: &Inventory) -> Value {
+    let packages = &inv.packages;
     let mut refs = Refs::default();
     let hex = info.image_digest.trim_start_matches("sha256:");
     let mut spdx_packages = vec![json!({
@@ -188,6 +204,8 @@ pub fn spdx_document(info: &DocumentInfo<'_>, packages: &[Package]) -> Value {
         "relatedSpdxElement": "SPDXRef-Image",
     })];
     let mut used_ids = BTreeSet::new();
+    // purl → SPDX id, for the relationships of files and dependencies.
+    let mut by_purl: BTreeMap<&str, String> = BTreeMap::new();
     for p in packages {
         // Name and version make the id readable; a short purl digest keeps two same-named packages apart.
         let mut id = spdx_id(
@@ -222,12 +240,76 @@ pub fn spdx_document(info: &DocumentInfo<'_>, packages: &[Package]) -> Value {
         if let Some(s) = &p.source {
             pkg["sourceInfo"] = json!(format!("found in {}; source package {s}", p.found_in));
         }
+        if let Some(c) = cpe::of(p) {
+            pkg["externalRefs"]
+                .as_array_mut()
+                .expect("externalRefs is an array")
+                .push(json!({
+                    "referenceCategory": "SECURITY",
+                    "referenceType": "cpe23Type",
+                    "referenceLocator": c,
+                }));
+        }
+        // A package that is a file of the image (a Go main module, a Rust root crate, a jar) contains
+        // it, which SPDX allows only with filesAnalyzed (the verification code covers those files).
+        let owned: Vec<&super::FileEntry> = inv
+            .files
+            .iter()
+            .filter(|f| f.owner.as_deref() == Some(&p.purl))
+            .collect();
+        if !owned.is_empty() && !by_purl.contains_key(p.purl.as_str()) {
+            let mut sha1s: Vec<&str> = owned.iter().map(|f| f.sha1.as_str()).collect();
+            sha1s.sort_unstable();
+            pkg["filesAnalyzed"] = json!(true);
+            pkg["packageVerificationCode"] =
+                json!({"packageVerificationCodeValue": sha1_hex(sha1s.concat().as_bytes())});
+        }
+        by_purl.entry(&p.purl).or_insert_with(|| id.clone());
         spdx_packages.push(pkg);
         relationships.push(json!({
             "spdxElementId": "SPDXRef-Image",
             "relationshipType": "CONTAINS",
             "relatedSpdxElement": id,
         }));
+    }
+    let mut files = Vec::new();
+    for f in &inv.files {
+        let id = spdx_id("File", &format!("{}-{}", f.path, &f.sha256[..8]));
+        files.push(json!({
+            "fileName": format!(".{}", f.path),
+            "SPDXID": id,
+            "checksums": [
+                {"algorithm": "SHA1", "checksumValue": f.sha1},
+                {"algorithm": "SHA256", "checksumValue": f.sha256},
+            ],
+            "licenseConcluded": "NOASSERTION",
+            "copyrightText": "NOASSERTION",
+        }));
+        if let Some(owner) = f.owner.as_deref().and_then(|o| by_purl.get(o)) {
+            relationships.push(json!({
+                "spdxElementId": owner,
+                "relationshipType": "CONTAINS",
+                "relatedSpdxElement": id,
+            }));
+        }
+        for e in f.evidence.iter().filter_map(|e| by_purl.get(e.as_str())) {
+            // Syft's spelling of "this file is where the package was found".
+            relationships.push(json!({
+                "spdxElementId": e,
+                "relationshipType": "OTHER",
+                "relatedSpdxElement": id,
+                "comment": "evident-by: indicates the package's existence is evident by the given file",
+            }));
+        }
+    }
+    for (from, to) in &inv.dependencies {
+        if let (Some(from), Some(to)) = (by_purl.get(from.as_str()), by_purl.get(to.as_str())) {
+            relationships.push(json!({
+                "spdxElementId": from,
+                "relationshipType": "DEPENDS_ON",
+                "relatedSpdxElement": to,
+            }));
+        }
     }
     let mut doc = json!({
         "spdxVersion": "SPDX-2.3",
@@ -245,6 +327,9 @@ pub fn spdx_document(info: &DocumentInfo<'_>, packages: &[Package]) -> Value {
         "packages": spdx_packages,
         "relationships": relationships,
     });
+    if !files.is_empty() {
+        doc["files"] = json!(files);
+    }
     if !refs.0.is_empty() {
         doc["hasExtractedLicensingInfos"] = refs
             .0
@@ -263,6 +348,7 @@ pub fn spdx_document(info: &DocumentInfo<'_>, packages: &[Package]) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Package;
     use super::*;
 
     #[test]
@@ -305,7 +391,11 @@ mod tests {
             created: 0,
             tool: "rbuild-0.1.0",
         };
-        let doc = spdx_document(&info, &[p.clone(), p]);
+        let inv = Inventory {
+            packages: vec![p.clone(), p],
+            ..Inventory::default()
+        };
+        let doc = spdx_document(&info, &inv);
         assert_eq!(doc["spdxVersion"], "SPDX-2.3");
         let ids: BTreeSet<&str> = doc["packages"]
             .as_array()

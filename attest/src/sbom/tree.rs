@@ -38,17 +38,21 @@ const SKIP: &[&str] = &[
     "var/log",
 ];
 
+/// A file of the tree opened for reading and seeking (section lookups read a few ranges, not the file).
+pub trait ReadSeek: io::Read + io::Seek {}
+
+impl<T: io::Read + io::Seek> ReadSeek for T {}
+
 /// A read-only image file tree.
 pub trait Tree {
     /// The contents of a regular file (symlinks followed inside the tree), `None` when the path is
     /// missing, whited out or not a regular file.
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>, crate::Error>;
-    /// At most the first `len` bytes of a regular file, like [`Tree::read`] otherwise.
-    fn read_head(&self, path: &str, len: usize) -> Result<Option<Vec<u8>>, crate::Error> {
-        Ok(self.read(path)?.map(|mut b| {
-            b.truncate(len);
-            b
-        }))
+    /// A regular file opened for reading, like [`Tree::read`] otherwise (the default reads it whole).
+    fn open(&self, path: &str) -> Result<Option<Box<dyn ReadSeek + '_>>, crate::Error> {
+        Ok(self
+            .read(path)?
+            .map(|b| Box::new(io::Cursor::new(b)) as Box<dyn ReadSeek>))
     }
     /// Absolute paths of the files named like [`CANDIDATE_NAMES`], of Java archives and of executables
     /// (any exec bit, at most [`MAX_EXECUTABLE`] bytes) that exist in the tree, sorted.
@@ -112,23 +116,18 @@ impl Tree for LayerTree {
         }
     }
 
-    fn read_head(&self, path: &str, len: usize) -> Result<Option<Vec<u8>>, crate::Error> {
-        use std::io::Read;
-        let err = |source| crate::Error::Read {
-            path: path.to_owned(),
-            source,
-        };
+    fn open(&self, path: &str) -> Result<Option<Box<dyn ReadSeek + '_>>, crate::Error> {
         let Some(host) = self.regular_file(path)? else {
             return Ok(None);
         };
-        let f = match fs_err::File::open(&host) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(err(e)),
-        };
-        let mut buf = Vec::with_capacity(len);
-        f.take(len as u64).read_to_end(&mut buf).map_err(err)?;
-        Ok(Some(buf))
+        match fs_err::File::open(&host) {
+            Ok(f) => Ok(Some(Box::new(f))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(crate::Error::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
     }
 
     fn candidates(&self) -> Vec<String> {
@@ -252,10 +251,17 @@ mod tests {
             tree.candidates(),
             vec!["/app/bin/tool", "/app/node_modules/a/package.json"]
         );
-        assert_eq!(
-            tree.read_head("/app/bin/tool", 1).unwrap(),
-            Some(b"x".to_vec())
-        );
+        let mut opened = String::new();
+        io::Read::read_to_string(
+            &mut tree.open("/app/bin/tool").unwrap().unwrap(),
+            &mut opened,
+        )
+        .unwrap();
+        assert_eq!(opened, "x");
+        assert!(tree
+            .open("/app/node_modules/gone/package.json")
+            .unwrap()
+            .is_none());
         // `/etc/os-release -> /etc/hostname` resolves inside the image, where it does not exist.
         assert_eq!(tree.read("/etc/os-release").unwrap(), None);
     }
