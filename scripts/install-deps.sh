@@ -55,9 +55,11 @@ fi
 sed -i '/^rbuild-nosubids:/d' /etc/subuid /etc/subgid
 
 # Independent checkers of rbuild's attestations (tests/it/attest.rs), from PyPI into their own venv:
-# SPDX's own validator (pyspdxtools), the JSON Schema validator, and securesystemslib's DSSE verifier.
+# SPDX's own validator (pyspdxtools), the JSON Schema validator, securesystemslib's DSSE verifier, and
+# CycloneDX's own strict JSON-schema validator (cyclonedx-python-lib).
 pytools=/opt/rbuild-pytools
-if ! "$pytools/bin/python" -c 'import spdx_tools, jsonschema, securesystemslib, cryptography' 2>/dev/null; then
+if ! "$pytools/bin/python" -c 'import spdx_tools, jsonschema, securesystemslib, cryptography, cyclonedx.validation.json' 2>/dev/null; then
   /usr/bin/python3 -m venv "$pytools"
-  "$pytools/bin/pip" install -q 'spdx-tools==0.8.*' 'jsonschema==4.*' 'securesystemslib[crypto]==1.*'
+  "$pytools/bin/pip" install -q 'spdx-tools==0.8.*' 'jsonschema==4.*' 'securesystemslib[crypto]==1.*' \
+    'cyclonedx-python-lib[json-validation]==11.*'
 fi

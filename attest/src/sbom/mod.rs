@@ -283,3 +283,107 @@ mod tests {
         assert_eq!(field(&p[1], "Package"), Some("b"));
     }
 }
+
+/// Both writers' output checked by the formats' own validators (SPDX's pyspdxtools, CycloneDX's
+/// strict JSON-schema validator from cyclonedx-python-lib), on a scan that has what the Debian
+/// integration test's image lacks: Go modules with CPEs that need quoting (`x\/net`).
+#[cfg(test)]
+mod validators {
+    use std::process::Command;
+
+    use super::*;
+
+    const PYTOOLS: &str = "/opt/rbuild-pytools/bin";
+
+    fn inventory() -> Inventory {
+        let go = |name: &str, version: &str| Package {
+            ecosystem: Ecosystem::Go,
+            name: name.into(),
+            version: version.into(),
+            arch: None,
+            source: None,
+            licenses: Vec::new(),
+            purl: format!("pkg:golang/{name}@{}", purl_encode(version)),
+            found_in: "/usr/local/bin/app".into(),
+        };
+        let mut packages = vec![
+            go("example.com/app", "v1.0.0"),
+            go("golang.org/x/net", "v0.17.0+incompatible"),
+            go("stdlib", "go1.21.5"),
+        ];
+        packages[0].licenses = vec!["GPL-2+ or Artistic".into()];
+        packages[1].licenses = vec!["BSD-3-clause".into()];
+        packages[2].licenses = vec!["Custom licence".into()];
+        let file = FileEntry::new("/usr/local/bin/app", b"\x7fELF...", &packages, Some(0));
+        Inventory {
+            dependencies: [(packages[0].purl.clone(), packages[1].purl.clone())].into(),
+            files: vec![file],
+            packages,
+        }
+    }
+
+    fn run(tool: &str, args: &[&str], file: &std::path::Path) {
+        let out = Command::new(format!("{PYTOOLS}/{tool}"))
+            .args(args)
+            .arg(file)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("{PYTOOLS}/{tool}: {e} (scripts/install-deps.sh installs the checkers)")
+            });
+        assert!(
+            out.status.success(),
+            "{tool} refused {}:\n{}{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn spdx_and_cyclonedx_documents_with_cpes_files_and_dependencies_pass_their_validators() {
+        let inv = inventory();
+        let info = DocumentInfo {
+            image_name: "app:1",
+            image_digest: &format!("sha256:{}", "ef".repeat(32)),
+            created: 0,
+            tool: "rbuild-0.1.0",
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let spdx = spdx_document(&info, &inv);
+        let cpes: Vec<&str> = spdx["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["externalRefs"].as_array())
+            .flatten()
+            .filter(|r| r["referenceType"] == "cpe23Type")
+            .map(|r| r["referenceLocator"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            cpes,
+            [
+                r"cpe:2.3:a:golang:x\/net:v0.17.0\+incompatible:*:*:*:*:*:*:*",
+                "cpe:2.3:a:golang:go:1.21.5:-:*:*:*:*:*:*",
+            ]
+        );
+        let spdx_file = dir.path().join("sbom.spdx.json");
+        fs_err::write(&spdx_file, serde_json::to_vec(&spdx).unwrap()).unwrap();
+        run("pyspdxtools", &["-i"], &spdx_file);
+
+        let cdx = cyclonedx_document(&info, &inv);
+        let cdx_file = dir.path().join("sbom.cdx.json");
+        fs_err::write(&cdx_file, serde_json::to_vec(&cdx).unwrap()).unwrap();
+        run(
+            "python",
+            &[
+                "-c",
+                "import sys\n\
+                 from cyclonedx.schema import SchemaVersion\n\
+                 from cyclonedx.validation.json import JsonStrictValidator\n\
+                 err = JsonStrictValidator(SchemaVersion.V1_5).validate_str(open(sys.argv[1]).read())\n\
+                 sys.exit(str(err)[:3000] if err else 0)\n",
+            ],
+            &cdx_file,
+        );
+    }
+}
