@@ -128,6 +128,7 @@ fn sbom_and_provenance_of_a_debian_image_pass_independent_checks_and_keep_secret
                 "Dockerfile",
                 &format!(
                     "FROM debian:bookworm\nARG API_TOKEN\nARG DB_PASSWORD\nCOPY package-lock.json greeter.jar /app/\n\
+                     COPY hello /usr/local/bin/hello\n\
                      ADD --checksum={real} {url} /opt/tool.txt\n\
                      RUN --mount=type=secret,id=npmrc test -s /run/secrets/npmrc && echo built > /built\n"
                 ),
@@ -143,6 +144,23 @@ fn sbom_and_provenance_of_a_debian_image_pass_independent_checks_and_keep_secret
          \x20   z.writestr('META-INF/MANIFEST.MF', 'Manifest-Version: 1.0\\r\\n')\n\
          \x20   z.writestr('META-INF/maven/org.example/greeter/pom.properties', 'groupId=org.example\\nartifactId=greeter\\nversion=3.2.1\\n')\n",
     ]).arg(ctx.join("greeter.jar")));
+    // A Rust binary as `cargo auditable build` leaves it: a real linker's ELF file (the host's
+    // /bin/true) with the `.dep-v0` section — auditable-serde's JSON, zlib-compressed by Python's zlib —
+    // added by binutils' objcopy (building cargo-auditable itself would cost CI minutes).
+    let dep = env.dir.path().join("dep-v0");
+    sh(Command::new(&py).args([
+        "-c",
+        "import sys,zlib\n\
+         open(sys.argv[1],'wb').write(zlib.compress(b'{\"packages\":[\
+         {\"name\":\"hello\",\"version\":\"0.1.0\",\"source\":\"local\",\"dependencies\":[1,2],\"root\":true},\
+         {\"name\":\"itoa\",\"version\":\"1.0.11\",\"source\":\"crates.io\"},\
+         {\"name\":\"cc\",\"version\":\"1.0.90\",\"source\":\"crates.io\",\"kind\":\"build\"}]}'))\n",
+    ]).arg(&dep));
+    sh(Command::new("objcopy")
+        .arg("--add-section")
+        .arg(format!(".dep-v0={}", dep.display()))
+        .arg("/bin/true")
+        .arg(ctx.join("hello")));
     let secret_file = env.dir.path().join("npmrc");
     std::fs::write(
         &secret_file,
@@ -252,6 +270,74 @@ fn sbom_and_provenance_of_a_debian_image_pass_independent_checks_and_keep_secret
         purls("pkg:maven/"),
         BTreeSet::from([("org.example:greeter".to_owned(), "3.2.1".to_owned())])
     );
+
+    // Rust: the runtime crates of the `.dep-v0` section (not the build-only one), the root's
+    // dependency, and the binary listed with the hashes coreutils computes, contained by the root.
+    assert_eq!(
+        purls("pkg:cargo/"),
+        BTreeSet::from([
+            ("hello".to_owned(), "0.1.0".to_owned()),
+            ("itoa".to_owned(), "1.0.11".to_owned())
+        ])
+    );
+    let id_of = |purl: &str| {
+        doc["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["externalRefs"][0]["referenceLocator"] == purl)
+            .unwrap_or_else(|| panic!("no {purl}"))["SPDXID"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let related = |from: &str, kind: &str, to: &str| {
+        doc["relationships"].as_array().unwrap().iter().any(|r| {
+            r["spdxElementId"] == from
+                && r["relationshipType"] == kind
+                && r["relatedSpdxElement"] == to
+        })
+    };
+    let (hello, itoa) = (
+        id_of("pkg:cargo/hello@0.1.0"),
+        id_of("pkg:cargo/itoa@1.0.11"),
+    );
+    assert!(related(&hello, "DEPENDS_ON", &itoa));
+    let sum = |tool: &str, file: &Path| {
+        sh(Command::new(tool).arg(file))
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let files = doc["files"].as_array().expect("hashed files are listed");
+    for (name, host, owner) in [
+        ("./usr/local/bin/hello", ctx.join("hello"), &hello),
+        (
+            "./app/greeter.jar",
+            ctx.join("greeter.jar"),
+            &id_of("pkg:maven/org.example/greeter@3.2.1"),
+        ),
+    ] {
+        let f = files
+            .iter()
+            .find(|f| f["fileName"] == name)
+            .unwrap_or_else(|| panic!("{name} not in {files:?}"));
+        let checksum = |alg: &str| {
+            f["checksums"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["algorithm"] == alg)
+                .map(|c| c["checksumValue"].as_str().unwrap().to_owned())
+        };
+        assert_eq!(checksum("SHA1"), Some(sum("sha1sum", &host)), "{name}");
+        assert_eq!(checksum("SHA256"), Some(sum("sha256sum", &host)), "{name}");
+        assert!(
+            related(owner, "CONTAINS", f["SPDXID"].as_str().unwrap()),
+            "{name}"
+        );
+    }
 
     // SPDX's own validator accepts the document.
     let spdx = env.dir.path().join("sbom-doc.json");
@@ -374,6 +460,58 @@ fn sbom_and_provenance_of_a_debian_image_pass_independent_checks_and_keep_secret
     assert_eq!(
         p["predicate"]["buildDefinition"]["externalParameters"]["args"]["build-arg:API_TOKEN"],
         "[redacted]"
+    );
+
+    // CycloneDX (`format=cyclonedx`, as an `--attest` after `--sbom`: the later one wins): the same
+    // packages with the same purls, the binary's hashes, accepted by CycloneDX's own strict validator.
+    let cdx_out = env.dir.path().join("cdx");
+    build(&cdx_out, &["--attest", "type=sbom,format=cyclonedx"]);
+    assert!(!cdx_out.join("sbom.spdx.json").exists());
+    let cdx = read_json(&cdx_out.join("sbom.cdx.json"));
+    assert_eq!(cdx["predicateType"], "https://cyclonedx.org/bom");
+    assert_eq!(cdx["subject"][0]["digest"]["sha256"], image_hex.as_str());
+    let bom = &cdx["predicate"];
+    let cdx_purls: BTreeSet<&str> = bom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["purl"].as_str())
+        .collect();
+    let spdx_purls: BTreeSet<&str> = doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["externalRefs"][0]["referenceLocator"].as_str())
+        .collect();
+    assert_eq!(cdx_purls, spdx_purls);
+    let hello_bin = bom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["purl"] == "pkg:cargo/hello@0.1.0")
+        .unwrap();
+    assert_eq!(
+        hello_bin["hashes"][1],
+        serde_json::json!({"alg": "SHA-256", "content": sum("sha256sum", &ctx.join("hello"))})
+    );
+    let bom_file = env.dir.path().join("bom.json");
+    std::fs::write(&bom_file, serde_json::to_vec(bom).unwrap()).unwrap();
+    sh(Command::new(&py)
+        .args([
+            "-c",
+            "import sys\n\
+             from cyclonedx.schema import SchemaVersion\n\
+             from cyclonedx.validation.json import JsonStrictValidator\n\
+             err = JsonStrictValidator(SchemaVersion.V1_5).validate_str(open(sys.argv[1]).read())\n\
+             sys.exit(str(err)[:3000] if err else 0)\n",
+        ])
+        .arg(&bom_file));
+    let (shown, _) = env.ok(&["inspect", "--sbom", "app:1"]);
+    assert_eq!(serde_json::from_str::<Value>(&shown).unwrap(), *bom);
+    let (verified, _) = env.ok(&["verify", "--key", public.to_str().unwrap(), "app:1"]);
+    assert!(
+        verified.contains("verified https://cyclonedx.org/bom"),
+        "{verified}"
     );
 
     // Reproducible: with SOURCE_DATE_EPOCH, two cold builds give byte-identical attestations.
