@@ -7,8 +7,10 @@
 //! knows nothing of registries or of the solver, and never sees a secret's value except to redact it.
 //!
 //! - [`provenance::Provenance`] → an in-toto Statement v1 with a SLSA Provenance v1 predicate.
-//! - [`sbom::scan`] reads package databases (dpkg, apk, npm, Python metadata) from a [`sbom::Tree`];
-//!   [`sbom::spdx_document`] writes them as SPDX 2.3 JSON.
+//! - [`sbom::scan`] reads package databases (dpkg, apk, RPM, npm, Python metadata, Java archives) and
+//!   the build information of Go and cargo-auditable executables from a [`sbom::Tree`];
+//!   [`sbom::spdx_document`] / [`sbom::cyclonedx_document`] write the result as SPDX 2.3 / CycloneDX 1.5
+//!   JSON.
 //! - [`dsse::SigningKey`] / [`dsse::VerifyingKey`] sign and check DSSE envelopes (ECDSA P-256 or Ed25519,
 //!   PEM as cosign and openssl write them).
 //!
