@@ -368,7 +368,13 @@ pub fn buildx_value(
     let stub = |i: &RemoteImage| -> Result<Value, crate::Error> {
         Ok(match template {
             Template::Sbom => {
-                let docs = crate::predicates(&i.found, crate::sbom::PREDICATE_TYPE)?;
+                // SPDX only, as buildx's loader: a CycloneDX SBOM is no `.SPDX` value.
+                let docs = i
+                    .found
+                    .iter()
+                    .filter(|f| f.predicate_type == crate::sbom::PREDICATE_TYPE)
+                    .map(|f| f.statement().map(|s| s.predicate))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let mut m = Map::new();
                 if let Some((first, rest)) = docs.split_first() {
                     m.insert("SPDX".into(), first.clone());
