@@ -200,7 +200,17 @@ fn deliver(
             .iter()
             .map(|(i, _, a)| a.attachment(&i.manifest_desc))
             .collect();
-        match built.write_output(store, &names, output, &attached) {
+        let written = built.write_output(store, &names, output, &attached);
+        // As BuildKit's local exporter: each platform's attestations in its own directory.
+        let written = match (written, output) {
+            (Ok(said), export::Output::Local { dest }) => attested
+                .iter()
+                .try_for_each(|(_, p, a)| a.write_beside(&dest.join(export::platform_dir(p))))
+                .map(|()| said)
+                .map_err(Into::into),
+            (w, _) => w,
+        };
+        match written {
             Ok(said) => task.status(said.as_deref().unwrap_or("done")),
             Err(e) => {
                 task.fail(&format!("{e:#}"));

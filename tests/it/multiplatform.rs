@@ -677,3 +677,46 @@ fn a_two_platform_push_uploads_each_platforms_run_layer_while_it_is_written() {
         );
     }
 }
+
+/// `-o type=local` of a two-platform build with attestations: each platform's directory holds its
+/// own provenance next to its tree, about its own image (BuildKit's local exporter, exporter/local:
+/// each platform's files are made with that platform's attestations).
+#[test]
+fn a_two_platform_local_output_has_each_platforms_attestations_in_its_directory() {
+    let env = Env::new();
+    arm64_emulation(&env);
+    base_index(&env, "linux/amd64,linux/arm64");
+    let ctx = env.context(
+        "app",
+        &[("Dockerfile", "FROM busybase\nRUN uname -m > /arch\n")],
+    );
+    let dest = env.dir.path().join("out");
+    env.build_plain(
+        "app:att",
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--provenance=mode=min",
+            "-o",
+            &format!("type=local,dest={}", dest.display()),
+        ],
+    );
+    let (inspect, _) = env.ok(&["inspect", "app:att"]);
+    let inspect = json(&inspect);
+    for (dir, arch) in [("linux_amd64", "x86_64"), ("linux_arm64", "aarch64")] {
+        assert_eq!(read(dest.join(dir).join("arch")), arch);
+        let p = json(&read(dest.join(dir).join("provenance.json")));
+        let subject = p["subject"][0]["digest"]["sha256"].as_str().unwrap();
+        assert!(
+            inspect.to_string().contains(&format!("sha256:{subject}")),
+            "{dir}'s provenance is about one of the index's images: {subject} in {inspect}"
+        );
+        let platform = &p["predicate"]["buildDefinition"]["externalParameters"]["platform"];
+        assert_eq!(platform, &format!("linux/{}", &dir[6..]), "{p}");
+    }
+    assert!(
+        !dest.join("provenance.json").exists(),
+        "no file for the index itself"
+    );
+}
