@@ -76,6 +76,9 @@ pub struct Inputs<'a> {
     /// The attestations the store already holds for this image (a rebuild that changed nothing): the
     /// final image's SBOM is taken from there rather than scanned again.
     pub previous: Vec<publish::Found>,
+    /// Where the candidate files of each snapshot are remembered between builds (snapshots never
+    /// change): a base image's files are listed once, not at every build on it.
+    pub listings: Option<&'a cache::Store>,
 }
 
 /// The attestations of one built image.
@@ -111,7 +114,7 @@ pub fn make(w: &Wanted, mut i: Inputs<'_>) -> Result<Attested, Error> {
                     continue;
                 }
             }
-            let tree = sbom::LayerTree::new(scan.layers);
+            let tree = sbom::LayerTree::new(scan.layers).with_listings(i.listings);
             let inventory = sbom::scan(&tree)?;
             let info = sbom::DocumentInfo {
                 image_name: &scan.name,

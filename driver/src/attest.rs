@@ -127,6 +127,7 @@ pub(crate) fn make(
         },
         scans,
         previous,
+        listings: Some(store),
     };
     let made = attest::make(w, inputs)?;
     attest::publish::save(store, b.tags, &b.image.manifest_desc, &made.blobs)?;

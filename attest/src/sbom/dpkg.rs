@@ -181,7 +181,7 @@ License: LGPL-2.1+
  The full text.
 ";
 
-    fn tree(files: &[(&str, &str)]) -> (tempfile::TempDir, LayerTree) {
+    fn tree(files: &[(&str, &str)]) -> (tempfile::TempDir, LayerTree<'static>) {
         let dir = tempfile::tempdir().unwrap();
         for (p, c) in files {
             let path = dir.path().join(p.trim_start_matches('/'));

@@ -26,41 +26,19 @@ pub(crate) fn scan(
     candidates: &[String],
     inv: &mut Inventory,
 ) -> Result<Vec<Package>, crate::Error> {
+    use rayon::prelude::*;
+    // Files are looked at in parallel (most of the time is opening them and reading their heads);
+    // what they hold is then merged in the candidates' order, so documents stay byte-identical.
+    let found = candidates
+        .par_iter()
+        .map(|path| evidence_of(tree, path))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut out = Vec::new();
-    for path in candidates {
-        let err = |source| crate::Error::Read {
-            path: path.clone(),
-            source,
-        };
-        let Some(mut file) = tree.open(path)? else {
-            continue;
-        };
-        let mut head = Vec::with_capacity(HEAD as usize);
-        (&mut file).take(HEAD).read_to_end(&mut head).map_err(err)?;
-        if !head.starts_with(b"\x7fELF") {
-            continue;
-        }
-        let evidence = if go::is_go_elf(&head) {
-            let bytes = read_all(&mut file).map_err(err)?;
-            go::from_elf(&bytes, path).map(|e| (e, bytes))
-        } else {
-            match rust::dep_v0(&mut file) {
-                Some(section) => match rust::from_section(&section, path) {
-                    Ok(e) => Some((e, read_all(&mut file).map_err(err)?)),
-                    Err(e) => {
-                        tracing::debug!(path, error = %e, "unreadable cargo-auditable data");
-                        None
-                    }
-                },
-                None => None,
-            }
-        };
-        let Some((e, bytes)) = evidence else {
-            continue;
-        };
-        if e.packages.is_empty() {
-            continue;
-        }
+    for (path, (e, bytes)) in candidates
+        .iter()
+        .zip(found)
+        .filter_map(|(p, f)| Some((p, f?)))
+    {
         for (from, to) in &e.dependencies {
             inv.dependencies
                 .insert((e.packages[*from].purl.clone(), e.packages[*to].purl.clone()));
@@ -70,6 +48,42 @@ pub(crate) fn scan(
         out.extend(e.packages);
     }
     Ok(out)
+}
+
+/// The packages an executable's Go build info or cargo-auditable section names, with the file's
+/// bytes (for its hashes); `None` for anything else.
+fn evidence_of(
+    tree: &dyn Tree,
+    path: &String,
+) -> Result<Option<(Evidence, Vec<u8>)>, crate::Error> {
+    let err = |source| crate::Error::Read {
+        path: path.clone(),
+        source,
+    };
+    let Some(mut file) = tree.open(path)? else {
+        return Ok(None);
+    };
+    let mut head = Vec::with_capacity(HEAD as usize);
+    (&mut file).take(HEAD).read_to_end(&mut head).map_err(err)?;
+    if !head.starts_with(b"\x7fELF") {
+        return Ok(None);
+    }
+    let evidence = if go::is_go_elf(&head) {
+        let bytes = read_all(&mut file).map_err(err)?;
+        go::from_elf(&bytes, path).map(|e| (e, bytes))
+    } else {
+        match rust::dep_v0(&mut file) {
+            Some(section) => match rust::from_section(&section, path) {
+                Ok(e) => Some((e, read_all(&mut file).map_err(err)?)),
+                Err(e) => {
+                    tracing::debug!(path, error = %e, "unreadable cargo-auditable data");
+                    None
+                }
+            },
+            None => None,
+        }
+    };
+    Ok(evidence.filter(|(e, _)| !e.packages.is_empty()))
 }
 
 /// The whole file, from its start.

@@ -198,17 +198,24 @@ pub struct Inventory {
 /// Returns every package of every scanner, sorted and without duplicates (same ecosystem, name and
 /// version), with the files that were hashed.
 pub fn scan(tree: &dyn Tree) -> Result<Inventory, crate::Error> {
+    let t = std::time::Instant::now();
+    let lap = |what: &str| tracing::debug!(elapsed = ?t.elapsed(), "SBOM scan: {what} done");
     let os = tree::os_release(tree)?;
     let mut inv = Inventory::default();
     let mut found = Vec::new();
     found.extend(dpkg::scan(tree, &os)?);
     found.extend(dpkg::scan_apk(tree, &os)?);
     found.extend(rpm::scan(tree, &os)?);
+    lap("package databases");
     let candidates = tree.candidates();
+    lap("file list");
     found.extend(npm::scan(tree, &candidates)?);
+    lap("npm");
     found.extend(python::scan(tree, &candidates)?);
     found.extend(java::scan(tree, &candidates, &mut inv.files)?);
+    lap("python, java");
     found.extend(executables::scan(tree, &candidates, &mut inv)?);
+    lap("executables");
     let mut unique = BTreeMap::new();
     for p in found {
         unique

@@ -44,7 +44,7 @@ pub trait ReadSeek: io::Read + io::Seek {}
 impl<T: io::Read + io::Seek> ReadSeek for T {}
 
 /// A read-only image file tree.
-pub trait Tree {
+pub trait Tree: Sync {
     /// The contents of a regular file (symlinks followed inside the tree), `None` when the path is
     /// missing, whited out or not a regular file.
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>, crate::Error>;
@@ -63,22 +63,55 @@ pub trait Tree {
 pub(crate) const MAX_EXECUTABLE: u64 = 256 << 20;
 
 /// An image tree made of snapshot directories (base first), as the store keeps them.
-pub struct LayerTree {
+pub struct LayerTree<'c> {
     view: oci::MergedView,
     layers: Vec<PathBuf>,
+    listings: Option<&'c cache::Store>,
 }
 
-impl LayerTree {
+impl LayerTree<'static> {
     /// A tree of these snapshot directories, base first; a single plain directory works too.
     pub fn new(layers: Vec<PathBuf>) -> Self {
         Self {
             view: oci::MergedView::new(layers.clone()),
             layers,
+            listings: None,
         }
     }
 }
 
-impl LayerTree {
+impl<'c> LayerTree<'c> {
+    /// Remembers each layer's candidate files in `store` (keyed by the snapshot directory, which
+    /// the store never changes), so the next scan of an image on the same base walks only its own
+    /// new layers.
+    pub fn with_listings<'d>(self, store: Option<&'d cache::Store>) -> LayerTree<'d> {
+        LayerTree {
+            view: self.view,
+            layers: self.layers,
+            listings: store,
+        }
+    }
+
+    /// One layer's candidate files, from the listing cache when it has them.
+    fn layer_candidates(&self, layer: &std::path::Path) -> Vec<String> {
+        let Some(store) = self.listings else {
+            return candidate_files(layer);
+        };
+        let key = format!("sbom-candidates-v1:{}", layer.display());
+        if let Ok(Some(v)) = store.cache_get(&key) {
+            if let Ok(text) = String::from_utf8(v) {
+                return text.lines().map(str::to_owned).collect();
+            }
+        }
+        let found = candidate_files(layer);
+        if let Err(e) = store.cache_put(&key, found.join("\n").as_bytes()) {
+            tracing::debug!(error = %e, "SBOM candidate listing not remembered");
+        }
+        found
+    }
+}
+
+impl LayerTree<'_> {
     /// The host path of `path` when it is a regular file of the image (symlinks followed inside the
     /// merged root only, so a link never reads a host file); `None` when it is absent or not a file.
     fn regular_file(&self, path: &str) -> Result<Option<PathBuf>, crate::Error> {
@@ -101,7 +134,7 @@ impl LayerTree {
     }
 }
 
-impl Tree for LayerTree {
+impl Tree for LayerTree<'_> {
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>, crate::Error> {
         let Some(host) = self.regular_file(path)? else {
             return Ok(None);
@@ -135,7 +168,11 @@ impl Tree for LayerTree {
         // candidate paths then go through the merged view, which drops whited-out ones.
         // Layers are walked in parallel: a node image spreads its files over several.
         use rayon::prelude::*;
-        let found: Vec<Vec<String>> = self.layers.par_iter().map(|l| candidate_files(l)).collect();
+        let found: Vec<Vec<String>> = self
+            .layers
+            .par_iter()
+            .map(|l| self.layer_candidates(l))
+            .collect();
         let paths: BTreeSet<String> = found.into_iter().flatten().collect();
         paths
             .into_iter()
