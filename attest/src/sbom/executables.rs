@@ -29,6 +29,12 @@ pub(crate) fn scan(
     use rayon::prelude::*;
     // Files are looked at in parallel (most of the time is opening them and reading their heads);
     // what they hold is then merged in the candidates' order, so documents stay byte-identical.
+    // The candidates named as package metadata or archives are for the other scanners.
+    let executable = |path: &&String| {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        !super::tree::is_metadata_name(name) && !super::java::is_archive(name)
+    };
+    let candidates: Vec<&String> = candidates.iter().filter(executable).collect();
     let found = candidates
         .par_iter()
         .map(|path| evidence_of(tree, path))
@@ -84,6 +90,19 @@ fn evidence_of(
         }
     };
     Ok(evidence.filter(|(e, _)| !e.packages.is_empty()))
+}
+
+/// Whether the file at `host` can hold what this scanner reads: an ELF file with the Go build-ID
+/// note in its head, or with a `.dep-v0` section. Unreadable files cannot.
+pub(crate) fn has_build_info(host: &std::path::Path) -> bool {
+    let Ok(mut file) = std::fs::File::open(host) else {
+        return false;
+    };
+    let mut head = Vec::with_capacity(HEAD as usize);
+    if (&mut file).take(HEAD).read_to_end(&mut head).is_err() || !head.starts_with(b"\x7fELF") {
+        return false;
+    }
+    go::is_go_elf(&head) || rust::dep_v0(&mut file).is_some()
 }
 
 /// The whole file, from its start.

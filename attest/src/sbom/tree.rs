@@ -55,8 +55,14 @@ pub trait Tree: Sync {
             .map(|b| Box::new(io::Cursor::new(b)) as Box<dyn ReadSeek>))
     }
     /// Absolute paths of the files named like [`CANDIDATE_NAMES`], of Java archives and of executables
-    /// (any exec bit, at most [`MAX_EXECUTABLE`] bytes) that exist in the tree, sorted.
+    /// (any exec bit, at most [`MAX_EXECUTABLE`] bytes) that exist in the tree, sorted. A tree may leave
+    /// out the executables that are not ELF files with Go build info or a cargo-auditable section.
     fn candidates(&self) -> Vec<String>;
+}
+
+/// Whether `name` is one of the package metadata file names the scanners read.
+pub(crate) fn is_metadata_name(name: &str) -> bool {
+    CANDIDATE_NAMES.contains(&name)
 }
 
 /// Executables bigger than this are not listed as candidates (the Go scanner reads them whole).
@@ -97,7 +103,7 @@ impl<'c> LayerTree<'c> {
         let Some(store) = self.listings else {
             return candidate_files(layer);
         };
-        let key = format!("sbom-candidates-v1:{}", layer.display());
+        let key = format!("sbom-candidates-v2:{}", layer.display());
         if let Ok(Some(v)) = store.cache_get(&key) {
             if let Ok(text) = String::from_utf8(v) {
                 return text.lines().map(str::to_owned).collect();
@@ -184,6 +190,7 @@ impl Tree for LayerTree<'_> {
 /// Paths (absolute inside the image) of regular files with a candidate name under one layer directory.
 fn candidate_files(root: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
+    let mut executables = Vec::new();
     // `rel` is the path inside the image without the leading `/`.
     let mut stack = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, rel)) = stack.pop() {
@@ -204,14 +211,23 @@ fn candidate_files(root: &std::path::Path) -> Vec<String> {
                     stack.push((e.path(), path));
                 }
             } else if ft.is_file()
-                && (CANDIDATE_NAMES.contains(&name)
-                    || super::java::is_archive(name)
-                    || is_small_executable(&e))
+                && (CANDIDATE_NAMES.contains(&name) || super::java::is_archive(name))
             {
                 out.push(format!("/{path}"));
+            } else if ft.is_file() && is_small_executable(&e) {
+                executables.push((e.path(), path));
             }
         }
     }
+    // Of the executables, only those that carry Go build info or a cargo-auditable section are
+    // candidates: decided here, once per layer (the listing is remembered), not at every scan.
+    use rayon::prelude::*;
+    out.par_extend(
+        executables
+            .into_par_iter()
+            .filter(|(host, _)| super::executables::has_build_info(host))
+            .map(|(_, path)| format!("/{path}")),
+    );
     out
 }
 
@@ -265,15 +281,22 @@ mod tests {
         fs_err::write(b.join("app/node_modules/a/package.json"), "{}").unwrap();
         fs_err::write(b.join("app/node_modules/gone/package.json"), "{}").unwrap();
         fs_err::write(b.join("proc/package.json"), "{}").unwrap();
-        // Executables are candidates (for the Go scanner), other files are not.
+        // Executables with Go build info (or a cargo-auditable section) are candidates; other
+        // executables (a script) and other files are not.
         use std::os::unix::fs::PermissionsExt;
         fs_err::create_dir_all(b.join("app/bin")).unwrap();
-        fs_err::write(b.join("app/bin/tool"), "x").unwrap();
-        fs_err::set_permissions(
-            b.join("app/bin/tool"),
-            std::fs::Permissions::from_mode(0o755),
-        )
-        .unwrap();
+        let go = super::super::executables::test_elf(".text", b"", true);
+        for (name, bytes) in [
+            ("tool", go.as_slice()),
+            ("script", b"#!/bin/sh\n".as_slice()),
+        ] {
+            fs_err::write(b.join("app/bin").join(name), bytes).unwrap();
+            fs_err::set_permissions(
+                b.join("app/bin").join(name),
+                std::fs::Permissions::from_mode(0o755),
+            )
+            .unwrap();
+        }
         fs_err::write(b.join("app/bin/data"), "x").unwrap();
         fs_err::create_dir_all(b.join("usr/share/doc/x")).unwrap();
         fs_err::write(b.join("usr/share/doc/x/package.json"), "{}").unwrap();
@@ -288,13 +311,13 @@ mod tests {
             tree.candidates(),
             vec!["/app/bin/tool", "/app/node_modules/a/package.json"]
         );
-        let mut opened = String::new();
-        io::Read::read_to_string(
+        let mut opened = Vec::new();
+        io::Read::read_to_end(
             &mut tree.open("/app/bin/tool").unwrap().unwrap(),
             &mut opened,
         )
         .unwrap();
-        assert_eq!(opened, "x");
+        assert_eq!(opened, go);
         assert!(tree
             .open("/app/node_modules/gone/package.json")
             .unwrap()
