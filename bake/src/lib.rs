@@ -21,10 +21,13 @@
 #![forbid(unsafe_code)]
 
 mod compose;
+mod eval;
 pub mod funcs;
 mod hcl_file;
 pub mod schedule;
 mod target;
+mod time;
+mod types;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
