@@ -370,6 +370,9 @@ impl<'f> Resolver<'f> {
 
     /// A variable's value: typed, overridden by the environment, cached; `None` if no such variable.
     fn variable(&self, name: &str) -> Result<Option<Value>, Error> {
+        if let Some(v) = builtin_variable(name) {
+            return Ok(Some(v));
+        }
         if let Some(v) = self.values.borrow().get(name) {
             return Ok(Some(v.clone()));
         }
@@ -840,6 +843,27 @@ impl Host for Resolver<'_> {
     }
 }
 
+/// buildx's built-in variables (commands/bake.go): they win over a variable of the same name and the
+/// environment. `BAKE_CMD_CONTEXT` is the working directory (buildx's `cwd://`; rbuild reads local
+/// files only), `BAKE_LOCAL_PLATFORM` the host's platform.
+fn builtin_variable(name: &str) -> Option<Value> {
+    match name {
+        "BAKE_CMD_CONTEXT" => Some(Value::String(".".into())),
+        "BAKE_LOCAL_PLATFORM" => {
+            let arch = match std::env::consts::ARCH {
+                "x86_64" => "amd64",
+                "aarch64" => "arm64",
+                "x86" => "386",
+                "powerpc64" => "ppc64le",
+                "loongarch64" => "loong64",
+                other => other,
+            };
+            Some(Value::String(format!("linux/{arch}")))
+        }
+        _ => None,
+    }
+}
+
 /// Reads a `function` block, with buildx's errors for a missing `params` or `result`.
 fn function_def<'f>(f: &HclFile, name: &str, body: &'f Body) -> Result<FuncDef<'f>, Error> {
     let err = |message: String| Error::Eval {
@@ -984,9 +1008,14 @@ fn target_of(r: &Resolver<'_>, idx: usize, inst: &Instance<'_>) -> Result<Target
             continue;
         }
         let v = r.field(idx, inst, key)?;
-        let j = serde_json::to_value(&v).unwrap_or_default();
+        let mut j = serde_json::to_value(&v).unwrap_or_default();
         if j.is_null() {
             continue;
+        }
+        match key {
+            "cache-from" | "cache-to" | "output" | "attest" | "secret" | "ssh" => j = csv_list(j),
+            "extra-hosts" => j = host_list(j),
+            _ => {}
         }
         map.insert(key.to_owned(), j);
     }
@@ -995,6 +1024,55 @@ fn target_of(r: &Resolver<'_>, idx: usize, inst: &Instance<'_>) -> Result<Target
         what: format!("target {:?}", inst.name),
         message: e.to_string(),
     })
+}
+
+/// buildx's list options take entries as strings (`"type=registry,ref=x"`) or objects
+/// (`{ type = "registry", ref = "x" }`), one or a list; each object becomes the string form (`type`
+/// and `id` first, then the other keys sorted, as buildx prints them; null values left out).
+fn csv_list(j: serde_json::Value) -> serde_json::Value {
+    let entry = |e: serde_json::Value| match e {
+        serde_json::Value::Object(m) => {
+            let mut parts: Vec<String> = Vec::new();
+            let text = |v: &serde_json::Value| match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            for first in ["type", "id"] {
+                if let Some(v) = m.get(first).filter(|v| !v.is_null()) {
+                    parts.push(format!("{first}={}", text(v)));
+                }
+            }
+            for (k, v) in &m {
+                if k != "type" && k != "id" && !v.is_null() {
+                    parts.push(format!("{k}={}", text(v)));
+                }
+            }
+            serde_json::Value::String(parts.join(","))
+        }
+        other => other,
+    };
+    match j {
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(entry).collect())
+        }
+        serde_json::Value::Object(_) => serde_json::Value::Array(vec![entry(j)]),
+        serde_json::Value::String(s) => {
+            serde_json::Value::Array(vec![serde_json::Value::String(s)])
+        }
+        other => other,
+    }
+}
+
+/// buildx's `extra-hosts` is a map (`{ db = "10.0.0.2" }`); rbuild's list form (`["db=10.0.0.2"]`) stays.
+fn host_list(j: serde_json::Value) -> serde_json::Value {
+    match j {
+        serde_json::Value::Object(m) => serde_json::Value::Array(
+            m.into_iter()
+                .filter_map(|(k, v)| v.as_str().map(|ip| format!("{k}={ip}").into()))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 /// `args`/`labels`/`contexts` values may be numbers or bools in HCL; null entries are left out

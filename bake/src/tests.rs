@@ -1102,3 +1102,68 @@ target "app" {
         "{e}"
     );
 }
+
+/// buildx's Target (bake/bake.go): list options as strings or objects, `extra-hosts` as a map, and
+/// `description`, `ulimits`, `entitlements`, `call`, `resources`, `policy` are accepted; the ones rbuild
+/// builds with reach `rbuild build`, the others are reported as ignored.
+#[test]
+fn buildx_object_forms_and_newer_target_fields_are_accepted() {
+    let text = r#"
+target "app" {
+  description = "the app"
+  cache-from = [{ type = "registry", ref = "reg/app:cache" }, "type=local,src=c"]
+  cache-to = { type = "inline" }
+  output = [{ type = "oci", dest = "app.tar" }]
+  secret = [{ id = "tok", env = "TOKEN" }]
+  ssh = [{ id = "default" }]
+  attest = [{ type = "sbom" }]
+  extra-hosts = { db = "10.0.0.2" }
+  ulimits = ["nofile=1024:2048"]
+  entitlements = ["network.host"]
+  call = "check"
+  resources = { memory = "1g" }
+}
+"#;
+    let r = resolve(&[file("docker-bake.hcl", text)], &["app"], &[]).unwrap();
+    let t = &r.targets["app"];
+    assert_eq!(
+        t.cache_from,
+        ["type=registry,ref=reg/app:cache", "type=local,src=c"]
+    );
+    assert_eq!(t.cache_to, ["type=inline"]);
+    assert_eq!(t.output, ["type=oci,dest=app.tar"]);
+    assert_eq!(t.secret, ["id=tok,env=TOKEN"]);
+    assert_eq!(t.extra_hosts, ["db=10.0.0.2"]);
+    assert_eq!(t.description.as_deref(), Some("the app"));
+    let (argv, ignored) = r
+        .build_argv("app", &RunOptions::default(), Path::new("/tmp"))
+        .unwrap();
+    for flag in [
+        "--ulimit=nofile=1024:2048",
+        "--allow=network.host",
+        "--call=check",
+        "--add-host=db=10.0.0.2",
+    ] {
+        assert!(argv.iter().any(|a| a == flag), "{flag}: {argv:?}");
+    }
+    assert!(
+        argv.windows(2)
+            .any(|w| w == ["--secret", "id=tok,env=TOKEN"]),
+        "{argv:?}"
+    );
+    assert_eq!(ignored, ["resources"]);
+    let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+    assert_eq!(v["target"]["app"]["description"], "the app");
+}
+
+/// TestHCLBuiltinVars (buildx bake/hcl_test.go) and commands/bake.go's defaults: built-in variables win
+/// over the environment.
+#[test]
+fn builtin_variables_are_the_command_context_and_local_platform() {
+    let text =
+        "target \"app\" {\n  context = BAKE_CMD_CONTEXT\n  platforms = [BAKE_LOCAL_PLATFORM]\n}\n";
+    let d = hcl_env(text, &[("BAKE_CMD_CONTEXT", "elsewhere")]).unwrap();
+    assert_eq!(d.targets["app"].context.as_deref(), Some("."));
+    let p = &d.targets["app"].platforms[0];
+    assert!(p == "linux/amd64" || p == "linux/arm64", "{p}");
+}
