@@ -1167,3 +1167,16 @@ fn builtin_variables_are_the_command_context_and_local_platform() {
     let p = &d.targets["app"].platforms[0];
     assert!(p == "linux/amd64" || p == "linux/arm64", "{p}");
 }
+
+/// docs/BAKE.md names every built-in function rbuild has and every one of buildx's it lacks.
+#[test]
+fn bake_docs_list_every_function() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/BAKE.md");
+    let doc = fs_err::read_to_string(path).unwrap();
+    for name in funcs::NAMES.iter().chain(funcs::MISSING) {
+        assert!(
+            doc.contains(&format!("`{name}`")),
+            "docs/BAKE.md lacks `{name}`"
+        );
+    }
+}
