@@ -261,6 +261,17 @@ fn func_call(call: &FuncCall, scope: &Scope<'_>, host: &dyn Host) -> Result<Valu
                 "call to function \"try\" failed: no expression succeeded: {last}"
             ));
         }
+        // convert(value, type): the second argument is a type expression, not a value (typeexpr).
+        "convert" => {
+            let [value, ty] = call.args.as_slice() else {
+                return Err("function \"convert\" takes a value and a type".into());
+            };
+            let ty = crate::types::Type::parse(ty)?;
+            let v = eval(value, scope, host)?;
+            return ty
+                .convert(v)
+                .map_err(|e| format!("call to function \"convert\" failed: {e}"));
+        }
         "can" => {
             let [arg] = call.args.as_slice() else {
                 return Err("function \"can\" takes exactly one argument".into());

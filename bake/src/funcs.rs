@@ -1,10 +1,10 @@
 //! The built-in functions of bake files: buildx's list (`bake/hclparser/stdlib.go`), with go-cty's
 //! behaviour (`cty/function/stdlib`, hashicorp's `go-cty-funcs`), called by [`crate::eval`].
 //!
-//! `try` and `can` are in the evaluator (they see their arguments' errors). Left out of buildx's list:
-//! `bcrypt`, `rsadecrypt`, `uuidv4`, `uuidv5`, `cidrhost`, `cidrnetmask`, `cidrsubnet`, `cidrsubnets`,
-//! `byteslen`, `bytesslice`, `convert` and `semvercmp` (see [`MISSING`]); calling one is an error that
-//! says so.
+//! `try`, `can` and `convert` are in the evaluator (they see their arguments' errors, or a type
+//! expression). Left out of buildx's list: `bcrypt`, `rsadecrypt`, `cidrhost`, `cidrnetmask`,
+//! `cidrsubnet`, `cidrsubnets`, `byteslen` and `bytesslice` (see [`MISSING`]); calling one is an error
+//! naming it.
 
 use base64::Engine as _;
 use hcl::{Map, Value};
@@ -30,6 +30,7 @@ pub const NAMES: &[&str] = &[
     "compact",
     "concat",
     "contains",
+    "convert",
     "csvdecode",
     "dirname",
     "distinct",
@@ -80,6 +81,7 @@ pub const NAMES: &[&str] = &[
     "reverse",
     "reverselist",
     "sanitize",
+    "semvercmp",
     "sethaselement",
     "setintersection",
     "setproduct",
@@ -107,6 +109,8 @@ pub const NAMES: &[&str] = &[
     "unixtimestampparse",
     "upper",
     "urlencode",
+    "uuidv4",
+    "uuidv5",
     "values",
     "zipmap",
 ];
@@ -120,11 +124,7 @@ pub const MISSING: &[&str] = &[
     "cidrnetmask",
     "cidrsubnet",
     "cidrsubnets",
-    "convert",
     "rsadecrypt",
-    "semvercmp",
-    "uuidv4",
-    "uuidv5",
 ];
 
 fn arity(a: &[Value], min: usize, max: Option<usize>) -> Result<(), String> {
@@ -735,6 +735,23 @@ pub(crate) fn call(name: &str, a: &[Value]) -> Option<R> {
                 }
                 Value::Array(combos.into_iter().map(Value::Array).collect())
             }
+            "uuidv4" => {
+                arity(a, 0, Some(0))?;
+                let mut b = [0u8; 16];
+                use std::io::Read as _;
+                fs_err::File::open("/dev/urandom")
+                    .and_then(|mut f| f.read_exact(&mut b))
+                    .map_err(|e| e.to_string())?;
+                uuid_text(b, 4).into()
+            }
+            "uuidv5" => {
+                arity(a, 2, Some(2))?;
+                uuidv5(&s(a, 0)?, &s(a, 1)?)?.into()
+            }
+            "semvercmp" => {
+                arity(a, 2, Some(2))?;
+                crate::semver::satisfies(&s(a, 0)?, &s(a, 1)?)?.into()
+            }
             // ---- time ----
             "timestamp" => {
                 arity(a, 0, Some(0))?;
@@ -1341,4 +1358,42 @@ fn csv_rows(text: &str) -> Result<Vec<Vec<String>>, String> {
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// 16 bytes as an RFC 4122 UUID of `version` (version and variant bits set).
+fn uuid_text(mut b: [u8; 16], version: u8) -> String {
+    b[6] = (b[6] & 0x0f) | (version << 4);
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// go-cty-funcs' `uuidv5`: the namespace is `dns`, `url`, `oid`, `x500` or a UUID.
+fn uuidv5(namespace: &str, name: &str) -> Result<String, String> {
+    let ns = match namespace {
+        "dns" => "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+        "url" => "6ba7b811-9dad-11d1-80b4-00c04fd430c8",
+        "oid" => "6ba7b812-9dad-11d1-80b4-00c04fd430c8",
+        "x500" => "6ba7b814-9dad-11d1-80b4-00c04fd430c8",
+        other => other,
+    };
+    let bytes = hex::decode(ns.replace('-', ""))
+        .ok()
+        .filter(|b| b.len() == 16 && ns.len() == 36)
+        .ok_or_else(|| format!("uuidv5() doesn't support namespace {namespace}"))?;
+    use sha1::Digest as _;
+    let mut h = sha1::Sha1::new();
+    h.update(&bytes);
+    h.update(name.as_bytes());
+    let d = h.finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    Ok(uuid_text(b, 5))
 }

@@ -27,6 +27,7 @@ mod eval;
 pub mod funcs;
 mod hcl_file;
 pub mod schedule;
+mod semver;
 mod target;
 mod time;
 mod types;

@@ -843,6 +843,19 @@ fn builtin_functions_give_go_cty_results() {
         ("upper(\"hello\")", "\"HELLO\""),
         ("urlencode(\"a b=c&d\")", "\"a+b%3Dc%26d\""),
         ("values({a=1, c=3, b=2})", "[1,2,3]"),
+        // convert's second argument is a type (typeexpr).
+        ("convert(\"42\", number)", "42"),
+        ("convert([\"b\", \"a\", \"b\"], set(string))", "[\"a\",\"b\"]"),
+        // Python's uuid.uuid5(NAMESPACE_DNS, "example.com") and (NAMESPACE_URL, "https://www.docker.com").
+        ("uuidv5(\"dns\", \"example.com\")", "\"cfbff0d1-9375-5685-968c-48ce8b15ae17\""),
+        ("uuidv5(\"6ba7b811-9dad-11d1-80b4-00c04fd430c8\", \"https://www.docker.com\")", "\"94e785f0-5ed7-5050-9e40-0626672661ff\""),
+        ("regex(\"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$\", uuidv4()) != uuidv4()", "true"),
+        // stdlib_test.go TestSemverCmp, and Masterminds' ranges.
+        ("semvercmp(\"1.2.3\", \">= 1.0.0\")", "true"),
+        ("semvercmp(\"2.1.0\", \"< 2.0.0\")", "false"),
+        ("semvercmp(\"3.22\", \">= 3.20\")", "true"),
+        ("[for c in [\"~1.2\", \"^1.0\", \"^0.2\", \"1.2.x\", \">1.2, <1.3\", \"<1 || >=1.2.4\", \"1.0 - 1.2.3\", \"!=1.2.4\"] : semvercmp(\"v1.2.4\", c)]", "[true,true,false,true,false,true,false,false]"),
+        ("semvercmp(\"1.3.0-beta.1\", \">=1.2\")", "false"),
         ("zipmap([\"name\",\"stars\"], [\"Docker\", 5])", "{\"name\":\"Docker\",\"stars\":5}"),
         // Operators and conversions as cty: numeric strings in arithmetic, short-circuit logic.
         ("\"2\" + 3", "5"),
@@ -873,7 +886,20 @@ fn builtin_functions_give_go_cty_results() {
         ("range(0, 2000)", "more than 1024 values"),
         ("try(nope, also_nope)", "no expression succeeded"),
         ("nosuchfunc(1)", "there is no function named \"nosuchfunc\""),
-        ("uuidv4()", "there is no function named \"uuidv4\""),
+        (
+            "cidrhost(\"10.0.0.0/16\", 5)",
+            "there is no function named \"cidrhost\"",
+        ),
+        (
+            "semvercmp(\"not-a-version\", \">= 1.0.0\")",
+            "invalid semantic version",
+        ),
+        (
+            "semvercmp(\"1.2.3\", \"not-a-constraint\")",
+            "improper constraint",
+        ),
+        ("semvercmp(\"1.2.3\", \"\")", "improper constraint"),
+        ("semvercmp(\"\", \">= 1.0.0\")", "invalid semantic version"),
         ("upper(\"a\", \"b\")", "takes 1 argument(s), got 2"),
     ] {
         let e = ev(expr).unwrap_err();
@@ -889,7 +915,7 @@ fn builtin_function_names_match_buildx_list_but_for_the_missing_ones() {
     assert_eq!(funcs::NAMES.len() + funcs::MISSING.len(), 106);
     for name in funcs::NAMES {
         assert!(!funcs::MISSING.contains(name), "{name}");
-        if !matches!(*name, "try" | "can") {
+        if !matches!(*name, "try" | "can" | "convert") {
             assert!(funcs::call(name, &[]).is_some(), "{name} is not callable");
         }
     }
