@@ -2,9 +2,8 @@
 //! behaviour (`cty/function/stdlib`, hashicorp's `go-cty-funcs`), called by [`crate::eval`].
 //!
 //! `try`, `can` and `convert` are in the evaluator (they see their arguments' errors, or a type
-//! expression). Left out of buildx's list: `bcrypt`, `rsadecrypt`, `cidrhost`, `cidrnetmask`,
-//! `cidrsubnet`, `cidrsubnets`, `byteslen` and `bytesslice` (see [`MISSING`]); calling one is an error
-//! naming it.
+//! expression). Left out of buildx's list: `bcrypt`, `rsadecrypt`, `byteslen` and `bytesslice` (see
+//! [`MISSING`]); calling one is an error naming it.
 
 use base64::Engine as _;
 use hcl::{Map, Value};
@@ -25,6 +24,10 @@ pub const NAMES: &[&str] = &[
     "ceil",
     "chomp",
     "chunklist",
+    "cidrhost",
+    "cidrnetmask",
+    "cidrsubnet",
+    "cidrsubnets",
     "coalesce",
     "coalescelist",
     "compact",
@@ -116,16 +119,7 @@ pub const NAMES: &[&str] = &[
 ];
 
 /// Functions of buildx's list that rbuild does not provide (rarely used in bake files).
-pub const MISSING: &[&str] = &[
-    "bcrypt",
-    "byteslen",
-    "bytesslice",
-    "cidrhost",
-    "cidrnetmask",
-    "cidrsubnet",
-    "cidrsubnets",
-    "rsadecrypt",
-];
+pub const MISSING: &[&str] = &["bcrypt", "byteslen", "bytesslice", "rsadecrypt"];
 
 fn arity(a: &[Value], min: usize, max: Option<usize>) -> Result<(), String> {
     let n = a.len();
@@ -751,6 +745,53 @@ pub(crate) fn call(name: &str, a: &[Value]) -> Option<R> {
             "semvercmp" => {
                 arity(a, 2, Some(2))?;
                 crate::semver::satisfies(&s(a, 0)?, &s(a, 1)?)?.into()
+            }
+            // ---- networks (go-cty-funcs' cidr, on hashicorp/go-cidr) ----
+            "cidrhost" => {
+                arity(a, 2, Some(2))?;
+                let net = Cidr::parse(&s(a, 0)?)?;
+                net.host(int(a, 1)?)?.into()
+            }
+            "cidrnetmask" => {
+                arity(a, 1, Some(1))?;
+                let net = Cidr::parse(&s(a, 0)?)?;
+                if net.bits != 32 {
+                    return Err("only IPv4 networks are supported".into());
+                }
+                let mask = u32::MAX.checked_shl(32 - net.len).unwrap_or(0);
+                std::net::Ipv4Addr::from(mask).to_string().into()
+            }
+            "cidrsubnet" => {
+                arity(a, 3, Some(3))?;
+                let net = Cidr::parse(&s(a, 0)?)?;
+                let (newbits, num) = (int(a, 1)?, int(a, 2)?);
+                net.subnet(newbits, num)?.to_string().into()
+            }
+            "cidrsubnets" => {
+                arity(a, 1, None)?;
+                let net = Cidr::parse(&s(a, 0)?)?;
+                let mut out = Vec::new();
+                let mut next: Option<u128> = Some(net.base);
+                for i in 1..a.len() {
+                    let nb = int(a, i)?;
+                    let first = net.subnet(nb, 0)?;
+                    let size = first.size();
+                    let start = next
+                        .filter(|_| size != 0)
+                        .and_then(|n| n.checked_add(size - 1))
+                        .map(|n| n / size * size)
+                        .filter(|st| st.checked_add(size - 1).is_some_and(|e| e <= net.last()))
+                        .ok_or_else(|| {
+                            format!("not enough remaining address space for a subnet with a prefix of {} bits after {}", first.len, out.last().map_or(String::new(), Value::to_string))
+                        })?;
+                    let sub = Cidr {
+                        base: start,
+                        ..first
+                    };
+                    next = start.checked_add(size);
+                    out.push(Value::String(sub.to_string()));
+                }
+                Value::Array(out)
             }
             // ---- time ----
             "timestamp" => {
@@ -1396,4 +1437,108 @@ fn uuidv5(namespace: &str, name: &str) -> Result<String, String> {
     let mut b = [0u8; 16];
     b.copy_from_slice(&d[..16]);
     Ok(uuid_text(b, 5))
+}
+
+/// An IPv4 or IPv6 network: its base address (as a number), prefix length and address size in bits.
+#[derive(Clone, Copy)]
+struct Cidr {
+    base: u128,
+    len: u32,
+    bits: u32,
+}
+
+impl Cidr {
+    /// Go's `net.ParseCIDR`: the address masked to its network.
+    fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("invalid CIDR expression: invalid CIDR address: {text}");
+        let (ip, len) = text.split_once('/').ok_or_else(bad)?;
+        let ip: std::net::IpAddr = ip.parse().map_err(|_| bad())?;
+        let len: u32 = len.parse().map_err(|_| bad())?;
+        let (n, bits) = match ip {
+            std::net::IpAddr::V4(v4) => (u128::from(u32::from(v4)), 32),
+            std::net::IpAddr::V6(v6) => (u128::from(v6), 128),
+        };
+        if len > bits {
+            return Err(bad());
+        }
+        let c = Self { base: 0, len, bits };
+        Ok(Self {
+            base: n & !c.size().wrapping_sub(1),
+            ..c
+        })
+    }
+
+    /// The number of addresses; 0 stands for 2^128 (`::/0`).
+    fn size(self) -> u128 {
+        1u128.checked_shl(self.bits - self.len).unwrap_or(0)
+    }
+
+    fn last(self) -> u128 {
+        self.base.wrapping_add(self.size().wrapping_sub(1))
+    }
+
+    fn addr(self, n: u128) -> String {
+        if self.bits == 32 {
+            #[allow(clippy::cast_possible_truncation)]
+            std::net::Ipv4Addr::from(n as u32).to_string()
+        } else {
+            std::net::Ipv6Addr::from(n).to_string()
+        }
+    }
+
+    /// go-cidr's `HostBig`: host `num` of the network, counting from the end when negative.
+    fn host(self, num: i64) -> Result<String, String> {
+        let room = self.bits - self.len;
+        let fits = if num >= 0 {
+            room >= 64 || u128::from(num.unsigned_abs()) < (1u128 << room)
+        } else {
+            room >= 64 || u128::from(num.unsigned_abs()) <= (1u128 << room)
+        };
+        if !fits {
+            return Err(format!(
+                "prefix of {} bits cannot accommodate a host numbered {num}",
+                self.len
+            ));
+        }
+        let n = if num >= 0 {
+            self.base + u128::from(num.unsigned_abs())
+        } else {
+            self.last()
+                .wrapping_add(1)
+                .wrapping_sub(u128::from(num.unsigned_abs()))
+        };
+        Ok(self.addr(n))
+    }
+
+    /// go-cidr's `SubnetBig`: subnet `num` of the prefix extended by `newbits`.
+    fn subnet(self, newbits: i64, num: i64) -> Result<Cidr, String> {
+        let nb = u32::try_from(newbits).map_err(|_| "newbits must not be negative".to_owned())?;
+        if self.len + nb > self.bits {
+            return Err(format!(
+                "insufficient address space to extend prefix of {} by {nb}",
+                self.len
+            ));
+        }
+        let num = u128::try_from(num).map_err(|_| "netnum must not be negative".to_owned())?;
+        if nb < 128 && num >= (1u128 << nb) {
+            return Err(format!(
+                "prefix extension of {nb} does not accommodate a subnet numbered {num}"
+            ));
+        }
+        let sub = Cidr {
+            base: 0,
+            len: self.len + nb,
+            bits: self.bits,
+        };
+        Ok(Cidr {
+            base: self.base.wrapping_add(num.wrapping_mul(sub.size())),
+            ..sub
+        })
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr(self.base), self.len)
+    }
 }

@@ -843,6 +843,14 @@ fn builtin_functions_give_go_cty_results() {
         ("upper(\"hello\")", "\"HELLO\""),
         ("urlencode(\"a b=c&d\")", "\"a+b%3Dc%26d\""),
         ("values({a=1, c=3, b=2})", "[1,2,3]"),
+        // docs/bake-stdlib.md and Terraform's cidr docs (the same go-cidr code).
+        ("cidrhost(\"10.0.0.0/16\", 5)", "\"10.0.0.5\""),
+        ("cidrhost(\"10.12.112.0/20\", -1)", "\"10.12.127.255\""),
+        ("cidrhost(\"fd00:fd12:3456:7890::/56\", 16)", "\"fd00:fd12:3456:7800::10\""),
+        ("cidrnetmask(\"10.0.0.0/16\")", "\"255.255.0.0\""),
+        ("cidrsubnet(\"10.0.0.0/16\", 4, 2)", "\"10.0.32.0/20\""),
+        ("cidrsubnet(\"fd00:fd12:3456:7890::/56\", 16, 162)", "\"fd00:fd12:3456:7800:a200::/72\""),
+        ("cidrsubnets(\"10.1.0.0/16\", 4, 4, 8, 4)", "[\"10.1.0.0/20\",\"10.1.16.0/20\",\"10.1.32.0/24\",\"10.1.48.0/20\"]"),
         // convert's second argument is a type (typeexpr).
         ("convert(\"42\", number)", "42"),
         ("convert([\"b\", \"a\", \"b\"], set(string))", "[\"a\",\"b\"]"),
@@ -886,9 +894,10 @@ fn builtin_functions_give_go_cty_results() {
         ("range(0, 2000)", "more than 1024 values"),
         ("try(nope, also_nope)", "no expression succeeded"),
         ("nosuchfunc(1)", "there is no function named \"nosuchfunc\""),
+        ("bcrypt(\"x\")", "there is no function named \"bcrypt\""),
         (
-            "cidrhost(\"10.0.0.0/16\", 5)",
-            "there is no function named \"cidrhost\"",
+            "cidrsubnet(\"10.0.0.0/16\", 4, 16)",
+            "does not accommodate a subnet numbered 16",
         ),
         (
             "semvercmp(\"not-a-version\", \">= 1.0.0\")",
