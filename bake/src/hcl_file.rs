@@ -136,7 +136,30 @@ pub(crate) fn parse_json(name: &str, text: &str) -> Result<HclFile, Error> {
                 .ok_or_else(|| bad(format!("{kind} {label:?} must be an object")))?;
             let mut block = hcl::Block::builder(kind.as_str()).add_label(label.as_str());
             for (key, value) in attrs {
+                // A variable's validations are blocks: an object, or a list of objects.
+                if kind == "variable" && key == "validation" {
+                    let list = match value {
+                        serde_json::Value::Array(items) => items.clone(),
+                        other => vec![other.clone()],
+                    };
+                    for v in list {
+                        let mut inner = hcl::Block::builder("validation");
+                        for (k, x) in v.as_object().into_iter().flatten() {
+                            inner = inner
+                                .add_attribute(hcl::Attribute::new(k.as_str(), json_expression(x)));
+                        }
+                        block = block.add_block(inner.build());
+                    }
+                    continue;
+                }
                 let expr = match (kind.as_str(), key.as_str()) {
+                    // A type is an expression written as a string (`"list(string)"`).
+                    ("variable", "type") => match value.as_str() {
+                        Some(text) => text
+                            .parse::<Expression>()
+                            .map_err(|e| bad(format!("variable {label:?} type {text:?}: {e}")))?,
+                        None => json_expression(value),
+                    },
                     // Parameter names are strings in JSON (HCL's JSON syntax reads them as keywords).
                     ("function", "params") => Expression::Array(
                         value

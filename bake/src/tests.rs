@@ -1215,3 +1215,31 @@ fn bake_docs_list_every_function() {
         );
     }
 }
+
+/// HCL's JSON syntax for what HCL writes as expressions and blocks: a variable's `type` is a string
+/// holding a type expression, its `validation` an object or a list of objects (TestCombineHCLAndJSONVars
+/// and the JSON forms of buildx's docs/bake-reference.md).
+#[test]
+fn json_variables_take_types_and_validations() {
+    let json = r#"{
+      "variable": {
+        "PLATFORMS": {
+          "type": "list(string)",
+          "default": ["linux/amd64"],
+          "validation": [{ "condition": "${length(PLATFORMS) < 3}", "error_message": "at most two platforms" }]
+        }
+      },
+      "target": { "app": { "platforms": "${PLATFORMS}" } }
+    }"#;
+    let env = |v: &str| (v == "PLATFORMS").then(|| "linux/amd64,linux/arm64".to_owned());
+    let d = load(&[file("docker-bake.json", json)], &env).unwrap();
+    assert_eq!(d.targets["app"].platforms, ["linux/amd64", "linux/arm64"]);
+    let env = |v: &str| (v == "PLATFORMS").then(|| "a,b,c".to_owned());
+    let e = load(&[file("docker-bake.json", json)], &env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("Validation failed: at most two platforms"),
+        "{e}"
+    );
+}
