@@ -1,10 +1,12 @@
 //! Bake files: `compose.yaml` and `docker-bake.hcl`/`.json` read into one [`Definition`] of targets and
 //! groups, and resolved into the targets to build ([`Resolved`]), as `docker buildx bake` does.
 //!
-//! This crate reads files and resolves names: variables (defaults and environment overrides), `matrix`,
-//! `inherits`, groups, `--set` overrides ([`Override`]), the common HCL functions ([`funcs::NAMES`]) and
+//! This crate reads files and resolves names: variables (defaults, types, validations, environment
+//! overrides), user-defined `function` blocks, `target.NAME.FIELD` references, `matrix`, `inherits`,
+//! groups, `--set` overrides ([`Override`]), buildx's built-in HCL functions ([`funcs::NAMES`]) and
 //! buildx's `--print` JSON. It builds nothing: the binary turns each resolved [`Target`] into the options
-//! of one `rbuild build`. HCL is evaluated by `hcl-rs`, YAML read by `serde-saphyr`.
+//! of one `rbuild build`. HCL is parsed by `hcl-rs` and evaluated by our own evaluator with go-cty's
+//! semantics; YAML is read by `serde-saphyr`.
 //!
 //! ```
 //! use bake::{load, SourceFile};
@@ -21,10 +23,14 @@
 #![forbid(unsafe_code)]
 
 mod compose;
+mod eval;
 pub mod funcs;
 mod hcl_file;
 pub mod schedule;
+mod semver;
 mod target;
+mod time;
+mod types;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -90,6 +90,24 @@ pub struct Target {
     /// Extra `/etc/hosts` entries of RUN steps, `HOST=IP` or `HOST:IP` (`--add-host`; compose `extra_hosts`).
     #[serde(default, rename = "extra-hosts", skip_serializing_if = "Vec::is_empty")]
     pub extra_hosts: Vec<String>,
+    /// What the target is for (buildx's `description`; shown by `--print`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Resource limits of RUN steps, `TYPE=SOFT[:HARD]` (`--ulimit`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<String>,
+    /// Entitlements granted to RUN steps (`--allow`: `network.host`, `security.insecure`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entitlements: Vec<String>,
+    /// What to do instead of building (`--call`: `check`, `outline`, `targets`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<String>,
+    /// BuildKit's per-build resource settings (buildx's `resources`): read and printed, not built with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<serde_json::Value>,
+    /// BuildKit source policies (buildx's `policy`): read and printed, not built with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy: Vec<serde_json::Value>,
 }
 
 /// Appends the entries of `more` not already in `list`.
@@ -138,6 +156,12 @@ impl Target {
         opt(&mut self.network, &over.network);
         opt(&mut self.shm_size, &over.shm_size);
         append_new(&mut self.extra_hosts, &over.extra_hosts);
+        opt(&mut self.description, &over.description);
+        self.ulimits.extend(over.ulimits.iter().cloned());
+        self.entitlements.extend(over.entitlements.iter().cloned());
+        opt(&mut self.call, &over.call);
+        opt(&mut self.resources, &over.resources);
+        self.policy.extend(over.policy.iter().cloned());
         if !over.inherits.is_empty() {
             self.inherits.clone_from(&over.inherits);
         }
@@ -278,11 +302,16 @@ impl Override {
             ("attest", None) => list(&mut t.attest),
             ("annotations", None) => list(&mut t.annotations),
             ("no-cache-filter", None) => list(&mut t.no_cache_filter),
+            ("ulimits", None) => list(&mut t.ulimits),
+            ("entitlements", None) => list(&mut t.entitlements),
+            ("call", None) => t.call = Some(last),
+            ("description", None) => t.description = Some(last),
             _ => {
                 return Err(bad(format!(
                     "unknown key {:?} (known: args.NAME, labels.NAME, contexts.NAME, context, dockerfile, \
                      dockerfile-inline, target, tags, platform, output, cache-from, cache-to, secrets, ssh, \
-                     attest, annotations, pull, no-cache, no-cache-filter, network, shm-size)",
+                     attest, annotations, pull, no-cache, no-cache-filter, network, shm-size, ulimits, entitlements, \
+                     call, description)",
                     first.key
                 )))
             }
@@ -447,8 +476,23 @@ impl Target {
         if self.no_cache == Some(true) {
             flags.push("--no-cache".into());
         }
-        // Options read but not passed on (none today); the caller warns about each.
-        let ignored = Vec::new();
+        for u in &self.ulimits {
+            flags.push(format!("--ulimit={u}"));
+        }
+        for e in &self.entitlements {
+            flags.push(format!("--allow={e}"));
+        }
+        if let Some(c) = &self.call {
+            flags.push(format!("--call={c}"));
+        }
+        // Options read but not passed on; the caller warns about each.
+        let mut ignored = Vec::new();
+        if self.resources.is_some() {
+            ignored.push("resources");
+        }
+        if !self.policy.is_empty() {
+            ignored.push("policy");
+        }
         if let Some(size) = &self.shm_size {
             flags.push(format!("--shm-size={size}"));
         }

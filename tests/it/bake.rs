@@ -429,3 +429,52 @@ fn bake_each_target_keeps_its_own_outputs_and_cache_export() {
         "hello from web (none)\n"
     );
 }
+
+/// buildx's HCL beyond the basics (#24's follow-up): `function` blocks with variadic parameters,
+/// `target.NAME.FIELD` references (a matrix target by its expanded name), a typed `list(string)`
+/// variable read from the environment as CSV, its `validation`, and built-ins (title, sha256, substr,
+/// merge, join) — the values buildx's hclparser gives for the same file.
+#[test]
+fn bake_functions_and_target_references_build_as_buildx_resolves_them() {
+    let env = Env::new();
+    env.busybox();
+    let dir = monorepo(&env);
+    let files = ["-f", "docker-bake.hcl", "-f", "docker-bake.release.hcl"];
+    let mut args = files.to_vec();
+    args.push("api-release");
+    bake_ok(&env, &dir, &[("VERSIONS", "1.0,2.0")], &args);
+    // The expected suffix from coreutils, not from rbuild's own sha256.
+    let sum = Command::new("sh")
+        .args(["-c", "printf %s 1.0,2.0 | sha256sum"])
+        .output()
+        .expect("sha256sum");
+    let short = String::from_utf8_lossy(&sum.stdout)[..8].to_owned();
+    let want = format!("Hi from api (slim-{short})\n");
+    assert_eq!(
+        env.run_sh("mono/api-release:1.0", "cat /app/greeting.txt"),
+        want
+    );
+    assert_eq!(
+        env.run_sh("mono/api-release:2.0", "cat /app/greeting.txt"),
+        want
+    );
+    // --print shows what the references resolved to; the inherited label came from api's parent.
+    let mut print = files.to_vec();
+    print.extend(["--print", "api-release"]);
+    let (stdout, _) = bake_ok(&env, &dir, &[], &print);
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("--print is JSON");
+    let t = &v["target"]["api-release"];
+    assert_eq!(t["tags"], serde_json::json!(["mono/api-release:1.0"]));
+    assert_eq!(t["args"]["GREETING"], "Hi");
+    assert_eq!(t["labels"]["org.opencontainers.image.vendor"], "mono");
+    // The validation fails with its message, the file and the line, and nothing is built.
+    let out = bake(&env, &dir, &[("VERSIONS", "1.0,")], &args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("docker-bake.release.hcl:7: variable \"VERSIONS\" validation")
+            && stderr.contains("VERSIONS must not hold an empty version."),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("#1 "), "{stderr}");
+}
