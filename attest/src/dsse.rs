@@ -186,7 +186,7 @@ impl VerifyingKey {
             Self::Ed25519(k) => k.to_public_key_der(),
         }
         .expect("a valid public key always encodes");
-        crate::provenance::sha256_hex(der.as_bytes())
+        crate::format::sha256_hex(der.as_bytes())
     }
 
     /// `ecdsa-p256` or `ed25519`.

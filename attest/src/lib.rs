@@ -27,6 +27,7 @@
 pub mod attach;
 mod attested;
 pub mod dsse;
+mod format;
 pub mod provenance;
 pub mod publish;
 pub mod redact;

@@ -8,7 +8,7 @@
 use base64::Engine as _;
 use hcl::{Map, Value};
 
-use crate::eval::{equal, num_text, number, to_bool, to_number, to_text, type_name};
+use crate::value::{equal, num_text, number, to_bool, to_number, to_text, type_name};
 
 type R = Result<Value, String>;
 

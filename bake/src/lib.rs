@@ -31,6 +31,7 @@ mod semver;
 mod target;
 mod time;
 mod types;
+mod value;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 use hcl::expr::{Expression, TraversalOperator};
 use hcl::{Map, Value};
 
-use crate::eval::{to_bool, to_number, to_text, type_name};
+use crate::value::{to_bool, to_number, to_text, type_name};
 
 /// A type constraint.
 #[derive(Clone, Debug, PartialEq)]
@@ -109,7 +109,7 @@ impl Type {
         match self {
             Type::Any => Ok(v),
             Type::String => to_text(&v).map(Value::String),
-            Type::Number => to_number(&v).map(crate::eval::number),
+            Type::Number => to_number(&v).map(crate::value::number),
             Type::Bool => to_bool(&v).map(Value::Bool),
             Type::List(t) => elems(v, "list of")
                 .map_err(|e| format!("{} {e}", self.name()))?
@@ -125,7 +125,7 @@ impl Type {
                     .collect::<Result<Vec<_>, _>>()?;
                 let mut out: Vec<Value> = Vec::new();
                 for x in items {
-                    if !out.iter().any(|o| crate::eval::equal(o, &x)) {
+                    if !out.iter().any(|o| crate::value::equal(o, &x)) {
                         out.push(x);
                     }
                 }
@@ -269,7 +269,7 @@ pub(crate) fn primitive(var: &str, text: &str, t: &Type) -> Result<Value, String
             .parse::<f64>()
             .ok()
             .filter(|n| n.is_finite())
-            .map(crate::eval::number)
+            .map(crate::value::number)
             .ok_or_else(|| {
                 format!(
                     "failed to parse {var} as number: strconv.ParseFloat: parsing {text:?}: invalid syntax"

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::spdx::{is_listed_id, sha1_hex, Refs};
 use super::{cpe, DocumentInfo, Inventory};
-use crate::provenance::rfc3339;
+use crate::format::rfc3339;
 
 /// `predicateType` of a CycloneDX SBOM attestation (in-toto's predicate for CycloneDX).
 pub const PREDICATE_TYPE: &str = "https://cyclonedx.org/bom";

@@ -6,20 +6,11 @@
 
 use std::io::{Read, SeekFrom};
 
+use super::evidence::Evidence;
 use super::{go, rust, FileEntry, Inventory, Package, Tree};
 
 /// How much of an executable is read to decide what it is.
 const HEAD: u64 = 4096;
-
-/// Packages found in one file, and which of them the file is (a main module, a root crate).
-pub(crate) struct Evidence {
-    /// In the order the build information lists them.
-    pub(crate) packages: Vec<Package>,
-    /// Index into `packages` of the package the file is, when there is one.
-    pub(crate) owner: Option<usize>,
-    /// (dependent, dependency) indices into `packages`.
-    pub(crate) dependencies: Vec<(usize, usize)>,
-}
 
 pub(crate) fn scan(
     tree: &dyn Tree,
@@ -32,7 +23,7 @@ pub(crate) fn scan(
     // The candidates named as package metadata or archives are for the other scanners.
     let executable = |path: &&String| {
         let name = path.rsplit('/').next().unwrap_or(path);
-        !super::tree::is_metadata_name(name) && !super::java::is_archive(name)
+        !super::names::is_metadata_name(name) && !super::java::is_archive(name)
     };
     let candidates: Vec<&String> = candidates.iter().filter(executable).collect();
     let found = candidates
@@ -109,7 +100,7 @@ pub(crate) fn has_build_info(host: &std::path::Path) -> bool {
 fn read_all(file: &mut dyn super::ReadSeek) -> std::io::Result<Vec<u8>> {
     file.seek(SeekFrom::Start(0))?;
     let mut bytes = Vec::new();
-    file.take(super::tree::MAX_EXECUTABLE)
+    file.take(super::names::MAX_EXECUTABLE)
         .read_to_end(&mut bytes)?;
     Ok(bytes)
 }

@@ -7,7 +7,7 @@
 
 use object::{Object, ObjectSection};
 
-use super::executables::Evidence;
+use super::evidence::Evidence;
 use super::{purl_encode, Ecosystem, Package};
 
 /// The buildinfo header's magic.
@@ -235,7 +235,7 @@ mod tests {
         );
         assert_eq!(f.evidence.len(), 4);
         let bytes = &tree.0[0].1;
-        assert_eq!(f.sha256, crate::provenance::sha256_hex(bytes));
+        assert_eq!(f.sha256, crate::format::sha256_hex(bytes));
     }
 
     #[test]

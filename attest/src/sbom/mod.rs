@@ -11,9 +11,11 @@
 mod cpe;
 mod cyclonedx;
 mod dpkg;
+mod evidence;
 mod executables;
 mod go;
 mod java;
+mod names;
 mod npm;
 mod python;
 mod rpm;
@@ -175,7 +177,7 @@ impl FileEntry {
         Self {
             path: path.to_owned(),
             sha1,
-            sha256: crate::provenance::sha256_hex(bytes),
+            sha256: crate::format::sha256_hex(bytes),
             owner: owner.map(|i| packages[i].purl.clone()),
             evidence,
         }

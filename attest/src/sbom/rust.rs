@@ -13,7 +13,7 @@ use object::read::elf::{FileHeader, SectionHeader};
 use object::ReadCache;
 use serde::Deserialize;
 
-use super::executables::Evidence;
+use super::evidence::Evidence;
 use super::{purl_encode, Ecosystem, Package, ReadSeek};
 
 /// The section cargo-auditable writes.
@@ -223,10 +223,7 @@ mod tests {
         );
         assert_eq!(inv.files.len(), 1);
         assert_eq!(inv.files[0].owner.as_deref(), Some("pkg:cargo/hello@0.1.0"));
-        assert_eq!(
-            inv.files[0].sha256,
-            crate::provenance::sha256_hex(&tree.0[0].1)
-        );
+        assert_eq!(inv.files[0].sha256, crate::format::sha256_hex(&tree.0[0].1));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value};
 
 use super::{cpe, Ecosystem, Inventory};
-use crate::provenance::{rfc3339, sha256_hex};
+use crate::format::{rfc3339, sha256_hex};
 
 /// `predicateType` of an SPDX SBOM attestation (what BuildKit and cosign use).
 pub const PREDICATE_TYPE: &str = "https://spdx.dev/Document";

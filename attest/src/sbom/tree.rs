@@ -1,12 +1,9 @@
 //! The image file tree the scanners read: stacked snapshot directories seen through `oci::MergedView`.
 
+use super::names::{is_metadata_name, MAX_EXECUTABLE};
 use std::collections::BTreeSet;
 use std::io;
 use std::path::PathBuf;
-
-/// File names whose paths [`Tree::candidates`] lists (the files the npm and Python scanners read; Java
-/// archives are listed by their suffix, executables by their mode and size).
-const CANDIDATE_NAMES: &[&str] = &["package.json", "package-lock.json", "METADATA", "PKG-INFO"];
 
 /// Directories never walked for candidates: kernel file systems, and the large data trees of a
 /// distribution where no npm or Python package metadata lives (documentation, locales, headers, package
@@ -54,19 +51,11 @@ pub trait Tree: Sync {
             .read(path)?
             .map(|b| Box::new(io::Cursor::new(b)) as Box<dyn ReadSeek>))
     }
-    /// Absolute paths of the files named like [`CANDIDATE_NAMES`], of Java archives and of executables
+    /// Absolute paths of the files named like [`super::names::CANDIDATE_NAMES`], of Java archives and of executables
     /// (any exec bit, at most [`MAX_EXECUTABLE`] bytes) that exist in the tree, sorted. A tree may leave
     /// out the executables that are not ELF files with Go build info or a cargo-auditable section.
     fn candidates(&self) -> Vec<String>;
 }
-
-/// Whether `name` is one of the package metadata file names the scanners read.
-pub(crate) fn is_metadata_name(name: &str) -> bool {
-    CANDIDATE_NAMES.contains(&name)
-}
-
-/// Executables bigger than this are not listed as candidates (the Go scanner reads them whole).
-pub(crate) const MAX_EXECUTABLE: u64 = 256 << 20;
 
 /// An image tree made of snapshot directories (base first), as the store keeps them.
 pub struct LayerTree<'c> {
@@ -210,9 +199,7 @@ fn candidate_files(root: &std::path::Path) -> Vec<String> {
                 if !SKIP.contains(&path.as_str()) {
                     stack.push((e.path(), path));
                 }
-            } else if ft.is_file()
-                && (CANDIDATE_NAMES.contains(&name) || super::java::is_archive(name))
-            {
+            } else if ft.is_file() && (is_metadata_name(name) || super::java::is_archive(name)) {
                 out.push(format!("/{path}"));
             } else if ft.is_file() && is_small_executable(&e) {
                 executables.push((e.path(), path));
