@@ -350,3 +350,49 @@ fn rootless_names_an_owner_outside_the_mapped_ids() {
         "{stderr}"
     );
 }
+
+/// An emulated RUN rootless: binfmt_misc's handler (registered with the F flag, by root, once per
+/// machine) serves a user namespace too, so a rootless `--platform linux/arm64` build runs arm64
+/// code through qemu with no interpreter in the rootfs (#20).
+#[test]
+fn rootless_emulated_run_of_a_foreign_platform() {
+    require("/usr/bin/qemu-aarch64-static", "qemu-user-static");
+    require("/usr/bin/newuidmap", "uidmap");
+    let arm64_busybox = Path::new("/var/cache/rbuild-test/arm64/busybox");
+    assert!(
+        arm64_busybox.exists(),
+        "{} is missing: run scripts/install-deps.sh",
+        arm64_busybox.display()
+    );
+    // Registering the handler is root's part (it is the machine's); the build is the user's.
+    let env = Env::new();
+    env.ok(&["binfmt", "--install", "arm64"]);
+    let user = UserDir::new(USER);
+    let ctx = user.context(
+        "emu",
+        &[(
+            "Dockerfile",
+            "FROM scratch\nCOPY busybox /bin/busybox\n\
+             RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
+             RUN uname -m > /arch && id -u > /uid\n",
+        )],
+    );
+    std::fs::copy(arm64_busybox, ctx.join("busybox")).expect("copy the arm64 busybox");
+    sh(Command::new("chown")
+        .arg(format!("{0}:{0}", uid_of(USER)))
+        .arg(ctx.join("busybox")));
+    let out = user.path().join("out");
+    user.ok(&[
+        "build",
+        "--platform",
+        "linux/arm64",
+        "-o",
+        &format!("type=local,dest={}", out.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("arch")).unwrap(),
+        "aarch64\n"
+    );
+    assert_eq!(std::fs::read_to_string(out.join("uid")).unwrap(), "0\n");
+}
