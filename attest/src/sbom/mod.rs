@@ -211,7 +211,7 @@ pub fn scan(tree: &dyn Tree) -> Result<Inventory, crate::Error> {
     lap("package databases");
     let candidates = tree.candidates();
     lap("file list");
-    found.extend(npm::scan(tree, &candidates)?);
+    found.extend(npm::scan(tree, &candidates, &mut inv.dependencies)?);
     lap("npm");
     found.extend(python::scan(tree, &candidates)?);
     found.extend(java::scan(tree, &candidates, &mut inv.files)?);

@@ -3,15 +3,23 @@
 
 use serde_json::Value;
 
+use std::collections::BTreeSet;
+
 use super::{purl_encode, Ecosystem, Package, Tree};
 
-pub(crate) fn scan(tree: &dyn Tree, candidates: &[String]) -> Result<Vec<Package>, crate::Error> {
+/// The packages, and (from v2/v3 lock files) which depends on which, as (dependent, dependency) purls.
+pub(crate) fn scan(
+    tree: &dyn Tree,
+    candidates: &[String],
+    dependencies: &mut BTreeSet<(String, String)>,
+) -> Result<Vec<Package>, crate::Error> {
     let mut out = Vec::new();
     for path in candidates {
         let in_modules = path.contains("/node_modules/");
         if path.ends_with("/package-lock.json") && !in_modules {
             if let Some(doc) = read_json(tree, path)? {
                 lock_packages(&doc, path, &mut out);
+                lock_dependencies(&doc, dependencies);
             }
         } else if path.ends_with("/package.json") && installed_manifest(path) {
             if let Some(doc) = read_json(tree, path)? {
@@ -68,6 +76,57 @@ fn lock_packages(doc: &Value, path: &str, out: &mut Vec<Package>) {
         }
     } else if let Some(deps) = doc.get("dependencies").and_then(Value::as_object) {
         v1_dependencies(deps, path, out);
+    }
+}
+
+/// The runtime dependency edges of a v2/v3 lock file: each package's `dependencies` and
+/// `optionalDependencies`, resolved as Node resolves them — the nearest `node_modules/NAME` from the
+/// dependent's folder up (devDependencies are the project's own and not followed).
+fn lock_dependencies(doc: &Value, out: &mut BTreeSet<(String, String)>) {
+    let Some(packages) = doc.get("packages").and_then(Value::as_object) else {
+        return;
+    };
+    let purl_at = |key: &str| {
+        let p = packages.get(key)?;
+        let name = p
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .or_else(|| key.rsplit_once("node_modules/").map(|(_, n)| n.to_owned()))?;
+        let version = p.get("version").and_then(Value::as_str)?;
+        Some(package(&name, version, Vec::new(), "").purl)
+    };
+    for (key, p) in packages {
+        if key.is_empty() {
+            continue; // the project itself is not one of the image's packages
+        }
+        let Some(from) = purl_at(key) else { continue };
+        let names = ["dependencies", "optionalDependencies"]
+            .iter()
+            .filter_map(|k| p.get(*k).and_then(Value::as_object))
+            .flat_map(|m| m.keys());
+        for dep in names {
+            let mut dir = key.as_str();
+            let found = loop {
+                let candidate = if dir.is_empty() {
+                    format!("node_modules/{dep}")
+                } else {
+                    format!("{dir}/node_modules/{dep}")
+                };
+                if packages.contains_key(&candidate) {
+                    break Some(candidate);
+                }
+                // Up one package folder: `a/node_modules/b` -> `a`; the top is the project's.
+                match dir.rsplit_once("/node_modules/") {
+                    Some((up, _)) => dir = up,
+                    None if !dir.is_empty() => dir = "",
+                    None => break None,
+                }
+            };
+            if let Some(to) = found.as_deref().and_then(purl_at) {
+                out.insert((from.clone(), to));
+            }
+        }
     }
 }
 
@@ -129,6 +188,37 @@ fn package(name: &str, version: &str, licenses: Vec<String>, path: &str) -> Pack
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lock_dependencies_resolve_as_node_does_nearest_node_modules_first() {
+        // `a` needs b@2 (nested under it) and c (hoisted); `b`@1 at the top is another package's;
+        // dev dependencies are not followed; the project ("") is not a package.
+        let doc: Value = serde_json::from_str(
+            r#"{"lockfileVersion": 3, "packages": {
+                "": {"name": "app", "dependencies": {"a": "^1"}, "devDependencies": {"t": "1"}},
+                "node_modules/a": {"version": "1.0.0", "dependencies": {"b": "^2", "c": "^1"},
+                                   "optionalDependencies": {"@s/o": "1"}, "devDependencies": {"t": "1"}},
+                "node_modules/a/node_modules/b": {"version": "2.0.0", "dependencies": {"c": "^1"}},
+                "node_modules/b": {"version": "1.0.0"},
+                "node_modules/c": {"version": "1.5.0"},
+                "node_modules/@s/o": {"version": "1.0.0"},
+                "node_modules/t": {"version": "1.0.0", "dev": true}
+            }}"#,
+        )
+        .unwrap();
+        let mut deps = BTreeSet::new();
+        lock_dependencies(&doc, &mut deps);
+        let got: Vec<(&str, &str)> = deps.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                ("pkg:npm/a@1.0.0", "pkg:npm/%40s/o@1.0.0"),
+                ("pkg:npm/a@1.0.0", "pkg:npm/b@2.0.0"),
+                ("pkg:npm/a@1.0.0", "pkg:npm/c@1.5.0"),
+                ("pkg:npm/b@2.0.0", "pkg:npm/c@1.5.0"),
+            ]
+        );
+    }
 
     #[test]
     fn manifest_paths() {
