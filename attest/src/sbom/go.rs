@@ -170,20 +170,7 @@ mod tests {
         v
     }
 
-    struct Files(Vec<(&'static str, Vec<u8>)>);
-
-    impl Tree for Files {
-        fn read(&self, path: &str) -> Result<Option<Vec<u8>>, crate::Error> {
-            Ok(self
-                .0
-                .iter()
-                .find(|(p, _)| *p == path)
-                .map(|(_, b)| b.clone()))
-        }
-        fn candidates(&self) -> Vec<String> {
-            self.0.iter().map(|(p, _)| (*p).to_owned()).collect()
-        }
-    }
+    use super::super::tree::Files;
 
     #[test]
     fn go_build_info_modules_from_a_synthesized_elf_section() {

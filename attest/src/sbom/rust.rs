@@ -162,20 +162,7 @@ mod tests {
         {"name":"itoa","version":"1.0.11","source":"crates.io"}
     ]}"#;
 
-    struct Files(Vec<(&'static str, Vec<u8>)>);
-
-    impl Tree for Files {
-        fn read(&self, path: &str) -> Result<Option<Vec<u8>>, crate::Error> {
-            Ok(self
-                .0
-                .iter()
-                .find(|(p, _)| *p == path)
-                .map(|(_, b)| b.clone()))
-        }
-        fn candidates(&self) -> Vec<String> {
-            self.0.iter().map(|(p, _)| (*p).to_owned()).collect()
-        }
-    }
+    use super::super::tree::Files;
 
     #[test]
     fn cargo_auditable_crates_and_dependencies_from_a_synthesized_elf_section() {

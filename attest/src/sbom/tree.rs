@@ -253,6 +253,24 @@ pub(crate) fn os_release(tree: &dyn Tree) -> Result<OsRelease, crate::Error> {
     Ok(os)
 }
 
+/// An in-memory tree of whole files (path, bytes), every file a candidate: for the scanners' tests.
+#[cfg(test)]
+pub(crate) struct Files(pub(crate) Vec<(&'static str, Vec<u8>)>);
+
+#[cfg(test)]
+impl Tree for Files {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, crate::Error> {
+        Ok(self
+            .0
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, b)| b.clone()))
+    }
+    fn candidates(&self) -> Vec<String> {
+        self.0.iter().map(|(p, _)| (*p).to_owned()).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
